@@ -1,0 +1,1 @@
+"""Export jobs to verified files in S3."""

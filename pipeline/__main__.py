@@ -1,0 +1,86 @@
+"""Command line: ``python -m pipeline --mode all|orchestrator|worker [--local]``.
+
+Without ``--local`` the service reads its settings from the environment
+(contract 5) and runs until SIGTERM or SIGINT. A bad setting prints one line
+naming the variable and exits with status 2.
+
+With ``--local`` it runs the embedded default instead: a moto server and the
+Export API simulator on loopback, a sample export set, one run to completion
+and a summary (see ``pipeline/_local.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from ._config import ConfigError, Mode, Settings, load_settings
+from ._logging import configure_logging
+
+__all__ = ["main"]
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline", description="Export jobs to verified files in S3."
+    )
+    parser.add_argument(
+        "--mode",
+        choices=[mode.value for mode in Mode],
+        default=Mode.ALL.value,
+        help="all: both roles in one process; orchestrator: export jobs to download tasks; "
+        "worker: download tasks to S3 (default: all)",
+    )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="run the embedded demo: local moto server and Export API simulator, "
+        "a sample export set, one run to completion and a summary",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    mode = Mode(args.mode)
+    if args.local:
+        from ._local import run_local
+
+        return run_local(mode)
+    try:
+        settings = load_settings(os.environ, mode)
+    except ConfigError as err:
+        print(f"pipeline: configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level)
+    trio.run(serve_until_signalled, settings, mode)
+    return 0
+
+
+async def serve_until_signalled(settings: Settings, mode: Mode) -> None:
+    """Run the service until SIGTERM or SIGINT, then wind it down gracefully."""
+    from ._graph import run_service
+
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    stop.set()
+
+            nursery.start_soon(stop_on_signal)
+            await run_service(settings, mode, stop)
+            nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

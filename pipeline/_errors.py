@@ -1,0 +1,117 @@
+"""The service's own errors, and whether trying again can help.
+
+Every error that crosses a boundary (httpx, botocore, the ZIP reader, a message
+body) is translated into one of these, raised ``from`` the original, so the rest
+of the code decides with one question: ``err.transient``?
+
+    PipelineError
+    ├── TransientError              trying again later may succeed
+    │   ├── ExportApiUnavailable    429, 5xx, timeout, body broken off
+    │   ├── CircuitOpen             the breaker refuses calls for a while
+    │   └── AwsUnavailable          throttling, 5xx, connection trouble
+    └── PermanentError              trying again gives the same answer
+        ├── ExportApiRejected       401, 403, other 4xx, a malformed answer
+        │   └── ExportNotFound      404 on the export
+        ├── ListingFault            the file listing loops or lies
+        ├── DownloadRefused         host not allowed, file too large
+        ├── ZipCorrupt              bad CRC, truncated, records disagree
+        ├── AwsRejected             AWS said no (access, validation, ...)
+        ├── LeaseLost               the message's receipt handle is gone
+        ├── RetriesExhausted        a transient error outlived its attempts
+        └── PoisonMessage           a message body that can never be handled
+
+``str(err)`` is always one line a person can act on: it is what lands in the
+job item's ``error`` attribute.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AwsRejected",
+    "AwsUnavailable",
+    "CircuitOpen",
+    "DownloadRefused",
+    "ExportApiRejected",
+    "ExportApiUnavailable",
+    "ExportNotFound",
+    "LeaseLost",
+    "ListingFault",
+    "PermanentError",
+    "PipelineError",
+    "PoisonMessage",
+    "RetriesExhausted",
+    "TransientError",
+    "ZipCorrupt",
+]
+
+
+class PipelineError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    transient: bool = False
+
+
+class TransientError(PipelineError):
+    """Trying again later may succeed.
+
+    ``retry_after`` is the delay the other side asked for (``Retry-After``),
+    in seconds, when it asked for one.
+    """
+
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(PipelineError):
+    """Trying again gives the same answer: fail the file or the job."""
+
+
+class ExportApiUnavailable(TransientError):
+    """The Export API answered 429 or 5xx, timed out, or broke off mid-body."""
+
+
+class CircuitOpen(TransientError):
+    """Most recent Export API calls failed; calls are refused for a while."""
+
+
+class AwsUnavailable(TransientError):
+    """An AWS call was throttled, answered 5xx, or lost its connection."""
+
+
+class ExportApiRejected(PermanentError):
+    """The Export API refused the call for good (401, 403, 4xx, bad JSON)."""
+
+
+class ExportNotFound(ExportApiRejected):
+    """The Export API does not know the export (404)."""
+
+
+class ListingFault(PermanentError):
+    """The file listing cannot be trusted, e.g. a cursor came back twice."""
+
+
+class DownloadRefused(PermanentError):
+    """A file is not downloaded: its host is not allowed or it is too large."""
+
+
+class ZipCorrupt(PermanentError):
+    """The ZIP's data is corrupt: bad CRC, truncated, records disagree."""
+
+
+class AwsRejected(PermanentError):
+    """AWS refused a call for good (access denied, validation, no such thing)."""
+
+
+class LeaseLost(PermanentError):
+    """A message's receipt handle no longer works; another consumer may own it."""
+
+
+class RetriesExhausted(PermanentError):
+    """A transient error persisted through every allowed attempt."""
+
+
+class PoisonMessage(PermanentError):
+    """A message body that is not valid and never will be."""
