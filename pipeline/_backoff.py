@@ -50,7 +50,7 @@ class Backoff:
 
         ``draw`` is a uniform random number in [0, 1).
         """
-        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
+        ceiling = min(self.cap, self.base * 2.0 ** (attempt - 1))
         wait = draw * ceiling
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.max_retry_after))

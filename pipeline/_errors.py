@@ -12,6 +12,7 @@ of the code decides with one question: ``err.transient``?
     └── PermanentError              trying again gives the same answer
         ├── ExportApiRejected       401, 403, other 4xx, a malformed answer
         │   └── ExportNotFound      404 on the export
+        ├── ExportNotReady          listing a still PENDING export (409): wait, then ask again
         ├── ListingFault            the file listing loops or lies
         ├── DownloadRefused         host not allowed, file too large
         ├── ZipCorrupt              bad CRC, truncated, records disagree
@@ -34,6 +35,7 @@ __all__ = [
     "ExportApiRejected",
     "ExportApiUnavailable",
     "ExportNotFound",
+    "ExportNotReady",
     "LeaseLost",
     "ListingFault",
     "PermanentError",
@@ -78,7 +80,17 @@ class CircuitOpen(TransientError):
 
 
 class AwsUnavailable(TransientError):
-    """An AWS call was throttled, answered 5xx, or lost its connection."""
+    """An AWS call was throttled, answered 5xx, or lost its connection.
+
+    ``code`` is AWS's error code (``"ThrottlingException"``, ``"SlowDown"``)
+    when AWS answered at all, ``None`` for connection trouble.
+    """
+
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.code = code
 
 
 class ExportApiRejected(PermanentError):
@@ -87,6 +99,14 @@ class ExportApiRejected(PermanentError):
 
 class ExportNotFound(ExportApiRejected):
     """The Export API does not know the export (404)."""
+
+
+class ExportNotReady(PermanentError):
+    """Listing answered 409: the export is still PENDING.
+
+    Asking again at once gives the same answer, so this is not retried; the
+    caller treats the export as pending and comes back after its poll interval.
+    """
 
 
 class ListingFault(PermanentError):
@@ -102,7 +122,17 @@ class ZipCorrupt(PermanentError):
 
 
 class AwsRejected(PermanentError):
-    """AWS refused a call for good (access denied, validation, no such thing)."""
+    """AWS refused a call for good (access denied, validation, no such thing).
+
+    ``code`` is AWS's error code, so callers can tell e.g.
+    ``ConditionalCheckFailedException``, ``ReceiptHandleIsInvalid``,
+    ``NoSuchKey`` or ``NoSuchUpload`` apart; ``None`` when the refusal came
+    from botocore itself (bad parameters, no credentials).
+    """
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class LeaseLost(PermanentError):

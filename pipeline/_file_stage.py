@@ -123,13 +123,14 @@ async def _run_file_task(
     finally:
         if file_task.outstanding is not None:
             file_task.outstanding.done()
+        # A file from the download-task queue holds a lease and one of its slots.
         if lease is not None and keeper is not None:
+            if slots is not None:
+                slots.give_back()
             if finished:
                 await keeper.complete(lease)
             else:
                 await keeper.hand_back([lease])
-        if slots is not None:
-            slots.give_back()
 
 
 def _log_result(result: FileResult, seconds: float) -> None:
@@ -199,7 +200,7 @@ async def _read_file(file: ExportFile, export_id: str, deps: Deps, tally: FileTa
 
 async def _read_directory(file: ExportFile, tail: Any, deps: Deps) -> Sequence[CentralEntry]:
     """The central directory, fetching the part before the tail when it is large."""
-    location = locate_directory(tail.data, tail.start, tail.total_size)
+    location = locate_directory(tail.data, tail.start, tail.total_size or file.size_bytes)
     if location.offset >= tail.start:
         begin = location.offset - tail.start
         return parse_directory(tail.data[begin : begin + location.size], location)

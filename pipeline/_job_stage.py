@@ -23,7 +23,7 @@ from . import _sqs
 from ._accounting import FileResult, JobStatus, summarize
 from ._deps import Deps
 from ._dispatch import FileDispatch, Outstanding
-from ._errors import ExportNotFound, PermanentError, PoisonMessage
+from ._errors import ExportNotFound, ExportNotReady, PermanentError, PoisonMessage
 from ._exportapi import ExportFile
 from ._finalize import finalize_if_done
 from ._jobstore import JobItem
@@ -167,12 +167,18 @@ async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStag
     done_before = {r.file_id for r in await deps.jobs.file_results(export_id) if r.ok}
     outstanding = Outstanding()
     total = 0
-    async for page in deps.api.list_files(export_id):
-        for file in page:
-            total += 1
-            if file.file_id in done_before:
-                continue
-            await _submit(file, export_id, job, deps, stage, outstanding)
+    try:
+        async for page in deps.api.list_files(export_id):
+            for file in page:
+                total += 1
+                if file.file_id in done_before:
+                    continue
+                await _submit(file, export_id, job, deps, stage, outstanding)
+    except ExportNotReady:
+        # READY a moment ago, 409 now: the export is being prepared again.
+        if total:
+            raise
+        return await _still_pending(export_id, job, deps, None)
     await stage.dispatch.flush()
     await deps.jobs.set_listing_done(export_id, total)
     log.info("export listed", filesTotal=total, alreadyDone=len(done_before))

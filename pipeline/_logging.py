@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -30,7 +30,9 @@ _LEVELS = {
 _SECRET_KEYS = frozenset({"authorization", "token", "export_api_token", "password", "secret"})
 
 
-def _drop_secrets(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _drop_secrets(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key in _SECRET_KEYS & event_dict.keys():
         event_dict[key] = "[redacted]"
     return event_dict

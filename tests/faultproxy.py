@@ -1,0 +1,199 @@
+"""An HTTP fault proxy in front of moto: chosen AWS calls fail on purpose.
+
+The service is pointed at the proxy (``AWS_ENDPOINT_URL``); every request is
+forwarded to moto unless a rule claims it. A rule names a service and an
+operation, as botocore calls them, and what to do instead:
+
+* ``status``: answer with an AWS-shaped error (500 InternalError, 503 SlowDown,
+  400 ThrottlingException, ...), never reaching moto;
+* ``reset``: declare a body and break the connection before it is complete;
+* ``stall``: wait before forwarding (a slow dependency).
+
+The operation is read the way AWS routes it: the ``X-Amz-Target`` header for
+the JSON protocols (SQS, DynamoDB), the method and query for S3's REST API.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import httpx
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+
+
+@attrs.define
+class Fault:
+    """One rule: the next ``times`` calls of ``operation`` get ``kind``."""
+
+    service: str  # "s3", "sqs" or "dynamodb"
+    operation: str  # botocore's operation name, e.g. "UploadPart"
+    kind: str  # "status", "reset" or "stall"
+    times: int = 1
+    status: int = 500
+    code: str = "InternalError"
+    stall_seconds: float = 0.0
+    hits: int = 0
+
+    def claims(self, service: str, operation: str) -> bool:
+        return self.service == service and self.operation == operation and self.hits < self.times
+
+
+def s3_operation(method: str, path: str, query: dict[str, list[str]]) -> str:
+    """botocore's name for an S3 REST call (the ones this service makes)."""
+    has_key = path.strip("/").count("/") >= 1
+    if method == "PUT":
+        if "partNumber" in query:
+            return "UploadPart"
+        return "PutObject" if has_key else "CreateBucket"
+    if method == "POST":
+        if "uploads" in query:
+            return "CreateMultipartUpload"
+        if "uploadId" in query:
+            return "CompleteMultipartUpload"
+        return "DeleteObjects" if "delete" in query else "PostObject"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
+    if method == "HEAD":
+        return "HeadObject" if has_key else "HeadBucket"
+    if "uploads" in query:
+        return "ListMultipartUploads"
+    return "GetObject" if has_key else "ListObjectsV2"
+
+
+def classify(method: str, path: str, query_string: bytes, headers: dict[str, str]) -> tuple[str, str]:
+    """The (service, operation) of one AWS request."""
+    target = headers.get("x-amz-target", "")
+    if target.startswith("AmazonSQS."):
+        return "sqs", target.split(".", 1)[1]
+    if target.startswith("DynamoDB_"):
+        return "dynamodb", target.split(".", 1)[1]
+    query = parse_qs(query_string.decode(), keep_blank_values=True)
+    if "Action" in query:
+        return "sqs", query["Action"][0]
+    return "s3", s3_operation(method, path, query)
+
+
+@attrs.define
+class FaultProxy:
+    """The proxy's state: its rules and what it has seen."""
+
+    upstream: str
+    faults: list[Fault] = attrs.field(factory=list)
+    calls: Counter[tuple[str, str]] = attrs.field(factory=Counter)
+    injected: Counter[tuple[str, str, str]] = attrs.field(factory=Counter)
+    _client: httpx.AsyncClient | None = None
+
+    def add(self, fault: Fault) -> Fault:
+        self.faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        self.faults.clear()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            message = await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = _origin_form(scope["path"])
+        service, operation = classify(scope["method"], path, scope["query_string"], headers)
+        self.calls[(service, operation)] += 1
+        fault = next((f for f in self.faults if f.claims(service, operation)), None)
+        if fault is not None:
+            fault.hits += 1
+            self.injected[(service, operation, fault.kind)] += 1
+            if fault.kind == "stall":
+                await trio.sleep(fault.stall_seconds)
+            elif fault.kind == "reset":
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-length", b"1000")]})
+                await send({"type": "http.response.body", "body": b"<", "more_body": True})
+                raise ConnectionResetError("fault proxy: connection reset on purpose")
+            else:
+                await _aws_error(send, service, fault)
+                return
+        await self._forward(scope, headers, bytes(body), send)
+
+    async def _forward(self, scope: Scope, headers: dict[str, str], body: bytes, send: Send) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=60)
+        url = self.upstream + _origin_form(scope["raw_path"].decode())
+        if scope["query_string"]:
+            url += "?" + scope["query_string"].decode()
+        upstream = await self._client.request(
+            scope["method"],
+            url,
+            headers={k: v for k, v in headers.items() if k not in _HOP_HEADERS},
+            content=body,
+        )
+        response_headers = [
+            (k.encode(), v.encode())
+            for k, v in upstream.headers.items()
+            if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding"
+        ]
+        response_headers.append((b"content-length", str(len(upstream.content)).encode()))
+        await send({"type": "http.response.start", "status": upstream.status_code,
+                    "headers": response_headers})
+        await send({"type": "http.response.body", "body": upstream.content})
+
+
+def _origin_form(target: str) -> str:
+    """The path of a request target; aiobotocore's httpx backend sends absolute-form ones."""
+    if target.startswith(("http://", "https://")):
+        parts = urlsplit(target)
+        return parts.path or "/"
+    return target
+
+
+async def _aws_error(send: Send, service: str, fault: Fault) -> None:
+    if service == "s3":
+        body = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{fault.code}</Code>"
+                f"<Message>injected</Message></Error>").encode()
+        content_type = b"application/xml"
+    else:
+        prefix = "com.amazonaws.dynamodb.v20120810#" if service == "dynamodb" else ""
+        body = json.dumps({"__type": prefix + fault.code, "message": "injected"}).encode()
+        content_type = b"application/x-amz-json-1.0"
+    await send({"type": "http.response.start", "status": fault.status,
+                "headers": [(b"content-type", content_type),
+                            (b"x-amzn-query-error", f"{fault.code};Sender".encode()),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def serve_fault_proxy(
+    proxy: FaultProxy, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve ``proxy`` on a free loopback port; reports its URL."""
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.errorlog = None
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(functools.partial(serve, proxy, config))  # type: ignore[arg-type]
+        task_status.started(binds[0])
