@@ -165,6 +165,10 @@ async def open_aws_clients(
         raise ValueError(msg)
     path_style = bool(endpoint_url or os.environ.get("AWS_ENDPOINT_URL"))
     session = get_session()
+    # The session's own default decides which credential providers it builds:
+    # without the httpx backend here, the container and instance-metadata
+    # providers (Fargate, EC2) use aiohttp, which needs an asyncio loop.
+    session.set_default_client_config(AioConfig(http_session_cls=HttpxSession))
     async with AsyncExitStack() as stack:
 
         async def client(service: str, read_timeout: float) -> AwsClient:
