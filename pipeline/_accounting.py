@@ -13,7 +13,7 @@ Pure values and functions only; the job store persists them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Set
-from enum import Enum
+from enum import StrEnum
 
 import attrs
 
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """The job item's ``status``, as the contract spells it."""
 
     WAITING = "WAITING"
@@ -42,7 +42,7 @@ class JobStatus(str, Enum):
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-class EntryOutcome(str, Enum):
+class EntryOutcome(StrEnum):
     """What happened to one ZIP entry."""
 
     UPLOADED = "uploaded"

@@ -12,7 +12,7 @@ import os
 import re
 import typing
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,7 +26,7 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message is one line naming it."""
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """Which roles this process plays (``--mode``)."""
 
     ALL = "all"
@@ -136,9 +136,7 @@ class Settings:
         "SHUTDOWN_GRACE_SECONDS", default=25.0, validator=_not_negative
     )
     health_port: int = _env("HEALTH_PORT", default=8080, validator=_port)
-    log_level: str = _env(
-        "LOG_LEVEL", default="info", converter=str.lower, validator=_log_level
-    )
+    log_level: str = _env("LOG_LEVEL", default="info", converter=str.lower, validator=_log_level)
 
     @property
     def max_entry_size(self) -> int:

@@ -129,10 +129,21 @@ def demo_exports(scale_mb: int = 64) -> list[DemoExport]:
         export_id="exp-demo-0001",
         files=(
             DemoFile("part-0001.zip", build_zip(tree, method=zipfile.ZIP_DEFLATED)),
-            DemoFile("part-0002.zip", build_zip([("big/events.jsonl", big)], method=zipfile.ZIP_DEFLATED,
-                                           descriptors=True, zip64=True)),
-            DemoFile("part-0003.zip", build_zip(stored, method=zipfile.ZIP_STORED, descriptors=True)),
-            DemoFile("part-0004.zip", build_zip([*unsafe, *extra, tampered], method=zipfile.ZIP_DEFLATED)),
+            DemoFile(
+                "part-0002.zip",
+                build_zip(
+                    [("big/events.jsonl", big)],
+                    method=zipfile.ZIP_DEFLATED,
+                    descriptors=True,
+                    zip64=True,
+                ),
+            ),
+            DemoFile(
+                "part-0003.zip", build_zip(stored, method=zipfile.ZIP_STORED, descriptors=True)
+            ),
+            DemoFile(
+                "part-0004.zip", build_zip([*unsafe, *extra, tampered], method=zipfile.ZIP_DEFLATED)
+            ),
         ),
         metadata=(
             *metadata_for(tree),

@@ -164,7 +164,8 @@ async def process_file(file: ExportFile, export_id: str, deps: Deps) -> FileResu
 async def _read_file(file: ExportFile, export_id: str, deps: Deps, tally: FileTally) -> None:
     limit = deps.settings.max_file_size
     if file.size_bytes > limit:
-        msg = f"file is {file.size_bytes} bytes, over MAX_FILE_SIZE_MB ({deps.settings.max_file_size_mb} MB)"
+        mb = deps.settings.max_file_size_mb
+        msg = f"file is {file.size_bytes} bytes, over MAX_FILE_SIZE_MB ({mb} MB); not downloaded"
         raise DownloadRefused(msg)
     tail = await deps.api.fetch_range(file, max(0, file.size_bytes - TAIL_BYTES))
     if tail.total_size is not None and tail.total_size > limit:
@@ -362,4 +363,3 @@ def _mismatch(item: MetadataItem, size: int, sha256_hex: str) -> str | None:
     if item.sha256 is not None and item.sha256.lower() != sha256_hex:
         return "SHA-256 differs from the metadata's"
     return None
-

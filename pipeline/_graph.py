@@ -8,11 +8,11 @@ Read top to bottom, this is the picture in ``docs/architecture.md``::
         └── work (cancel scope: grace deadline on stop)
             ├── stop watcher                   (stop → intake cancelled, deadline set)
             ├── intake (cancel scope)
-            │   ├── export-job receivers ×2    ─► export_deliveries (0)
-            │   └── download-task receivers ×2 ─► task_deliveries (0)
+            │   ├── export-job receivers x2    ─► export_deliveries (0)
+            │   └── download-task receivers x2 ─► task_deliveries (0)
             ├── job stage                      export_deliveries ─► file_tasks | SQS
             ├── task stage                     task_deliveries ─► file_tasks
-            └── file workers ×MAX_CONCURRENT_JOBS   file_tasks ─► S3, jobs table
+            └── file workers xMAX_CONCURRENT_JOBS   file_tasks ─► S3, jobs table
 
 Which branches exist depends on the mode: ``orchestrator`` has no task stage
 and no file workers (files go to the download-task queue), ``worker`` has no
@@ -127,7 +127,9 @@ async def run_service(
         app = create_health_app(readiness_checks(settings, deps.aws))
         await top.start(serve_health, app, settings.health_port, health_done)
 
-        job_keeper = await _keeper_for(deps.aws, settings.sqs_export_jobs_url) if takes_jobs else None
+        job_keeper = (
+            await _keeper_for(deps.aws, settings.sqs_export_jobs_url) if takes_jobs else None
+        )
         task_keeper = None
         if takes_tasks and settings.sqs_download_tasks_url is not None:
             task_keeper = await _keeper_for(deps.aws, settings.sqs_download_tasks_url)
@@ -191,9 +193,7 @@ async def _start_work(
             ),
             waits_for_files=file_send is not None,
         )
-        await work.start(
-            functools.partial(run_job_stage, export_receive, deps=deps, stage=stage)
-        )
+        await work.start(functools.partial(run_job_stage, export_receive, deps=deps, stage=stage))
         receivers.append((job_keeper, job_slots, export_send))
 
     if task_keeper is not None and file_send is not None:

@@ -15,12 +15,13 @@ at once; the job store makes the second run cheap and exact.
 from __future__ import annotations
 
 import datetime as dt
+
 import attrs
 import structlog
 import trio
 
 from . import _sqs
-from ._accounting import FileResult, JobStatus, summarize
+from ._accounting import JobStatus, summarize
 from ._deps import Deps
 from ._dispatch import FileDispatch, Outstanding
 from ._errors import ExportNotFound, ExportNotReady, PermanentError, PoisonMessage
@@ -103,9 +104,7 @@ async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) 
     return True
 
 
-async def _to_dead_letter(
-    delivery: Delivery, deps: Deps, stage: JobStageDeps, reason: str
-) -> bool:
+async def _to_dead_letter(delivery: Delivery, deps: Deps, stage: JobStageDeps, reason: str) -> bool:
     """Log a poison message once and move it to the DLQ; returns whether it moved."""
     message = delivery.message
     if stage.dead_letter_url is None:
@@ -124,7 +123,9 @@ async def _hand_back_pending(
 ) -> None:
     """Send the still-pending exports as a new message, delayed by the poll interval."""
     delay = int(min(deps.settings.export_poll_interval_seconds, MAX_SQS_DELAY))
-    body = encode_export_job(ExportJob(export_ids=tuple(pending), correlation_id=job.correlation_id))
+    body = encode_export_job(
+        ExportJob(export_ids=tuple(pending), correlation_id=job.correlation_id)
+    )
     await _sqs.send(
         deps.aws.sqs,
         deps.settings.sqs_export_jobs_url,
@@ -155,11 +156,15 @@ async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStag
     try:
         status = await deps.api.get_status(export_id)
     except ExportNotFound:
-        await _fail_job(deps, export_id, job.correlation_id, "the Export API does not know this export (404)")
+        await _fail_job(
+            deps, export_id, job.correlation_id, "the Export API does not know this export (404)"
+        )
         return False
     if status.status == "FAILED":
         await deps.jobs.begin_job(export_id, job.correlation_id, JobStatus.RUNNING)
-        await _fail_job(deps, export_id, job.correlation_id, "the Export API reports the export as FAILED")
+        await _fail_job(
+            deps, export_id, job.correlation_id, "the Export API reports the export as FAILED"
+        )
         return False
     if status.status == "PENDING":
         return await _still_pending(export_id, job, deps, existing)
@@ -196,16 +201,6 @@ async def _submit(
     stage: JobStageDeps,
     outstanding: Outstanding,
 ) -> None:
-    if file.size_bytes > deps.settings.max_file_size:
-        error = (
-            f"file is {file.size_bytes} bytes, over MAX_FILE_SIZE_MB "
-            f"({deps.settings.max_file_size_mb} MB); not downloaded"
-        )
-        log.warning("file too large", fileId=file.file_id, error=error)
-        await deps.jobs.record_file(
-            export_id, FileResult(file_id=file.file_id, name=file.name, ok=False, error=error)
-        )
-        return
     task = DownloadTask(
         export_id=export_id,
         correlation_id=job.correlation_id,

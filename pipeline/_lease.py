@@ -100,7 +100,9 @@ class LeaseKeeper:
             return
         with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS) as scope:
             try:
-                await _sqs.delete(self.sqs, self.queue_url, lease.receipt_handle, policy=self.policy)
+                await _sqs.delete(
+                    self.sqs, self.queue_url, lease.receipt_handle, policy=self.policy
+                )
             except PipelineError as err:
                 log.warning("message delete failed", message_id=lease.message_id, error=str(err))
         if scope.cancelled_caught:

@@ -20,8 +20,8 @@ from . import _sqs
 from ._accounting import JobStatus
 from ._aws import open_aws_clients
 from ._config import Mode, Settings, load_settings
-from ._deps import AWS_POLICY
 from ._demo import DemoExport, demo_exports
+from ._deps import AWS_POLICY
 from ._graph import run_service
 from ._jobstore import JobItem, JobStore
 from ._logging import configure_logging
@@ -123,8 +123,10 @@ def _print_summary(exports: list[DemoExport], jobs: dict[str, JobItem], elapsed:
     total_bytes = 0
     print()
     print("pipeline --local: export jobs processed against moto and the Export API simulator")
-    print(f"{'export':<16}{'status':<11}{'files':>6}{'uploaded':>10}{'skipped':>9}"
-          f"{'rejected':>10}{'missing':>9}{'MB':>9}")
+    print(
+        f"{'export':<16}{'status':<11}{'files':>6}{'uploaded':>10}{'skipped':>9}"
+        f"{'rejected':>10}{'missing':>9}{'MB':>9}"
+    )
     for export in exports:
         job = jobs[export.export_id]
         s = job.summary
@@ -138,7 +140,9 @@ def _print_summary(exports: list[DemoExport], jobs: dict[str, JobItem], elapsed:
         if job.error:
             print(f"    error: {job.error}")
     rate = total_bytes / 1e6 / elapsed if elapsed else 0.0
-    print(f"{total_bytes / 1e6:.1f} MB verified into S3 in {elapsed:.1f} s: {rate:.1f} MB/s "
-          "(including one PENDING export polled until READY)")
+    print(
+        f"{total_bytes / 1e6:.1f} MB verified into S3 in {elapsed:.1f} s: {rate:.1f} MB/s "
+        "(including one PENDING export polled until READY)"
+    )
     print("result:", "as expected" if ok else "NOT as expected")
     return ok

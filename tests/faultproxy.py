@@ -74,7 +74,9 @@ def s3_operation(method: str, path: str, query: dict[str, list[str]]) -> str:
     return "GetObject" if has_key else "ListObjectsV2"
 
 
-def classify(method: str, path: str, query_string: bytes, headers: dict[str, str]) -> tuple[str, str]:
+def classify(
+    method: str, path: str, query_string: bytes, headers: dict[str, str]
+) -> tuple[str, str]:
     """The (service, operation) of one AWS request."""
     target = headers.get("x-amz-target", "")
     if target.startswith("AmazonSQS."):
@@ -129,8 +131,13 @@ class FaultProxy:
             if fault.kind == "stall":
                 await trio.sleep(fault.stall_seconds)
             elif fault.kind == "reset":
-                await send({"type": "http.response.start", "status": 200,
-                            "headers": [(b"content-length", b"1000")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-length", b"1000")],
+                    }
+                )
                 await send({"type": "http.response.body", "body": b"<", "more_body": True})
                 raise ConnectionResetError("fault proxy: connection reset on purpose")
             else:
@@ -138,7 +145,9 @@ class FaultProxy:
                 return
         await self._forward(scope, headers, bytes(body), send)
 
-    async def _forward(self, scope: Scope, headers: dict[str, str], body: bytes, send: Send) -> None:
+    async def _forward(
+        self, scope: Scope, headers: dict[str, str], body: bytes, send: Send
+    ) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=60)
         url = self.upstream + _origin_form(scope["raw_path"].decode())
@@ -156,8 +165,13 @@ class FaultProxy:
             if k.lower() not in _HOP_HEADERS and k.lower() != "content-encoding"
         ]
         response_headers.append((b"content-length", str(len(upstream.content)).encode()))
-        await send({"type": "http.response.start", "status": upstream.status_code,
-                    "headers": response_headers})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": upstream.status_code,
+                "headers": response_headers,
+            }
+        )
         await send({"type": "http.response.body", "body": upstream.content})
 
 
@@ -171,17 +185,26 @@ def _origin_form(target: str) -> str:
 
 async def _aws_error(send: Send, service: str, fault: Fault) -> None:
     if service == "s3":
-        body = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{fault.code}</Code>"
-                f"<Message>injected</Message></Error>").encode()
+        body = (
+            f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{fault.code}</Code>"
+            f"<Message>injected</Message></Error>"
+        ).encode()
         content_type = b"application/xml"
     else:
         prefix = "com.amazonaws.dynamodb.v20120810#" if service == "dynamodb" else ""
         body = json.dumps({"__type": prefix + fault.code, "message": "injected"}).encode()
         content_type = b"application/x-amz-json-1.0"
-    await send({"type": "http.response.start", "status": fault.status,
-                "headers": [(b"content-type", content_type),
-                            (b"x-amzn-query-error", f"{fault.code};Sender".encode()),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": fault.status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"x-amzn-query-error", f"{fault.code};Sender".encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

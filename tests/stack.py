@@ -51,7 +51,9 @@ class Stack:
         return load_settings({**self.env, **overrides}, mode)
 
     async def seed(self, export_id: str, items: Iterable[MetadataItem]) -> None:
-        await seed_metadata(self.aws.dynamodb, self.env["DYNAMODB_METADATA_TABLE"], export_id, items)
+        await seed_metadata(
+            self.aws.dynamodb, self.env["DYNAMODB_METADATA_TABLE"], export_id, items
+        )
 
     async def send_job(
         self, export_ids: list[str], correlation_id: str | None = "c-test", *, sns: bool = False
@@ -67,9 +69,9 @@ class Stack:
     async def send_raw(self, body: str) -> None:
         await _sqs.send(self.aws.sqs, self.urls.export_jobs_url, body, policy=AWS_POLICY)
 
-    async def wait_final(self, export_id: str, timeout: float = 60) -> JobItem:
-        """The job item once it is final; fails the test after ``timeout`` seconds."""
-        with trio.fail_after(timeout):
+    async def wait_final(self, export_id: str, within: float = 60) -> JobItem:
+        """The job item once it is final; fails the test after ``within`` seconds."""
+        with trio.fail_after(within):
             while True:
                 job = await self.jobs.get_job(export_id)
                 if job is not None and job.status.is_final:
@@ -86,7 +88,7 @@ class Stack:
                 response = await self.aws.s3.get_object(Bucket=self.bucket, Key=item["Key"])
                 async with response["Body"] as body:
                     data = await body.read()
-                found[item["Key"][len(prefix):]] = (data, response["Metadata"])
+                found[item["Key"][len(prefix) :]] = (data, response["Metadata"])
         return found
 
     async def open_uploads(self) -> int:
@@ -111,7 +113,9 @@ class Stack:
         self.nursery.start_soon(run_service, self.settings(mode, **overrides), mode, stop)
         return stop
 
-    def spawn(self, mode: Mode, aws_endpoint: str | None = None, **overrides: str) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, mode: Mode, aws_endpoint: str | None = None, **overrides: str
+    ) -> subprocess.Popen[bytes]:
         """Start the service as a subprocess (``python -m pipeline --mode ...``)."""
         env = {**os.environ, **self.env, **overrides}
         if aws_endpoint is not None:

@@ -12,7 +12,9 @@ from pipeline._accounting import (
 )
 
 
-def _result(file_id: str, *, ok: bool = True, up: int = 0, paths: frozenset[str] = frozenset()) -> FileResult:
+def _result(
+    file_id: str, *, ok: bool = True, up: int = 0, paths: frozenset[str] = frozenset()
+) -> FileResult:
     return FileResult(
         file_id=file_id,
         name=f"{file_id}.zip",
@@ -34,7 +36,11 @@ class TestFileTally:
         tally.count(EntryOutcome.REJECTED, path="../d", has_item=False)
         result = tally.result()
         assert result.ok
-        assert (result.entries_uploaded, result.entries_skipped, result.entries_rejected) == (1, 1, 2)
+        assert (result.entries_uploaded, result.entries_skipped, result.entries_rejected) == (
+            1,
+            1,
+            2,
+        )
         assert result.bytes_uploaded == 5
         assert result.seen_paths == {"a", "c"}
 
@@ -51,7 +57,10 @@ class TestFileTally:
 class TestSummarize:
     def test_missing_counts_paths_no_file_contained(self) -> None:
         """A metadata path is missing when no file had it, counted once across files."""
-        results = [_result("1", up=2, paths=frozenset({"a", "b"})), _result("2", up=1, paths=frozenset({"b"}))]
+        results = [
+            _result("1", up=2, paths=frozenset({"a", "b"})),
+            _result("2", up=1, paths=frozenset({"b"})),
+        ]
         summary = summarize(results, files_total=2, metadata_paths={"a", "b", "c", "d"})
         assert summary.entries_uploaded == 3
         assert summary.bytes_uploaded == 30

@@ -96,7 +96,9 @@ class TestRetry:
             attempts += 1
             raise ExportApiUnavailable("502 Bad Gateway")
 
-        with pytest.raises(RetriesExhausted, match="test call: gave up after 4 attempts: 502") as info:
+        with pytest.raises(
+            RetriesExhausted, match="test call: gave up after 4 attempts: 502"
+        ) as info:
             await retry(down, Backoff(max_attempts=4), what="test call", rng=random.Random(1))
         assert attempts == 4
         assert isinstance(info.value.__cause__, ExportApiUnavailable)

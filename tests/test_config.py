@@ -60,17 +60,19 @@ class TestDefaults:
 
 
 class TestErrors:
-    @pytest.mark.parametrize("name", ["SQS_EXPORT_JOBS_URL", "S3_BUCKET_NAME", "EXPORT_API_BASE_URL"])
+    @pytest.mark.parametrize(
+        "name", ["SQS_EXPORT_JOBS_URL", "S3_BUCKET_NAME", "EXPORT_API_BASE_URL"]
+    )
     def test_required(self, name: str) -> None:
         """A missing required variable is named in one line."""
         env = {k: v for k, v in BASE.items() if k != name}
-        with pytest.raises(ConfigError, match=f"^{name} is required but not set$"):
+        with pytest.raises(ConfigError, match=rf"^{name} is required but not set$"):
             load_settings(env, Mode.ALL)
 
     @pytest.mark.parametrize("mode", [Mode.ORCHESTRATOR, Mode.WORKER])
     def test_download_queue_required_in_split_modes(self, mode: Mode) -> None:
         """Orchestrator and worker modes need SQS_DOWNLOAD_TASKS_URL."""
-        with pytest.raises(ConfigError, match="^SQS_DOWNLOAD_TASKS_URL is required"):
+        with pytest.raises(ConfigError, match=r"^SQS_DOWNLOAD_TASKS_URL is required"):
             load_settings(BASE, mode)
 
     @pytest.mark.parametrize(
@@ -79,7 +81,11 @@ class TestErrors:
             ("MAX_CONCURRENT_JOBS", "many", "MAX_CONCURRENT_JOBS must be a whole number"),
             ("MAX_CONCURRENT_JOBS", "0", "MAX_CONCURRENT_JOBS must be greater than 0"),
             ("WORKER_POOL_SIZE", "1.5", "WORKER_POOL_SIZE must be a whole number"),
-            ("EXPORT_POLL_INTERVAL_SECONDS", "soon", "EXPORT_POLL_INTERVAL_SECONDS must be a number"),
+            (
+                "EXPORT_POLL_INTERVAL_SECONDS",
+                "soon",
+                "EXPORT_POLL_INTERVAL_SECONDS must be a number",
+            ),
             ("HEALTH_PORT", "70000", "HEALTH_PORT must be a port number"),
             ("LOG_LEVEL", "loud", "LOG_LEVEL must be one of"),
             ("EXPORT_API_BASE_URL", "ftp://x", "EXPORT_API_BASE_URL must be an absolute http"),

@@ -39,7 +39,7 @@ async def _expect_objects(stack: Stack, export_id: str, entries: list[tuple[str,
 
 class TestHappyPath:
     async def test_every_kind_of_zip(self, aws_endpoint: str) -> None:
-        """Deflated, stored, descriptors, ZIP64, UTF-8, empty and directory entries all land exactly."""
+        """Deflated, stored, descriptor, ZIP64, UTF-8, empty and directory entries land exactly."""
         stored = [("raw/a.bin", bytes(range(256)) * 300), ("raw/b.bin", b"")]
         zip64 = [("big/x.jsonl", records(RNG, 12 * 1024 * 1024))]
         files = [
@@ -58,14 +58,20 @@ class TestHappyPath:
             summary = job.summary
             assert summary.files_total == summary.files_done == 3
             assert summary.entries_uploaded == 7
-            assert (summary.entries_skipped, summary.entries_rejected, summary.entries_missing) == (0, 0, 0)
+            assert (summary.entries_skipped, summary.entries_rejected, summary.entries_missing) == (
+                0,
+                0,
+                0,
+            )
             everything = [*MIXED, *stored, *zip64]
-            assert summary.bytes_uploaded == sum(len(d) for n, d in everything if not n.endswith("/"))
+            assert summary.bytes_uploaded == sum(
+                len(d) for n, d in everything if not n.endswith("/")
+            )
             assert job.correlation_id == "c-test"
             await _expect_objects(stack, "exp-kinds", everything)
 
     async def test_counts_skipped_rejected_missing(self, aws_endpoint: str) -> None:
-        """Entries without items are skipped, mismatches and unsafe names rejected, absent items missing."""
+        """No item: skipped; mismatch or unsafe: rejected; item without entry: missing."""
         entries = [
             ("ok.txt", b"fine"),
             ("nometa.txt", b"nobody asked"),
@@ -98,16 +104,19 @@ class TestHappyPath:
             assert set(await stack.objects("exp-counts")) == {"ok.txt"}
 
     async def test_pending_then_ready_sns_second_host(self, aws_endpoint: str) -> None:
-        """A PENDING export is polled until READY; SNS bodies are unwrapped; the other host gets no token."""
+        """PENDING is polled until READY; SNS is unwrapped; the download host gets no token."""
         entries = [("a.txt", b"alpha"), ("b.txt", b"beta")]
         async with open_stack(aws_endpoint) as stack:
             stack.simulator.add_export(
-                "exp-pending", [("p.zip", build_zip(entries))], pending_polls=2, download_host="other"
+                "exp-pending",
+                [("p.zip", build_zip(entries))],
+                pending_polls=2,
+                download_host="other",
             )
             await stack.seed("exp-pending", metadata_for(entries))
             stop = await stack.run_service()
             await stack.send_job(["exp-pending"], correlation_id=None, sns=True)
-            job = await stack.wait_final("exp-pending", timeout=90)
+            job = await stack.wait_final("exp-pending", within=90)
             stop.set()
             assert job.status is JobStatus.COMPLETED, job.error
             assert job.summary.entries_uploaded == 2
@@ -118,7 +127,7 @@ class TestHappyPath:
 
 class TestFailures:
     async def test_unknown_and_failed_exports(self, aws_endpoint: str) -> None:
-        """A 404 export and a FAILED export fail their jobs; the other export in the message completes."""
+        """404 and FAILED exports fail their jobs; the other export of the message completes."""
         entries = [("a.txt", b"alpha")]
         async with open_stack(aws_endpoint) as stack:
             stack.simulator.add_export("exp-good", [("p.zip", build_zip(entries))])
@@ -181,7 +190,9 @@ class TestFailures:
         """A download URL on a host not allowed fails the file before any request."""
         entries = [("a.txt", b"alpha")]
         async with open_stack(aws_endpoint) as stack:
-            stack.simulator.add_export("exp-host", [("p.zip", build_zip(entries))], download_host="other")
+            stack.simulator.add_export(
+                "exp-host", [("p.zip", build_zip(entries))], download_host="other"
+            )
             await stack.seed("exp-host", metadata_for(entries))
             stop = await stack.run_service(EXPORT_DOWNLOAD_ALLOWED_HOSTS="files.example.com")
             await stack.send_job(["exp-host"])

@@ -20,7 +20,9 @@ from pipeline._messages import (
 class TestExportJob:
     def test_plain_body(self) -> None:
         """A plain body gives its export IDs and correlation ID."""
-        job = decode_export_job('{"exportIds": ["exp-0001", "exp-0002"], "correlationId": "c-7f3a"}')
+        job = decode_export_job(
+            '{"exportIds": ["exp-0001", "exp-0002"], "correlationId": "c-7f3a"}'
+        )
         assert job == ExportJob(export_ids=("exp-0001", "exp-0002"), correlation_id="c-7f3a")
 
     def test_generated_correlation_id(self) -> None:
@@ -28,7 +30,10 @@ class TestExportJob:
         job = decode_export_job('{"exportIds": ["a"]}')
         assert job.correlation_id.startswith("c-")
         assert len(job.correlation_id) > 4
-        assert decode_export_job('{"exportIds": ["a"]}', new_correlation_id="c-1").correlation_id == "c-1"
+        assert (
+            decode_export_job('{"exportIds": ["a"]}', new_correlation_id="c-1").correlation_id
+            == "c-1"
+        )
 
     def test_sns_envelope(self) -> None:
         """An SNS notification envelope is unwrapped."""
