@@ -37,6 +37,9 @@ class Outstanding:
 
     _count: int = 0
     _idle: trio.Event = attrs.field(factory=trio.Event)
+    # Files that ended without a recorded result (cancelled, store unreachable):
+    # the message that listed them must be handed back, not deleted.
+    unrecorded: int = 0
 
     def __attrs_post_init__(self) -> None:
         self._idle.set()
@@ -46,7 +49,9 @@ class Outstanding:
             self._idle = trio.Event()
         self._count += 1
 
-    def done(self) -> None:
+    def done(self, *, recorded: bool = True) -> None:
+        if not recorded:
+            self.unrecorded += 1
         self._count -= 1
         if self._count == 0:
             self._idle.set()

@@ -8,7 +8,8 @@ of the code decides with one question: ``err.transient``?
     ├── TransientError              trying again later may succeed
     │   ├── ExportApiUnavailable    429, 5xx, timeout, body broken off
     │   ├── CircuitOpen             the breaker refuses calls for a while
-    │   └── AwsUnavailable          throttling, 5xx, connection trouble
+    │   ├── AwsUnavailable          throttling, 5xx, connection trouble
+    │   └── FilesUnrecorded         files of a message ended without a result
     └── PermanentError              trying again gives the same answer
         ├── ExportApiRejected       401, 403, other 4xx, a malformed answer
         │   └── ExportNotFound      404 on the export
@@ -36,6 +37,7 @@ __all__ = [
     "ExportApiUnavailable",
     "ExportNotFound",
     "ExportNotReady",
+    "FilesUnrecorded",
     "LeaseLost",
     "ListingFault",
     "PermanentError",
@@ -44,6 +46,7 @@ __all__ = [
     "RetriesExhausted",
     "TransientError",
     "ZipCorrupt",
+    "describe",
 ]
 
 
@@ -139,9 +142,23 @@ class LeaseLost(PermanentError):
     """A message's receipt handle no longer works; another consumer may own it."""
 
 
+class FilesUnrecorded(TransientError):
+    """Files a message listed ended without a recorded result; hand it back."""
+
+
 class RetriesExhausted(PermanentError):
     """A transient error persisted through every allowed attempt."""
 
 
 class PoisonMessage(PermanentError):
     """A message body that is not valid and never will be."""
+
+
+def describe(err: BaseException) -> str:
+    """One line for any error, exception groups flattened (never a raw group in a log)."""
+    if isinstance(err, BaseExceptionGroup):
+        return "; ".join(describe(inner) for inner in err.exceptions)
+    if isinstance(err, PipelineError):
+        return str(err)
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

@@ -30,7 +30,7 @@ from . import _metadata, _s3sink
 from ._accounting import EntryOutcome, FileResult, FileTally
 from ._deps import Deps
 from ._dispatch import FileTask
-from ._errors import DownloadRefused, PermanentError, PipelineError
+from ._errors import DownloadRefused, PermanentError, PipelineError, TransientError, describe
 from ._exportapi import ExportFile
 from ._finalize import finalize_if_done
 from ._inflate import EntryClosed, EntryData, EntryOpened, EntryRejected, ZipOutput, read_zip
@@ -117,12 +117,16 @@ async def _run_file_task(
             await deps.jobs.record_file(task.export_id, result)
             await finalize_if_done(deps, task.export_id)
             finished = True
-    except PipelineError as err:
+    except Exception as err:
         # The result could not be stored: leave the message to be redelivered.
-        log.error("file result not recorded; will be retried", error=str(err))
+        log.error(
+            "file result not recorded; will be retried",
+            error=describe(err),
+            exc_info=not isinstance(err, PipelineError),
+        )
     finally:
         if file_task.outstanding is not None:
-            file_task.outstanding.done()
+            file_task.outstanding.done(recorded=finished)
         # A file from the download-task queue holds a lease and one of its slots.
         if lease is not None and keeper is not None:
             if slots is not None:
@@ -158,6 +162,13 @@ async def process_file(file: ExportFile, export_id: str, deps: Deps) -> FileResu
         await _read_file(file, export_id, deps, tally)
     except PermanentError as err:
         return tally.result(error=str(err))
+    except TransientError:
+        raise  # not a verdict on the file: it is tried again
+    except Exception as err:
+        # A bug met on this file's bytes: fail the file with what we know
+        # rather than redeliver it forever.
+        log.exception("internal error reading file")
+        return tally.result(error=f"internal error: {describe(err)}")
     return tally.result()
 
 

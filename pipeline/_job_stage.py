@@ -24,7 +24,15 @@ from . import _sqs
 from ._accounting import JobStatus, summarize
 from ._deps import Deps
 from ._dispatch import FileDispatch, Outstanding
-from ._errors import ExportNotFound, ExportNotReady, PermanentError, PoisonMessage
+from ._errors import (
+    ExportNotFound,
+    ExportNotReady,
+    FilesUnrecorded,
+    PermanentError,
+    PipelineError,
+    PoisonMessage,
+    describe,
+)
 from ._exportapi import ExportFile
 from ._finalize import finalize_if_done
 from ._jobstore import JobItem
@@ -73,12 +81,20 @@ async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -
     message, lease = delivery.message, delivery.lease
     delete = False
     try:
-        with trio.CancelScope() as scope:
+        with trio.CancelScope() as scope, bound(messageId=message.message_id, stage="jobs"):
             lease.scope = scope
             if lease.lost:
                 return
-            with bound(messageId=message.message_id, stage="jobs"):
-                delete = await _process_message(delivery, deps, stage)
+            delete = await _process_message(delivery, deps, stage)
+    except Exception as err:
+        # One message never takes the service down: hand it back and let SQS
+        # redeliver it (and its redrive policy end a message that always fails).
+        log.error(
+            "message handed back after an error",
+            messageId=message.message_id,
+            error=describe(err),
+            exc_info=not isinstance(err, PipelineError),
+        )
     finally:
         stage.slots.give_back()
         if delete:
@@ -189,6 +205,9 @@ async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStag
     log.info("export listed", filesTotal=total, alreadyDone=len(done_before))
     if stage.waits_for_files:
         await outstanding.wait()
+        if outstanding.unrecorded:
+            msg = f"{outstanding.unrecorded} file(s) ended without a recorded result"
+            raise FilesUnrecorded(msg)
     await finalize_if_done(deps, export_id)
     return False
 
