@@ -11,6 +11,7 @@ up: several ``all`` processes then share a burst.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Protocol
 
 import attrs
@@ -77,26 +78,48 @@ class FileDispatch(Protocol):
 
     async def submit(self, task: DownloadTask, outstanding: Outstanding) -> None: ...
 
-    async def flush(self) -> None: ...
+    async def flush(self, outstanding: Outstanding) -> None:
+        """Make sure every file submitted with ``outstanding`` has been handed over."""
+        ...
 
 
 @attrs.define(eq=False)
 class QueueDispatch:
-    """Sends files to the download-task queue, ten to a batch."""
+    """Sends files to the download-task queue, ten to a batch, each export on its own.
+
+    One dispatch serves every export the job stage lists at the same time, so
+    pending tasks are kept per export (keyed by its :class:`Outstanding`).
+    A shared list would let one export's ``flush`` find nothing to send while
+    its tasks ride in another export's batch still in flight, and its message
+    would then be deleted before they were queued, or with them lost if that
+    batch failed.
+    """
 
     sqs: Any
     queue_url: str
     policy: Backoff
-    _pending: list[DownloadTask] = attrs.field(init=False, factory=list)
+    # Weak keys: an export that fails mid-listing never flushes, and its
+    # leftovers go with its Outstanding instead of piling up here.
+    _pending: weakref.WeakKeyDictionary[Outstanding, list[DownloadTask]] = attrs.field(
+        init=False, factory=weakref.WeakKeyDictionary
+    )
 
     async def submit(self, task: DownloadTask, outstanding: Outstanding) -> None:
-        self._pending.append(task)
-        if len(self._pending) >= SEND_BATCH:
-            await self.flush()
+        pending = self._pending.setdefault(outstanding, [])
+        pending.append(task)
+        if len(pending) >= SEND_BATCH:
+            await self.flush(outstanding)
+        else:
+            await trio.lowlevel.checkpoint()
 
-    async def flush(self) -> None:
-        """Send what is pending; raises if some task could not be queued."""
-        pending, self._pending = self._pending, []
+    async def flush(self, outstanding: Outstanding) -> None:
+        """Send what is pending for this export; raises if some task could not be queued.
+
+        On an error the tasks not yet confirmed are dropped from the pending
+        list: the caller hands the export-job message back, and the next run
+        lists the export again.
+        """
+        pending = self._pending.pop(outstanding, [])
         if pending:
             await _sqs.send_batch(
                 self.sqs,
@@ -105,6 +128,8 @@ class QueueDispatch:
                 policy=self.policy,
             )
             log.info("download tasks queued", count=len(pending))
+        else:
+            await trio.lowlevel.checkpoint()
 
 
 @attrs.define(eq=False)
@@ -132,6 +157,8 @@ class LocalDispatch:
             await self.overflow.submit(task, outstanding)
         await trio.lowlevel.checkpoint()
 
-    async def flush(self) -> None:
+    async def flush(self, outstanding: Outstanding) -> None:
         if self.overflow is not None:
-            await self.overflow.flush()
+            await self.overflow.flush(outstanding)
+        else:
+            await trio.lowlevel.checkpoint()

@@ -179,11 +179,13 @@ async def _start_work(
         if settings.sqs_download_tasks_url is not None:
             queue = QueueDispatch(deps.aws.sqs, settings.sqs_download_tasks_url, AWS_POLICY)
         dispatch: FileDispatch
+        job_files: trio.MemorySendChannel[FileTask] | None = None
         if file_send is None:
             assert queue is not None  # orchestrator mode requires the queue (config)
             dispatch = queue
         else:
-            dispatch = LocalDispatch(file_send.clone(), overflow=queue)
+            job_files = file_send.clone()
+            dispatch = LocalDispatch(job_files, overflow=queue)
         stage = JobStageDeps(
             keeper=job_keeper,
             slots=job_slots,
@@ -193,7 +195,11 @@ async def _start_work(
             ),
             waits_for_files=file_send is not None,
         )
-        await work.start(functools.partial(run_job_stage, export_receive, deps=deps, stage=stage))
+        await work.start(
+            functools.partial(
+                _run_job_stage_then_close, export_receive, deps=deps, stage=stage, files=job_files
+            )
+        )
         receivers.append((job_keeper, job_slots, export_send))
 
     if task_keeper is not None and file_send is not None:
@@ -219,6 +225,27 @@ async def _start_work(
         await file_send.aclose()
     work.start_soon(_run_intake, intake_scope, receivers, deps)
     log.info("service started", mode=mode.value)
+
+
+async def _run_job_stage_then_close(
+    receive: trio.MemoryReceiveChannel[Delivery],
+    *,
+    deps: Deps,
+    stage: JobStageDeps,
+    files: trio.MemorySendChannel[FileTask] | None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The job stage, closing its sender of local files when it ends.
+
+    The workers end when every sender of their channel is closed; if the job
+    stage's stayed open, an idle service would wait out the whole shutdown
+    grace period on workers that have nothing left to do.
+    """
+    if files is None:
+        await run_job_stage(receive, deps=deps, stage=stage, task_status=task_status)
+        return
+    async with files:
+        await run_job_stage(receive, deps=deps, stage=stage, task_status=task_status)
 
 
 async def _run_intake(

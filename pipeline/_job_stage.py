@@ -25,6 +25,8 @@ from ._accounting import JobStatus, summarize
 from ._deps import Deps
 from ._dispatch import FileDispatch, Outstanding
 from ._errors import (
+    AwsRejected,
+    AwsUnavailable,
     ExportNotFound,
     ExportNotReady,
     FilesUnrecorded,
@@ -160,7 +162,20 @@ async def _run_export_logged(
             if await _run_export(export_id, job, deps, stage):
                 pending.append(export_id)
         except PermanentError as err:
+            if _from_aws(err):
+                # Our own infrastructure failed, not the export: hand the
+                # message back (its redrive policy ends one that always fails).
+                raise
             await _fail_job(deps, export_id, job.correlation_id, str(err))
+
+
+def _from_aws(err: BaseException | None) -> bool:
+    """Whether an error came from AWS (SQS, S3, DynamoDB) rather than the export."""
+    while err is not None:
+        if isinstance(err, AwsRejected | AwsUnavailable):
+            return True
+        err = err.__cause__
+    return False
 
 
 async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps) -> bool:
@@ -200,7 +215,7 @@ async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStag
         if total:
             raise
         return await _still_pending(export_id, job, deps, None)
-    await stage.dispatch.flush()
+    await stage.dispatch.flush(outstanding)
     await deps.jobs.set_listing_done(export_id, total)
     log.info("export listed", filesTotal=total, alreadyDone=len(done_before))
     if stage.waits_for_files:

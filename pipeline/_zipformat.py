@@ -213,8 +213,8 @@ def locate_directory(tail: bytes, tail_start: int, archive_size: int) -> Directo
         )
         raise ValueError(msg)
     eocd = _find_eocd(tail)
-    (_, disk, cd_disk, disk_entries, entries, cd_size, cd_offset, comment_len) = (
-        _EOCD.unpack_from(tail, eocd)
+    (_, disk, cd_disk, disk_entries, entries, cd_size, cd_offset, comment_len) = _EOCD.unpack_from(
+        tail, eocd
     )
     comment = bytes(tail[eocd + _EOCD.size : eocd + _EOCD.size + comment_len])
     records_start = tail_start + eocd

@@ -2,9 +2,11 @@
 
 It is fed chunks of any size (one byte included) and hands out, in stream
 order, each entry's start, its compressed bytes and its end; it never inflates
-and never does I/O. Bytes are kept in one ``bytearray`` that is compacted once
-per :meth:`ZipStreamReader.feed`, and entry data is handed on as soon as it
-arrives, so the buffer holds at most one chunk plus one incomplete header.
+and never does I/O. Entry data is handed on as soon as it arrives (a chunk
+lying wholly inside an entry's data is handed on as the same object, without
+a copy); only an incomplete record is kept over, in a ``bytearray`` that
+later chunks extend and that is trimmed once per :meth:`ZipStreamReader.feed`,
+so the work stays linear in the input even for one-byte chunks.
 
 Two modes, chosen by whether a central directory is given:
 
@@ -141,7 +143,7 @@ def _descriptor_length(signature: bool, zip64: bool) -> int:
     return (_SIG if signature else 0) + 4 + (16 if zip64 else 8)
 
 
-def _descriptor_values(buf: bytearray, at: int, zip64: bool) -> tuple[int, int, int]:
+def _descriptor_values(buf: bytes | bytearray, at: int, zip64: bool) -> tuple[int, int, int]:
     """(crc32, compressed size, uncompressed size) of a descriptor body at ``at``."""
     fmt = "<IQQ" if zip64 else "<III"
     crc, csize, usize = struct.unpack_from(fmt, buf, at)
@@ -167,7 +169,10 @@ class ZipStreamReader:
             else sorted(directory, key=lambda entry: entry.local_header_offset)
         )
         self._next = 0
-        self._buf = bytearray()
+        # Unread input: the caller's chunk itself when nothing was left over
+        # (so a chunk inside entry data is handed on without a copy), else a
+        # bytearray of what was left over with the new chunk appended.
+        self._buf: bytes | bytearray = b""
         self._off = 0
         # Archive offset of _buf[0].
         self._base = 0 if not self._directory else self._directory[0].local_header_offset
@@ -199,7 +204,11 @@ class ZipStreamReader:
         self._check_usable()
         if self._state is _State.DONE:
             return []
-        self._buf += data
+        if self._buf:
+            self._buf += data
+        else:
+            # Kept as is only when immutable: a caller's bytearray may change.
+            self._buf = data if type(data) is bytes else bytes(data)
         return self._run(final=False)
 
     def end_found(self, unused: bytes) -> list[ZipEvent]:
@@ -215,10 +224,9 @@ class ZipStreamReader:
         if len(unused) > self._taken:
             msg = f"{len(unused)} bytes given back, but only {self._taken} were handed out"
             raise ValueError(msg)
-        # In OPEN every byte fed was handed out, so the buffer is empty.
         self._taken -= len(unused)
         self._compact()
-        self._buf[:0] = unused
+        self._buf = bytearray(unused) + self._buf
         self._base -= len(unused)
         self._state = _State.DESCRIPTOR
         return self._run(final=False)
@@ -258,10 +266,13 @@ class ZipStreamReader:
         return events
 
     def _compact(self) -> None:
-        if self._off:
-            del self._buf[: self._off]
-            self._base += self._off
-            self._off = 0
+        """Drop what was read; keep the rest as a bytearray that later chunks extend."""
+        if self._off == len(self._buf):
+            self._buf = b""
+        elif self._off or isinstance(self._buf, bytes):
+            self._buf = bytearray(memoryview(self._buf)[self._off :])
+        self._base += self._off
+        self._off = 0
 
     @property
     def _available(self) -> int:
@@ -272,10 +283,13 @@ class ZipStreamReader:
         return self._base + self._off
 
     def _take(self, count: int) -> bytes:
-        with memoryview(self._buf) as view:
-            data = bytes(view[self._off : self._off + count])
+        start, buf = self._off, self._buf
         self._off += count
-        return data
+        if isinstance(buf, bytes):
+            # A whole chunk comes back as the very same object.
+            return buf[start : start + count]
+        with memoryview(buf) as view:
+            return bytes(view[start : start + count])
 
     def _step(self, final: bool) -> bool:
         """Advance by one state transition or chunk of data; false when more input is needed."""
@@ -600,4 +614,3 @@ def _check_agreement(local: LocalHeader, central: CentralEntry) -> None:
     if problem is not None:
         msg = f"local header of {central.name!r} disagrees with the central directory: {problem}"
         raise ZipCorrupt(msg)
-

@@ -89,7 +89,7 @@ class TestLocateDirectory:
         location = locate_directory(data, 0, len(data))
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             assert location.entries == len(archive.infolist())
-            assert location.offset == archive.start_dir  # type: ignore[attr-defined]
+            assert location.offset == archive.start_dir
         assert location.end == len(data) - 22
 
     def test_longest_comment(self) -> None:
@@ -310,12 +310,15 @@ def test_mutated_end_never_crashes(flips: list[tuple[int, int]], cut: int) -> No
     for where, xor in flips:
         data[where % len(data)] ^= xor
     blob = bytes(data[: len(data) - cut])
+    error: ZipCorrupt | None = None
     try:
         location = locate_directory(blob, 0, len(blob))
         entries = parse_directory(blob[location.offset :], location)
     except ZipCorrupt as err:
-        assert str(err)
-        assert "\n" not in str(err)
+        error = err
+    if error is not None:
+        assert str(error)
+        assert "\n" not in str(error)
         return
     assert len(entries) == location.entries
     for found in entries:
