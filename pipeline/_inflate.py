@@ -6,7 +6,7 @@ python-isal's inflater when it imports (about twice zlib's speed here) and
 zlib otherwise. isal, zlib and hashlib release the GIL on large buffers, so
 two threads inflate two entries nearly twice as fast as one.
 
-A thread hop costs about 0.1-0.2 ms, so the compressed bytes of an entry are
+A thread hop costs 0.06-0.13 ms here, so the compressed bytes of an entry are
 gathered into batches of :data:`BATCH_BYTES` (1 MiB, which inflates for 3-10 ms)
 and each call turns out at most :data:`MAX_DATA_CHUNK` bytes: memory per entry
 is one batch plus one output piece whatever the entry's size or ratio, and a
@@ -80,9 +80,9 @@ __all__ = [
     "read_zip",
 ]
 
-# Compressed bytes per thread call. Measured (docs/decisions-zip.md): below
-# 256 KiB the hop shows in the throughput; at 1 MiB it is about 1-2 % of the
-# work, and larger batches only add memory.
+# Compressed bytes per batch. Measured (docs/decisions-zip.md): at 64 KiB the
+# hops take 9-17 % of the time, at 1 MiB under 3 %; 2 MiB and more are slower
+# again (a bounded inflater call copies its unconsumed input).
 BATCH_BYTES = 1024 * 1024
 # Most uncompressed bytes one call produces and one EntryData carries. With
 # the uploader's 2-event channel and its 8 MiB part buffer this bounds a
