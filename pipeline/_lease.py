@@ -37,7 +37,7 @@ log = structlog.get_logger("pipeline.lease")
 
 # Deleting or handing back a message must finish even during shutdown, but
 # never hold up the exit: Fargate kills the task 30 s after SIGTERM.
-CLEANUP_SECONDS = 3.0
+CLEANUP_SECONDS = 2.0
 
 
 @attrs.define(eq=False)

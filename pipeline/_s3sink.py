@@ -56,7 +56,7 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 # a few hundred MiB at most.
 PART_SIZE = 8 * 1024 * 1024
 # Aborting is cleanup: it gets a short deadline of its own, shielded.
-_ABORT_DEADLINE = 5.0
+_ABORT_DEADLINE = 2.0
 _ABORT_POLICY = Backoff(max_attempts=3, base=0.2, cap=1.0)
 # Bytes per socket write of a request body.
 _SEND_CHUNK = 256 * 1024

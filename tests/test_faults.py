@@ -364,8 +364,8 @@ CASES: list[Case] = [
     api("Export API status stall 3 s", lambda sim: sim.inject_stall("status", 3), 1),
     api(
         "Export API download stall 3 s",
-        lambda sim: sim.inject_stall("download", 3, file_id=PART_2, times=2),
-        2,
+        lambda sim: sim.inject_stall("download", 3, file_id=PART_2),
+        1,
     ),
 ]
 

@@ -18,7 +18,7 @@ async def _get(port: int, path: str) -> httpx.Response:
 
 class TestHealth:
     async def test_ready_when_dependencies_answer(self, aws_endpoint: str) -> None:
-        """/health is 200, and /ready is 200 with every check ok when SQS, S3 and DynamoDB answer."""
+        """/health is 200; /ready is 200 with every check ok when SQS, S3 and DynamoDB answer."""
         async with open_stack(aws_endpoint) as stack, trio.open_nursery() as nursery:
             port = free_port()
             done = trio.Event()
