@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from pipeline._aws import AwsClients, open_aws_clients
 from pipeline._moto import moto_server
 
 # botocore reads these; moto accepts any credentials.
@@ -20,3 +21,10 @@ def aws_endpoint() -> Iterator[str]:
     """URL of a moto server subprocess shared by the whole session."""
     with moto_server() as url:
         yield url
+
+
+@pytest.fixture
+async def clients(aws_endpoint: str) -> AsyncIterator[AwsClients]:
+    """S3, SQS and DynamoDB clients against the shared moto server."""
+    async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=4) as c:
+        yield c

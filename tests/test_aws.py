@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
@@ -31,13 +30,6 @@ def client_error(code: str, status: int, operation: str = "PutItem") -> ClientEr
         "ResponseMetadata": {"HTTPStatusCode": status},
     }
     return ClientError(response, operation)
-
-
-@pytest.fixture
-async def clients(aws_endpoint: str) -> AsyncIterator[AwsClients]:
-    """The three clients against the shared moto server."""
-    async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=4) as c:
-        yield c
 
 
 def test_public_surface_is_complete() -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 import pipeline._jobstore as jobstore_module
 from pipeline._accounting import FileResult, JobStatus, JobSummary, summarize
-from pipeline._aws import AwsClients, open_aws_clients
+from pipeline._aws import AwsClients
 from pipeline._backoff import Backoff
 from pipeline._jobstore import JobStore
 
@@ -25,13 +24,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-async def clients(aws_endpoint: str) -> AsyncIterator[AwsClients]:
-    """The three clients against the shared moto server."""
-    async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=4) as c:
-        yield c
 
 
 @pytest.fixture

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
 import pipeline._metadata as metadata_module
-from pipeline._aws import AwsClients, open_aws_clients
+from pipeline._aws import AwsClients
 from pipeline._backoff import Backoff
 from pipeline._errors import AwsRejected
 from pipeline._metadata import MetadataItem, all_paths, lookup
 from pipeline._provision import seed_metadata
 
 FAST = Backoff(max_attempts=3, base=0.001, cap=0.01)
-
-
-@pytest.fixture
-async def clients(aws_endpoint: str) -> AsyncIterator[AwsClients]:
-    """The three clients against the shared moto server."""
-    async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=4) as c:
-        yield c
 
 
 @pytest.fixture

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 import pipeline._provision as provision_module
-from pipeline._aws import AwsClients, open_aws_clients
+from pipeline._aws import AwsClients
 from pipeline._backoff import Backoff
 from pipeline._metadata import MetadataItem, lookup
 from pipeline._provision import provision, seed_metadata
@@ -23,13 +20,6 @@ from pipeline._sqs import (
 )
 
 FAST = Backoff(max_attempts=3, base=0.001, cap=0.01)
-
-
-@pytest.fixture
-async def clients(aws_endpoint: str) -> AsyncIterator[AwsClients]:
-    """The three clients against the shared moto server."""
-    async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=4) as c:
-        yield c
 
 
 def names() -> dict[str, Any]:

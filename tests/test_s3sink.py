@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ import trio
 from botocore.exceptions import ClientError
 
 import pipeline._s3sink as s3sink_module
-from pipeline._aws import AwsClients, open_aws_clients
+from pipeline._aws import AwsClients
 from pipeline._backoff import Backoff
 from pipeline._s3sink import (
     _SEND_CHUNK,
@@ -27,13 +26,6 @@ from pipeline._s3sink import (
 FAST = Backoff(max_attempts=3, base=0.001, cap=0.01)
 PART = MIN_PART_SIZE
 CHUNK = 256 * 1024
-
-
-@pytest.fixture
-async def clients(aws_endpoint: str) -> AsyncIterator[AwsClients]:
-    """The three clients against the shared moto server."""
-    async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=4) as c:
-        yield c
 
 
 @pytest.fixture

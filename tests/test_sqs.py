@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 import pipeline._sqs as sqs_module
-from pipeline._aws import AwsClients, open_aws_clients
+from pipeline._aws import AwsClients
 from pipeline._backoff import Backoff
 from pipeline._errors import AwsRejected, LeaseLost
 from pipeline._sqs import (
@@ -26,13 +25,6 @@ from pipeline._sqs import (
 )
 
 FAST = Backoff(max_attempts=3, base=0.001, cap=0.01)
-
-
-@pytest.fixture
-async def clients(aws_endpoint: str) -> AsyncIterator[AwsClients]:
-    """The three clients against the shared moto server."""
-    async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=4) as c:
-        yield c
 
 
 @pytest.fixture
