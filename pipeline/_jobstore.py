@@ -51,6 +51,10 @@ __all__ = ["PATHS_CHUNK_BYTES", "JobItem", "JobStore"]
 PATHS_CHUNK_BYTES = 300_000
 _JOB_SK = "job"
 _FILE_PREFIX = "file#"
+# One tiny item per recorded file, written after its result: counting these
+# reads a few bytes per file instead of every result with its paths, which is
+# what keeps "is the job done?" cheap after each file of a large export.
+_DONE_PREFIX = "done#"
 _ACTIVE = (JobStatus.WAITING, JobStatus.RUNNING)
 _FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -322,7 +326,8 @@ class JobStore:
             if values["status"] == "DONE":
                 continue
             file_id = values["fileId"]
-            sks = [_FILE_PREFIX + file_id]
+            # The marker first: a file is never counted without its result.
+            sks = [_DONE_PREFIX + file_id, _FILE_PREFIX + file_id]
             sks += [
                 self._piece_sk(file_id, values["writeId"], n)
                 for n in range(1, int(values["pieces"]))
@@ -435,6 +440,13 @@ class JobStore:
             Item=item,
             ReturnValues="ALL_OLD",
         )
+        await aws_call(
+            "dynamodb put file marker",
+            self.dynamodb.put_item,
+            policy=self.policy,
+            TableName=self.table,
+            Item={**self._key(export_id, _DONE_PREFIX + result.file_id), "kind": _encode("done")},
+        )
         old = _decode_item(response.get("Attributes") or {})
         if old.get("writeId", write_id) != write_id:
             # An earlier, different result had pieces of its own: drop them.
@@ -459,11 +471,9 @@ class JobStore:
             kwargs: dict[str, Any] = {
                 "TableName": self.table,
                 "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-                "FilterExpression": "kind = :file",
                 "ExpressionAttributeValues": {
                     ":pk": _encode(export_id),
-                    ":prefix": _encode(_FILE_PREFIX),
-                    ":file": _encode("file"),
+                    ":prefix": _encode(_DONE_PREFIX),
                 },
                 "Select": "COUNT",
                 "ConsistentRead": True,

@@ -175,7 +175,9 @@ class TestJob:
         await store.finish_job("exp-1", "FAILED", SUMMARY, "1 of 2 files failed")
         await store.begin_job("exp-1", "c2", "RUNNING")
         assert await store.file_results("exp-1") == [done]
-        assert len(await raw_items(clients, table, "exp-1")) == 2  # job + f1
+        assert await store.count_file_results("exp-1") == 1
+        sks = sorted(item["sk"]["S"] for item in await raw_items(clients, table, "exp-1"))
+        assert sks == ["done#f1", "file#f1", "job"]
 
     async def test_progress_only_while_running(self, store: JobStore) -> None:
         """update_progress writes counts while RUNNING, keeps filesTotal, refuses otherwise."""
@@ -248,7 +250,8 @@ class TestFileResults:
         second = FileResult(file_id="f", name="f.zip", ok=True, seen_paths=frozenset({"x"}))
         await store.record_file("exp-1", second)
         assert await store.file_results("exp-1") == [second]
-        assert len(await raw_items(clients, table, "exp-1")) == 1
+        sks = sorted(item["sk"]["S"] for item in await raw_items(clients, table, "exp-1"))
+        assert sks == ["done#f", "file#f"]
 
     async def test_summary_from_stored_results(self, store: JobStore) -> None:
         """Results read back add up to the summary that finish_job stores."""
