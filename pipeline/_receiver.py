@@ -24,7 +24,7 @@ import trio
 
 from . import _sqs
 from ._backoff import Backoff
-from ._errors import TransientError
+from ._errors import PipelineError, TransientError
 from ._lease import Delivery, LeaseKeeper
 
 __all__ = ["RECEIVE_WAIT_SECONDS", "Slots", "run_receiver"]
@@ -93,10 +93,12 @@ async def run_receiver(
         failures = 0
         while True:
             wanted = await slots.take(SQS_MAX_BATCH)
-            try:
-                # Shielded, but bounded: a poll in flight is let finish (see above).
-                with trio.CancelScope(shield=True) as poll:
-                    poll.deadline = trio.current_time() + RECEIVE_WAIT_SECONDS + 10
+            messages: list[_sqs.ReceivedMessage] = []
+            error: PipelineError | None = None
+            # Shielded, but bounded: a poll in flight is let finish (see above).
+            with trio.CancelScope(shield=True) as poll:
+                poll.deadline = trio.current_time() + RECEIVE_WAIT_SECONDS + 10
+                try:
                     messages = await _sqs.receive(
                         sqs,
                         keeper.queue_url,
@@ -104,11 +106,17 @@ async def run_receiver(
                         wait_seconds=RECEIVE_WAIT_SECONDS,
                         policy=policy,
                     )
-            except TransientError as err:
+                except PipelineError as err:
+                    error = err
+            if error is not None or poll.cancelled_caught:
+                # SQS unreachable for a while: the receiver waits and tries
+                # again; the service stays up and its work in flight goes on.
                 slots.give_back(wanted)
                 failures += 1
-                wait = policy.delay(min(failures, 6), err.retry_after, 0.5 + 0.5 * random.random())
-                log.warning("receive failed", error=str(err), wait_seconds=round(wait, 2))
+                retry_after = error.retry_after if isinstance(error, TransientError) else None
+                wait = policy.delay(min(failures, 6), retry_after, 0.5 + 0.5 * random.random())
+                reason = str(error) if error is not None else "receive timed out"
+                log.warning("receive failed", error=reason, wait_seconds=round(wait, 2))
                 await trio.sleep(wait)
                 continue
             failures = 0

@@ -1,12 +1,20 @@
-"""Slots: receivers take capacity before they receive."""
+"""Receivers: slots before messages, and surviving SQS outages."""
 
 from __future__ import annotations
+
+import functools
+import uuid
 
 import pytest
 import trio
 import trio.testing
 
-from pipeline._receiver import Slots
+from pipeline._aws import open_aws_clients
+from pipeline._backoff import Backoff
+from pipeline._lease import Delivery, LeaseKeeper
+from pipeline._receiver import Slots, run_receiver
+
+from .faultproxy import Fault, FaultProxy, serve_fault_proxy
 
 
 class TestSlots:
@@ -49,3 +57,35 @@ class TestSlots:
         """A stage with no capacity is refused up front."""
         with pytest.raises(ValueError, match="at least one slot"):
             Slots(0)
+
+
+class TestReceiver:
+    async def test_survives_an_outage_longer_than_its_retries(self, aws_endpoint: str) -> None:
+        """Receives failing past their retry budget do not end the receiver; it resumes."""
+        proxy = FaultProxy(aws_endpoint)
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_fault_proxy, proxy)
+            async with open_aws_clients(region="us-east-1", endpoint_url=url, pool_size=4) as aws:
+                queue = (await aws.sqs.create_queue(QueueName=f"recv-{uuid.uuid4().hex[:8]}"))[
+                    "QueueUrl"
+                ]
+                await aws.sqs.send_message(QueueUrl=queue, MessageBody="hello")
+                proxy.add(Fault("sqs", "ReceiveMessage", "status", times=5, status=500))
+                policy = Backoff(max_attempts=2, base=0.01, cap=0.05)
+                keeper = LeaseKeeper(aws.sqs, queue, 30, policy)
+                send, receive = trio.open_memory_channel[Delivery](0)
+                nursery.start_soon(
+                    functools.partial(
+                        run_receiver,
+                        send,
+                        sqs=aws.sqs,
+                        keeper=keeper,
+                        slots=Slots(1),
+                        policy=policy,
+                    )
+                )
+                with trio.fail_after(30):
+                    delivery = await receive.receive()
+                nursery.cancel_scope.cancel()
+        assert delivery.message.body == "hello"
+        assert proxy.injected[("sqs", "ReceiveMessage", "status")] == 5
