@@ -17,14 +17,17 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import structlog
 import trio
 
 from ._config import ConfigError, Mode, Settings, load_settings
+from ._errors import describe
 from ._logging import configure_logging
 
 __all__ = ["main"]
 
 EXIT_CONFIG = 2
+EXIT_FAILURE = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pipeline: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.log_level)
-    trio.run(serve_until_signalled, settings, mode)
+    try:
+        trio.run(serve_until_signalled, settings, mode)
+    except Exception as err:
+        # Start-up could not reach AWS, or a bug escaped every stage: one line
+        # (with the traceback at debug level), never a raw exception group.
+        structlog.get_logger("pipeline").critical(
+            "service stopped by an error",
+            error=describe(err),
+            exc_info=settings.log_level == "debug",
+        )
+        return EXIT_FAILURE
     return 0
 
 

@@ -14,7 +14,7 @@ import trio
 from . import _sqs
 from ._deps import Deps
 from ._dispatch import FileTask
-from ._errors import PoisonMessage
+from ._errors import PipelineError, PoisonMessage
 from ._lease import Delivery, LeaseKeeper
 from ._messages import decode_download_task
 from ._receiver import Slots
@@ -67,6 +67,14 @@ async def _dead_letter(
         delivery.lease.hand_back_delay = MAX_VISIBILITY
         await keeper.hand_back([delivery.lease])
         return
+    try:
+        await _sqs.send(
+            deps.aws.sqs, dead_letter_url, delivery.message.body, policy=deps.aws_policy
+        )
+    except PipelineError as err:
+        # The DLQ is unreachable: the message comes back and is tried again.
+        log.error("poison download task not moved; handed back", reason=reason, error=str(err))
+        await keeper.hand_back([delivery.lease])
+        return
     log.error("poison download task; moved to the dead-letter queue", reason=reason)
-    await _sqs.send(deps.aws.sqs, dead_letter_url, delivery.message.body, policy=deps.aws_policy)
     await keeper.complete(delivery.lease)
