@@ -495,15 +495,7 @@ class ZipStreamReader:
                 entry = self._entry
                 assert entry is not None
                 self._off += length
-                self._finish(
-                    attrs.evolve(
-                        entry,
-                        crc32=crc,
-                        compressed_size=csize,
-                        uncompressed_size=usize,
-                        sizes_known=True,
-                    )
-                )
+                self._finish_with_descriptor(entry, crc, csize, usize)
                 return True
             # A signature inside the data: it is data.
             self._hand_out(1)
@@ -540,16 +532,18 @@ class ZipStreamReader:
             )
             raise ZipCorrupt(msg)
         self._off += length
+        self._finish_with_descriptor(entry, crc, csize, usize)
+        return True
+
+    def _finish_with_descriptor(
+        self, entry: CentralEntry, crc: int, csize: int, usize: int
+    ) -> None:
+        """End an entry whose sizes and CRC came from its data descriptor."""
         self._finish(
             attrs.evolve(
-                entry,
-                crc32=crc,
-                compressed_size=csize,
-                uncompressed_size=usize,
-                sizes_known=True,
+                entry, crc32=crc, compressed_size=csize, uncompressed_size=usize, sizes_known=True
             )
         )
-        return True
 
     # -- both modes -----------------------------------------------------------
 

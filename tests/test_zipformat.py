@@ -7,7 +7,7 @@ import struct
 import zipfile
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pipeline import _zipformat
@@ -281,6 +281,9 @@ def test_directory_equals_zipfile(
     tail: int,
 ) -> None:
     """For any zipfile-written archive and tail size, the directory equals zipfile's."""
+    # zipfile itself mistakes an end-record signature inside the comment for
+    # the record; that case is checked on its own below.
+    assume(b"PK\x05\x06" not in comment)
     data = make_zip(
         [(n, n.encode() * 3) for n in names],
         method=method,
@@ -295,6 +298,14 @@ def test_directory_equals_zipfile(
     assert [(e.name, e.crc32, e.uncompressed_size, e.local_header_offset) for e in ours] == [
         (i.filename, i.CRC, i.file_size, i.header_offset) for i in theirs
     ]
+
+
+def test_end_signature_inside_the_comment() -> None:
+    """A comment holding the end-record signature does not fool the directory search."""
+    entries = [("a.txt", b"alpha"), ("b.txt", b"beta")]
+    data = make_zip(entries, comment=b"PK\x05\x06")
+    ours = directory_of(data, len(data))
+    assert [e.name for e in ours] == ["a.txt", "b.txt"]
 
 
 @settings(max_examples=150, deadline=None)
