@@ -19,7 +19,7 @@ that was open at the fault.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -31,9 +31,17 @@ from ._accounting import EntryOutcome, FileResult, FileTally
 from ._deps import Deps
 from ._dispatch import FileTask
 from ._errors import DownloadRefused, PermanentError, PipelineError, TransientError, describe
-from ._exportapi import ExportFile
+from ._exportapi import ExportFile, RangeResult
 from ._finalize import finalize_if_done
-from ._inflate import EntryClosed, EntryData, EntryOpened, EntryRejected, ZipOutput, read_zip
+from ._inflate import (
+    EntryClosed,
+    EntryData,
+    EntryDigest,
+    EntryOpened,
+    EntryRejected,
+    ZipOutput,
+    read_zip,
+)
 from ._lease import LeaseKeeper
 from ._logging import bound
 from ._metadata import MetadataItem
@@ -210,7 +218,9 @@ async def _read_file(file: ExportFile, export_id: str, deps: Deps, tally: FileTa
         await _stream_entries(chunks, directory, known, export_id, deps, tally)
 
 
-async def _read_directory(file: ExportFile, tail: Any, deps: Deps) -> Sequence[CentralEntry]:
+async def _read_directory(
+    file: ExportFile, tail: RangeResult, deps: Deps
+) -> Sequence[CentralEntry]:
     """The central directory, fetching the part before the tail when it is large."""
     location = locate_directory(tail.data, tail.start, tail.total_size or file.size_bytes)
     if location.offset >= tail.start:
@@ -246,7 +256,7 @@ class _Failure:
 
 
 async def _stream_entries(
-    chunks: Any,
+    chunks: AsyncIterable[bytes],
     directory: Sequence[CentralEntry] | None,
     lookup: Callable[[str], Awaitable[MetadataItem | None]],
     export_id: str,
@@ -350,7 +360,7 @@ async def _open_entry(
     return opened
 
 
-async def _close_entry(current: _OpenEntry, digest: Any, tally: FileTally) -> None:
+async def _close_entry(current: _OpenEntry, digest: EntryDigest, tally: FileTally) -> None:
     entry, item = current.entry, current.item
     if item is None:
         tally.count(EntryOutcome.SKIPPED, path=entry.name, has_item=False)

@@ -209,7 +209,6 @@ async def _start_work(
                 run_task_stage,
                 task_receive,
                 file_send.clone(),
-                deps=deps,
                 keeper=task_keeper,
                 slots=task_slots,
                 dead_letter_url=await _sqs.dead_letter_queue_url(

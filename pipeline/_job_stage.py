@@ -49,8 +49,6 @@ log = structlog.get_logger("pipeline.jobs")
 
 # SQS caps DelaySeconds at 15 minutes; longer poll intervals wait in steps.
 MAX_SQS_DELAY = 900
-# SQS caps a message's visibility timeout at 12 hours.
-MAX_VISIBILITY = 43200
 
 
 @attrs.frozen
@@ -110,7 +108,10 @@ async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) 
     try:
         job = decode_export_job(delivery.message.body)
     except PoisonMessage as err:
-        return await _to_dead_letter(delivery, deps, stage, str(err))
+        # The keeper releases the lease itself; the caller's release is a no-op.
+        lease, body = delivery.lease, delivery.message.body
+        await stage.keeper.dead_letter(lease, body, str(err), stage.dead_letter_url)
+        return False
     with bound(correlationId=job.correlation_id):
         log.info("export job received", exportIds=list(job.export_ids))
         pending: list[str] = []
@@ -119,20 +120,6 @@ async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) 
                 nursery.start_soon(_run_export_logged, export_id, job, deps, stage, pending)
         if pending:
             await _hand_back_pending(pending, job, deps, stage)
-    return True
-
-
-async def _to_dead_letter(delivery: Delivery, deps: Deps, stage: JobStageDeps, reason: str) -> bool:
-    """Log a poison message once and move it to the DLQ; returns whether it moved."""
-    message = delivery.message
-    if stage.dead_letter_url is None:
-        # No DLQ to send it to: park it for the longest delay SQS allows; the
-        # queue's redrive policy moves it after maxReceiveCount deliveries.
-        log.error("poison message; no dead-letter queue, parked", reason=reason)
-        delivery.lease.hand_back_delay = MAX_VISIBILITY
-        return False
-    log.error("poison message; moved to the dead-letter queue", reason=reason)
-    await _sqs.send(deps.aws.sqs, stage.dead_letter_url, message.body, policy=deps.aws_policy)
     return True
 
 

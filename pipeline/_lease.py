@@ -49,6 +49,8 @@ class Lease:
     expires_at: float
     scope: trio.CancelScope | None = None
     lost: bool = False
+    # Deleted, handed back or dead-lettered: any later release is a no-op.
+    released: bool = False
     # Seconds the message stays invisible when handed back; 0 = redeliver at once.
     hand_back_delay: int = 0
 
@@ -96,8 +98,9 @@ class LeaseKeeper:
     async def complete(self, lease: Lease) -> None:
         """The work is done: delete the message (shielded, bounded)."""
         self._leases.discard(lease)
-        if lease.lost:
+        if lease.lost or lease.released:
             return
+        lease.released = True
         with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS) as scope:
             try:
                 await _sqs.delete(
@@ -110,9 +113,10 @@ class LeaseKeeper:
 
     async def hand_back(self, leases: Iterable[Lease]) -> None:
         """Make messages visible again after their ``hand_back_delay`` (shielded, bounded)."""
-        pending = [lease for lease in leases if not lease.lost]
+        pending = [lease for lease in leases if not (lease.lost or lease.released)]
         for lease in pending:
             self._leases.discard(lease)
+            lease.released = True
         if not pending:
             return
         with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS) as scope:
@@ -132,6 +136,29 @@ class LeaseKeeper:
             log.warning("hand back timed out", count=len(pending))
         else:
             log.info("messages handed back", count=len(pending))
+
+    async def dead_letter(
+        self, lease: Lease, body: str, reason: str, dead_letter_url: str | None
+    ) -> None:
+        """End a poison message: copy it to the DLQ and delete it, logged once.
+
+        Without a DLQ the message is parked for the longest visibility SQS
+        allows, so the queue's redrive policy (if any) can take it; if the DLQ
+        cannot be reached, the message is handed back and tried again later.
+        """
+        if dead_letter_url is None:
+            log.error("poison message; no dead-letter queue, parked", reason=reason)
+            lease.hand_back_delay = _sqs.MAX_VISIBILITY
+            await self.hand_back([lease])
+            return
+        try:
+            await _sqs.send(self.sqs, dead_letter_url, body, policy=self.policy)
+        except PipelineError as err:
+            log.error("poison message not moved; handed back", reason=reason, error=str(err))
+            await self.hand_back([lease])
+            return
+        log.error("poison message; moved to the dead-letter queue", reason=reason)
+        await self.complete(lease)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Extend leases until cancelled."""

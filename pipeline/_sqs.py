@@ -29,6 +29,7 @@ from ._errors import AwsRejected, LeaseLost, RetriesExhausted
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_VISIBILITY",
     "ReceivedMessage",
     "change_visibility",
     "change_visibility_batch",
@@ -45,7 +46,7 @@ MAX_BATCH = 10
 # SQS's limit on a whole SendMessageBatch payload (the sum of the bodies).
 _MAX_BATCH_BYTES = 256 * 1024
 _MAX_WAIT_SECONDS = 20
-_MAX_VISIBILITY = 12 * 60 * 60
+MAX_VISIBILITY = 12 * 60 * 60
 # Codes that mean "this receipt handle no longer holds the message".
 _LEASE_LOST_CODES = frozenset(
     {
@@ -90,8 +91,8 @@ def _message(raw: dict[str, Any]) -> ReceivedMessage:
 
 
 def _check_visibility(seconds: int) -> None:
-    if not 0 <= seconds <= _MAX_VISIBILITY:
-        msg = f"visibility timeout must be 0..{_MAX_VISIBILITY} seconds, not {seconds}"
+    if not 0 <= seconds <= MAX_VISIBILITY:
+        msg = f"visibility timeout must be 0..{MAX_VISIBILITY} seconds, not {seconds}"
         raise ValueError(msg)
 
 

@@ -184,3 +184,34 @@ class TestRelease:
             await keeper.hand_back([lease])
             await keeper.complete(lease)
             assert await queue.depth() == (0, 1)
+
+
+class TestDeadLetter:
+    async def test_poison_moves_once_and_later_releases_do_nothing(self, aws_endpoint: str) -> None:
+        """A dead-lettered message goes to the DLQ and is deleted; a later hand-back is a no-op."""
+        async with (
+            open_queue(aws_endpoint, visibility_timeout=30) as queue,
+            open_queue(aws_endpoint, visibility_timeout=30) as dlq,
+        ):
+            await queue.send("not json")
+            keeper = LeaseKeeper(queue.sqs, queue.url, 30, AWS_POLICY)
+            lease = keeper.hold(await _received(queue))
+            await keeper.dead_letter(lease, "not json", "body is not valid JSON", dlq.url)
+            await keeper.hand_back([lease])
+            await keeper.complete(lease)
+            assert await queue.depth() == (0, 0)
+            moved = await dlq.receive_one()
+            assert moved is not None
+            assert moved.body == "not json"
+            assert keeper.held == 0
+
+    async def test_without_a_dlq_the_message_is_parked(self, aws_endpoint: str) -> None:
+        """With no DLQ the poison message stays invisible instead of coming straight back."""
+        async with open_queue(aws_endpoint, visibility_timeout=30) as queue:
+            await queue.send("not json")
+            keeper = LeaseKeeper(queue.sqs, queue.url, 30, AWS_POLICY)
+            lease = keeper.hold(await _received(queue))
+            await keeper.dead_letter(lease, "not json", "body is not valid JSON", None)
+            assert lease.hand_back_delay == _sqs.MAX_VISIBILITY
+            assert await queue.depth() == (0, 1)
+            assert await queue.receive_one(wait=1) is None
