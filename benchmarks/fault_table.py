@@ -30,9 +30,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline._moto import moto_server
-from tests.test_faults import CASES, Case, Outcome, long_file_scenario, run_case
-from tests.test_shutdown import sigkill_scenario, sigterm_scenario
+from pipeline.testing.moto import moto_server
+from tests.system.test_faults import CASES, Case, Outcome, long_file_scenario, run_case
+from tests.system.test_shutdown import sigkill_scenario, sigterm_scenario
 
 Scenario = Callable[[str], Awaitable[Outcome]]
 

@@ -38,16 +38,16 @@ import attrs
 import httpx
 import trio
 
-from pipeline import _sqs
-from pipeline._accounting import JobStatus
-from pipeline._aws import AwsClients, open_aws_clients
-from pipeline._demo import build_zip, metadata_for, records
-from pipeline._deps import AWS_POLICY
-from pipeline._jobstore import JobStore
+from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
+from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._core.accounting import JobStatus
 from pipeline._logging import configure_logging
-from pipeline._moto import free_port
-from pipeline._provision import provision, seed_metadata
-from pipeline.simulator import Simulator, serve_simulator
+from pipeline._service.deps import AWS_POLICY
+from pipeline.ops.provisioning import provision, seed_metadata
+from pipeline.testing.demo import build_zip, metadata_for, records
+from pipeline.testing.moto import free_port
+from pipeline.testing.simulator import Simulator, serve_simulator
 
 TOKEN = "bench-token"
 # Each ZIP holds this many entries; ~16 MB of JSON lines split in four is

@@ -49,15 +49,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import _inflate
-from pipeline._inflate import (
-    EntryClosed,
-    EntryData,
-    EntryDecoder,
-    ZipOutput,
-    read_zip,
-)
-from pipeline._zipformat import CentralEntry, ZipLimits
+from pipeline._core.zip import decoder as _inflate
+from pipeline._core.zip.decoder import EntryDecoder
+from pipeline._core.zip.format import CentralEntry, ZipLimits
+from pipeline._service.inflate import EntryClosed, EntryData, ZipOutput, read_zip
 
 MIB = 1024 * 1024
 CHUNK = 64 * 1024  # what an HTTP body iterator typically yields

@@ -4,9 +4,9 @@ The public surface is small on purpose: the service is run from the command
 line (``python -m pipeline``); these names are for embedding it and for tests.
 """
 
-from ._config import ConfigError, Mode, Settings, load_settings
-from ._errors import PermanentError, PipelineError, TransientError
-from ._graph import run_service
+from pipeline._config import ConfigError, Mode, Settings, load_settings
+from pipeline._errors import PermanentError, PipelineError, TransientError
+from pipeline._service.graph import run_service
 
 __all__ = [
     "ConfigError",

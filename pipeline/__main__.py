@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import structlog
 import trio
 
-from ._config import ConfigError, Mode, Settings, load_settings
-from ._errors import describe
-from ._logging import configure_logging
+from pipeline._config import ConfigError, Mode, Settings, load_settings
+from pipeline._errors import describe
+from pipeline._logging import configure_logging
 
 __all__ = ["main"]
 
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     mode = Mode(args.mode)
     if args.local:
-        from ._local import run_local
+        from pipeline.testing.local import run_local
 
         return run_local(mode)
     try:
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def serve_until_signalled(settings: Settings, mode: Mode) -> None:
     """Run the service until SIGTERM or SIGINT, then wind it down gracefully."""
-    from ._graph import run_service
+    from pipeline._service.graph import run_service
 
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

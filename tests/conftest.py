@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from pipeline._aws import AwsClients, open_aws_clients
-from pipeline._moto import moto_server
+from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
+from pipeline.testing.moto import moto_server
 
 # botocore reads these; moto accepts any credentials.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

@@ -9,10 +9,9 @@ import structlog
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
-from pipeline._demo import build_zip, metadata_for
 from pipeline._logging import bound, configure_logging
-
-from .stack import TOKEN, open_stack
+from pipeline.testing.demo import build_zip, metadata_for
+from tests.support.stack import TOKEN, open_stack
 
 
 def test_json_lines_with_bound_context() -> None:

@@ -16,11 +16,11 @@ def test_public_names_are_sorted_and_importable() -> None:
 
 
 def test_private_modules_declare_their_surface() -> None:
-    """Every module of the package declares __all__, and each listed name exists."""
-    for info in pkgutil.iter_modules(pipeline.__path__):
-        if info.name == "__main__":
+    """Every module and subpackage declares __all__, and each listed name exists."""
+    for info in pkgutil.walk_packages(pipeline.__path__, prefix="pipeline."):
+        if info.name.endswith("__main__"):
             continue
-        module = importlib.import_module(f"pipeline.{info.name}")
+        module = importlib.import_module(info.name)
         names = getattr(module, "__all__", None)
         assert names is not None, info.name
         for name in names:

@@ -1,0 +1,278 @@
+"""The AWS clients, and the one place where botocore's errors become ours.
+
+botocore's own retries are turned off (one attempt per call): a botocore retry
+loop sleeps without jitter we control and cannot tell a throttled S3 partition
+from a rejected request in our terms. Instead every call goes through
+:func:`aws_call`, which translates the error at the boundary
+(:func:`translate_aws_errors`) and retries our :class:`AwsUnavailable` with
+full jitter (:func:`pipeline._adapters.retry.retry`).
+
+The translation is by error code and HTTP status, mirroring botocore's own
+"standard" retry mode: throttling codes, request timeouts and 5xx are
+transient, connection trouble (refused, reset, timed out) is transient,
+everything else AWS or botocore says is permanent. The code is kept on the
+exception (``err.code``) because callers decide on it:
+``ConditionalCheckFailedException``, ``ReceiptHandleIsInvalid``, ``NoSuchUpload``.
+
+One client per service is opened at the top of the nursery tree and shared by
+every task: a client owns a connection pool, and a pool per task would defeat
+keep-alive and exhaust sockets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from typing import Any, TypeVar
+
+import attrs
+import httpx
+from aiobotocore.config import AioConfig
+from aiobotocore.httpxsession import HttpxSession
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ChecksumError,
+    ClientError,
+    ConnectionError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    IncompleteReadError,
+    MetadataRetrievalError,
+)
+
+from pipeline._adapters.retry import retry
+from pipeline._core.backoff import Backoff
+from pipeline._errors import AwsRejected, AwsUnavailable
+
+__all__ = [
+    "DEFAULT_AWS_POLICY",
+    "AwsClient",
+    "AwsClients",
+    "aws_call",
+    "error_code",
+    "open_aws_clients",
+    "translate_aws_errors",
+]
+
+T = TypeVar("T")
+
+# aiobotocore clients are generated at run time and untyped.
+AwsClient = Any
+
+# AWS calls are cheap and AWS recovers quickly from throttling: start retrying
+# sooner and stop waiting sooner than for the Export API.
+DEFAULT_AWS_POLICY = Backoff(max_attempts=6, base=0.2, cap=10.0)
+
+# Codes botocore's "standard" retry mode treats as throttling or transient,
+# plus the 5xx-style codes the services spell out.
+_TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "RequestThrottled",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "KmsThrottled",
+        "KMS.ThrottlingException",
+    }
+)
+
+# botocore's own errors that mean "the network or a credential endpoint let
+# us down", not "the request is wrong". HTTPClientError covers
+# ConnectionClosedError, ReadTimeoutError and ResponseStreamingError;
+# ConnectionError covers EndpointConnectionError and ConnectTimeoutError.
+_TRANSIENT_BOTOCORE = (
+    HTTPClientError,
+    ConnectionError,
+    IncompleteReadError,
+    ChecksumError,
+    CredentialRetrievalError,
+    MetadataRetrievalError,
+)
+
+# SQS long polls hold a response for up to 20 s: the read timeout must be
+# well above that or every idle poll would end as a timeout.
+_SQS_READ_TIMEOUT = 30.0
+# S3 may take a while to answer CompleteMultipartUpload of a large object (it
+# keeps the connection alive with whitespace meanwhile); DynamoDB answers fast.
+_S3_READ_TIMEOUT = 60.0
+_DYNAMODB_READ_TIMEOUT = 15.0
+_CONNECT_TIMEOUT = 5.0
+# A task may wait for a free pooled connection when all are busy; that wait
+# is normal under load, so it gets longer than httpx's 5 s default.
+_POOL_TIMEOUT = 60.0
+# Per socket write, generous for an 8 MiB part on a slow link.
+_WRITE_TIMEOUT = 60.0
+_KEEPALIVE_SECONDS = 12.0
+
+
+@attrs.frozen
+class AwsClients:
+    """The three long-lived clients, shared by every task of the process."""
+
+    s3: AwsClient
+    sqs: AwsClient
+    dynamodb: AwsClient
+
+
+def _config(*, pool_size: int, read_timeout: float, path_style: bool) -> Any:
+    return AioConfig(
+        http_session_cls=HttpxSession,
+        # Not "max_attempts": botocore counts that as retries after the first
+        # attempt, so 1 there means two attempts.
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        max_pool_connections=pool_size,
+        connect_timeout=_CONNECT_TIMEOUT,
+        read_timeout=read_timeout,
+        connector_args={
+            "keepalive_timeout": _KEEPALIVE_SECONDS,
+            "write_timeout": _WRITE_TIMEOUT,
+            "pool_timeout": _POOL_TIMEOUT,
+        },
+        s3={"addressing_style": "path"} if path_style else None,
+    )
+
+
+@asynccontextmanager
+async def open_aws_clients(
+    *, region: str, endpoint_url: str | None, pool_size: int
+) -> AsyncIterator[AwsClients]:
+    """Open one S3, SQS and DynamoDB client each, closed when the block exits.
+
+    ``endpoint_url`` overrides every service's endpoint (moto, LocalStack);
+    when ``None`` botocore applies its own ``AWS_ENDPOINT_URL`` override.
+    With any override S3 is addressed path-style, since ``bucket.localhost``
+    does not resolve everywhere. ``pool_size`` is the connection pool of each
+    client: size it to the number of tasks that call that service at once.
+    """
+    if pool_size < 1:
+        msg = f"pool_size must be at least 1, not {pool_size}"
+        raise ValueError(msg)
+    path_style = bool(endpoint_url or os.environ.get("AWS_ENDPOINT_URL"))
+    session = get_session()
+    # The session's own default decides which credential providers it builds:
+    # without the httpx backend here, the container and instance-metadata
+    # providers (Fargate, EC2) use aiohttp, which needs an asyncio loop.
+    session.set_default_client_config(AioConfig(http_session_cls=HttpxSession))
+    async with AsyncExitStack() as stack:
+
+        async def client(service: str, read_timeout: float) -> AwsClient:
+            config = _config(pool_size=pool_size, read_timeout=read_timeout, path_style=path_style)
+            cm = session.create_client(
+                service, region_name=region, endpoint_url=endpoint_url, config=config
+            )
+            return await stack.enter_async_context(cm)
+
+        yield AwsClients(
+            s3=await client("s3", _S3_READ_TIMEOUT),
+            sqs=await client("sqs", _SQS_READ_TIMEOUT),
+            dynamodb=await client("dynamodb", _DYNAMODB_READ_TIMEOUT),
+        )
+
+
+def error_code(err: BaseException) -> str | None:
+    """AWS's error code behind ``err``, else ``None``.
+
+    Follows ``__cause__``, so the code under a ``RetriesExhausted`` (whose
+    cause is the last :class:`AwsUnavailable`) is found too.
+    """
+    current: BaseException | None = err
+    while current is not None:
+        if isinstance(current, AwsRejected | AwsUnavailable):
+            return current.code
+        if isinstance(current, ClientError):
+            return _client_error_fields(current)[0]
+        current = current.__cause__
+    return None
+
+
+def _client_error_fields(err: Any) -> tuple[str | None, int | None, str]:
+    response = getattr(err, "response", None) or {}
+    error = response.get("Error") or {}
+    code = error.get("Code") or None
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    message = error.get("Message") or ""
+    return (
+        str(code) if code is not None else None,
+        int(status) if status is not None else None,
+        str(message),
+    )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@contextmanager
+def translate_aws_errors(what: str) -> Iterator[None]:
+    """Turn botocore's (and raw httpx transport) errors into ours, naming ``what``.
+
+    Throttling, request timeouts, 5xx and connection trouble become
+    :class:`AwsUnavailable`; any other error AWS or botocore reports becomes
+    :class:`AwsRejected`. Both carry AWS's error code as ``code`` and are raised
+    ``from`` the original with a one-line message. Anything else (our own
+    errors, ``trio.Cancelled``) passes through untouched.
+    """
+    try:
+        yield
+    except ClientError as err:
+        code, status, message = _client_error_fields(err)
+        shown = code or "error"
+        if status is not None:
+            shown = f"{shown} (HTTP {status})"
+        line = _one_line(f"{what}: {shown}: {message}" if message else f"{what}: {shown}")
+        if code in _TRANSIENT_CODES or (status is not None and (status >= 500 or status == 429)):
+            raise AwsUnavailable(line, code=code) from err
+        raise AwsRejected(line, code=code) from err
+    except _TRANSIENT_BOTOCORE as err:
+        line = _one_line(f"{what}: {type(err).__name__}: {err}")
+        raise AwsUnavailable(line) from err
+    except httpx.TransportError as err:
+        # A streamed response body read after botocore returned bypasses its
+        # translation and surfaces as httpx's own error.
+        line = _one_line(f"{what}: {type(err).__name__}: {err}")
+        raise AwsUnavailable(line) from err
+    except BotoCoreError as err:
+        line = _one_line(f"{what}: {type(err).__name__}: {err}")
+        raise AwsRejected(line) from err
+
+
+async def aws_call(
+    what: str,
+    fn: Callable[..., Awaitable[T]],
+    /,
+    *args: Any,
+    policy: Backoff,
+    **kwargs: Any,
+) -> T:
+    """Call ``fn(*args, **kwargs)`` once per attempt, translated and retried.
+
+    :class:`AwsUnavailable` is retried per ``policy`` and ends as
+    ``RetriesExhausted`` (its cause the last :class:`AwsUnavailable`);
+    :class:`AwsRejected` propagates at once. Retrying is safe only for calls
+    that are idempotent or whose repetition is harmless, which holds for every
+    call this service makes (puts of the same bytes, conditional updates,
+    deletes by receipt handle).
+    """
+
+    async def once() -> T:
+        with translate_aws_errors(what):
+            return await fn(*args, **kwargs)
+
+    return await retry(once, policy, what=what)

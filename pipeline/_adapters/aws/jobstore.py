@@ -1,0 +1,548 @@
+"""The jobs table: one summary item per export, one result item per ZIP file.
+
+Counts must be exact when a message is delivered twice or a worker dies
+mid-file, so nothing is ever incremented. Each file's outcome is stored as its
+own item (``sk = "file#<fileId>"``), written again with the same values on a
+redelivery, and the summary is *derived* from those items
+(:func:`pipeline._core.accounting.summarize`) and written whole. Status changes are
+conditional writes, which makes finishing a job exactly-once: of two
+processes that finish the same export, one sees ``False``.
+
+Items under ``pk = <exportId>``:
+
+- ``sk = "job"``: the contract's summary item (``status``, counts,
+  ``correlationId``, ``createdAt``/``updatedAt`` in ISO-8601 UTC, ``error``),
+  plus ``listingDone``.
+- ``sk = "file#<fileId>"`` (``kind = "file"``): ``status`` DONE/FAILED, the
+  file's counts, ``name``, ``error`` and ``seenPaths``, the paths of the
+  file's entries that had a metadata item, needed to count
+  ``entriesMissing`` across files. They are stored as a zlib-compressed JSON
+  array (JSON rather than newline-joined text, so any path survives intact).
+- ``sk = "file#<fileId>#paths#<writeId>#<n>"`` (``kind = "paths"``): when
+  the compressed paths exceed :data:`PATHS_CHUNK_BYTES` (DynamoDB items are
+  limited to 400 KB), piece ``n >= 1`` of them; piece 0 is in the file item.
+  ``writeId`` is derived from the compressed bytes, so rewriting the same
+  result rewrites the same items. The pieces are written before the file
+  item that names them, and the pieces of an earlier, different result are
+  deleted after, so a reader never mixes two writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from pipeline._adapters.aws.clients import DEFAULT_AWS_POLICY, AwsClient, aws_call
+from pipeline._core.accounting import FileResult, JobStatus, JobSummary
+from pipeline._core.backoff import Backoff
+from pipeline._errors import AwsRejected
+
+__all__ = ["PATHS_CHUNK_BYTES", "JobItem", "JobStore"]
+
+# Room under DynamoDB's 400 KB item limit for the rest of the file item.
+PATHS_CHUNK_BYTES = 300_000
+_JOB_SK = "job"
+_FILE_PREFIX = "file#"
+# One tiny item per recorded file, written after its result: counting these
+# reads a few bytes per file instead of every result with its paths, which is
+# what keeps "is the job done?" cheap after each file of a large export.
+_DONE_PREFIX = "done#"
+_ACTIVE = (JobStatus.WAITING, JobStatus.RUNNING)
+_FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@attrs.frozen
+class JobItem:
+    """The summary item of one export, as stored."""
+
+    export_id: str
+    status: JobStatus
+    correlation_id: str | None
+    # Timezone-aware UTC; stored as ISO-8601 text ending in "Z".
+    created_at: datetime
+    updated_at: datetime
+    listing_done: bool
+    summary: JobSummary
+    error: str | None = None
+
+    @property
+    def files_total(self) -> int:
+        """ZIP files listed (0 until the listing is done)."""
+        return self.summary.files_total
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _make_converter() -> cattrs.Converter:
+    """Field names in the table are camelCase; the values stay Python values."""
+    converter = cattrs.Converter()
+    for cls in (JobSummary, FileResult):
+        renames: dict[str, Any] = {
+            field.name: override(rename=_camel(field.name)) for field in attrs.fields(cls)
+        }
+        converter.register_unstructure_hook(
+            cls, make_dict_unstructure_fn(cls, converter, **renames)
+        )
+        converter.register_structure_hook(cls, make_dict_structure_fn(cls, converter, **renames))
+    return converter
+
+
+_converter = _make_converter()
+
+
+def _encode(value: Any) -> dict[str, Any]:
+    """One Python value as a DynamoDB attribute value."""
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, bytes):
+        return {"B": value}
+    if value is None:
+        return {"NULL": True}
+    msg = f"cannot store {type(value).__name__} in the jobs table"
+    raise TypeError(msg)
+
+
+def _decode(attribute: dict[str, Any]) -> Any:
+    ((kind, value),) = attribute.items()
+    if kind == "N":
+        return int(value)
+    if kind == "NULL":
+        return None
+    return value
+
+
+def _decode_item(raw: dict[str, Any]) -> dict[str, Any]:
+    return {name: _decode(attribute) for name, attribute in raw.items()}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def _pack_paths(paths: frozenset[str]) -> bytes:
+    return zlib.compress(json.dumps(sorted(paths)).encode(), 6)
+
+
+def _unpack_paths(blob: bytes) -> frozenset[str]:
+    if not blob:
+        return frozenset()
+    return frozenset(json.loads(zlib.decompress(blob)))
+
+
+class _Update:
+    """Builds an UpdateItem expression with placeholders for every name and value."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+        self.sets: list[str] = []
+        self.removes: list[str] = []
+
+    def name(self, attribute: str) -> str:
+        placeholder = f"#n{len(self.names)}"
+        self.names[placeholder] = attribute
+        return placeholder
+
+    def value(self, value: Any) -> str:
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = _encode(value)
+        return placeholder
+
+    def set(self, attribute: str, value: Any) -> None:
+        self.sets.append(f"{self.name(attribute)} = {self.value(value)}")
+
+    def set_if_absent(self, attribute: str, value: Any) -> None:
+        name = self.name(attribute)
+        self.sets.append(f"{name} = if_not_exists({name}, {self.value(value)})")
+
+    def remove(self, attribute: str) -> None:
+        self.removes.append(self.name(attribute))
+
+    def status_in(self, statuses: Iterable[JobStatus]) -> str:
+        name = self.name("status")
+        values = ", ".join(self.value(status.value) for status in statuses)
+        return f"{name} IN ({values})"
+
+    def kwargs(self, condition: str) -> dict[str, Any]:
+        expression = "SET " + ", ".join(self.sets)
+        if self.removes:
+            expression += " REMOVE " + ", ".join(self.removes)
+        return {
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": self.names,
+            "ExpressionAttributeValues": self.values,
+        }
+
+
+@attrs.frozen
+class JobStore:
+    """Loads and stores job and file-result items of one jobs table.
+
+    Every call is one or a few DynamoDB calls through ``aws_call``. Reads
+    are strongly consistent: the accounting that follows a write must see it.
+    """
+
+    dynamodb: AwsClient
+    table: str
+    policy: Backoff = DEFAULT_AWS_POLICY
+    paths_chunk_bytes: int = PATHS_CHUNK_BYTES
+    clock: Callable[[], datetime] = _utc_now
+
+    def _now(self) -> str:
+        return _format_time(self.clock())
+
+    def _key(self, export_id: str, sk: str) -> dict[str, Any]:
+        return {"pk": {"S": export_id}, "sk": {"S": sk}}
+
+    async def _update(self, what: str, export_id: str, update: _Update, condition: str) -> bool:
+        """Apply a conditional update; ``False`` when the condition did not hold."""
+        try:
+            await aws_call(
+                what,
+                self.dynamodb.update_item,
+                policy=self.policy,
+                TableName=self.table,
+                Key=self._key(export_id, _JOB_SK),
+                **update.kwargs(condition),
+            )
+        except AwsRejected as err:
+            if err.code == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    async def get_job(self, export_id: str) -> JobItem | None:
+        """The export's summary item, ``None`` when there is none."""
+        response = await aws_call(
+            "dynamodb get job",
+            self.dynamodb.get_item,
+            policy=self.policy,
+            TableName=self.table,
+            Key=self._key(export_id, _JOB_SK),
+            ConsistentRead=True,
+        )
+        raw = response.get("Item")
+        return None if raw is None else self._job(raw)
+
+    def _job(self, raw: dict[str, Any]) -> JobItem:
+        values = _decode_item(raw)
+        return JobItem(
+            export_id=values["pk"],
+            status=JobStatus(values["status"]),
+            correlation_id=values.get("correlationId"),
+            created_at=_parse_time(values["createdAt"]),
+            updated_at=_parse_time(values["updatedAt"]),
+            listing_done=bool(values.get("listingDone", False)),
+            summary=_converter.structure(values, JobSummary),
+            error=values.get("error"),
+        )
+
+    async def begin_job(
+        self, export_id: str, correlation_id: str, status: JobStatus | str
+    ) -> JobItem:
+        """Create the job (zero counts) or move a non-COMPLETED one to ``status``.
+
+        ``status`` is WAITING or RUNNING. A COMPLETED job is left alone. An
+        existing item keeps ``createdAt`` and its counts, takes the new
+        ``correlationId``, loses a previous ``error``, and has ``listingDone``
+        set back to false: a new delivery lists the files again, and until it
+        has, no one may conclude that every file is finished. When the job
+        had ended FAILED or CANCELLED, the results of failed files are
+        forgotten too, so the new run retries those files instead of
+        finishing at once as FAILED; results of files that were done stay
+        (doing a file again yields the same result).
+
+        Returns the item as stored, so the caller sees whether the job was
+        COMPLETED already.
+        """
+        wanted = JobStatus(status)
+        if wanted not in _ACTIVE:
+            msg = f"a job begins WAITING or RUNNING, not {wanted.value}"
+            raise ValueError(msg)
+        before = await self.get_job(export_id)
+        if before is not None and before.status is JobStatus.COMPLETED:
+            return before
+        if before is not None and before.status in _FINAL:
+            await self._forget_failed_files(export_id)
+        now = self._now()
+        update = _Update()
+        update.set("status", wanted.value)
+        update.set("correlationId", correlation_id)
+        update.set("updatedAt", now)
+        update.set_if_absent("createdAt", now)
+        update.set("listingDone", False)
+        for name, value in _converter.unstructure(JobSummary()).items():
+            update.set_if_absent(name, value)
+        update.remove("error")
+        pk = update.name("pk")
+        # Someone may finish the job between the read and this write.
+        condition = f"attribute_not_exists({pk}) OR NOT {update.status_in([JobStatus.COMPLETED])}"
+        try:
+            response = await aws_call(
+                "dynamodb begin job",
+                self.dynamodb.update_item,
+                policy=self.policy,
+                TableName=self.table,
+                Key=self._key(export_id, _JOB_SK),
+                ReturnValues="ALL_NEW",
+                **update.kwargs(condition),
+            )
+        except AwsRejected as err:
+            if err.code != "ConditionalCheckFailedException":
+                raise
+            job = await self.get_job(export_id)
+            if job is None:  # pragma: no cover - the item cannot vanish; we never delete it
+                raise
+            return job
+        return self._job(response["Attributes"])
+
+    async def _forget_failed_files(self, export_id: str) -> None:
+        files, _ = await self._file_items(export_id)
+        for values in files:
+            if values["status"] == "DONE":
+                continue
+            file_id = values["fileId"]
+            # The marker first: a file is never counted without its result.
+            sks = [_DONE_PREFIX + file_id, _FILE_PREFIX + file_id]
+            sks += [
+                self._piece_sk(file_id, values["writeId"], n)
+                for n in range(1, int(values["pieces"]))
+            ]
+            # The file item first: pieces without it are never read.
+            for sk in sks:
+                await aws_call(
+                    "dynamodb forget failed file",
+                    self.dynamodb.delete_item,
+                    policy=self.policy,
+                    TableName=self.table,
+                    Key=self._key(export_id, sk),
+                )
+
+    async def set_listing_done(self, export_id: str, files_total: int) -> bool:
+        """Record the number of listed files; ``False`` if the job is not active."""
+        update = _Update()
+        update.set("filesTotal", files_total)
+        update.set("listingDone", True)
+        update.set("updatedAt", self._now())
+        return await self._update(
+            "dynamodb set listing done", export_id, update, update.status_in(_ACTIVE)
+        )
+
+    async def update_progress(self, export_id: str, summary: JobSummary) -> bool:
+        """Write the running counts while the job is RUNNING; ``False`` otherwise.
+
+        ``filesTotal`` (owned by :meth:`set_listing_done`) and ``entriesMissing``
+        (known only at the end) are left as they are.
+        """
+        update = _Update()
+        for name, value in _converter.unstructure(summary).items():
+            if name not in ("filesTotal", "entriesMissing"):
+                update.set(name, value)
+        update.set("updatedAt", self._now())
+        return await self._update(
+            "dynamodb update progress", export_id, update, update.status_in([JobStatus.RUNNING])
+        )
+
+    async def finish_job(
+        self,
+        export_id: str,
+        status: JobStatus | str,
+        summary: JobSummary,
+        error: str | None,
+    ) -> bool:
+        """Write the final status and counts, once.
+
+        Only a WAITING or RUNNING job is finished; ``False`` means it was
+        finished already (by another process, or an earlier delivery), and
+        the caller must not act as the finisher.
+        """
+        final = JobStatus(status)
+        if final not in _FINAL:
+            msg = f"a job finishes COMPLETED, FAILED or CANCELLED, not {final.value}"
+            raise ValueError(msg)
+        update = _Update()
+        update.set("status", final.value)
+        for name, value in _converter.unstructure(summary).items():
+            update.set(name, value)
+        update.set("updatedAt", self._now())
+        if error is None:
+            update.remove("error")
+        else:
+            update.set("error", " ".join(error.split()))
+        return await self._update(
+            "dynamodb finish job", export_id, update, update.status_in(_ACTIVE)
+        )
+
+    async def record_file(self, export_id: str, result: FileResult) -> None:
+        """Store one file's result, replacing an earlier one for the same file."""
+        blob = _pack_paths(result.seen_paths)
+        size = self.paths_chunk_bytes
+        pieces = [blob[i : i + size] for i in range(0, len(blob), size)] or [b""]
+        write_id = hashlib.sha256(blob).hexdigest()[:16]
+        for n, piece in enumerate(pieces[1:], start=1):
+            await aws_call(
+                "dynamodb put file paths",
+                self.dynamodb.put_item,
+                policy=self.policy,
+                TableName=self.table,
+                Item={
+                    **self._key(export_id, self._piece_sk(result.file_id, write_id, n)),
+                    "kind": _encode("paths"),
+                    "fileId": _encode(result.file_id),
+                    "writeId": _encode(write_id),
+                    "piece": _encode(n),
+                    "data": _encode(piece),
+                },
+            )
+        values = _converter.unstructure(result)
+        del values["ok"], values["seenPaths"]
+        item = {name: _encode(value) for name, value in values.items() if value is not None}
+        item.update(
+            {
+                **self._key(export_id, _FILE_PREFIX + result.file_id),
+                "kind": _encode("file"),
+                "status": _encode("DONE" if result.ok else "FAILED"),
+                "seenPaths": _encode(pieces[0]),
+                "writeId": _encode(write_id),
+                "pieces": _encode(len(pieces)),
+                "updatedAt": _encode(self._now()),
+            }
+        )
+        response = await aws_call(
+            "dynamodb put file result",
+            self.dynamodb.put_item,
+            policy=self.policy,
+            TableName=self.table,
+            Item=item,
+            ReturnValues="ALL_OLD",
+        )
+        await aws_call(
+            "dynamodb put file marker",
+            self.dynamodb.put_item,
+            policy=self.policy,
+            TableName=self.table,
+            Item={**self._key(export_id, _DONE_PREFIX + result.file_id), "kind": _encode("done")},
+        )
+        old = _decode_item(response.get("Attributes") or {})
+        if old.get("writeId", write_id) != write_id:
+            # An earlier, different result had pieces of its own: drop them.
+            for n in range(1, int(old.get("pieces", 1))):
+                await aws_call(
+                    "dynamodb delete old file paths",
+                    self.dynamodb.delete_item,
+                    policy=self.policy,
+                    TableName=self.table,
+                    Key=self._key(export_id, self._piece_sk(result.file_id, old["writeId"], n)),
+                )
+
+    @staticmethod
+    def _piece_sk(file_id: str, write_id: str, n: int) -> str:
+        return f"{_FILE_PREFIX}{file_id}#paths#{write_id}#{n}"
+
+    async def count_file_results(self, export_id: str) -> int:
+        """How many files of the export have a result: one cheap, paginated count."""
+        count = 0
+        start_key: dict[str, Any] | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+                "ExpressionAttributeValues": {
+                    ":pk": _encode(export_id),
+                    ":prefix": _encode(_DONE_PREFIX),
+                },
+                "Select": "COUNT",
+                "ConsistentRead": True,
+            }
+            if start_key is not None:
+                kwargs["ExclusiveStartKey"] = start_key
+            response = await aws_call(
+                "dynamodb count file results", self.dynamodb.query, policy=self.policy, **kwargs
+            )
+            count += int(response.get("Count", 0))
+            start_key = response.get("LastEvaluatedKey")
+            if not start_key:
+                return count
+
+    async def file_results(self, export_id: str) -> list[FileResult]:
+        """Every file result of the export, with its seen paths, in file-ID order."""
+        files, pieces = await self._file_items(export_id)
+        return [self._file_result(export_id, values, pieces) for values in files]
+
+    async def _file_items(
+        self, export_id: str
+    ) -> tuple[list[dict[str, Any]], dict[tuple[str, str, int], bytes]]:
+        """The decoded file items, and the seen-path pieces by (fileId, writeId, n)."""
+        files: list[dict[str, Any]] = []
+        pieces: dict[tuple[str, str, int], bytes] = {}
+        start_key: dict[str, Any] | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+                "ExpressionAttributeValues": {
+                    ":pk": _encode(export_id),
+                    ":prefix": _encode(_FILE_PREFIX),
+                },
+                "ConsistentRead": True,
+            }
+            if start_key is not None:
+                kwargs["ExclusiveStartKey"] = start_key
+            response = await aws_call(
+                "dynamodb query file results", self.dynamodb.query, policy=self.policy, **kwargs
+            )
+            for raw in response.get("Items") or []:
+                values = _decode_item(raw)
+                if values.get("kind") == "file":
+                    files.append(values)
+                elif values.get("kind") == "paths":
+                    key = (values["fileId"], values["writeId"], int(values["piece"]))
+                    pieces[key] = bytes(values["data"])
+            start_key = response.get("LastEvaluatedKey")
+            if not start_key:
+                return files, pieces
+
+    def _file_result(
+        self,
+        export_id: str,
+        values: dict[str, Any],
+        pieces: dict[tuple[str, str, int], bytes],
+    ) -> FileResult:
+        file_id, write_id = values["fileId"], values["writeId"]
+        blob = bytes(values["seenPaths"])
+        for n in range(1, int(values["pieces"])):
+            piece = pieces.get((file_id, write_id, n))
+            if piece is None:
+                msg = f"jobs table: {export_id} file {file_id}: seen-paths piece {n} is missing"
+                raise AwsRejected(msg)
+            blob += piece
+        values = {
+            **values,
+            "ok": values["status"] == "DONE",
+            "seenPaths": _unpack_paths(blob),
+        }
+        return _converter.structure(values, FileResult)

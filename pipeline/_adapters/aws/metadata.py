@@ -1,0 +1,163 @@
+"""The metadata table: which entries an export is expected to contain.
+
+Key ``exportId`` (S, HASH) + ``path`` (S, RANGE); optional ``sizeBytes`` (N)
+and ``sha256`` (S). Entries are looked up in batches (BatchGetItem, 100 keys a
+call, AWS's limit) rather than one GetItem each, because a ZIP can hold tens
+of thousands of entries. BatchGetItem may leave keys unprocessed when the
+table is throttled; those are asked for again with backoff, and only a run of
+rounds without any progress gives up. Chunks are fetched one after the other:
+a caller that needs more throughput runs several lookups at once.
+
+:func:`all_paths` reads every path of an export (Query, paginated, projecting
+only ``path``) to count the items no ZIP contained (``entriesMissing``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import attrs
+import trio
+
+from pipeline._adapters.aws.clients import DEFAULT_AWS_POLICY, AwsClient, aws_call
+from pipeline._core.backoff import Backoff
+from pipeline._errors import AwsRejected, RetriesExhausted
+
+__all__ = ["MetadataItem", "all_paths", "lookup", "to_attributes"]
+
+# DynamoDB's limit of keys per BatchGetItem.
+_BATCH_GET_KEYS = 100
+# "path" is a DynamoDB reserved word; every name goes through a placeholder.
+_NAMES = {"#p": "path", "#s": "sizeBytes", "#h": "sha256"}
+
+
+@attrs.frozen
+class MetadataItem:
+    """What the export promises about one entry; ``None`` where it promises nothing."""
+
+    path: str
+    size_bytes: int | None = None
+    sha256: str | None = None
+
+
+def to_attributes(export_id: str, item: MetadataItem) -> dict[str, Any]:
+    """The item as DynamoDB attribute values (the table's format)."""
+    attributes: dict[str, Any] = {"exportId": {"S": export_id}, "path": {"S": item.path}}
+    if item.size_bytes is not None:
+        attributes["sizeBytes"] = {"N": str(item.size_bytes)}
+    if item.sha256 is not None:
+        attributes["sha256"] = {"S": item.sha256}
+    return attributes
+
+
+def _from_attributes(raw: dict[str, Any]) -> MetadataItem:
+    path = str(raw["path"]["S"])
+    size: int | None = None
+    if "sizeBytes" in raw:
+        number = raw["sizeBytes"].get("N")
+        try:
+            value = Decimal(number)
+        except (InvalidOperation, TypeError):
+            value = Decimal("NaN")
+        if not value.is_finite() or value != value.to_integral_value() or value < 0:
+            # An item no entry can match is an error in the table, not a
+            # reason to upload unverified bytes.
+            msg = f"metadata item {path!r}: sizeBytes {number!r} is not a whole number"
+            raise AwsRejected(msg)
+        size = int(value)
+    sha = raw.get("sha256", {}).get("S")
+    return MetadataItem(path=path, size_bytes=size, sha256=sha.lower() if sha else None)
+
+
+async def lookup(
+    dynamodb: AwsClient,
+    table: str,
+    export_id: str,
+    paths: Sequence[str],
+    *,
+    policy: Backoff = DEFAULT_AWS_POLICY,
+) -> dict[str, MetadataItem]:
+    """The metadata items of ``paths`` that exist, by path.
+
+    Paths without an item are simply absent from the answer; a path given
+    twice is asked for once. Raises :class:`RetriesExhausted` when DynamoDB
+    keeps every remaining key unprocessed through ``policy``'s attempts.
+    """
+    unique = list(dict.fromkeys(paths))
+    found: dict[str, MetadataItem] = {}
+    for start in range(0, len(unique), _BATCH_GET_KEYS):
+        chunk = unique[start : start + _BATCH_GET_KEYS]
+        keys = [{"exportId": {"S": export_id}, "path": {"S": path}} for path in chunk]
+        await _batch_get(dynamodb, table, keys, found, policy)
+    return found
+
+
+async def _batch_get(
+    dynamodb: AwsClient,
+    table: str,
+    keys: list[dict[str, Any]],
+    found: dict[str, MetadataItem],
+    policy: Backoff,
+) -> None:
+    attempt = 0
+    while keys:
+        response = await aws_call(
+            "dynamodb metadata batch get",
+            dynamodb.batch_get_item,
+            policy=policy,
+            RequestItems={
+                table: {
+                    "Keys": keys,
+                    "ProjectionExpression": "#p, #s, #h",
+                    "ExpressionAttributeNames": _NAMES,
+                }
+            },
+        )
+        for raw in (response.get("Responses") or {}).get(table, []):
+            item = _from_attributes(raw)
+            found[item.path] = item
+        unprocessed = ((response.get("UnprocessedKeys") or {}).get(table) or {}).get("Keys") or []
+        if not unprocessed:
+            return
+        # Progress restarts the count: only rounds that achieve nothing add up.
+        attempt = 1 if len(unprocessed) < len(keys) else attempt + 1
+        if policy.gives_up_after(attempt):
+            msg = (
+                f"dynamodb metadata batch get: {len(unprocessed)} keys still "
+                f"unprocessed after {attempt} attempts"
+            )
+            raise RetriesExhausted(msg)
+        keys = unprocessed
+        await trio.sleep(policy.delay(attempt, None, random.random()))
+
+
+async def all_paths(
+    dynamodb: AwsClient,
+    table: str,
+    export_id: str,
+    *,
+    policy: Backoff = DEFAULT_AWS_POLICY,
+) -> set[str]:
+    """Every ``path`` the metadata table holds for ``export_id``."""
+    paths: set[str] = set()
+    start_key: dict[str, Any] | None = None
+    while True:
+        kwargs: dict[str, Any] = {
+            "TableName": table,
+            "KeyConditionExpression": "exportId = :e",
+            "ExpressionAttributeValues": {":e": {"S": export_id}},
+            "ProjectionExpression": "#p",
+            "ExpressionAttributeNames": {"#p": "path"},
+        }
+        if start_key is not None:
+            kwargs["ExclusiveStartKey"] = start_key
+        response = await aws_call(
+            "dynamodb metadata query", dynamodb.query, policy=policy, **kwargs
+        )
+        paths.update(str(raw["path"]["S"]) for raw in response.get("Items") or [])
+        start_key = response.get("LastEvaluatedKey")
+        if not start_key:
+            return paths

@@ -1,0 +1,383 @@
+"""Stream one ZIP entry into S3 so that no partial object is ever visible.
+
+S3 makes an object visible only when a PutObject or a CompleteMultipartUpload
+succeeds, never in between; that is the whole guarantee. So an entry is
+written in one of two ways, chosen by its size as it streams in:
+
+- up to one part (:data:`PART_SIZE`): the bytes are buffered and sent with a
+  single PutObject at :meth:`EntryUpload.commit`;
+- larger: a multipart upload is started when the buffer first outgrows one
+  part, and every full part is sent as it fills, so memory stays at about one
+  part whatever the entry's size. :meth:`EntryUpload.abort` (or a failure)
+  aborts the upload, and S3 discards its parts.
+
+The object's user metadata ``sha256`` must hold the digest of its bytes. A
+multipart upload fixes its metadata at CreateMultipartUpload, before the bytes
+are seen. When the caller knows the expected digest (the metadata item gives
+it, and the caller checks the digest equals it before committing) it goes in
+there. When not, the upload is completed without it and then copied onto
+itself with ``MetadataDirective=REPLACE``. The trade-off: for the moment
+between the two calls the object is visible, complete and correct, but
+without its ``sha256``; S3 does a server-side copy of the object (CopyObject
+is limited to 5 GiB, above ``MAX_ENTRY_SIZE_MB``'s default of 4 GiB); and if
+the process dies in between, the object stays without ``sha256``, so
+:func:`existing_sha256` returns ``None`` and a redelivery uploads it again.
+
+Every call goes through :func:`pipeline._adapters.aws.clients.aws_call`; a retried part resends
+the same bytes under the same part number, which S3 treats as a replacement.
+An abandoned multipart upload (a process killed before it could abort) keeps
+its parts until a bucket lifecycle rule ``AbortIncompleteMultipartUpload``
+removes them; :func:`pipeline.ops.provisioning.provision` installs one.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+import trio
+
+from pipeline._adapters.aws.clients import DEFAULT_AWS_POLICY, AwsClient, aws_call
+from pipeline._core.backoff import Backoff
+from pipeline._errors import AwsRejected, PipelineError
+
+__all__ = ["MIN_PART_SIZE", "PART_SIZE", "EntryUpload", "existing_sha256", "open_entry_upload"]
+
+log = structlog.get_logger("pipeline.s3sink")
+
+# S3's smallest part (except the last).
+MIN_PART_SIZE = 5 * 1024 * 1024
+# Big enough that S3's 10,000-part limit allows 78 GiB objects and the
+# per-request overhead is small; small enough that 20 entries in flight hold
+# a few hundred MiB at most.
+PART_SIZE = 8 * 1024 * 1024
+# Aborting is cleanup: it gets a short deadline of its own, shielded.
+_ABORT_DEADLINE = 2.0
+_ABORT_POLICY = Backoff(max_attempts=3, base=0.2, cap=1.0)
+# Bytes per socket write of a request body.
+_SEND_CHUNK = 256 * 1024
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+class _Body(io.BytesIO):
+    """A request body that aiobotocore's httpx session sends in large pieces.
+
+    Given ``bytes``, botocore wraps them in a ``BytesIO``, and the httpx
+    session then iterates that object, which yields *lines*: random data
+    went out in ~250-byte writes, one scheduler round-trip each, about 5 MB/s
+    of pure CPU. Iterating this subclass yields :data:`_SEND_CHUNK` bytes at
+    a time instead. A fresh body is made for every attempt, because an
+    attempt that failed leaves the stream's position at its end.
+    """
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(_SEND_CHUNK):
+            yield chunk
+
+
+def _check_sha256(value: str, name: str) -> None:
+    if not _SHA256_HEX.fullmatch(value):
+        msg = f"{name} must be 64 lower-case hex digits, not {value!r}"
+        raise ValueError(msg)
+
+
+class EntryUpload:
+    """One entry on its way into S3; see the module docstring for how.
+
+    Call :meth:`write` with the bytes in order, then :meth:`commit` once. On
+    any failure or cancellation call :meth:`abort` (or use ``async with``,
+    which aborts unless committed). After ``commit`` or ``abort`` the upload
+    is closed: ``write``/``commit`` raise ``RuntimeError``, ``abort`` is a no-op.
+    Not safe to use from two tasks at once.
+    """
+
+    def __init__(
+        self,
+        s3: AwsClient,
+        *,
+        bucket: str,
+        key: str,
+        expected_sha256: str | None,
+        policy: Backoff,
+        part_size: int,
+    ) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+        self._key = key
+        self._expected = expected_sha256
+        self._policy = policy
+        self._part_size = part_size
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._written = 0
+        self._closed = False
+        self._committed = False
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes given to :meth:`write` so far."""
+        return self._written
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held in memory right now (at most about one part)."""
+        return len(self._buffer)
+
+    @property
+    def committed(self) -> bool:
+        """Whether the object is in S3."""
+        return self._committed
+
+    def _check_open(self, action: str) -> None:
+        if self._closed:
+            state = "committed" if self._committed else "aborted"
+            msg = f"cannot {action} s3://{self._bucket}/{self._key}: upload already {state}"
+            raise RuntimeError(msg)
+
+    async def write(self, data: bytes) -> None:
+        """Add the entry's next bytes; sends a part whenever one is full.
+
+        On failure the upload is aborted before the error propagates.
+        """
+        self._check_open("write to")
+        self._buffer += data
+        self._written += len(data)
+        # Strictly more than one part: an entry of exactly one part stays a
+        # single PutObject.
+        try:
+            while len(self._buffer) > self._part_size:
+                # One copy out of the buffer (a slice of a bytearray would be two).
+                with memoryview(self._buffer) as view:
+                    part = bytes(view[: self._part_size])
+                del self._buffer[: self._part_size]
+                await self._send_part(part)
+        except BaseException:
+            await self.abort()
+            raise
+
+    async def _start_multipart(self) -> str:
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key}
+        if self._expected is not None:
+            kwargs["Metadata"] = {"sha256": self._expected}
+        response = await aws_call(
+            "s3 create multipart upload",
+            self._s3.create_multipart_upload,
+            policy=self._policy,
+            **kwargs,
+        )
+        upload_id = str(response["UploadId"])
+        self._upload_id = upload_id
+        return upload_id
+
+    async def _send_part(self, part: bytes) -> None:
+        upload_id = self._upload_id or await self._start_multipart()
+        number = len(self._parts) + 1
+
+        async def attempt() -> Any:
+            return await self._s3.upload_part(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=_Body(part),
+            )
+
+        response = await aws_call(f"s3 upload part {number}", attempt, policy=self._policy)
+        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+    async def commit(self, sha256_hex: str) -> int:
+        """Make the object visible with metadata ``sha256``; returns the bytes written.
+
+        ``sha256_hex`` is the digest of everything written, which the caller
+        has computed (and checked against ``expected_sha256`` when that was
+        given: a different digest here is a bug and raises ``ValueError``
+        after aborting). On failure or cancellation the upload is aborted and
+        no object is left (except in the metadata-copy window described in
+        the module docstring).
+        """
+        self._check_open("commit")
+        try:
+            _check_sha256(sha256_hex, "sha256_hex")
+            if self._expected is not None and sha256_hex != self._expected:
+                msg = (
+                    f"s3://{self._bucket}/{self._key}: digest {sha256_hex} differs "
+                    f"from the expected {self._expected}"
+                )
+                raise ValueError(msg)
+            if self._upload_id is None:
+                await self._put(sha256_hex)
+            else:
+                await self._complete(sha256_hex)
+        except BaseException:
+            await self.abort()
+            raise
+        self._closed = self._committed = True
+        self._buffer = bytearray()
+        return self._written
+
+    async def _put(self, sha256_hex: str) -> None:
+        data = bytes(self._buffer)
+
+        async def attempt() -> Any:
+            return await self._s3.put_object(
+                Bucket=self._bucket,
+                Key=self._key,
+                Body=_Body(data),
+                Metadata={"sha256": sha256_hex},
+            )
+
+        await aws_call("s3 put object", attempt, policy=self._policy)
+
+    async def _complete(self, sha256_hex: str) -> None:
+        assert self._upload_id is not None
+        if self._buffer:
+            last = bytes(self._buffer)
+            self._buffer = bytearray()
+            await self._send_part(last)
+        try:
+            await aws_call(
+                "s3 complete multipart upload",
+                self._s3.complete_multipart_upload,
+                policy=self._policy,
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        except AwsRejected as err:
+            # A retried Complete whose first answer was lost finds the upload
+            # gone: it succeeded if the object is there with our length.
+            if err.code != "NoSuchUpload" or not await self._object_is_ours(sha256_hex):
+                raise
+        # The upload is complete: nothing is left to abort.
+        self._upload_id = None
+        if self._expected is None:
+            await aws_call(
+                "s3 copy object to set sha256",
+                self._s3.copy_object,
+                policy=self._policy,
+                Bucket=self._bucket,
+                Key=self._key,
+                CopySource={"Bucket": self._bucket, "Key": self._key},
+                MetadataDirective="REPLACE",
+                Metadata={"sha256": sha256_hex},
+            )
+
+    async def _object_is_ours(self, sha256_hex: str) -> bool:
+        head = await _head(self._s3, self._bucket, self._key, self._policy)
+        if head is None or int(head.get("ContentLength", -1)) != self._written:
+            return False
+        stored = (head.get("Metadata") or {}).get("sha256")
+        return self._expected is None or stored == sha256_hex
+
+    async def abort(self) -> None:
+        """Drop the upload; a no-op after commit or a previous abort.
+
+        A started multipart upload is aborted shielded from cancellation with
+        its own short deadline. If that fails, the failure is logged, not
+        raised: nothing is visible anyway, and the bucket's lifecycle rule
+        removes the parts later.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer = bytearray()
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is None:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_DEADLINE) as scope:
+            try:
+                await aws_call(
+                    "s3 abort multipart upload",
+                    self._s3.abort_multipart_upload,
+                    policy=_ABORT_POLICY,
+                    Bucket=self._bucket,
+                    Key=self._key,
+                    UploadId=upload_id,
+                )
+            except AwsRejected as err:
+                if err.code != "NoSuchUpload":
+                    log.warning("abort failed", key=self._key, error=str(err))
+            except PipelineError as err:
+                log.warning("abort failed", key=self._key, error=str(err))
+        if scope.cancelled_caught:
+            log.warning("abort timed out", key=self._key, upload_id=upload_id)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.abort()
+
+
+async def open_entry_upload(
+    s3: AwsClient,
+    *,
+    bucket: str,
+    key: str,
+    expected_sha256: str | None,
+    policy: Backoff = DEFAULT_AWS_POLICY,
+    part_size: int = PART_SIZE,
+) -> EntryUpload:
+    """Start streaming one object to ``s3://bucket/key``; nothing is sent yet.
+
+    ``expected_sha256`` (lower-case hex) is the digest the metadata item
+    promises, when it gives one: it saves a copy for large entries.
+    ``part_size`` must be at least S3's 5 MiB minimum.
+    """
+    if expected_sha256 is not None:
+        _check_sha256(expected_sha256, "expected_sha256")
+    if part_size < MIN_PART_SIZE:
+        msg = f"part_size must be at least {MIN_PART_SIZE} bytes, not {part_size}"
+        raise ValueError(msg)
+    # Nothing to send yet (the multipart upload starts with the second part),
+    # but an async function checkpoints, as trio's conventions expect.
+    await trio.lowlevel.checkpoint()
+    return EntryUpload(
+        s3,
+        bucket=bucket,
+        key=key,
+        expected_sha256=expected_sha256,
+        policy=policy,
+        part_size=part_size,
+    )
+
+
+async def _head(s3: AwsClient, bucket: str, key: str, policy: Backoff) -> dict[str, Any] | None:
+    try:
+        response: dict[str, Any] = await aws_call(
+            "s3 head object", s3.head_object, policy=policy, Bucket=bucket, Key=key
+        )
+    except AwsRejected as err:
+        if err.code in _NOT_FOUND_CODES:
+            return None
+        raise
+    return response
+
+
+async def existing_sha256(
+    s3: AwsClient, bucket: str, key: str, *, policy: Backoff = DEFAULT_AWS_POLICY
+) -> str | None:
+    """The ``sha256`` user metadata of an existing object; ``None`` when absent.
+
+    ``None`` both when there is no object and when it has no ``sha256``, so a
+    caller that finds the digest it expects can skip the upload, and
+    otherwise uploads. (Without ``s3:ListBucket`` S3 answers a missing key
+    with 403, which raises :class:`AwsRejected`.)
+    """
+    head = await _head(s3, bucket, key, policy)
+    if head is None:
+        return None
+    stored = (head.get("Metadata") or {}).get("sha256")
+    return str(stored) if stored else None

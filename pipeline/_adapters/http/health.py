@@ -1,0 +1,100 @@
+"""The HTTP side: ``GET /health`` and ``GET /ready`` (contract 6).
+
+``/health`` answers 200 as long as the process runs its loops: the handler
+runs on the same Trio loop as the graph, so an answer at all proves the loop
+is not stuck. ``/ready`` asks SQS, S3 and DynamoDB one cheap question each,
+concurrently and under a short deadline, and answers 200 only if all three
+answered; the body says which one did not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from quart_trio import QuartTrio
+
+from pipeline._adapters.aws.clients import translate_aws_errors
+from pipeline._config import Settings
+from pipeline._errors import PipelineError
+
+__all__ = ["create_health_app", "readiness_checks", "serve_health"]
+
+log = structlog.get_logger("pipeline.health")
+
+# A load balancer's health check gives up after a few seconds; answer first.
+READY_TIMEOUT_SECONDS = 3.0
+
+Check = Callable[[], Awaitable[None]]
+
+
+def readiness_checks(settings: Settings, aws: Any) -> dict[str, Check]:
+    """One cheap call per dependency the service cannot work without."""
+
+    async def sqs() -> None:
+        with translate_aws_errors("SQS GetQueueAttributes"):
+            await aws.sqs.get_queue_attributes(
+                QueueUrl=settings.sqs_export_jobs_url, AttributeNames=["QueueArn"]
+            )
+
+    async def s3() -> None:
+        with translate_aws_errors("S3 HeadBucket"):
+            await aws.s3.head_bucket(Bucket=settings.s3_bucket_name)
+
+    async def dynamodb() -> None:
+        with translate_aws_errors("DynamoDB DescribeTable"):
+            await aws.dynamodb.describe_table(TableName=settings.dynamodb_jobs_table)
+
+    return {"sqs": sqs, "s3": s3, "dynamodb": dynamodb}
+
+
+def create_health_app(checks: dict[str, Check]) -> QuartTrio:
+    """The quart-trio app serving ``/health`` and ``/ready``."""
+    app = QuartTrio("pipeline")
+
+    @app.get("/health")
+    async def health() -> tuple[dict[str, str], int]:
+        return {"status": "ok"}, 200
+
+    @app.get("/ready")
+    async def ready() -> tuple[dict[str, Any], int]:
+        results: dict[str, str] = {}
+
+        async def run(name: str, check: Check) -> None:
+            try:
+                with trio.fail_after(READY_TIMEOUT_SECONDS):
+                    await check()
+                results[name] = "ok"
+            except trio.TooSlowError:
+                results[name] = "timed out"
+            except PipelineError as err:
+                results[name] = str(err)
+
+        async with trio.open_nursery() as nursery:
+            for name, check in checks.items():
+                nursery.start_soon(run, name, check)
+        ok = all(result == "ok" for result in results.values())
+        return {"status": "ready" if ok else "not ready", "checks": results}, 200 if ok else 503
+
+    return app
+
+
+async def serve_health(
+    app: QuartTrio,
+    port: int,
+    shutdown: trio.Event,
+    *,
+    host: str = "0.0.0.0",
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``port`` until ``shutdown`` is set."""
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 1.0
+    await serve(app, config, shutdown_trigger=shutdown.wait, task_status=task_status)

@@ -1,0 +1,173 @@
+"""Message bodies in and out: export jobs (contract 1) and download tasks.
+
+Decoding is strict and total: any body either becomes a value or raises
+:class:`PoisonMessage` with a one-line reason, so the receiver can send it to
+the dead-letter queue once instead of retrying it forever. Bodies may come
+wrapped in an SNS notification envelope, which is unwrapped first.
+
+The download task is this service's own message between the orchestrator and
+the workers (``docs/contract.md``); it carries a version so that a newer
+orchestrator and an older worker can be deployed side by side and disagree
+loudly instead of silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+import attrs
+
+from pipeline._errors import PoisonMessage
+
+__all__ = [
+    "DOWNLOAD_TASK_VERSION",
+    "DownloadTask",
+    "ExportJob",
+    "decode_download_task",
+    "decode_export_job",
+    "encode_download_task",
+    "encode_export_job",
+]
+
+_EXPORT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Correlation IDs end up in every log line; keep them printable and short.
+_CORRELATION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+DOWNLOAD_TASK_VERSION = 1
+# One message may name many exports, but not so many that one poison-free body
+# occupies the service for a day; SQS caps a body at 256 KiB anyway.
+MAX_EXPORTS_PER_MESSAGE = 1000
+
+
+@attrs.frozen
+class ExportJob:
+    """One export-job message: the exports to process and the correlation ID."""
+
+    export_ids: tuple[str, ...]
+    correlation_id: str
+
+
+@attrs.frozen
+class DownloadTask:
+    """One ZIP file of an export, to be processed by a worker."""
+
+    export_id: str
+    correlation_id: str
+    file_id: str
+    name: str
+    download_url: str
+    size_bytes: int
+
+
+def _parse_json(body: str) -> Any:
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, RecursionError) as err:
+        msg = f"body is not valid JSON ({err})"
+        raise PoisonMessage(msg) from None
+
+
+def _unwrap_sns(document: Any) -> Any:
+    if isinstance(document, dict) and document.get("Type") == "Notification":
+        inner = document.get("Message")
+        if not isinstance(inner, str):
+            msg = "SNS envelope has no string 'Message'"
+            raise PoisonMessage(msg)
+        return _parse_json(inner)
+    return document
+
+
+def decode_export_job(body: str, *, new_correlation_id: str | None = None) -> ExportJob:
+    """Decode an export-job body, unwrapping SNS; raise :class:`PoisonMessage` when invalid.
+
+    A missing ``correlationId`` is generated (``new_correlation_id`` when given,
+    for tests; otherwise a random one).
+    """
+    document = _unwrap_sns(_parse_json(body))
+    if not isinstance(document, dict):
+        msg = f"body must be a JSON object, not {type(document).__name__}"
+        raise PoisonMessage(msg)
+    ids = document.get("exportIds")
+    if ids is None:
+        msg = "body has no 'exportIds'"
+        raise PoisonMessage(msg)
+    if not isinstance(ids, list) or not ids:
+        msg = "'exportIds' must be a non-empty list"
+        raise PoisonMessage(msg)
+    if len(ids) > MAX_EXPORTS_PER_MESSAGE:
+        msg = f"'exportIds' has {len(ids)} IDs, more than {MAX_EXPORTS_PER_MESSAGE}"
+        raise PoisonMessage(msg)
+    for export_id in ids:
+        if not isinstance(export_id, str) or not _EXPORT_ID.match(export_id):
+            shown = json.dumps(export_id)[:140]
+            msg = f"export ID {shown} is not 1-128 characters of [A-Za-z0-9._:-]"
+            raise PoisonMessage(msg)
+    correlation_id = document.get("correlationId")
+    if correlation_id is None:
+        correlation_id = new_correlation_id or f"c-{uuid.uuid4().hex[:12]}"
+    elif not isinstance(correlation_id, str) or not _CORRELATION_ID.match(correlation_id):
+        msg = "'correlationId' must be 1-128 printable characters"
+        raise PoisonMessage(msg)
+    # A resubmitted body may name an export twice; once is enough.
+    unique = tuple(dict.fromkeys(ids))
+    return ExportJob(export_ids=unique, correlation_id=correlation_id)
+
+
+def encode_export_job(job: ExportJob) -> str:
+    """The body of an export-job message (used to hand back pending exports)."""
+    return json.dumps({"exportIds": list(job.export_ids), "correlationId": job.correlation_id})
+
+
+def encode_download_task(task: DownloadTask) -> str:
+    """The body of a download-task message, version :data:`DOWNLOAD_TASK_VERSION`."""
+    return json.dumps(
+        {
+            "version": DOWNLOAD_TASK_VERSION,
+            "exportId": task.export_id,
+            "correlationId": task.correlation_id,
+            "file": {
+                "fileId": task.file_id,
+                "name": task.name,
+                "downloadUrl": task.download_url,
+                "sizeBytes": task.size_bytes,
+            },
+        },
+        separators=(",", ":"),
+    )
+
+
+def decode_download_task(body: str) -> DownloadTask:
+    """Decode a download-task body; raise :class:`PoisonMessage` when invalid."""
+    document = _unwrap_sns(_parse_json(body))
+    if not isinstance(document, dict):
+        msg = "download task must be a JSON object"
+        raise PoisonMessage(msg)
+    version = document.get("version")
+    if version != DOWNLOAD_TASK_VERSION:
+        msg = f"download task version {version!r} is not {DOWNLOAD_TASK_VERSION}"
+        raise PoisonMessage(msg)
+    file = document.get("file")
+    export_id = document.get("exportId")
+    correlation_id = document.get("correlationId")
+    if not isinstance(export_id, str) or not _EXPORT_ID.match(export_id):
+        msg = "download task has no valid 'exportId'"
+        raise PoisonMessage(msg)
+    if not isinstance(correlation_id, str) or not isinstance(file, dict):
+        msg = "download task needs 'correlationId' and 'file'"
+        raise PoisonMessage(msg)
+    fields = ("fileId", "name", "downloadUrl")
+    if not all(isinstance(file.get(key), str) for key in fields) or not isinstance(
+        file.get("sizeBytes"), int
+    ):
+        msg = "download task 'file' needs string fileId, name, downloadUrl and int sizeBytes"
+        raise PoisonMessage(msg)
+    return DownloadTask(
+        export_id=export_id,
+        correlation_id=correlation_id,
+        file_id=file["fileId"],
+        name=file["name"],
+        download_url=file["downloadUrl"],
+        size_bytes=file["sizeBytes"],
+    )

@@ -1,0 +1,3 @@
+"""ZIP reading without I/O: records and refusal rules, the stream reader, the decoder."""
+
+__all__: list[str] = []

@@ -1,0 +1,49 @@
+"""The long-lived clients and settings that stages are handed.
+
+Opened once at the top of the nursery tree (``_graph.py``) and passed down;
+nothing here is global. Stages take what they need from it, which keeps their
+signatures short without hiding where a client comes from.
+"""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from pipeline._adapters.aws.clients import AwsClients
+from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.exportapi.client import ExportApi
+from pipeline._config import Settings
+from pipeline._core.backoff import Backoff
+from pipeline._core.zip.format import ZipLimits
+
+__all__ = ["AWS_POLICY", "Deps"]
+
+# AWS calls are retried by us, not botocore (its sleeps are asyncio's): five
+# attempts within about fifteen seconds ride out a throttling burst or an S3
+# "SlowDown" without holding a file for minutes.
+AWS_POLICY = Backoff(max_attempts=5, base=0.2, cap=8.0)
+
+
+@attrs.frozen
+class Deps:
+    """Everything a stage may need besides its channels."""
+
+    settings: Settings
+    aws: AwsClients
+    api: ExportApi
+    jobs: JobStore
+    # Threads that inflate at once (WORKER_POOL_SIZE).
+    inflate_limiter: trio.CapacityLimiter
+    aws_policy: Backoff = AWS_POLICY
+
+    @property
+    def zip_limits(self) -> ZipLimits:
+        return ZipLimits(
+            max_entry_size=self.settings.max_entry_size,
+            max_ratio=self.settings.max_compression_ratio,
+        )
+
+    def object_key(self, export_id: str, path: str) -> str:
+        """Where an entry of an export lands in S3 (contract 4)."""
+        return f"{self.settings.s3_prefix}{export_id}/{path}"

@@ -1,0 +1,164 @@
+"""Where the job stage sends the files it lists.
+
+In ``all`` mode files go to the file workers of this process through a bounded
+memory channel, and the export-job message stays leased until they are done.
+In ``orchestrator`` mode they go to the download-task queue, batched, and the
+message is done once they are safely queued. With ``--mode all`` and a
+download-task queue configured, files that do not fit the local channel right
+now overflow to that queue, where any process (this one included) picks them
+up: several ``all`` processes then share a burst.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Protocol
+
+import attrs
+import structlog
+import trio
+
+from pipeline._adapters.aws import sqs as _sqs
+from pipeline._core.backoff import Backoff
+from pipeline._core.messages import DownloadTask, encode_download_task
+from pipeline._service.lease import Lease
+
+__all__ = ["FileDispatch", "FileTask", "LocalDispatch", "Outstanding", "QueueDispatch"]
+
+log = structlog.get_logger("pipeline.dispatch")
+
+# SendMessageBatch takes ten entries; a listing page (up to 100 files) is sent
+# as soon as it is read, in batches of this size.
+SEND_BATCH = 10
+
+
+@attrs.define(eq=False)
+class Outstanding:
+    """Counts files handed to local workers that have not finished yet."""
+
+    _count: int = 0
+    _idle: trio.Event = attrs.field(factory=trio.Event)
+    # Files that ended without a recorded result (cancelled, store unreachable):
+    # the message that listed them must be handed back, not deleted.
+    unrecorded: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self._idle.set()
+
+    def add(self) -> None:
+        if self._count == 0:
+            self._idle = trio.Event()
+        self._count += 1
+
+    def done(self, *, recorded: bool = True) -> None:
+        if not recorded:
+            self.unrecorded += 1
+        self._count -= 1
+        if self._count == 0:
+            self._idle.set()
+
+    async def wait(self) -> None:
+        """Return once every added file is done."""
+        await self._idle.wait()
+
+
+@attrs.frozen
+class FileTask:
+    """One file for a file worker, with whatever must happen when it ends."""
+
+    task: DownloadTask
+    # Worker mode: the download-task message's lease (deleted when done).
+    lease: Lease | None = None
+    # All mode: tells the export-job message's task that this file is done.
+    outstanding: Outstanding | None = None
+
+
+class FileDispatch(Protocol):
+    """Hands listed files to whoever processes them."""
+
+    async def submit(self, task: DownloadTask, outstanding: Outstanding) -> None: ...
+
+    async def flush(self, outstanding: Outstanding) -> None:
+        """Make sure every file submitted with ``outstanding`` has been handed over."""
+        ...
+
+
+@attrs.define(eq=False)
+class QueueDispatch:
+    """Sends files to the download-task queue, ten to a batch, each export on its own.
+
+    One dispatch serves every export the job stage lists at the same time, so
+    pending tasks are kept per export (keyed by its :class:`Outstanding`).
+    A shared list would let one export's ``flush`` find nothing to send while
+    its tasks ride in another export's batch still in flight, and its message
+    would then be deleted before they were queued, or with them lost if that
+    batch failed.
+    """
+
+    sqs: Any
+    queue_url: str
+    policy: Backoff
+    # Weak keys: an export that fails mid-listing never flushes, and its
+    # leftovers go with its Outstanding instead of piling up here.
+    _pending: weakref.WeakKeyDictionary[Outstanding, list[DownloadTask]] = attrs.field(
+        init=False, factory=weakref.WeakKeyDictionary
+    )
+
+    async def submit(self, task: DownloadTask, outstanding: Outstanding) -> None:
+        pending = self._pending.setdefault(outstanding, [])
+        pending.append(task)
+        if len(pending) >= SEND_BATCH:
+            await self.flush(outstanding)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def flush(self, outstanding: Outstanding) -> None:
+        """Send what is pending for this export; raises if some task could not be queued.
+
+        On an error the tasks not yet confirmed are dropped from the pending
+        list: the caller hands the export-job message back, and the next run
+        lists the export again.
+        """
+        pending = self._pending.pop(outstanding, [])
+        if pending:
+            await _sqs.send_batch(
+                self.sqs,
+                self.queue_url,
+                [encode_download_task(task) for task in pending],
+                policy=self.policy,
+            )
+            log.info("download tasks queued", count=len(pending))
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+@attrs.define(eq=False)
+class LocalDispatch:
+    """Sends files to this process's file workers; overflow goes to a queue if given."""
+
+    send: trio.MemorySendChannel[FileTask]
+    overflow: QueueDispatch | None = None
+
+    async def submit(self, task: DownloadTask, outstanding: Outstanding) -> None:
+        file_task = FileTask(task=task, outstanding=outstanding)
+        if self.overflow is None:
+            outstanding.add()
+            try:
+                await self.send.send(file_task)
+            except BaseException:
+                outstanding.done()
+                raise
+            return
+        try:
+            outstanding.add()
+            self.send.send_nowait(file_task)
+        except trio.WouldBlock:
+            outstanding.done()
+            await self.overflow.submit(task, outstanding)
+        await trio.lowlevel.checkpoint()
+
+    async def flush(self, outstanding: Outstanding) -> None:
+        if self.overflow is not None:
+            await self.overflow.flush(outstanding)
+        else:
+            await trio.lowlevel.checkpoint()

@@ -1,0 +1,393 @@
+"""The file stage: one ZIP from its download URL to verified objects in S3.
+
+Per file, the reading is directory-first: one ranged request fetches the tail
+(end-of-central-directory and usually the whole directory), so before a byte of
+entry data arrives the worker knows every entry's name, sizes and method. It
+looks up the metadata items of all entries at once (BatchGetItem, 100 a call),
+then streams the body. Two tasks share the file's nursery: the ZIP reader
+(download, inflate in worker threads, CRC-32 and SHA-256) and the uploader
+(S3 writes), joined by a small bounded channel, so a slow S3 slows the download
+instead of filling memory.
+
+Failure rules (contract 4): an entry is uploaded only when its size and SHA-256
+match its metadata item, and it becomes visible only after that check. A ZIP
+that turns out corrupt fails the file with the reader's reason; entries that
+were complete and verified before the fault stay. The uploader therefore drains
+what the reader already sent before the file fails, and aborts only the entry
+that was open at the fault.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from pipeline._adapters.aws import metadata as _metadata
+from pipeline._adapters.aws import s3sink as _s3sink
+from pipeline._adapters.aws.metadata import MetadataItem
+from pipeline._adapters.exportapi.client import ExportFile, RangeResult
+from pipeline._core.accounting import EntryOutcome, FileResult, FileTally
+from pipeline._core.zip.decoder import EntryDigest
+from pipeline._core.zip.format import TAIL_BYTES, CentralEntry, locate_directory, parse_directory
+from pipeline._errors import (
+    DownloadRefused,
+    PermanentError,
+    PipelineError,
+    TransientError,
+    describe,
+)
+from pipeline._logging import bound
+from pipeline._service.deps import Deps
+from pipeline._service.dispatch import FileTask
+from pipeline._service.finalize import finalize_if_done
+from pipeline._service.inflate import (
+    EntryClosed,
+    EntryData,
+    EntryOpened,
+    EntryRejected,
+    ZipOutput,
+    read_zip,
+)
+from pipeline._service.lease import LeaseKeeper
+from pipeline._service.receiver import Slots
+
+__all__ = ["process_file", "run_file_workers"]
+
+log = structlog.get_logger("pipeline.files")
+
+# Events between the reader and the uploader of one file. Two keeps the
+# uploader busy while the reader inflates the next piece, and bounds memory to
+# a few data chunks per file in flight.
+ZIP_EVENTS_BUFFER = 2
+# Above this size an entry whose metadata gives a SHA-256 is first checked
+# against the object already in S3 (a redelivery): a HEAD is cheap next to
+# re-uploading it, and not worth it for small objects.
+CHECK_EXISTING_ABOVE = 8 * 1024 * 1024
+
+
+async def run_file_workers(
+    receive: trio.MemoryReceiveChannel[FileTask],
+    *,
+    deps: Deps,
+    keeper: LeaseKeeper | None = None,
+    slots: Slots | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``MAX_CONCURRENT_JOBS`` file workers on ``receive`` until it ends.
+
+    ``keeper`` and ``slots`` belong to the download-task queue: files that came
+    from it carry a lease, deleted when the file is done or handed back.
+    """
+    async with receive, trio.open_nursery() as nursery:
+        for _ in range(deps.settings.max_concurrent_jobs):
+            nursery.start_soon(_file_worker, receive.clone(), deps, keeper, slots)
+        task_status.started()
+
+
+async def _file_worker(
+    receive: trio.MemoryReceiveChannel[FileTask],
+    deps: Deps,
+    keeper: LeaseKeeper | None,
+    slots: Slots | None,
+) -> None:
+    async with receive:
+        async for file_task in receive:
+            task = file_task.task
+            with bound(
+                correlationId=task.correlation_id,
+                exportId=task.export_id,
+                fileId=task.file_id,
+                stage="files",
+            ):
+                await _run_file_task(file_task, deps, keeper, slots)
+
+
+async def _run_file_task(
+    file_task: FileTask, deps: Deps, keeper: LeaseKeeper | None, slots: Slots | None
+) -> None:
+    task, lease = file_task.task, file_task.lease
+    finished = False
+    try:
+        with trio.CancelScope() as scope:
+            if lease is not None:
+                lease.scope = scope
+                if lease.lost:
+                    return
+            started = trio.current_time()
+            result = await process_file(
+                ExportFile(
+                    file_id=task.file_id,
+                    name=task.name,
+                    download_url=task.download_url,
+                    size_bytes=task.size_bytes,
+                ),
+                task.export_id,
+                deps,
+            )
+            _log_result(result, trio.current_time() - started)
+            await deps.jobs.record_file(task.export_id, result)
+            await finalize_if_done(deps, task.export_id)
+            finished = True
+    except Exception as err:
+        # The result could not be stored: leave the message to be redelivered.
+        log.error(
+            "file result not recorded; will be retried",
+            error=describe(err),
+            exc_info=not isinstance(err, PipelineError),
+        )
+    finally:
+        if file_task.outstanding is not None:
+            file_task.outstanding.done(recorded=finished)
+        # A file from the download-task queue holds a lease and one of its slots.
+        if lease is not None and keeper is not None:
+            if slots is not None:
+                slots.give_back()
+            if finished:
+                await keeper.complete(lease)
+            else:
+                await keeper.hand_back([lease])
+
+
+def _log_result(result: FileResult, seconds: float) -> None:
+    fields: dict[str, Any] = {
+        "entriesUploaded": result.entries_uploaded,
+        "entriesSkipped": result.entries_skipped,
+        "entriesRejected": result.entries_rejected,
+        "bytesUploaded": result.bytes_uploaded,
+        "seconds": round(seconds, 3),
+    }
+    if result.ok:
+        log.info("file done", **fields)
+    else:
+        log.error("file failed", error=result.error, **fields)
+
+
+async def process_file(file: ExportFile, export_id: str, deps: Deps) -> FileResult:
+    """Read one ZIP file of ``export_id`` into S3; never raises for a bad file.
+
+    A file that cannot be processed for good (refused, corrupt, retries spent)
+    gives a failed result with a one-line reason.
+    """
+    tally = FileTally(file_id=file.file_id, name=file.name)
+    try:
+        await _read_file(file, export_id, deps, tally)
+    except PermanentError as err:
+        return tally.result(error=str(err))
+    except TransientError:
+        raise  # not a verdict on the file: it is tried again
+    except Exception as err:
+        # A bug met on this file's bytes: fail the file with what we know
+        # rather than redeliver it forever.
+        log.exception("internal error reading file")
+        return tally.result(error=f"internal error: {describe(err)}")
+    return tally.result()
+
+
+async def _read_file(file: ExportFile, export_id: str, deps: Deps, tally: FileTally) -> None:
+    limit = deps.settings.max_file_size
+    if file.size_bytes > limit:
+        mb = deps.settings.max_file_size_mb
+        msg = f"file is {file.size_bytes} bytes, over MAX_FILE_SIZE_MB ({mb} MB); not downloaded"
+        raise DownloadRefused(msg)
+    tail = await deps.api.fetch_range(file, max(0, file.size_bytes - TAIL_BYTES))
+    if tail.total_size is not None and tail.total_size > limit:
+        msg = f"file is {tail.total_size} bytes by Content-Length, over MAX_FILE_SIZE_MB"
+        raise DownloadRefused(msg)
+    if not tail.ranged:
+        # The server ignored Range: stream what it sent, trusting local headers.
+        log.info("range not honoured; streaming without the central directory")
+        lookup = _LazyLookup(deps, export_id)
+        async with tail.stream() as chunks:
+            await _stream_entries(chunks, None, lookup.get, export_id, deps, tally)
+        return
+    directory = await _read_directory(file, tail, deps)
+    names = [entry.name for entry in directory if not entry.is_dir]
+    if not names:
+        return
+    items = await _metadata.lookup(
+        deps.aws.dynamodb,
+        deps.settings.dynamodb_metadata_table,
+        export_id,
+        names,
+        policy=deps.aws_policy,
+    )
+
+    async def known(name: str) -> MetadataItem | None:
+        await trio.lowlevel.checkpoint()
+        return items.get(name)
+
+    start = min(entry.local_header_offset for entry in directory)
+    async with deps.api.download(file, start=start) as chunks:
+        await _stream_entries(chunks, directory, known, export_id, deps, tally)
+
+
+async def _read_directory(
+    file: ExportFile, tail: RangeResult, deps: Deps
+) -> Sequence[CentralEntry]:
+    """The central directory, fetching the part before the tail when it is large."""
+    location = locate_directory(tail.data, tail.start, tail.total_size or file.size_bytes)
+    if location.offset >= tail.start:
+        begin = location.offset - tail.start
+        return parse_directory(tail.data[begin : begin + location.size], location)
+    more = await deps.api.fetch_range(file, location.offset)
+    return parse_directory(more.data[: location.size], location)
+
+
+@attrs.define
+class _LazyLookup:
+    """Metadata looked up entry by entry, when the directory is not known upfront."""
+
+    deps: Deps
+    export_id: str
+
+    async def get(self, name: str) -> MetadataItem | None:
+        found = await _metadata.lookup(
+            self.deps.aws.dynamodb,
+            self.deps.settings.dynamodb_metadata_table,
+            self.export_id,
+            [name],
+            policy=self.deps.aws_policy,
+        )
+        return found.get(name)
+
+
+@attrs.define
+class _Failure:
+    """The first permanent error of a file's reader or uploader."""
+
+    error: PermanentError | None = None
+
+
+async def _stream_entries(
+    chunks: AsyncIterable[bytes],
+    directory: Sequence[CentralEntry] | None,
+    lookup: Callable[[str], Awaitable[MetadataItem | None]],
+    export_id: str,
+    deps: Deps,
+    tally: FileTally,
+) -> None:
+    send, receive = trio.open_memory_channel[ZipOutput](ZIP_EVENTS_BUFFER)
+    failure = _Failure()
+
+    async def reader() -> None:
+        # On a reader fault the uploader is not cancelled: it drains what was
+        # already read (complete entries stay) and aborts the open one.
+        try:
+            await read_zip(
+                chunks, directory, send, limits=deps.zip_limits, limiter=deps.inflate_limiter
+            )
+        except PermanentError as err:
+            failure.error = err
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        try:
+            await _upload_entries(receive, lookup, export_id, deps, tally)
+        except PermanentError as err:
+            failure.error = err
+            nursery.cancel_scope.cancel()
+    if failure.error is not None:
+        raise failure.error
+
+
+@attrs.define
+class _OpenEntry:
+    """The entry being read, and where its bytes go."""
+
+    entry: CentralEntry
+    item: MetadataItem | None
+    upload: _s3sink.EntryUpload | None = None
+    # The identical object is already in S3 (a redelivery): only verify.
+    already_there: bool = False
+
+
+async def _upload_entries(
+    receive: trio.MemoryReceiveChannel[ZipOutput],
+    lookup: Callable[[str], Awaitable[MetadataItem | None]],
+    export_id: str,
+    deps: Deps,
+    tally: FileTally,
+) -> None:
+    current: _OpenEntry | None = None
+    try:
+        async with receive:
+            async for event in receive:
+                if isinstance(event, EntryOpened):
+                    current = await _open_entry(event.entry, lookup, export_id, deps)
+                elif isinstance(event, EntryData):
+                    if current is not None and current.upload is not None:
+                        await current.upload.write(event.data)
+                elif isinstance(event, EntryClosed):
+                    if current is not None:
+                        await _close_entry(current, event.digest, tally)
+                    current = None
+                elif isinstance(event, EntryRejected):
+                    item = await lookup(event.entry.name)
+                    if current is not None and current.upload is not None:
+                        await current.upload.abort()
+                    current = None
+                    log.warning("entry rejected", path=event.entry.name, reason=event.reason)
+                    tally.count(
+                        EntryOutcome.REJECTED, path=event.entry.name, has_item=item is not None
+                    )
+    finally:
+        if current is not None and current.upload is not None:
+            await current.upload.abort()
+
+
+async def _open_entry(
+    entry: CentralEntry,
+    lookup: Callable[[str], Awaitable[MetadataItem | None]],
+    export_id: str,
+    deps: Deps,
+) -> _OpenEntry:
+    item = await lookup(entry.name)
+    opened = _OpenEntry(entry=entry, item=item)
+    if item is None:
+        return opened
+    key = deps.object_key(export_id, entry.name)
+    if item.sha256 is not None and entry.uncompressed_size > CHECK_EXISTING_ABOVE:
+        existing = await _s3sink.existing_sha256(
+            deps.aws.s3, deps.settings.s3_bucket_name, key, policy=deps.aws_policy
+        )
+        if existing == item.sha256:
+            opened.already_there = True
+            return opened
+    opened.upload = await _s3sink.open_entry_upload(
+        deps.aws.s3,
+        bucket=deps.settings.s3_bucket_name,
+        key=key,
+        expected_sha256=item.sha256,
+        policy=deps.aws_policy,
+    )
+    return opened
+
+
+async def _close_entry(current: _OpenEntry, digest: EntryDigest, tally: FileTally) -> None:
+    entry, item = current.entry, current.item
+    if item is None:
+        tally.count(EntryOutcome.SKIPPED, path=entry.name, has_item=False)
+        return
+    reason = _mismatch(item, digest.size, digest.sha256_hex)
+    if reason is not None:
+        if current.upload is not None:
+            await current.upload.abort()
+        log.warning("entry rejected", path=entry.name, reason=reason)
+        tally.count(EntryOutcome.REJECTED, path=entry.name, has_item=True)
+        return
+    if current.upload is not None:
+        await current.upload.commit(digest.sha256_hex)
+    tally.count(EntryOutcome.UPLOADED, path=entry.name, has_item=True, size=digest.size)
+
+
+def _mismatch(item: MetadataItem, size: int, sha256_hex: str) -> str | None:
+    """Why an entry does not match its metadata item, or ``None`` when it does."""
+    if item.size_bytes is not None and item.size_bytes != size:
+        return f"size {size} differs from the metadata's {item.size_bytes}"
+    if item.sha256 is not None and item.sha256.lower() != sha256_hex:
+        return "SHA-256 differs from the metadata's"
+    return None

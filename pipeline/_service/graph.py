@@ -1,0 +1,278 @@
+"""The nursery tree: every stage and channel of the service, wired in one place.
+
+Read top to bottom, this is the picture in ``docs/architecture.md``::
+
+    run_service
+    ├── health server                          (until the work is over)
+    └── lease keepers                          (one per queue, heartbeats)
+        └── work (cancel scope: grace deadline on stop)
+            ├── stop watcher                   (stop → intake cancelled, deadline set)
+            ├── intake (cancel scope)
+            │   ├── export-job receivers x2    ─► export_deliveries (0)
+            │   └── download-task receivers x2 ─► task_deliveries (0)
+            ├── job stage                      export_deliveries ─► file_tasks | SQS
+            ├── task stage                     task_deliveries ─► file_tasks
+            └── file workers xMAX_CONCURRENT_JOBS   file_tasks ─► S3, jobs table
+
+Which branches exist depends on the mode: ``orchestrator`` has no task stage
+and no file workers (files go to the download-task queue), ``worker`` has no
+export-job receivers and no job stage. ``all`` has both sides; it reads the
+download-task queue too when one is configured, which is where its files
+overflow when its own workers are busy.
+
+Shutdown (SIGTERM/SIGINT sets ``stop``): the intake scope is cancelled, so no
+new message is taken; the work scope gets a deadline ``SHUTDOWN_GRACE_SECONDS``
+ahead, so work in flight may finish; what is still running then is cancelled
+and hands its message back (shielded, bounded). Channels then close in order
+downstream and every nursery ends.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import structlog
+import trio
+
+from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
+from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.exportapi.client import ExportApi
+from pipeline._adapters.http.health import create_health_app, readiness_checks, serve_health
+from pipeline._config import Mode, Settings
+from pipeline._core.backoff import Backoff, CircuitBreaker
+from pipeline._service.deps import AWS_POLICY, Deps
+from pipeline._service.dispatch import FileDispatch, FileTask, LocalDispatch, QueueDispatch
+from pipeline._service.file_stage import run_file_workers
+from pipeline._service.job_stage import JobStageDeps, run_job_stage
+from pipeline._service.lease import Delivery, LeaseKeeper
+from pipeline._service.receiver import Slots, run_receiver
+from pipeline._service.task_stage import run_task_stage
+
+__all__ = ["open_deps", "run_service"]
+
+log = structlog.get_logger("pipeline.graph")
+
+# Receivers per queue: one long poll returns at most ten messages, and a
+# second receiver polls while the first one's batch is being started.
+RECEIVERS_PER_QUEUE = 2
+# Deliveries are handed over unbuffered: a receiver takes slots before it
+# receives, so a message never waits in a buffer while its lease runs.
+DELIVERY_BUFFER = 0
+# Shielded cleanup after the grace period (hand-backs, aborts) has its own
+# deadline inside this margin; see _lease.CLEANUP_SECONDS.
+
+
+def file_task_buffer(settings: Settings) -> int:
+    """One listed file waiting per worker keeps the workers busy while the job
+    stage lists the next page; more would only delay overflow to the queue."""
+    return settings.max_concurrent_jobs
+
+
+@asynccontextmanager
+async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
+    """Open the long-lived clients (AWS, Export API) for the lifetime of the service."""
+    connections = settings.max_concurrent_jobs * 2 + 10
+    async with (
+        open_aws_clients(
+            region=settings.aws_region,
+            endpoint_url=settings.aws_endpoint_url,
+            pool_size=connections,
+        ) as aws,
+        httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            follow_redirects=False,
+        ) as http,
+    ):
+        api = ExportApi(
+            http,
+            base_url=settings.export_api_base_url,
+            token=settings.export_api_token,
+            allowed_hosts=settings.export_download_allowed_hosts,
+            policy=Backoff(max_attempts=settings.export_api_max_attempts, base=1.0, cap=30.0),
+            breaker=CircuitBreaker(),
+        )
+        yield Deps(
+            settings=settings,
+            aws=aws,
+            api=api,
+            jobs=JobStore(aws.dynamodb, settings.dynamodb_jobs_table, AWS_POLICY),
+            inflate_limiter=trio.CapacityLimiter(settings.worker_pool_size),
+        )
+
+
+async def _keeper_for(aws: AwsClients, queue_url: str) -> LeaseKeeper:
+    timeout = await _sqs.queue_visibility_timeout(aws.sqs, queue_url, policy=AWS_POLICY)
+    return LeaseKeeper(aws.sqs, queue_url, timeout, AWS_POLICY)
+
+
+async def run_service(
+    settings: Settings,
+    mode: Mode,
+    stop: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the service in ``mode`` until ``stop`` is set and the work has wound down."""
+    takes_jobs = mode in (Mode.ALL, Mode.ORCHESTRATOR)
+    takes_tasks = mode is Mode.WORKER or (
+        mode is Mode.ALL and settings.sqs_download_tasks_url is not None
+    )
+    async with open_deps(settings) as deps, trio.open_nursery() as top:
+        health_done = trio.Event()
+        app = create_health_app(readiness_checks(settings, deps.aws))
+        await top.start(serve_health, app, settings.health_port, health_done)
+
+        job_keeper = (
+            await _keeper_for(deps.aws, settings.sqs_export_jobs_url) if takes_jobs else None
+        )
+        task_keeper = None
+        if takes_tasks and settings.sqs_download_tasks_url is not None:
+            task_keeper = await _keeper_for(deps.aws, settings.sqs_download_tasks_url)
+
+        async with trio.open_nursery() as keepers:
+            for keeper in (job_keeper, task_keeper):
+                if keeper is not None:
+                    await keepers.start(keeper.run)
+            with trio.CancelScope() as work_scope:
+                async with trio.open_nursery() as work:
+                    await _start_work(work, deps, mode, stop, work_scope, job_keeper, task_keeper)
+                    task_status.started()
+            keepers.cancel_scope.cancel()
+        health_done.set()
+    log.info("service stopped")
+
+
+async def _start_work(
+    work: trio.Nursery,
+    deps: Deps,
+    mode: Mode,
+    stop: trio.Event,
+    work_scope: trio.CancelScope,
+    job_keeper: LeaseKeeper | None,
+    task_keeper: LeaseKeeper | None,
+) -> None:
+    settings = deps.settings
+    intake_scope = trio.CancelScope()
+    work.start_soon(_watch_stop, stop, intake_scope, work_scope, settings.shutdown_grace_seconds)
+
+    # Files for this process's own workers (all and worker modes).
+    file_send: trio.MemorySendChannel[FileTask] | None = None
+    if mode is not Mode.ORCHESTRATOR:
+        file_send, file_receive = trio.open_memory_channel[FileTask](file_task_buffer(settings))
+        task_slots = Slots(settings.max_concurrent_jobs)
+        await work.start(
+            functools.partial(
+                run_file_workers, file_receive, deps=deps, keeper=task_keeper, slots=task_slots
+            )
+        )
+
+    receivers: list[tuple[LeaseKeeper, Slots, trio.MemorySendChannel[Delivery]]] = []
+    if job_keeper is not None:
+        job_slots = Slots(settings.max_concurrent_jobs)
+        export_send, export_receive = trio.open_memory_channel[Delivery](DELIVERY_BUFFER)
+        queue = None
+        if settings.sqs_download_tasks_url is not None:
+            queue = QueueDispatch(deps.aws.sqs, settings.sqs_download_tasks_url, AWS_POLICY)
+        dispatch: FileDispatch
+        job_files: trio.MemorySendChannel[FileTask] | None = None
+        if file_send is None:
+            assert queue is not None  # orchestrator mode requires the queue (config)
+            dispatch = queue
+        else:
+            job_files = file_send.clone()
+            dispatch = LocalDispatch(job_files, overflow=queue)
+        stage = JobStageDeps(
+            keeper=job_keeper,
+            slots=job_slots,
+            dispatch=dispatch,
+            dead_letter_url=await _sqs.dead_letter_queue_url(
+                deps.aws.sqs, job_keeper.queue_url, policy=AWS_POLICY
+            ),
+            waits_for_files=file_send is not None,
+        )
+        await work.start(
+            functools.partial(
+                _run_job_stage_then_close, export_receive, deps=deps, stage=stage, files=job_files
+            )
+        )
+        receivers.append((job_keeper, job_slots, export_send))
+
+    if task_keeper is not None and file_send is not None:
+        task_send, task_receive = trio.open_memory_channel[Delivery](DELIVERY_BUFFER)
+        await work.start(
+            functools.partial(
+                run_task_stage,
+                task_receive,
+                file_send.clone(),
+                keeper=task_keeper,
+                slots=task_slots,
+                dead_letter_url=await _sqs.dead_letter_queue_url(
+                    deps.aws.sqs, task_keeper.queue_url, policy=AWS_POLICY
+                ),
+            )
+        )
+        receivers.append((task_keeper, task_slots, task_send))
+
+    if file_send is not None:
+        # The clones above are the only senders; closing this one lets the
+        # workers end once the job and task stages have ended.
+        await file_send.aclose()
+    work.start_soon(_run_intake, intake_scope, receivers, deps)
+    log.info("service started", mode=mode.value)
+
+
+async def _run_job_stage_then_close(
+    receive: trio.MemoryReceiveChannel[Delivery],
+    *,
+    deps: Deps,
+    stage: JobStageDeps,
+    files: trio.MemorySendChannel[FileTask] | None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The job stage, closing its sender of local files when it ends.
+
+    The workers end when every sender of their channel is closed; if the job
+    stage's stayed open, an idle service would wait out the whole shutdown
+    grace period on workers that have nothing left to do.
+    """
+    if files is None:
+        await run_job_stage(receive, deps=deps, stage=stage, task_status=task_status)
+        return
+    async with files:
+        await run_job_stage(receive, deps=deps, stage=stage, task_status=task_status)
+
+
+async def _run_intake(
+    intake_scope: trio.CancelScope,
+    receivers: list[tuple[LeaseKeeper, Slots, trio.MemorySendChannel[Delivery]]],
+    deps: Deps,
+) -> None:
+    with intake_scope:
+        async with trio.open_nursery() as intake:
+            for keeper, slots, send in receivers:
+                async with send:
+                    for _ in range(RECEIVERS_PER_QUEUE):
+                        await intake.start(
+                            functools.partial(
+                                run_receiver,
+                                send.clone(),
+                                sqs=deps.aws.sqs,
+                                keeper=keeper,
+                                slots=slots,
+                                policy=AWS_POLICY,
+                            )
+                        )
+
+
+async def _watch_stop(
+    stop: trio.Event, intake_scope: trio.CancelScope, work_scope: trio.CancelScope, grace: float
+) -> None:
+    await stop.wait()
+    log.info("stopping: no new messages; work in flight has a grace period", grace_seconds=grace)
+    intake_scope.cancel()
+    work_scope.deadline = trio.current_time() + grace

@@ -1,0 +1,261 @@
+"""The job stage: from an export-job message to listed files.
+
+For each message: decode it (a poison body goes to the dead-letter queue, once),
+then for each export ask the Export API for its status. A ``READY`` export is
+listed page by page and each file handed to the dispatch; ``PENDING`` exports
+are handed back as a new delayed message instead of holding a slot or a lease
+for hours; ``FAILED`` or unknown exports fail their job.
+
+The message is deleted once all its work is done (all mode: its files are
+processed; orchestrator mode: its files are queued). If its work is cancelled
+(shutdown, or its lease was lost), it is handed back instead and redelivered
+at once; the job store makes the second run cheap and exact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import attrs
+import structlog
+import trio
+
+from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.jobstore import JobItem
+from pipeline._adapters.exportapi.client import ExportFile
+from pipeline._core.accounting import JobStatus, summarize
+from pipeline._core.messages import DownloadTask, ExportJob, decode_export_job, encode_export_job
+from pipeline._errors import (
+    AwsRejected,
+    AwsUnavailable,
+    ExportNotFound,
+    ExportNotReady,
+    FilesUnrecorded,
+    PermanentError,
+    PipelineError,
+    PoisonMessage,
+    describe,
+)
+from pipeline._logging import bound
+from pipeline._service.deps import Deps
+from pipeline._service.dispatch import FileDispatch, Outstanding
+from pipeline._service.finalize import finalize_if_done
+from pipeline._service.lease import Delivery, LeaseKeeper
+from pipeline._service.receiver import Slots
+
+__all__ = ["JobStageDeps", "run_job_stage"]
+
+log = structlog.get_logger("pipeline.jobs")
+
+# SQS caps DelaySeconds at 15 minutes; longer poll intervals wait in steps.
+MAX_SQS_DELAY = 900
+
+
+@attrs.frozen
+class JobStageDeps:
+    """What the job stage needs besides :class:`Deps`."""
+
+    keeper: LeaseKeeper
+    slots: Slots
+    dispatch: FileDispatch
+    dead_letter_url: str | None
+    # Whether the message waits for its files to be processed here (all mode).
+    waits_for_files: bool
+
+
+async def run_job_stage(
+    receive: trio.MemoryReceiveChannel[Delivery],
+    *,
+    deps: Deps,
+    stage: JobStageDeps,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Handle each export-job delivery in its own task until the channel ends."""
+    async with receive, trio.open_nursery() as nursery:
+        task_status.started()
+        async for delivery in receive:
+            nursery.start_soon(_handle_message, delivery, deps, stage)
+
+
+async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -> None:
+    message, lease = delivery.message, delivery.lease
+    delete = False
+    try:
+        with trio.CancelScope() as scope, bound(messageId=message.message_id, stage="jobs"):
+            lease.scope = scope
+            if lease.lost:
+                return
+            delete = await _process_message(delivery, deps, stage)
+    except Exception as err:
+        # One message never takes the service down: hand it back and let SQS
+        # redeliver it (and its redrive policy end a message that always fails).
+        log.error(
+            "message handed back after an error",
+            messageId=message.message_id,
+            error=describe(err),
+            exc_info=not isinstance(err, PipelineError),
+        )
+    finally:
+        stage.slots.give_back()
+        if delete:
+            await stage.keeper.complete(lease)
+        else:
+            await stage.keeper.hand_back([lease])
+
+
+async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -> bool:
+    """Do a message's work; returns whether the message is done with (to delete)."""
+    try:
+        job = decode_export_job(delivery.message.body)
+    except PoisonMessage as err:
+        # The keeper releases the lease itself; the caller's release is a no-op.
+        lease, body = delivery.lease, delivery.message.body
+        await stage.keeper.dead_letter(lease, body, str(err), stage.dead_letter_url)
+        return False
+    with bound(correlationId=job.correlation_id):
+        log.info("export job received", exportIds=list(job.export_ids))
+        pending: list[str] = []
+        async with trio.open_nursery() as nursery:
+            for export_id in job.export_ids:
+                nursery.start_soon(_run_export_logged, export_id, job, deps, stage, pending)
+        if pending:
+            await _hand_back_pending(pending, job, deps, stage)
+    return True
+
+
+async def _hand_back_pending(
+    pending: list[str], job: ExportJob, deps: Deps, stage: JobStageDeps
+) -> None:
+    """Send the still-pending exports as a new message, delayed by the poll interval."""
+    delay = int(min(deps.settings.export_poll_interval_seconds, MAX_SQS_DELAY))
+    body = encode_export_job(
+        ExportJob(export_ids=tuple(pending), correlation_id=job.correlation_id)
+    )
+    await _sqs.send(
+        deps.aws.sqs,
+        deps.settings.sqs_export_jobs_url,
+        body,
+        delay_seconds=delay,
+        policy=deps.aws_policy,
+    )
+    log.info("pending exports handed back", exportIds=pending, delay_seconds=delay)
+
+
+async def _run_export_logged(
+    export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps, pending: list[str]
+) -> None:
+    with bound(exportId=export_id):
+        try:
+            if await _run_export(export_id, job, deps, stage):
+                pending.append(export_id)
+        except PermanentError as err:
+            if _from_aws(err):
+                # Our own infrastructure failed, not the export: hand the
+                # message back (its redrive policy ends one that always fails).
+                raise
+            await _fail_job(deps, export_id, job.correlation_id, str(err))
+
+
+def _from_aws(err: BaseException | None) -> bool:
+    """Whether an error came from AWS (SQS, S3, DynamoDB) rather than the export."""
+    while err is not None:
+        if isinstance(err, AwsRejected | AwsUnavailable):
+            return True
+        err = err.__cause__
+    return False
+
+
+async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps) -> bool:
+    """Process one export; returns True when it is still pending."""
+    existing = await deps.jobs.get_job(export_id)
+    if existing is not None and existing.status is JobStatus.COMPLETED:
+        log.info("export already completed; nothing to do")
+        return False
+    try:
+        status = await deps.api.get_status(export_id)
+    except ExportNotFound:
+        await _fail_job(
+            deps, export_id, job.correlation_id, "the Export API does not know this export (404)"
+        )
+        return False
+    if status.status == "FAILED":
+        await deps.jobs.begin_job(export_id, job.correlation_id, JobStatus.RUNNING)
+        await _fail_job(
+            deps, export_id, job.correlation_id, "the Export API reports the export as FAILED"
+        )
+        return False
+    if status.status == "PENDING":
+        return await _still_pending(export_id, job, deps, existing)
+    await deps.jobs.begin_job(export_id, job.correlation_id, JobStatus.RUNNING)
+    done_before = {r.file_id for r in await deps.jobs.file_results(export_id) if r.ok}
+    outstanding = Outstanding()
+    total = 0
+    try:
+        async for page in deps.api.list_files(export_id):
+            for file in page:
+                total += 1
+                if file.file_id in done_before:
+                    continue
+                await _submit(file, export_id, job, deps, stage, outstanding)
+    except ExportNotReady:
+        # READY a moment ago, 409 now: the export is being prepared again.
+        if total:
+            raise
+        return await _still_pending(export_id, job, deps, None)
+    await stage.dispatch.flush(outstanding)
+    await deps.jobs.set_listing_done(export_id, total)
+    log.info("export listed", filesTotal=total, alreadyDone=len(done_before))
+    if stage.waits_for_files:
+        await outstanding.wait()
+        if outstanding.unrecorded:
+            msg = f"{outstanding.unrecorded} file(s) ended without a recorded result"
+            raise FilesUnrecorded(msg)
+    await finalize_if_done(deps, export_id)
+    return False
+
+
+async def _submit(
+    file: ExportFile,
+    export_id: str,
+    job: ExportJob,
+    deps: Deps,
+    stage: JobStageDeps,
+    outstanding: Outstanding,
+) -> None:
+    task = DownloadTask(
+        export_id=export_id,
+        correlation_id=job.correlation_id,
+        file_id=file.file_id,
+        name=file.name,
+        download_url=file.download_url,
+        size_bytes=file.size_bytes,
+    )
+    await stage.dispatch.submit(task, outstanding)
+
+
+async def _still_pending(
+    export_id: str, job: ExportJob, deps: Deps, existing: JobItem | None
+) -> bool:
+    """Record the wait; fail the job once it has waited longer than allowed."""
+    stored = existing
+    if stored is None or stored.status is not JobStatus.WAITING:
+        stored = await deps.jobs.begin_job(export_id, job.correlation_id, JobStatus.WAITING)
+    waited = (dt.datetime.now(dt.UTC) - stored.created_at).total_seconds()
+    if waited > deps.settings.export_max_wait_seconds:
+        limit = int(deps.settings.export_max_wait_seconds)
+        error = f"export still PENDING after {int(waited)} s (EXPORT_MAX_WAIT_SECONDS={limit})"
+        await _fail_job(deps, export_id, job.correlation_id, error)
+        return False
+    log.info("export pending", waited_seconds=int(waited))
+    return True
+
+
+async def _fail_job(deps: Deps, export_id: str, correlation_id: str, error: str) -> None:
+    """Mark the job FAILED with a one-line reason; counts keep what was done."""
+    job = await deps.jobs.get_job(export_id)
+    if job is None:
+        job = await deps.jobs.begin_job(export_id, correlation_id, JobStatus.RUNNING)
+    results = await deps.jobs.file_results(export_id)
+    summary = summarize(results, files_total=job.files_total)
+    if await deps.jobs.finish_job(export_id, JobStatus.FAILED, summary, error):
+        log.error("job failed", error=error)

@@ -1,0 +1,47 @@
+"""The task stage: download-task messages become file tasks for the workers.
+
+Each delivery from the download-task queue is decoded; a valid one goes to the
+file workers with its lease (the worker deletes the message when the file's
+result is recorded, or hands it back). A body that cannot be decoded is poison:
+logged once, moved to the dead-letter queue, deleted here.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from pipeline._core.messages import decode_download_task
+from pipeline._errors import PoisonMessage
+from pipeline._service.dispatch import FileTask
+from pipeline._service.lease import Delivery, LeaseKeeper
+from pipeline._service.receiver import Slots
+
+__all__ = ["run_task_stage"]
+
+
+async def run_task_stage(
+    receive: trio.MemoryReceiveChannel[Delivery],
+    send: trio.MemorySendChannel[FileTask],
+    *,
+    keeper: LeaseKeeper,
+    slots: Slots,
+    dead_letter_url: str | None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Decode download tasks from ``receive`` into ``send`` until ``receive`` ends."""
+    async with receive, send:
+        task_status.started()
+        async for delivery in receive:
+            try:
+                task = decode_download_task(delivery.message.body)
+            except PoisonMessage as err:
+                lease, body = delivery.lease, delivery.message.body
+                await keeper.dead_letter(lease, body, str(err), dead_letter_url)
+                slots.give_back()
+                continue
+            try:
+                await send.send(FileTask(task=task, lease=delivery.lease))
+            except trio.Cancelled:
+                slots.give_back()
+                await keeper.hand_back([delivery.lease])
+                raise

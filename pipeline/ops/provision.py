@@ -1,0 +1,188 @@
+"""Command line: ``python -m pipeline.ops.provision`` creates the resources the service expects.
+
+The deployment's one-shot step (``compose.yaml``'s ``provision`` service, a CI
+job against moto or LocalStack): it reads the same variables as the service
+(contract 5), so the names can never drift from what the service is told to
+use. Queue names are the last segment of ``SQS_EXPORT_JOBS_URL`` and
+``SQS_DOWNLOAD_TASKS_URL``; table and bucket names are taken as they are, with
+the service's defaults. The work itself is :func:`pipeline.ops.provisioning.provision`,
+idempotent, so running it at every start is safe.
+
+A backend that is still starting (compose starts moto and this together) is
+waited for, up to ``--wait`` seconds, instead of failing at the first refused
+connection. A missing or bad variable prints one line and exits 2, like the
+service; a resource that cannot be made exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
+
+import attrs
+import trio
+
+from pipeline._adapters.aws.clients import open_aws_clients
+from pipeline._config import ConfigError, Settings
+from pipeline._errors import AwsRejected, PipelineError
+from pipeline.ops.provisioning import ProvisionedUrls, provision
+
+__all__ = ["ProvisionRequest", "main", "request_from_env", "run"]
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+# Between attempts while the backend is not up yet.
+RETRY_EVERY_SECONDS = 1.0
+
+
+@attrs.frozen
+class ProvisionRequest:
+    """The resource names and endpoint read from the environment."""
+
+    region: str
+    endpoint_url: str | None
+    bucket: str
+    metadata_table: str
+    jobs_table: str
+    export_jobs_queue: str
+    download_tasks_queue: str | None
+
+
+def _default(name: str) -> str:
+    default = getattr(attrs.fields(Settings), name).default
+    return str(default)
+
+
+def _queue_name(variable: str, url: str) -> str:
+    parts = urlsplit(url)
+    name = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    if parts.scheme not in ("http", "https") or not parts.netloc or not name:
+        msg = f"{variable} must be an absolute http(s) queue URL ending in the queue name"
+        raise ConfigError(msg)
+    return name
+
+
+def request_from_env(environ: Mapping[str, str]) -> ProvisionRequest:
+    """Read the names from ``environ``; raise :class:`ConfigError` naming a bad variable."""
+
+    def get(name: str) -> str | None:
+        value = environ.get(name, "").strip()
+        return value or None
+
+    jobs_url = get("SQS_EXPORT_JOBS_URL")
+    if jobs_url is None:
+        msg = "SQS_EXPORT_JOBS_URL is required but not set"
+        raise ConfigError(msg)
+    bucket = get("S3_BUCKET_NAME")
+    if bucket is None:
+        msg = "S3_BUCKET_NAME is required but not set"
+        raise ConfigError(msg)
+    tasks_url = get("SQS_DOWNLOAD_TASKS_URL")
+    return ProvisionRequest(
+        region=get("AWS_REGION") or _default("aws_region"),
+        endpoint_url=get("AWS_ENDPOINT_URL"),
+        bucket=bucket,
+        metadata_table=get("DYNAMODB_METADATA_TABLE") or _default("dynamodb_metadata_table"),
+        jobs_table=get("DYNAMODB_JOBS_TABLE") or _default("dynamodb_jobs_table"),
+        export_jobs_queue=_queue_name("SQS_EXPORT_JOBS_URL", jobs_url),
+        download_tasks_queue=(
+            None if tasks_url is None else _queue_name("SQS_DOWNLOAD_TASKS_URL", tasks_url)
+        ),
+    )
+
+
+async def run(
+    request: ProvisionRequest,
+    *,
+    visibility_timeout: int = 60,
+    max_receive_count: int = 5,
+    wait_seconds: float = 60.0,
+) -> ProvisionedUrls:
+    """Provision everything ``request`` names, retrying transient failures for ``wait_seconds``.
+
+    Raises the last :class:`PipelineError` when the time is up, or at once
+    when AWS refuses for good (a name owned by someone else, no access).
+    """
+    deadline = trio.current_time() + wait_seconds
+    while True:
+        try:
+            async with open_aws_clients(
+                region=request.region, endpoint_url=request.endpoint_url, pool_size=2
+            ) as aws:
+                return await provision(
+                    aws,
+                    bucket=request.bucket,
+                    metadata_table=request.metadata_table,
+                    jobs_table=request.jobs_table,
+                    export_jobs_queue=request.export_jobs_queue,
+                    download_tasks_queue=request.download_tasks_queue,
+                    visibility_timeout=visibility_timeout,
+                    max_receive_count=max_receive_count,
+                )
+        except PipelineError as err:
+            # "Retries exhausted" on connection trouble is what a backend
+            # still starting looks like; a refusal with a code is final.
+            if not _worth_waiting(err) or trio.current_time() >= deadline:
+                raise
+            print(f"provision: backend not ready ({err}); trying again", file=sys.stderr)
+            await trio.sleep(RETRY_EVERY_SECONDS)
+
+
+def _worth_waiting(err: PipelineError) -> bool:
+    return not isinstance(err, AwsRejected)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.ops.provision",
+        description="Create the queues (with dead-letter queues), tables and bucket "
+        "named by the service's environment variables; safe to run again.",
+    )
+    parser.add_argument(
+        "--visibility-timeout", type=int, default=60, help="queue visibility timeout, s"
+    )
+    parser.add_argument(
+        "--max-receive-count",
+        type=int,
+        default=5,
+        help="deliveries before SQS moves a message to its dead-letter queue",
+    )
+    parser.add_argument(
+        "--wait", type=float, default=60.0, help="how long to wait for the backend, s"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        request = request_from_env(os.environ if environ is None else environ)
+    except ConfigError as err:
+        print(f"pipeline.ops.provision: configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        urls = trio.run(
+            lambda: run(
+                request,
+                visibility_timeout=args.visibility_timeout,
+                max_receive_count=args.max_receive_count,
+                wait_seconds=args.wait,
+            )
+        )
+    except (PipelineError, ValueError) as err:
+        print(f"pipeline.ops.provision: failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"bucket {request.bucket}")
+    print(f"tables {request.metadata_table}, {request.jobs_table}")
+    print(f"queue {urls.export_jobs_url} (dead letters: {urls.export_jobs_dlq_url})")
+    if urls.download_tasks_url is not None:
+        print(f"queue {urls.download_tasks_url} (dead letters: {urls.download_tasks_dlq_url})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

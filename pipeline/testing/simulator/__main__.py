@@ -1,0 +1,7 @@
+"""``python -m pipeline.testing.simulator``: serve the Export API simulator until stopped."""
+
+import sys
+
+from pipeline.testing.simulator.app import main
+
+sys.exit(main())

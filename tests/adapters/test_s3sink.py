@@ -1,0 +1,257 @@
+"""Streaming entries into S3 (moto): byte-identical objects, sha256 metadata, no partials."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from typing import Any
+
+import pytest
+import trio
+from botocore.exceptions import ClientError
+
+import pipeline._adapters.aws.s3sink as s3sink_module
+from pipeline._adapters.aws.clients import AwsClients
+from pipeline._adapters.aws.s3sink import (
+    _SEND_CHUNK,
+    MIN_PART_SIZE,
+    EntryUpload,
+    _Body,
+    existing_sha256,
+    open_entry_upload,
+)
+from pipeline._core.backoff import Backoff
+
+FAST = Backoff(max_attempts=3, base=0.001, cap=0.01)
+PART = MIN_PART_SIZE
+CHUNK = 256 * 1024
+
+
+@pytest.fixture
+async def bucket(clients: AwsClients) -> str:
+    """A fresh bucket."""
+    name = f"b-{uuid.uuid4().hex}"
+    await clients.s3.create_bucket(Bucket=name)
+    return name
+
+
+async def open_upload(
+    clients: AwsClients, bucket: str, key: str, expected: str | None = None
+) -> EntryUpload:
+    return await open_entry_upload(
+        clients.s3, bucket=bucket, key=key, expected_sha256=expected, policy=FAST, part_size=PART
+    )
+
+
+async def write_all(upload: EntryUpload, data: bytes) -> int:
+    """Write in chunks; returns the most bytes the upload ever buffered."""
+    most = 0
+    for start in range(0, len(data), CHUNK):
+        await upload.write(data[start : start + CHUNK])
+        most = max(most, upload.buffered_bytes)
+    return most
+
+
+async def get(clients: AwsClients, bucket: str, key: str) -> tuple[bytes, dict[str, Any]]:
+    response = await clients.s3.get_object(Bucket=bucket, Key=key)
+    async with response["Body"] as body:
+        data = await body.read()
+    return data, response
+
+
+async def keys(clients: AwsClients, bucket: str) -> list[str]:
+    listing = await clients.s3.list_objects_v2(Bucket=bucket)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+async def open_uploads(clients: AwsClients, bucket: str) -> list[dict[str, Any]]:
+    listing = await clients.s3.list_multipart_uploads(Bucket=bucket)
+    return list(listing.get("Uploads", []))
+
+
+def test_public_surface_is_complete() -> None:
+    """Every name in __all__ exists, once."""
+    assert len(set(s3sink_module.__all__)) == len(s3sink_module.__all__)
+    assert all(hasattr(s3sink_module, name) for name in s3sink_module.__all__)
+
+
+class TestCommit:
+    @pytest.mark.parametrize("size", [0, 1, 1000, PART])
+    async def test_small_entry_is_one_put(
+        self, clients: AwsClients, bucket: str, size: int
+    ) -> None:
+        """Up to one part: one PutObject, byte-identical, with sha256 metadata."""
+        data = os.urandom(size)
+        digest = hashlib.sha256(data).hexdigest()
+        upload = await open_upload(clients, bucket, "exports/e/small.bin")
+        await write_all(upload, data)
+        assert await open_uploads(clients, bucket) == []
+        assert await upload.commit(digest) == size
+        body, response = await get(clients, bucket, "exports/e/small.bin")
+        assert body == data
+        assert response["Metadata"] == {"sha256": digest}
+        assert "-" not in response["ETag"]  # not a multipart ETag
+
+    @pytest.mark.parametrize("expected", [True, False])
+    async def test_large_entry_is_multipart(
+        self, clients: AwsClients, bucket: str, expected: bool
+    ) -> None:
+        """Over one part: a multipart upload, byte-identical, sha256 set either way."""
+        data = os.urandom(2 * PART + 12345)
+        digest = hashlib.sha256(data).hexdigest()
+        upload = await open_upload(clients, bucket, "big.bin", digest if expected else None)
+        most = await write_all(upload, data)
+        assert most <= PART + CHUNK  # memory bounded by about one part
+        assert await upload.commit(digest) == len(data)
+        body, response = await get(clients, bucket, "big.bin")
+        assert body == data
+        assert response["Metadata"] == {"sha256": digest}
+        assert await existing_sha256(clients.s3, bucket, "big.bin") == digest
+        assert await open_uploads(clients, bucket) == []
+
+    async def test_nothing_visible_before_commit(self, clients: AwsClients, bucket: str) -> None:
+        """Parts already sent are invisible: no object until commit, one open upload."""
+        data = os.urandom(PART + CHUNK)
+        upload = await open_upload(clients, bucket, "pending.bin")
+        await write_all(upload, data)
+        assert await keys(clients, bucket) == []
+        assert await existing_sha256(clients.s3, bucket, "pending.bin") is None
+        assert len(await open_uploads(clients, bucket)) == 1
+        await upload.commit(hashlib.sha256(data).hexdigest())
+        assert await keys(clients, bucket) == ["pending.bin"]
+
+    async def test_wrong_digest_aborts(self, clients: AwsClients, bucket: str) -> None:
+        """Committing a digest other than the expected one raises and leaves nothing."""
+        data = os.urandom(PART + 1)
+        upload = await open_upload(clients, bucket, "wrong.bin", "0" * 64)
+        await write_all(upload, data)
+        with pytest.raises(ValueError, match="differs"):
+            await upload.commit(hashlib.sha256(data).hexdigest())
+        assert await keys(clients, bucket) == []
+        assert await open_uploads(clients, bucket) == []
+
+    async def test_closed_upload_refuses_more(self, clients: AwsClients, bucket: str) -> None:
+        """After commit, write and commit raise RuntimeError; abort is a no-op."""
+        upload = await open_upload(clients, bucket, "done.bin")
+        await upload.write(b"abc")
+        await upload.commit(hashlib.sha256(b"abc").hexdigest())
+        with pytest.raises(RuntimeError, match="committed"):
+            await upload.write(b"more")
+        with pytest.raises(RuntimeError, match="committed"):
+            await upload.commit(hashlib.sha256(b"abc").hexdigest())
+        await upload.abort()
+        assert await keys(clients, bucket) == ["done.bin"]
+
+    async def test_bad_digest_text_is_refused(self, clients: AwsClients, bucket: str) -> None:
+        """Digests that are not 64 lower-case hex digits raise ValueError."""
+        with pytest.raises(ValueError, match="expected_sha256"):
+            await open_upload(clients, bucket, "k", "ABC")
+        upload = await open_upload(clients, bucket, "k")
+        with pytest.raises(ValueError, match="sha256_hex"):
+            await upload.commit("A" * 64)
+
+
+class TestAbort:
+    async def test_abort_leaves_nothing(self, clients: AwsClients, bucket: str) -> None:
+        """Abort after parts were sent leaves no object and no open upload; twice is fine."""
+        upload = await open_upload(clients, bucket, "gone.bin")
+        await write_all(upload, os.urandom(2 * PART + 1))
+        assert len(await open_uploads(clients, bucket)) == 1
+        await upload.abort()
+        await upload.abort()
+        assert await keys(clients, bucket) == []
+        assert await open_uploads(clients, bucket) == []
+        with pytest.raises(RuntimeError, match="aborted"):
+            await upload.write(b"x")
+
+    async def test_cancelled_write_aborts(self, clients: AwsClients, bucket: str) -> None:
+        """A write cancelled mid-part, inside ``async with``, leaves no open upload."""
+        upload = await open_upload(clients, bucket, "cancelled.bin")
+        async with upload:
+            await write_all(upload, os.urandom(PART + 1))
+            with trio.move_on_after(0):
+                await upload.write(os.urandom(PART))
+        assert await keys(clients, bucket) == []
+        assert await open_uploads(clients, bucket) == []
+
+    async def test_context_keeps_a_committed_object(self, clients: AwsClients, bucket: str) -> None:
+        """Leaving ``async with`` after commit keeps the object."""
+        async with await open_upload(clients, bucket, "kept.bin") as upload:
+            await upload.write(b"kept")
+            await upload.commit(hashlib.sha256(b"kept").hexdigest())
+        assert upload.committed
+        assert await keys(clients, bucket) == ["kept.bin"]
+
+    async def test_abort_of_a_small_entry(self, clients: AwsClients, bucket: str) -> None:
+        """Aborting a buffered entry sends nothing."""
+        upload = await open_upload(clients, bucket, "small.bin")
+        await upload.write(b"x" * 10)
+        await upload.abort()
+        assert await keys(clients, bucket) == []
+
+
+class TestExisting:
+    async def test_missing_object_has_no_digest(self, clients: AwsClients, bucket: str) -> None:
+        """existing_sha256 is None for a key that does not exist."""
+        assert await existing_sha256(clients.s3, bucket, "nothing", policy=FAST) is None
+
+    async def test_object_without_metadata(self, clients: AwsClients, bucket: str) -> None:
+        """existing_sha256 is None for an object without sha256 metadata."""
+        await clients.s3.put_object(Bucket=bucket, Key="plain", Body=b"x")
+        assert await existing_sha256(clients.s3, bucket, "plain") is None
+
+
+class FlakyS3:
+    """The real S3 client, except that the first call of each named operation is throttled."""
+
+    def __init__(self, s3: Any, *flaky: str) -> None:
+        self._s3 = s3
+        self._flaky = set(flaky)
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self._s3, name)
+        if name not in self._flaky:
+            return real
+
+        async def once_throttled(**kwargs: Any) -> Any:
+            if name not in self._flaky:
+                return await real(**kwargs)
+            self._flaky.discard(name)
+            if "Body" in kwargs:
+                kwargs["Body"].read()  # a failed attempt leaves its body consumed
+            error = {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}
+            raise ClientError(error, name)
+
+        return once_throttled
+
+
+class TestRetries:
+    async def test_retried_part_resends_the_same_bytes(
+        self, clients: AwsClients, bucket: str
+    ) -> None:
+        """Throttled part, put and complete calls are retried and the object is still exact."""
+        data = os.urandom(PART + 1000)
+        digest = hashlib.sha256(data).hexdigest()
+        s3 = FlakyS3(clients.s3, "upload_part", "complete_multipart_upload")
+        upload = await open_entry_upload(
+            s3, bucket=bucket, key="flaky.bin", expected_sha256=digest, policy=FAST, part_size=PART
+        )
+        await write_all(upload, data)
+        await upload.commit(digest)
+        small = await open_entry_upload(
+            FlakyS3(clients.s3, "put_object"),
+            bucket=bucket,
+            key="flaky-small.bin",
+            expected_sha256=None,
+            policy=FAST,
+        )
+        await small.write(b"small")
+        await small.commit(hashlib.sha256(b"small").hexdigest())
+        assert (await get(clients, bucket, "flaky.bin"))[0] == data
+        assert (await get(clients, bucket, "flaky-small.bin"))[0] == b"small"
+
+    def test_body_is_sent_in_large_pieces(self) -> None:
+        """A request body iterates in big pieces, not in lines."""
+        data = b"\n" * (_SEND_CHUNK + 10)
+        assert [len(piece) for piece in _Body(data)] == [_SEND_CHUNK, 10]

@@ -1,0 +1,99 @@
+"""Dispatch of listed files: per-export batches to the task queue, local overflow."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from pipeline._adapters.aws.clients import open_aws_clients
+from pipeline._core.messages import DownloadTask, decode_download_task
+from pipeline._service.deps import AWS_POLICY
+from pipeline._service.dispatch import FileTask, LocalDispatch, Outstanding, QueueDispatch
+
+
+def _task(export_id: str, n: int) -> DownloadTask:
+    return DownloadTask(
+        export_id=export_id,
+        correlation_id="c-dispatch",
+        file_id=f"{export_id}-f{n:04d}",
+        name=f"part-{n}.zip",
+        download_url=f"http://127.0.0.2:1/downloads/{export_id}/{n}",
+        size_bytes=100 + n,
+    )
+
+
+@asynccontextmanager
+async def _queue(aws_endpoint: str) -> AsyncIterator[QueueDispatch]:
+    async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=4) as aws:
+        created = await aws.sqs.create_queue(QueueName=f"dispatch-{uuid.uuid4().hex[:10]}")
+        yield QueueDispatch(aws.sqs, created["QueueUrl"], AWS_POLICY)
+
+
+async def _drain(dispatch: QueueDispatch) -> list[DownloadTask]:
+    tasks: list[DownloadTask] = []
+    while True:
+        received = await dispatch.sqs.receive_message(
+            QueueUrl=dispatch.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        )
+        messages = received.get("Messages", [])
+        if not messages:
+            return tasks
+        for message in messages:
+            tasks.append(decode_download_task(message["Body"]))
+            await dispatch.sqs.delete_message(
+                QueueUrl=dispatch.queue_url, ReceiptHandle=message["ReceiptHandle"]
+            )
+
+
+class TestQueueDispatch:
+    async def test_flush_sends_only_its_own_export(self, aws_endpoint: str) -> None:
+        """Interleaved exports: one export's flush queues its tasks and none of the other's."""
+        async with _queue(aws_endpoint) as dispatch:
+            first, second = Outstanding(), Outstanding()
+            for n in range(3):
+                await dispatch.submit(_task("exp-a", n), first)
+                await dispatch.submit(_task("exp-b", n), second)
+            await dispatch.flush(first)
+            assert sorted(t.file_id for t in await _drain(dispatch)) == [
+                f"exp-a-f{n:04d}" for n in range(3)
+            ]
+            await dispatch.flush(second)
+            assert sorted(t.file_id for t in await _drain(dispatch)) == [
+                f"exp-b-f{n:04d}" for n in range(3)
+            ]
+            await dispatch.flush(second)
+            assert await _drain(dispatch) == []
+
+    async def test_full_batch_goes_without_flush(self, aws_endpoint: str) -> None:
+        """The tenth submitted task of an export sends the batch at once, intact."""
+        async with _queue(aws_endpoint) as dispatch:
+            outstanding = Outstanding()
+            sent = [_task("exp-c", n) for n in range(10)]
+            for task in sent:
+                await dispatch.submit(task, outstanding)
+            assert sorted(await _drain(dispatch), key=lambda t: t.file_id) == sent
+
+
+class TestLocalDispatch:
+    async def test_overflow_goes_to_the_queue(self, aws_endpoint: str) -> None:
+        """What fits the local channel stays local and is counted; the rest is queued."""
+        async with _queue(aws_endpoint) as queue:
+            send, receive = trio.open_memory_channel[FileTask](1)
+            dispatch = LocalDispatch(send, overflow=queue)
+            outstanding = Outstanding()
+            for n in range(3):
+                await dispatch.submit(_task("exp-d", n), outstanding)
+            await dispatch.flush(outstanding)
+            local = receive.receive_nowait()
+            assert local.task.file_id == "exp-d-f0000"
+            assert local.outstanding is outstanding
+            assert sorted(t.file_id for t in await _drain(queue)) == ["exp-d-f0001", "exp-d-f0002"]
+            with trio.move_on_after(0.05) as scope:
+                await outstanding.wait()
+            assert scope.cancelled_caught
+            outstanding.done()
+            with trio.fail_after(1):
+                await outstanding.wait()

@@ -1,0 +1,133 @@
+"""The package's layers import only downwards, as docs/architecture.md draws them."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pipeline"
+
+# Libraries that do I/O or run an event loop: the sans-IO core never imports them.
+IO_LIBRARIES = frozenset(
+    {
+        "aiobotocore",
+        "anyio",
+        "asyncio",
+        "boto3",
+        "botocore",
+        "httpx",
+        "hypercorn",
+        "quart",
+        "quart_trio",
+        "socket",
+        "structlog",
+        "subprocess",
+        "trio",
+    }
+)
+
+# For each layer, the layers of the package it must not import.
+FORBIDDEN = {
+    "pipeline._core": (
+        "pipeline._adapters",
+        "pipeline._service",
+        "pipeline.ops",
+        "pipeline.testing",
+    ),
+    "pipeline._adapters": ("pipeline._service", "pipeline.ops", "pipeline.testing"),
+    "pipeline._service": ("pipeline.ops", "pipeline.testing"),
+    "pipeline.ops": ("pipeline._service", "pipeline.testing"),
+}
+
+
+def module_name(path: Path) -> str:
+    """The dotted name of a module file of the package."""
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports(path: Path) -> Iterator[tuple[str, bool]]:
+    """Each module ``path`` imports, absolute, and whether the import sits at module level."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    top_level = {id(node) for node in tree.body}
+    package = (
+        module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    )
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, id(node) in top_level
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            yield target, id(node) in top_level
+
+
+def modules() -> list[Path]:
+    """Every module file of the package."""
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def within(name: str, layer: str) -> bool:
+    """Whether the dotted ``name`` is ``layer`` or inside it."""
+    return name == layer or name.startswith(layer + ".")
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: module_name(p))
+def test_layers_import_downwards(path: Path) -> None:
+    """No module imports a layer above its own (core < adapters < service; testing apart)."""
+    name = module_name(path)
+    for layer, forbidden in FORBIDDEN.items():
+        if within(name, layer):
+            for target, _ in imports(path):
+                assert not any(within(target, f) for f in forbidden), f"{name} imports {target}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in modules() if within(module_name(p), "pipeline._core")],
+    ids=lambda p: module_name(p),
+)
+def test_core_does_no_io(path: Path) -> None:
+    """The core imports no I/O library and, of the package, only the core and the errors."""
+    for target, _ in imports(path):
+        assert target.partition(".")[0] not in IO_LIBRARIES, f"{module_name(path)} imports {target}"
+        if within(target, "pipeline"):
+            assert within(target, "pipeline._core") or target == "pipeline._errors", target
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in modules() if not within(module_name(p), "pipeline.testing")],
+    ids=lambda p: module_name(p),
+)
+def test_product_never_imports_local_tooling_at_load(path: Path) -> None:
+    """Outside pipeline.testing only the --local branch of __main__ imports it, lazily."""
+    for target, top_level in imports(path):
+        if within(target, "pipeline.testing"):
+            assert module_name(path) == "pipeline.__main__", f"{module_name(path)} imports {target}"
+            assert not top_level, "the --local tooling is imported only when asked for"
+
+
+def test_worker_code_path_loads_no_local_tooling() -> None:
+    """Loading the service's entry point and graph brings in neither pipeline.testing nor moto."""
+    probe = (
+        "import sys, pipeline.__main__, pipeline._service.graph, pipeline.ops.provision;"
+        "bad = sorted(m for m in sys.modules if m.startswith(('pipeline.testing', 'moto')));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
