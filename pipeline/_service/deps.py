@@ -12,7 +12,7 @@ import trio
 
 from pipeline._adapters.aws.clients import AwsClients
 from pipeline._adapters.aws.jobstore import JobStore
-from pipeline._adapters.exportapi.client import ExportApi
+from pipeline._adapters.exportapi import ExportApi
 from pipeline._config import Settings
 from pipeline._core.backoff import Backoff
 from pipeline._core.zip.format import ZipLimits

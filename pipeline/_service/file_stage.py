@@ -29,7 +29,7 @@ import trio
 from pipeline._adapters.aws import metadata as _metadata
 from pipeline._adapters.aws import s3sink as _s3sink
 from pipeline._adapters.aws.metadata import MetadataItem
-from pipeline._adapters.exportapi.client import ExportFile, RangeResult
+from pipeline._adapters.exportapi import ExportFile, RangeResult
 from pipeline._core.accounting import EntryOutcome, FileResult, FileTally
 from pipeline._core.zip.decoder import EntryDigest
 from pipeline._core.zip.format import TAIL_BYTES, CentralEntry, locate_directory, parse_directory

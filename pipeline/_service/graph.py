@@ -40,7 +40,7 @@ import trio
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline._adapters.aws.jobstore import JobStore
-from pipeline._adapters.exportapi.client import ExportApi
+from pipeline._adapters.exportapi import ExportApi
 from pipeline._adapters.http.health import create_health_app, readiness_checks, serve_health
 from pipeline._config import Mode, Settings
 from pipeline._core.backoff import Backoff, CircuitBreaker

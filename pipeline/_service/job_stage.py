@@ -22,7 +22,7 @@ import trio
 
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.jobstore import JobItem
-from pipeline._adapters.exportapi.client import ExportFile
+from pipeline._adapters.exportapi import ExportFile
 from pipeline._core.accounting import JobStatus, summarize
 from pipeline._core.messages import DownloadTask, ExportJob, decode_export_job, encode_export_job
 from pipeline._errors import (

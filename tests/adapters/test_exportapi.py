@@ -15,8 +15,9 @@ import pytest
 import structlog
 import trio
 
-from pipeline._adapters.exportapi import client as _exportapi
-from pipeline._adapters.exportapi.client import ExportApi, ExportFile, ExportStatus
+from pipeline._adapters import exportapi
+from pipeline._adapters.exportapi import ExportApi, ExportFile, ExportStatus, boundary
+from pipeline._adapters.exportapi.client import DOWNLOAD_CHUNK_BYTES
 from pipeline._core.backoff import Backoff, CircuitBreaker
 from pipeline._errors import (
     CircuitOpen,
@@ -97,8 +98,8 @@ async def download_all(api: ExportApi, file: ExportFile, start: int = 0) -> byte
 class TestSurface:
     def test_all_is_sorted_and_real(self) -> None:
         """The module's __all__ is sorted and names only things it defines."""
-        assert _exportapi.__all__ == sorted(_exportapi.__all__)
-        assert all(hasattr(_exportapi, name) for name in _exportapi.__all__)
+        assert exportapi.__all__ == sorted(exportapi.__all__)
+        assert all(hasattr(exportapi, name) for name in exportapi.__all__)
 
     async def test_bad_arguments_are_refused_up_front(self, make_api: MakeApi) -> None:
         """A relative base URL, a page size not in 1..100, a default Authorization: ValueError."""
@@ -429,14 +430,14 @@ class TestAllowedHosts:
 
     def test_host_matching(self) -> None:
         """A bare entry allows any port, host:port only that one; default ports and IPv6 work."""
-        api = _exportapi._Origin.of(httpx.URL("https://api.example.com/v1"))
+        api = boundary.Origin.of(httpx.URL("https://api.example.com/v1"))
         allowed = frozenset(
-            _exportapi._parse_allowed(e)
+            boundary.parse_allowed(e)
             for e in ["Files.Example.com", "cdn.example.com:8443", "[::1]:9000"]
         )
 
         def ok(url: str) -> bool:
-            return _exportapi._download_allowed(httpx.URL(url), api, allowed)
+            return boundary.download_allowed(httpx.URL(url), api, allowed)
 
         assert ok("https://API.example.com:443/f")
         assert not ok("https://api.example.com:444/f")
@@ -575,7 +576,7 @@ class TestDownload:
                 biggest = max(biggest, len(chunk))
         elapsed = time.perf_counter() - started
         assert total == size
-        assert biggest <= _exportapi.DOWNLOAD_CHUNK_BYTES
+        assert biggest <= DOWNLOAD_CHUNK_BYTES
         print(f"download throughput: {size / elapsed / 1e6:.0f} MB/s over loopback")
 
 
@@ -626,11 +627,11 @@ class TestFetchRange:
 class TestRetryAfter:
     def test_parsing(self) -> None:
         """Retry-After as seconds or an HTTP date becomes seconds; junk becomes None."""
-        assert _exportapi._retry_after("3") == 3.0
-        assert _exportapi._retry_after("0.25") == 0.25
-        assert _exportapi._retry_after(None) is None
-        assert _exportapi._retry_after("soon") is None
+        assert boundary.retry_after_seconds("3") == 3.0
+        assert boundary.retry_after_seconds("0.25") == 0.25
+        assert boundary.retry_after_seconds(None) is None
+        assert boundary.retry_after_seconds("soon") is None
         later = email.utils.formatdate(time.time() + 60, usegmt=True)
-        value = _exportapi._retry_after(later)
+        value = boundary.retry_after_seconds(later)
         assert value is not None
         assert 55 <= value <= 61
