@@ -30,172 +30,36 @@ Items under ``pk = <exportId>``:
 from __future__ import annotations
 
 import hashlib
-import json
-import zlib
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from pipeline._adapters.aws.clients import DEFAULT_AWS_POLICY, AwsClient, aws_call
+from pipeline._adapters.aws.jobitems import (
+    ACTIVE,
+    DONE_PREFIX,
+    FILE_PREFIX,
+    FINAL,
+    JOB_SK,
+    PATHS_CHUNK_BYTES,
+    JobItem,
+    Update,
+    converter,
+    decode_item,
+    encode,
+    format_time,
+    job_from_item,
+    pack_paths,
+    unpack_paths,
+    utc_now,
+)
 from pipeline._core.accounting import FileResult, JobStatus, JobSummary
 from pipeline._core.backoff import Backoff
 from pipeline._errors import AwsRejected
 
 __all__ = ["PATHS_CHUNK_BYTES", "JobItem", "JobStore"]
-
-# Room under DynamoDB's 400 KB item limit for the rest of the file item.
-PATHS_CHUNK_BYTES = 300_000
-_JOB_SK = "job"
-_FILE_PREFIX = "file#"
-# One tiny item per recorded file, written after its result: counting these
-# reads a few bytes per file instead of every result with its paths, which is
-# what keeps "is the job done?" cheap after each file of a large export.
-_DONE_PREFIX = "done#"
-_ACTIVE = (JobStatus.WAITING, JobStatus.RUNNING)
-_FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-@attrs.frozen
-class JobItem:
-    """The summary item of one export, as stored."""
-
-    export_id: str
-    status: JobStatus
-    correlation_id: str | None
-    # Timezone-aware UTC; stored as ISO-8601 text ending in "Z".
-    created_at: datetime
-    updated_at: datetime
-    listing_done: bool
-    summary: JobSummary
-    error: str | None = None
-
-    @property
-    def files_total(self) -> int:
-        """ZIP files listed (0 until the listing is done)."""
-        return self.summary.files_total
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _make_converter() -> cattrs.Converter:
-    """Field names in the table are camelCase; the values stay Python values."""
-    converter = cattrs.Converter()
-    for cls in (JobSummary, FileResult):
-        renames: dict[str, Any] = {
-            field.name: override(rename=_camel(field.name)) for field in attrs.fields(cls)
-        }
-        converter.register_unstructure_hook(
-            cls, make_dict_unstructure_fn(cls, converter, **renames)
-        )
-        converter.register_structure_hook(cls, make_dict_structure_fn(cls, converter, **renames))
-    return converter
-
-
-_converter = _make_converter()
-
-
-def _encode(value: Any) -> dict[str, Any]:
-    """One Python value as a DynamoDB attribute value."""
-    if isinstance(value, bool):
-        return {"BOOL": value}
-    if isinstance(value, int):
-        return {"N": str(value)}
-    if isinstance(value, str):
-        return {"S": value}
-    if isinstance(value, bytes):
-        return {"B": value}
-    if value is None:
-        return {"NULL": True}
-    msg = f"cannot store {type(value).__name__} in the jobs table"
-    raise TypeError(msg)
-
-
-def _decode(attribute: dict[str, Any]) -> Any:
-    ((kind, value),) = attribute.items()
-    if kind == "N":
-        return int(value)
-    if kind == "NULL":
-        return None
-    return value
-
-
-def _decode_item(raw: dict[str, Any]) -> dict[str, Any]:
-    return {name: _decode(attribute) for name, attribute in raw.items()}
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def _pack_paths(paths: frozenset[str]) -> bytes:
-    return zlib.compress(json.dumps(sorted(paths)).encode(), 6)
-
-
-def _unpack_paths(blob: bytes) -> frozenset[str]:
-    if not blob:
-        return frozenset()
-    return frozenset(json.loads(zlib.decompress(blob)))
-
-
-class _Update:
-    """Builds an UpdateItem expression with placeholders for every name and value."""
-
-    def __init__(self) -> None:
-        self.names: dict[str, str] = {}
-        self.values: dict[str, Any] = {}
-        self.sets: list[str] = []
-        self.removes: list[str] = []
-
-    def name(self, attribute: str) -> str:
-        placeholder = f"#n{len(self.names)}"
-        self.names[placeholder] = attribute
-        return placeholder
-
-    def value(self, value: Any) -> str:
-        placeholder = f":v{len(self.values)}"
-        self.values[placeholder] = _encode(value)
-        return placeholder
-
-    def set(self, attribute: str, value: Any) -> None:
-        self.sets.append(f"{self.name(attribute)} = {self.value(value)}")
-
-    def set_if_absent(self, attribute: str, value: Any) -> None:
-        name = self.name(attribute)
-        self.sets.append(f"{name} = if_not_exists({name}, {self.value(value)})")
-
-    def remove(self, attribute: str) -> None:
-        self.removes.append(self.name(attribute))
-
-    def status_in(self, statuses: Iterable[JobStatus]) -> str:
-        name = self.name("status")
-        values = ", ".join(self.value(status.value) for status in statuses)
-        return f"{name} IN ({values})"
-
-    def kwargs(self, condition: str) -> dict[str, Any]:
-        expression = "SET " + ", ".join(self.sets)
-        if self.removes:
-            expression += " REMOVE " + ", ".join(self.removes)
-        return {
-            "UpdateExpression": expression,
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": self.names,
-            "ExpressionAttributeValues": self.values,
-        }
 
 
 @attrs.frozen
@@ -210,15 +74,15 @@ class JobStore:
     table: str
     policy: Backoff = DEFAULT_AWS_POLICY
     paths_chunk_bytes: int = PATHS_CHUNK_BYTES
-    clock: Callable[[], datetime] = _utc_now
+    clock: Callable[[], datetime] = utc_now
 
     def _now(self) -> str:
-        return _format_time(self.clock())
+        return format_time(self.clock())
 
     def _key(self, export_id: str, sk: str) -> dict[str, Any]:
         return {"pk": {"S": export_id}, "sk": {"S": sk}}
 
-    async def _update(self, what: str, export_id: str, update: _Update, condition: str) -> bool:
+    async def _update(self, what: str, export_id: str, update: Update, condition: str) -> bool:
         """Apply a conditional update; ``False`` when the condition did not hold."""
         try:
             await aws_call(
@@ -226,7 +90,7 @@ class JobStore:
                 self.dynamodb.update_item,
                 policy=self.policy,
                 TableName=self.table,
-                Key=self._key(export_id, _JOB_SK),
+                Key=self._key(export_id, JOB_SK),
                 **update.kwargs(condition),
             )
         except AwsRejected as err:
@@ -242,24 +106,14 @@ class JobStore:
             self.dynamodb.get_item,
             policy=self.policy,
             TableName=self.table,
-            Key=self._key(export_id, _JOB_SK),
+            Key=self._key(export_id, JOB_SK),
             ConsistentRead=True,
         )
         raw = response.get("Item")
         return None if raw is None else self._job(raw)
 
     def _job(self, raw: dict[str, Any]) -> JobItem:
-        values = _decode_item(raw)
-        return JobItem(
-            export_id=values["pk"],
-            status=JobStatus(values["status"]),
-            correlation_id=values.get("correlationId"),
-            created_at=_parse_time(values["createdAt"]),
-            updated_at=_parse_time(values["updatedAt"]),
-            listing_done=bool(values.get("listingDone", False)),
-            summary=_converter.structure(values, JobSummary),
-            error=values.get("error"),
-        )
+        return job_from_item(raw)
 
     async def begin_job(
         self, export_id: str, correlation_id: str, status: JobStatus | str
@@ -280,22 +134,22 @@ class JobStore:
         COMPLETED already.
         """
         wanted = JobStatus(status)
-        if wanted not in _ACTIVE:
+        if wanted not in ACTIVE:
             msg = f"a job begins WAITING or RUNNING, not {wanted.value}"
             raise ValueError(msg)
         before = await self.get_job(export_id)
         if before is not None and before.status is JobStatus.COMPLETED:
             return before
-        if before is not None and before.status in _FINAL:
+        if before is not None and before.status in FINAL:
             await self._forget_failed_files(export_id)
         now = self._now()
-        update = _Update()
+        update = Update()
         update.set("status", wanted.value)
         update.set("correlationId", correlation_id)
         update.set("updatedAt", now)
         update.set_if_absent("createdAt", now)
         update.set("listingDone", False)
-        for name, value in _converter.unstructure(JobSummary()).items():
+        for name, value in converter.unstructure(JobSummary()).items():
             update.set_if_absent(name, value)
         update.remove("error")
         pk = update.name("pk")
@@ -307,7 +161,7 @@ class JobStore:
                 self.dynamodb.update_item,
                 policy=self.policy,
                 TableName=self.table,
-                Key=self._key(export_id, _JOB_SK),
+                Key=self._key(export_id, JOB_SK),
                 ReturnValues="ALL_NEW",
                 **update.kwargs(condition),
             )
@@ -327,7 +181,7 @@ class JobStore:
                 continue
             file_id = values["fileId"]
             # The marker first: a file is never counted without its result.
-            sks = [_DONE_PREFIX + file_id, _FILE_PREFIX + file_id]
+            sks = [DONE_PREFIX + file_id, FILE_PREFIX + file_id]
             sks += [
                 self._piece_sk(file_id, values["writeId"], n)
                 for n in range(1, int(values["pieces"]))
@@ -344,12 +198,12 @@ class JobStore:
 
     async def set_listing_done(self, export_id: str, files_total: int) -> bool:
         """Record the number of listed files; ``False`` if the job is not active."""
-        update = _Update()
+        update = Update()
         update.set("filesTotal", files_total)
         update.set("listingDone", True)
         update.set("updatedAt", self._now())
         return await self._update(
-            "dynamodb set listing done", export_id, update, update.status_in(_ACTIVE)
+            "dynamodb set listing done", export_id, update, update.status_in(ACTIVE)
         )
 
     async def update_progress(self, export_id: str, summary: JobSummary) -> bool:
@@ -358,8 +212,8 @@ class JobStore:
         ``filesTotal`` (owned by :meth:`set_listing_done`) and ``entriesMissing``
         (known only at the end) are left as they are.
         """
-        update = _Update()
-        for name, value in _converter.unstructure(summary).items():
+        update = Update()
+        for name, value in converter.unstructure(summary).items():
             if name not in ("filesTotal", "entriesMissing"):
                 update.set(name, value)
         update.set("updatedAt", self._now())
@@ -381,12 +235,12 @@ class JobStore:
         the caller must not act as the finisher.
         """
         final = JobStatus(status)
-        if final not in _FINAL:
+        if final not in FINAL:
             msg = f"a job finishes COMPLETED, FAILED or CANCELLED, not {final.value}"
             raise ValueError(msg)
-        update = _Update()
+        update = Update()
         update.set("status", final.value)
-        for name, value in _converter.unstructure(summary).items():
+        for name, value in converter.unstructure(summary).items():
             update.set(name, value)
         update.set("updatedAt", self._now())
         if error is None:
@@ -394,12 +248,12 @@ class JobStore:
         else:
             update.set("error", " ".join(error.split()))
         return await self._update(
-            "dynamodb finish job", export_id, update, update.status_in(_ACTIVE)
+            "dynamodb finish job", export_id, update, update.status_in(ACTIVE)
         )
 
     async def record_file(self, export_id: str, result: FileResult) -> None:
         """Store one file's result, replacing an earlier one for the same file."""
-        blob = _pack_paths(result.seen_paths)
+        blob = pack_paths(result.seen_paths)
         size = self.paths_chunk_bytes
         pieces = [blob[i : i + size] for i in range(0, len(blob), size)] or [b""]
         write_id = hashlib.sha256(blob).hexdigest()[:16]
@@ -411,25 +265,25 @@ class JobStore:
                 TableName=self.table,
                 Item={
                     **self._key(export_id, self._piece_sk(result.file_id, write_id, n)),
-                    "kind": _encode("paths"),
-                    "fileId": _encode(result.file_id),
-                    "writeId": _encode(write_id),
-                    "piece": _encode(n),
-                    "data": _encode(piece),
+                    "kind": encode("paths"),
+                    "fileId": encode(result.file_id),
+                    "writeId": encode(write_id),
+                    "piece": encode(n),
+                    "data": encode(piece),
                 },
             )
-        values = _converter.unstructure(result)
+        values = converter.unstructure(result)
         del values["ok"], values["seenPaths"]
-        item = {name: _encode(value) for name, value in values.items() if value is not None}
+        item = {name: encode(value) for name, value in values.items() if value is not None}
         item.update(
             {
-                **self._key(export_id, _FILE_PREFIX + result.file_id),
-                "kind": _encode("file"),
-                "status": _encode("DONE" if result.ok else "FAILED"),
-                "seenPaths": _encode(pieces[0]),
-                "writeId": _encode(write_id),
-                "pieces": _encode(len(pieces)),
-                "updatedAt": _encode(self._now()),
+                **self._key(export_id, FILE_PREFIX + result.file_id),
+                "kind": encode("file"),
+                "status": encode("DONE" if result.ok else "FAILED"),
+                "seenPaths": encode(pieces[0]),
+                "writeId": encode(write_id),
+                "pieces": encode(len(pieces)),
+                "updatedAt": encode(self._now()),
             }
         )
         response = await aws_call(
@@ -445,9 +299,9 @@ class JobStore:
             self.dynamodb.put_item,
             policy=self.policy,
             TableName=self.table,
-            Item={**self._key(export_id, _DONE_PREFIX + result.file_id), "kind": _encode("done")},
+            Item={**self._key(export_id, DONE_PREFIX + result.file_id), "kind": encode("done")},
         )
-        old = _decode_item(response.get("Attributes") or {})
+        old = decode_item(response.get("Attributes") or {})
         if old.get("writeId", write_id) != write_id:
             # An earlier, different result had pieces of its own: drop them.
             for n in range(1, int(old.get("pieces", 1))):
@@ -461,7 +315,7 @@ class JobStore:
 
     @staticmethod
     def _piece_sk(file_id: str, write_id: str, n: int) -> str:
-        return f"{_FILE_PREFIX}{file_id}#paths#{write_id}#{n}"
+        return f"{FILE_PREFIX}{file_id}#paths#{write_id}#{n}"
 
     async def count_file_results(self, export_id: str) -> int:
         """How many files of the export have a result: one cheap, paginated count."""
@@ -472,8 +326,8 @@ class JobStore:
                 "TableName": self.table,
                 "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
                 "ExpressionAttributeValues": {
-                    ":pk": _encode(export_id),
-                    ":prefix": _encode(_DONE_PREFIX),
+                    ":pk": encode(export_id),
+                    ":prefix": encode(DONE_PREFIX),
                 },
                 "Select": "COUNT",
                 "ConsistentRead": True,
@@ -505,8 +359,8 @@ class JobStore:
                 "TableName": self.table,
                 "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
                 "ExpressionAttributeValues": {
-                    ":pk": _encode(export_id),
-                    ":prefix": _encode(_FILE_PREFIX),
+                    ":pk": encode(export_id),
+                    ":prefix": encode(FILE_PREFIX),
                 },
                 "ConsistentRead": True,
             }
@@ -516,7 +370,7 @@ class JobStore:
                 "dynamodb query file results", self.dynamodb.query, policy=self.policy, **kwargs
             )
             for raw in response.get("Items") or []:
-                values = _decode_item(raw)
+                values = decode_item(raw)
                 if values.get("kind") == "file":
                     files.append(values)
                 elif values.get("kind") == "paths":
@@ -543,6 +397,6 @@ class JobStore:
         values = {
             **values,
             "ok": values["status"] == "DONE",
-            "seenPaths": _unpack_paths(blob),
+            "seenPaths": unpack_paths(blob),
         }
-        return _converter.structure(values, FileResult)
+        return converter.structure(values, FileResult)

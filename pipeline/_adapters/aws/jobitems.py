@@ -1,0 +1,208 @@
+"""The jobs table's items: their keys, their attribute encoding, and update expressions.
+
+What :class:`~pipeline._adapters.aws.jobstore.JobStore` stores, without the
+calls that store it: the summary item as a :class:`JobItem`, camelCase
+attribute names, DynamoDB attribute values, ISO-8601 times, the compressed
+path lists of file results, and :class:`Update`, which builds an UpdateItem
+expression with a placeholder for every name and value.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from pipeline._core.accounting import FileResult, JobStatus, JobSummary
+
+__all__ = [
+    "ACTIVE",
+    "DONE_PREFIX",
+    "FILE_PREFIX",
+    "FINAL",
+    "JOB_SK",
+    "PATHS_CHUNK_BYTES",
+    "JobItem",
+    "Update",
+    "converter",
+    "decode_item",
+    "encode",
+    "format_time",
+    "job_from_item",
+    "pack_paths",
+    "parse_time",
+    "unpack_paths",
+    "utc_now",
+]
+
+
+# Room under DynamoDB's 400 KB item limit for the rest of the file item.
+PATHS_CHUNK_BYTES = 300_000
+JOB_SK = "job"
+FILE_PREFIX = "file#"
+# One tiny item per recorded file, written after its result: counting these
+# reads a few bytes per file instead of every result with its paths, which is
+# what keeps "is the job done?" cheap after each file of a large export.
+DONE_PREFIX = "done#"
+ACTIVE = (JobStatus.WAITING, JobStatus.RUNNING)
+FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@attrs.frozen
+class JobItem:
+    """The summary item of one export, as stored."""
+
+    export_id: str
+    status: JobStatus
+    correlation_id: str | None
+    # Timezone-aware UTC; stored as ISO-8601 text ending in "Z".
+    created_at: datetime
+    updated_at: datetime
+    listing_done: bool
+    summary: JobSummary
+    error: str | None = None
+
+    @property
+    def files_total(self) -> int:
+        """ZIP files listed (0 until the listing is done)."""
+        return self.summary.files_total
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _make_converter() -> cattrs.Converter:
+    """Field names in the table are camelCase; the values stay Python values."""
+    converter = cattrs.Converter()
+    for cls in (JobSummary, FileResult):
+        renames: dict[str, Any] = {
+            field.name: override(rename=_camel(field.name)) for field in attrs.fields(cls)
+        }
+        converter.register_unstructure_hook(
+            cls, make_dict_unstructure_fn(cls, converter, **renames)
+        )
+        converter.register_structure_hook(cls, make_dict_structure_fn(cls, converter, **renames))
+    return converter
+
+
+converter = _make_converter()
+
+
+def encode(value: Any) -> dict[str, Any]:
+    """One Python value as a DynamoDB attribute value."""
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, str):
+        return {"S": value}
+    if isinstance(value, bytes):
+        return {"B": value}
+    if value is None:
+        return {"NULL": True}
+    msg = f"cannot store {type(value).__name__} in the jobs table"
+    raise TypeError(msg)
+
+
+def decode(attribute: dict[str, Any]) -> Any:
+    ((kind, value),) = attribute.items()
+    if kind == "N":
+        return int(value)
+    if kind == "NULL":
+        return None
+    return value
+
+
+def decode_item(raw: dict[str, Any]) -> dict[str, Any]:
+    return {name: decode(attribute) for name, attribute in raw.items()}
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def pack_paths(paths: frozenset[str]) -> bytes:
+    return zlib.compress(json.dumps(sorted(paths)).encode(), 6)
+
+
+def unpack_paths(blob: bytes) -> frozenset[str]:
+    if not blob:
+        return frozenset()
+    return frozenset(json.loads(zlib.decompress(blob)))
+
+
+class Update:
+    """Builds an UpdateItem expression with placeholders for every name and value."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+        self.sets: list[str] = []
+        self.removes: list[str] = []
+
+    def name(self, attribute: str) -> str:
+        placeholder = f"#n{len(self.names)}"
+        self.names[placeholder] = attribute
+        return placeholder
+
+    def value(self, value: Any) -> str:
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = encode(value)
+        return placeholder
+
+    def set(self, attribute: str, value: Any) -> None:
+        self.sets.append(f"{self.name(attribute)} = {self.value(value)}")
+
+    def set_if_absent(self, attribute: str, value: Any) -> None:
+        name = self.name(attribute)
+        self.sets.append(f"{name} = if_not_exists({name}, {self.value(value)})")
+
+    def remove(self, attribute: str) -> None:
+        self.removes.append(self.name(attribute))
+
+    def status_in(self, statuses: Iterable[JobStatus]) -> str:
+        name = self.name("status")
+        values = ", ".join(self.value(status.value) for status in statuses)
+        return f"{name} IN ({values})"
+
+    def kwargs(self, condition: str) -> dict[str, Any]:
+        expression = "SET " + ", ".join(self.sets)
+        if self.removes:
+            expression += " REMOVE " + ", ".join(self.removes)
+        return {
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": self.names,
+            "ExpressionAttributeValues": self.values,
+        }
+
+
+def job_from_item(raw: dict[str, Any]) -> JobItem:
+    """The summary item as stored, read back into a :class:`JobItem`."""
+    values = decode_item(raw)
+    return JobItem(
+        export_id=values["pk"],
+        status=JobStatus(values["status"]),
+        correlation_id=values.get("correlationId"),
+        created_at=parse_time(values["createdAt"]),
+        updated_at=parse_time(values["updatedAt"]),
+        listing_done=bool(values.get("listingDone", False)),
+        summary=converter.structure(values, JobSummary),
+        error=values.get("error"),
+    )
