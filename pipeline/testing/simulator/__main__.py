@@ -2,6 +2,6 @@
 
 import sys
 
-from pipeline.testing.simulator.app import main
+from pipeline.testing.simulator.cli import main
 
 sys.exit(main())

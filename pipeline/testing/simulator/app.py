@@ -1,4 +1,4 @@
-"""The Export API simulator: contract section 2 on loopback, with faults on demand.
+"""The simulator's HTTP side: a hand-written ASGI app on two hypercorn listeners.
 
 Tests, the local demo and people trying the service all need an Export API
 that behaves like the real one, including its bad days. This module is that
@@ -26,24 +26,14 @@ or SIGTERM.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
-import collections
 import functools
-import hashlib
 import hmac
-import io
 import json
 import logging
-import random
-import secrets
-import signal
-import sys
 import urllib.parse
-import zipfile
-from collections.abc import Callable, Iterator, Sequence
-from typing import Literal, Protocol
+from typing import Literal
 
 import attrs
 import structlog
@@ -57,433 +47,25 @@ from hypercorn.typing import (
     Scope,
 )
 
-__all__ = [
-    "BodyProvider",
-    "BytesBody",
-    "GeneratedBody",
-    "RequestRecord",
-    "Simulator",
-    "SimulatorUrls",
-    "main",
-    "patterned_body",
-    "seed_demo",
-    "serve_simulator",
-]
+from pipeline.testing.simulator.bodies import SEND_CHUNK_BYTES
+from pipeline.testing.simulator.state import (
+    Listener,
+    RequestRecord,
+    Route,
+    Simulator,
+    SimulatorUrls,
+    Status,
+    StoredExport,
+    StoredFile,
+)
 
-log = structlog.get_logger(__name__)
+__all__ = ["serve_simulator"]
 
-Route = Literal["status", "files", "download", "other"]
-Listener = Literal["api", "download"]
-Status = Literal["PENDING", "READY", "FAILED"]
+log = structlog.get_logger("pipeline.testing.simulator")
 
-# Largest body piece handed to hypercorn at once: big enough to stream fast,
-# small enough that a break-off point or a throttle is honoured closely.
-SEND_CHUNK_BYTES = 64 * 1024
-# Recent requests kept for inspection; the counts themselves are exact forever.
-RECENT_REQUESTS = 10_000
 MAX_PAGE_SIZE = 100
 # Shutdown should not wait on a client that keeps a slow download open.
 GRACEFUL_TIMEOUT_SECONDS = 1.0
-
-
-# --- bodies --------------------------------------------------------------------
-
-
-class BodyProvider(Protocol):
-    """A file's bytes, produced on demand from any offset (so Range is cheap)."""
-
-    @property
-    def size(self) -> int:
-        """Total size in bytes."""
-        ...
-
-    def iter_bytes(self, start: int) -> Iterator[bytes]:
-        """The bytes from offset ``start`` to the end, in pieces of any size."""
-        ...
-
-
-@attrs.frozen
-class BytesBody:
-    """A body held in memory."""
-
-    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
-
-    @property
-    def size(self) -> int:
-        """Total size in bytes."""
-        return len(self.data)
-
-    def iter_bytes(self, start: int) -> Iterator[bytes]:
-        """The bytes from ``start``, without copying the whole tail at once."""
-        view = memoryview(self.data)
-        for offset in range(start, len(self.data), SEND_CHUNK_BYTES):
-            yield bytes(view[offset : offset + SEND_CHUNK_BYTES])
-
-
-@attrs.frozen
-class GeneratedBody:
-    """A body of ``size`` bytes made by ``produce(start)``, e.g. a generator function."""
-
-    size: int
-    produce: Callable[[int], Iterator[bytes]]
-
-    def iter_bytes(self, start: int) -> Iterator[bytes]:
-        """The bytes from ``start``, as ``produce`` makes them."""
-        return self.produce(start)
-
-
-def patterned_body(size: int, seed: int = 0) -> GeneratedBody:
-    """``size`` pseudo-random bytes (a repeated 1 MiB block), addressable by offset.
-
-    For throughput and resume tests on big files that must not sit in memory;
-    the same ``seed`` gives the same bytes, so a test can recompute them.
-    """
-    block = random.Random(seed).randbytes(1 << 20)
-
-    def produce(start: int) -> Iterator[bytes]:
-        offset = start
-        while offset < size:
-            within = offset % len(block)
-            piece = block[within : within + min(size - offset, len(block) - within)]
-            yield piece
-            offset += len(piece)
-
-    return GeneratedBody(size=size, produce=produce)
-
-
-# --- state ---------------------------------------------------------------------
-
-
-@attrs.define
-class _File:
-    file_id: str
-    name: str
-    body: BodyProvider
-    signature: str
-    bytes_per_second: float | None = None
-
-
-@attrs.define
-class _Export:
-    export_id: str
-    files: list[_File]
-    final_status: Literal["READY", "FAILED"]
-    pending_polls: int
-    ready_after_seconds: float | None
-    ready_at: float | None
-    page_size_cap: int | None
-    empty_pages: bool
-    download_host: Literal["api", "other"]
-    repeat_cursor: bool
-    honour_range: bool
-    polls: int = 0
-
-    def pending(self, now: float | None) -> bool:
-        if self.polls < self.pending_polls:
-            return True
-        if self.ready_after_seconds is None:
-            return False
-        if now is None or self.ready_at is None:
-            return True
-        return now < self.ready_at
-
-
-@attrs.define
-class _Fault:
-    route: Route
-    export_id: str | None
-    file_id: str | None
-    remaining: int
-    status: int | None = None
-    retry_after: float | None = None
-    body: bytes | None = None
-    stall: float = 0.0
-    break_after: int | None = None
-
-    def matches(self, route: Route, export_id: str | None, file_id: str | None) -> bool:
-        return (
-            self.remaining > 0
-            and self.route == route
-            and self.export_id in (None, export_id)
-            and self.file_id in (None, file_id)
-        )
-
-
-@attrs.frozen
-class RequestRecord:
-    """One request as the simulator saw it (headers reduced to what tests ask about)."""
-
-    listener: Listener
-    method: str
-    route: Route
-    path: str
-    export_id: str | None
-    file_id: str | None
-    range: str | None
-    authorization: str | None
-
-
-@attrs.frozen
-class SimulatorUrls:
-    """Where a running simulator listens: ``api_url`` is EXPORT_API_BASE_URL."""
-
-    api_url: str
-    download_url: str
-
-    @property
-    def download_netloc(self) -> str:
-        """``host:port`` of the download host, as EXPORT_DOWNLOAD_ALLOWED_HOSTS wants it."""
-        return urllib.parse.urlsplit(self.download_url).netloc
-
-
-class Simulator:
-    """The simulated Export API's whole state; tests call its methods directly.
-
-    ``token``: when set, API-host requests without ``Authorization: Bearer
-    <token>`` answer 401. The download host never asks for it.
-    """
-
-    def __init__(self, *, token: str | None = None) -> None:
-        self.token = token
-        self._exports: dict[str, _Export] = {}
-        self._faults: list[_Fault] = []
-        self._counts: collections.Counter[tuple[Listener, Route, str, str | None, str | None]] = (
-            collections.Counter()
-        )
-        self._recent: collections.deque[RequestRecord] = collections.deque(maxlen=RECENT_REQUESTS)
-        self._authorization_on_download_host = False
-        self._secret = secrets.token_bytes(16)
-        self._urls: SimulatorUrls | None = None
-
-    # -- exports --
-
-    def add_export(
-        self,
-        export_id: str,
-        files: Sequence[tuple[str, bytes | BodyProvider]],
-        *,
-        status: Literal["READY", "FAILED"] = "READY",
-        pending_polls: int = 0,
-        ready_after_seconds: float | None = None,
-        page_size_cap: int | None = None,
-        empty_pages: bool = False,
-        download_host: Literal["api", "other"] = "other",
-        repeat_cursor: bool = False,
-        honour_range: bool = True,
-    ) -> list[str]:
-        """Add (or replace) an export; returns its file IDs in listing order.
-
-        ``pending_polls``: that many status polls answer PENDING first;
-        ``ready_after_seconds``: PENDING until that long after this call on
-        Trio's clock (after the first poll when called outside ``trio.run``).
-        Then ``status``. ``page_size_cap`` makes pages smaller than asked;
-        ``empty_pages`` answers every other page empty (still with a
-        ``nextCursor``). ``download_host`` chooses whose URLs the listing
-        gives: the separate download host or the API host itself.
-        ``repeat_cursor`` makes the listing hand back, instead of ending, the
-        cursor it was just asked with: a loop for the client to notice.
-        ``honour_range=False`` answers 200 with the whole file to any Range.
-        """
-        if status not in ("READY", "FAILED"):
-            msg = f"status must be READY or FAILED, not {status!r}"
-            raise ValueError(msg)
-        if download_host not in ("api", "other"):
-            msg = f"download_host must be 'api' or 'other', not {download_host!r}"
-            raise ValueError(msg)
-        if page_size_cap is not None and page_size_cap < 1:
-            msg = f"page_size_cap must be at least 1, not {page_size_cap}"
-            raise ValueError(msg)
-        entries = []
-        for index, (name, body) in enumerate(files, start=1):
-            file_id = f"{export_id}-f{index:04d}"
-            provider: BodyProvider = BytesBody(body) if isinstance(body, bytes) else body
-            entries.append(_File(file_id, name, provider, self._sign(export_id, file_id)))
-        ready_at = None
-        if ready_after_seconds is not None:
-            ready_at = self._now()
-            ready_at = None if ready_at is None else ready_at + ready_after_seconds
-        self._exports[export_id] = _Export(
-            export_id=export_id,
-            files=entries,
-            final_status=status,
-            pending_polls=pending_polls,
-            ready_after_seconds=ready_after_seconds,
-            ready_at=ready_at,
-            page_size_cap=page_size_cap,
-            empty_pages=empty_pages,
-            download_host=download_host,
-            repeat_cursor=repeat_cursor,
-            honour_range=honour_range,
-        )
-        return [entry.file_id for entry in entries]
-
-    def set_status(self, export_id: str, status: Status) -> None:
-        """Force an export's status from now on (PENDING stays until changed again)."""
-        export = self._exports[export_id]
-        if status == "PENDING":
-            export.pending_polls = 1 << 62
-        else:
-            export.pending_polls = 0
-            export.ready_after_seconds = None
-            export.final_status = status
-
-    def download_url(self, export_id: str, file_id: str) -> str:
-        """The absolute ``downloadUrl`` the listing gives for a file."""
-        export = self._exports[export_id]
-        file = self._file(export, file_id)
-        urls = self.urls
-        base = urls.api_url if export.download_host == "api" else urls.download_url
-        path = f"/downloads/{_quote(export_id)}/{_quote(file_id)}"
-        return f"{base}{path}?sig={file.signature}"
-
-    @property
-    def urls(self) -> SimulatorUrls:
-        """Where the simulator listens (set by :func:`serve_simulator`)."""
-        if self._urls is None:
-            msg = "the simulator is not being served yet"
-            raise RuntimeError(msg)
-        return self._urls
-
-    # -- faults --
-
-    def inject_status(
-        self,
-        route: Route,
-        status: int,
-        *,
-        times: int = 1,
-        retry_after: float | None = None,
-        body: bytes | None = None,
-        export_id: str | None = None,
-        file_id: str | None = None,
-    ) -> None:
-        """The next ``times`` matching requests answer ``status`` (429, 5xx, 403, ...).
-
-        ``retry_after`` adds a ``Retry-After`` header (seconds; fractions are
-        sent as they are). ``body`` replaces the default JSON error body, e.g.
-        ``inject_status("status", 200, body=b"{oops")`` for a malformed answer.
-        """
-        self._faults.append(
-            _Fault(
-                route, export_id, file_id, times, status=status, retry_after=retry_after, body=body
-            )
-        )
-
-    def inject_stall(
-        self,
-        route: Route,
-        seconds: float,
-        *,
-        times: int = 1,
-        export_id: str | None = None,
-        file_id: str | None = None,
-    ) -> None:
-        """The next ``times`` matching requests wait ``seconds`` before answering."""
-        self._faults.append(_Fault(route, export_id, file_id, times, stall=seconds))
-
-    def inject_break(
-        self, export_id: str, file_id: str, after_bytes: int, *, times: int = 1
-    ) -> None:
-        """The next ``times`` downloads of the file close the connection after ``after_bytes``.
-
-        The response announces the full Content-Length, sends fewer bytes and
-        hangs up: to the client a body broken off midway.
-        """
-        self._faults.append(_Fault("download", export_id, file_id, times, break_after=after_bytes))
-
-    def set_throttle(self, export_id: str, file_id: str, bytes_per_second: float | None) -> None:
-        """Serve the file at about ``bytes_per_second`` (None: as fast as possible)."""
-        self._file(self._exports[export_id], file_id).bytes_per_second = bytes_per_second
-
-    def clear_faults(self) -> None:
-        """Forget every injected fault not yet used."""
-        self._faults.clear()
-
-    # -- what happened --
-
-    def count(
-        self,
-        route: Route | None = None,
-        *,
-        listener: Listener | None = None,
-        method: str | None = None,
-        export_id: str | None = None,
-        file_id: str | None = None,
-    ) -> int:
-        """How many requests matched every filter given."""
-        total = 0
-        for (lis, rou, met, exp, fil), seen in self._counts.items():
-            if (
-                route in (None, rou)
-                and listener in (None, lis)
-                and method in (None, met)
-                and export_id in (None, exp)
-                and file_id in (None, fil)
-            ):
-                total += seen
-        return total
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        """The most recent requests (up to ``RECENT_REQUESTS``), oldest first."""
-        return list(self._recent)
-
-    @property
-    def download_requests(self) -> int:
-        """Requests to download URLs, on either host, any method."""
-        return self.count("download")
-
-    @property
-    def authorization_seen_on_download_host(self) -> bool:
-        """Whether any request to the download host carried an Authorization header."""
-        return self._authorization_on_download_host
-
-    # -- internals --
-
-    def _sign(self, export_id: str, file_id: str) -> str:
-        message = f"GET {export_id}/{file_id}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
-
-    @staticmethod
-    def _now() -> float | None:
-        try:
-            return trio.current_time()
-        except RuntimeError:
-            return None
-
-    @staticmethod
-    def _file(export: _Export, file_id: str) -> _File:
-        for file in export.files:
-            if file.file_id == file_id:
-                return file
-        msg = f"export {export.export_id} has no file {file_id}"
-        raise KeyError(msg)
-
-    def _record(self, record: RequestRecord) -> None:
-        key = (record.listener, record.route, record.method, record.export_id, record.file_id)
-        self._counts[key] += 1
-        self._recent.append(record)
-        if record.listener == "download" and record.authorization is not None:
-            self._authorization_on_download_host = True
-
-    def _take_fault(
-        self, route: Route, export_id: str | None, file_id: str | None
-    ) -> _Fault | None:
-        for fault in self._faults:
-            if fault.matches(route, export_id, file_id):
-                fault.remaining -= 1
-                return fault
-        return None
-
-    def _bind(self, urls: SimulatorUrls) -> None:
-        self._urls = urls
-
-
-# --- HTTP ----------------------------------------------------------------------
-
-
-def _quote(segment: str) -> str:
-    return urllib.parse.quote(segment, safe="")
 
 
 def _encode_cursor(export_id: str, offset: int, page: int) -> str:
@@ -681,7 +263,7 @@ async def _answer(
         await _download(export, file_id, request, response, break_after)
 
 
-async def _status(sim: Simulator, export: _Export, response: _Response) -> None:
+async def _status(sim: Simulator, export: StoredExport, response: _Response) -> None:
     now = sim._now()
     if export.ready_after_seconds is not None and export.ready_at is None and now is not None:
         export.ready_at = now + export.ready_after_seconds
@@ -692,7 +274,9 @@ async def _status(sim: Simulator, export: _Export, response: _Response) -> None:
     await response.json(200, {"exportId": export.export_id, "status": status, "fileCount": count})
 
 
-async def _files(sim: Simulator, export: _Export, request: _Request, response: _Response) -> None:
+async def _files(
+    sim: Simulator, export: StoredExport, request: _Request, response: _Response
+) -> None:
     if export.pending(sim._now()):
         await response.error(409, "export is PENDING")
         return
@@ -716,7 +300,7 @@ async def _files(sim: Simulator, export: _Export, request: _Request, response: _
         offset, page = decoded
     total = len(export.files)
     if export.empty_pages and page % 2 == 0:
-        chosen: list[_File] = []
+        chosen: list[StoredFile] = []
         next_cursor: str | None = _encode_cursor(export.export_id, offset, page + 1)
     else:
         chosen = export.files[offset : offset + limit]
@@ -737,7 +321,7 @@ async def _files(sim: Simulator, export: _Export, request: _Request, response: _
 
 
 async def _download(
-    export: _Export,
+    export: StoredExport,
     file_id: str,
     request: _Request,
     response: _Response,
@@ -771,7 +355,7 @@ async def _download(
 
 
 async def _send_body(
-    response: _Response, file: _File, first: int, length: int, break_after: int | None
+    response: _Response, file: StoredFile, first: int, length: int, break_after: int | None
 ) -> None:
     """Send ``length`` bytes from ``first``, throttled, or hang up after ``break_after``."""
     rate = file.bytes_per_second
@@ -840,84 +424,3 @@ async def serve_simulator(
         sim._bind(urls)
         log.info("simulator serving", api_url=urls.api_url, download_url=urls.download_url)
         task_status.started(urls)
-
-
-# --- demo and command line -----------------------------------------------------
-
-
-def _demo_zip(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def seed_demo(sim: Simulator) -> list[str]:
-    """Add a few sample exports with small ZIPs; returns their IDs."""
-    rows = b"".join(b'{"row": %d, "value": "demo"}\n' % n for n in range(1000))
-    sim.add_export(
-        "demo-0001",
-        [
-            ("part-0001.zip", _demo_zip({"data/a.jsonl": rows, "readme.txt": b"demo export\n"})),
-            ("part-0002.zip", _demo_zip({"data/b.jsonl": rows[::-1], "data/empty.txt": b""})),
-        ],
-        page_size_cap=1,
-        empty_pages=True,
-    )
-    sim.add_export(
-        "demo-0002",
-        [("part-0001.zip", _demo_zip({"c.csv": b"id,name\n1,alpha\n2,beta\n"}))],
-        pending_polls=2,
-        download_host="api",
-    )
-    sim.add_export("demo-0003", [], status="FAILED")
-    return ["demo-0001", "demo-0002", "demo-0003"]
-
-
-async def _run(args: argparse.Namespace) -> None:
-    sim = Simulator(token=args.token)
-    demo = seed_demo(sim) if args.demo else []
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            urls: SimulatorUrls = await nursery.start(
-                functools.partial(
-                    serve_simulator,
-                    sim,
-                    host=args.host,
-                    port=args.port,
-                    download_host=args.download_host,
-                    download_port=args.download_port,
-                )
-            )
-            print(f"EXPORT_API_BASE_URL={urls.api_url}")
-            print(f"EXPORT_DOWNLOAD_ALLOWED_HOSTS={urls.download_netloc}")
-            if args.token:
-                print("EXPORT_API_TOKEN is required (the value given with --token)")
-            for export_id in demo:
-                print(f"demo export: {export_id}")
-            print("Ctrl-C or SIGTERM stops the simulator", flush=True)
-            async for _ in signals:
-                break
-            nursery.cancel_scope.cancel()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipeline.testing.simulator``: serve until Ctrl-C or SIGTERM; returns 0."""
-    parser = argparse.ArgumentParser(
-        prog="python -m pipeline.testing.simulator", description="The Export API simulator."
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="API host address")
-    parser.add_argument("--port", type=int, default=8081, help="API port (0: any free port)")
-    parser.add_argument("--download-host", default="127.0.0.2", help="download host address")
-    parser.add_argument("--download-port", type=int, default=8082, help="download port (0: any)")
-    parser.add_argument("--token", default=None, help="bearer token the API host requires")
-    parser.add_argument("--demo", action="store_true", help="seed sample exports")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    trio.run(_run, args)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
