@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import argparse
 import functools
-import io
 import logging
 import signal
 import sys
-import zipfile
 from collections.abc import Sequence
 
 import trio
 
+from pipeline.testing.demo import build_zip
 from pipeline.testing.simulator.app import serve_simulator
 from pipeline.testing.simulator.state import Simulator, SimulatorUrls
 
 __all__ = ["main", "seed_demo"]
-
-
-def _demo_zip(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def seed_demo(sim: Simulator) -> list[str]:
@@ -33,15 +24,18 @@ def seed_demo(sim: Simulator) -> list[str]:
     sim.add_export(
         "demo-0001",
         [
-            ("part-0001.zip", _demo_zip({"data/a.jsonl": rows, "readme.txt": b"demo export\n"})),
-            ("part-0002.zip", _demo_zip({"data/b.jsonl": rows[::-1], "data/empty.txt": b""})),
+            (
+                "part-0001.zip",
+                build_zip([("data/a.jsonl", rows), ("readme.txt", b"demo\n")]),
+            ),
+            ("part-0002.zip", build_zip([("data/b.jsonl", rows[::-1]), ("data/empty.txt", b"")])),
         ],
         page_size_cap=1,
         empty_pages=True,
     )
     sim.add_export(
         "demo-0002",
-        [("part-0001.zip", _demo_zip({"c.csv": b"id,name\n1,alpha\n2,beta\n"}))],
+        [("part-0001.zip", build_zip([("c.csv", b"id,name\n1,alpha\n2,beta\n")]))],
         pending_polls=2,
         download_host="api",
     )
