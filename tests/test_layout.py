@@ -131,3 +131,14 @@ def test_worker_code_path_loads_no_local_tooling() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# A module that outgrows this holds two things; split it along its seam.
+MAX_MODULE_LINES = 450
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: module_name(p))
+def test_modules_stay_small(path: Path) -> None:
+    """No module of the package is over MAX_MODULE_LINES lines."""
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{module_name(path)} has {lines} lines"

@@ -32,7 +32,8 @@ from pipeline._adapters.aws.metadata import MetadataItem
 from pipeline._adapters.exportapi import ExportFile, RangeResult
 from pipeline._core.accounting import EntryOutcome, FileResult, FileTally
 from pipeline._core.zip.decoder import EntryDigest
-from pipeline._core.zip.format import TAIL_BYTES, CentralEntry, locate_directory, parse_directory
+from pipeline._core.zip.directory import locate_directory, parse_directory
+from pipeline._core.zip.format import TAIL_BYTES, CentralEntry
 from pipeline._errors import (
     DownloadRefused,
     PermanentError,

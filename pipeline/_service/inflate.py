@@ -25,15 +25,9 @@ from pipeline._core.zip.decoder import (
     EntryDigest,
     LimitExceeded,
 )
+from pipeline._core.zip.events import EntryCompressed, EntryEnd, EntryRefused, EntryStart, ZipEvent
 from pipeline._core.zip.format import CentralEntry, ZipLimits
-from pipeline._core.zip.stream import (
-    EntryCompressed,
-    EntryEnd,
-    EntryRefused,
-    EntryStart,
-    ZipEvent,
-    ZipStreamReader,
-)
+from pipeline._core.zip.stream import ZipStreamReader
 from pipeline._errors import ZipCorrupt
 
 __all__ = ["EntryClosed", "EntryData", "EntryOpened", "EntryRejected", "ZipOutput", "read_zip"]
@@ -89,7 +83,7 @@ async def read_zip(
 ) -> None:
     """Read a ZIP from ``chunks`` and send its entries' verified content to ``send``.
 
-    With ``directory`` (from :func:`~pipeline._core.zip.format.parse_directory`),
+    With ``directory`` (from :func:`~pipeline._core.zip.directory.parse_directory`),
     ``chunks`` must start at the smallest ``local_header_offset`` in it; without
     (the server ignored ``Range``), at offset 0. For each entry, in stream
     order: :class:`EntryOpened`, :class:`EntryData` pieces, then

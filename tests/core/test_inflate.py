@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from pipeline._core.zip import decoder as _inflate
 from pipeline._core.zip.decoder import MAX_DATA_CHUNK, RATIO_GRACE, EntryDecoder, LimitExceeded
-from pipeline._core.zip.format import CentralEntry, ZipLimits, locate_directory, parse_directory
+from pipeline._core.zip.directory import locate_directory, parse_directory
+from pipeline._core.zip.format import CentralEntry, ZipLimits
 from pipeline._errors import ZipCorrupt
 from pipeline._service.inflate import (
     EntryClosed,

@@ -11,13 +11,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pipeline._core.zip import format as _zipformat
+from pipeline._core.zip.directory import locate_directory, parse_directory
 from pipeline._core.zip.format import (
     TAIL_BYTES,
     CentralEntry,
     DirectoryLocation,
     ZipLimits,
-    locate_directory,
-    parse_directory,
     refusal,
 )
 from pipeline._errors import ZipCorrupt

@@ -16,21 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline._core.zip import stream as _zipstream
-from pipeline._core.zip.format import (
-    CentralEntry,
-    ZipLimits,
-    locate_directory,
-    parse_directory,
-    refusal,
-)
-from pipeline._core.zip.stream import (
-    EntryCompressed,
-    EntryEnd,
-    EntryRefused,
-    EntryStart,
-    ZipEvent,
-    ZipStreamReader,
-)
+from pipeline._core.zip.directory import locate_directory, parse_directory
+from pipeline._core.zip.events import EntryCompressed, EntryEnd, EntryRefused, EntryStart, ZipEvent
+from pipeline._core.zip.format import CentralEntry, ZipLimits, refusal
+from pipeline._core.zip.stream import ZipStreamReader
 from pipeline._errors import ZipCorrupt
 from tests.support.zipfactory import (
     RawEntry,

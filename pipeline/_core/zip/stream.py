@@ -1,62 +1,31 @@
 """A sans-IO ZIP reader: network chunks in, entries and their compressed bytes out.
 
 It is fed chunks of any size (one byte included) and hands out, in stream
-order, each entry's start, its compressed bytes and its end; it never inflates
-and never does I/O. Entry data is handed on as soon as it arrives (a chunk
-lying wholly inside an entry's data is handed on as the same object, without
-a copy); only an incomplete record is kept over, in a ``bytearray`` that
-later chunks extend and that is trimmed once per :meth:`ZipStreamReader.feed`,
-so the work stays linear in the input even for one-byte chunks.
-
-Two modes, chosen by whether a central directory is given:
-
-**Directory-first** (the normal case). The directory says where each entry
-starts and how many compressed bytes it has, so the reader counts bytes and
-never scans for a data descriptor: stored entries with descriptors read like
-any other. The stream must begin at the smallest ``local_header_offset`` of the
-directory (``Range: bytes=<that>-``). Each local header is checked against its
-directory record (name, method, flags, and CRC and sizes unless deferred to a
-descriptor) and each descriptor against the directory's values; any
-disagreement, two entries overlapping, or a local header where the directory
-lists none (between entries or after the last) is :class:`ZipCorrupt`. Bytes
-between entries that are not a local header are skipped. After the last
-listed entry the reader is :attr:`~ZipStreamReader.done` and ignores the rest
-(the directory itself).
-
-**Local headers only** (the server ignored ``Range``; the stream starts at
-offset 0). Entries are read from their local headers; the directory, when
-reached, ends the archive. An entry whose header carries its sizes reads like
-the directory mode. A deflated entry with a data descriptor has no length up
-front: only the inflater can tell where its deflate stream ends, so the reader
-hands out every byte it has as that entry's data and waits
-(:attr:`~ZipStreamReader.awaiting_end`) until the caller reports the end with
-:meth:`~ZipStreamReader.end_found`, giving back the bytes past it. A stored
-entry with a data descriptor is read by looking for a descriptor signature
-whose CRC-32 and sizes match the bytes before it (a running CRC on the event
-loop, cheap next to inflating); a descriptor without signature there is not
-found and ends as a truncated archive. In this mode symlinks cannot be
-recognised (local headers carry no file attributes), and an entry refused by
-its local header whose end is unknown (deflated with a descriptor, or
-encrypted) fails the file, since nothing after it can be found.
-
-Refused entries (:func:`~pipeline._core.zip.format.refusal`) produce one
-:class:`EntryRefused` and no data: their bytes are skipped. Directory entries
-are read like any other entry (usually with no data); deciding to ignore them
-is the caller's business.
+order, each entry's start, its compressed bytes and its end (:mod:`.events`);
+it never inflates and never does I/O. How input is kept between chunks is in
+:mod:`.buffer`; the two modes (directory-first, local headers only) are
+described in the package's docstring, :mod:`pipeline._core.zip`.
 """
 
 from __future__ import annotations
 
 import enum
-import struct
-import zlib
 from collections.abc import Sequence
 
-import attrs
-
+from pipeline._core.zip.buffer import StreamBuffer
+from pipeline._core.zip.descriptor import (
+    FORMS_32,
+    FORMS_64,
+    SIG_LENGTH,
+    check_agreement,
+    completed_by_descriptor,
+    crc32,
+    descriptor_length,
+    descriptor_values,
+)
+from pipeline._core.zip.events import EntryCompressed, EntryEnd, EntryRefused, EntryStart, ZipEvent
 from pipeline._core.zip.format import (
     FLAG_ENCRYPTED,
-    FLAG_UTF8,
     METHOD_STORED,
     SIG_CENTRAL,
     SIG_DESCRIPTOR,
@@ -71,55 +40,7 @@ from pipeline._core.zip.format import (
 )
 from pipeline._errors import ZipCorrupt
 
-try:
-    from isal.isal_zlib import crc32 as _crc32
-except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
-    _crc32 = zlib.crc32
-
-__all__ = [
-    "EntryCompressed",
-    "EntryEnd",
-    "EntryRefused",
-    "EntryStart",
-    "ZipEvent",
-    "ZipStreamReader",
-]
-
-
-@attrs.frozen
-class EntryStart:
-    """An entry begins; its compressed bytes follow as :class:`EntryCompressed`."""
-
-    entry: CentralEntry
-
-
-@attrs.frozen
-class EntryCompressed:
-    """Compressed bytes of the entry last started, any length, in order."""
-
-    data: bytes
-
-
-@attrs.frozen
-class EntryEnd:
-    """The entry's compressed bytes are complete.
-
-    ``entry`` is the one to verify against: the directory's record, or in the
-    local-headers mode the local header completed by its data descriptor.
-    """
-
-    entry: CentralEntry
-
-
-@attrs.frozen
-class EntryRefused:
-    """An entry that must not be written; its bytes are skipped, never handed out."""
-
-    entry: CentralEntry
-    reason: str
-
-
-ZipEvent = EntryStart | EntryCompressed | EntryEnd | EntryRefused
+__all__ = ["ZipStreamReader"]
 
 
 class _State(enum.Enum):
@@ -132,25 +53,7 @@ class _State(enum.Enum):
     DONE = "done"
 
 
-_SIG = len(SIG_LOCAL)
-# (signature?, 64-bit sizes?) in the order tried when the local header has no
-# ZIP64 field; reversed sizes first when it has one (APPNOTE 4.3.9.2).
-_FORMS_32 = ((True, False), (True, True), (False, False), (False, True))
-_FORMS_64 = ((True, True), (True, False), (False, True), (False, False))
-
-
-def _descriptor_length(signature: bool, zip64: bool) -> int:
-    return (_SIG if signature else 0) + 4 + (16 if zip64 else 8)
-
-
-def _descriptor_values(buf: bytes | bytearray, at: int, zip64: bool) -> tuple[int, int, int]:
-    """(crc32, compressed size, uncompressed size) of a descriptor body at ``at``."""
-    fmt = "<IQQ" if zip64 else "<III"
-    crc, csize, usize = struct.unpack_from(fmt, buf, at)
-    return int(crc), int(csize), int(usize)
-
-
-class ZipStreamReader:
+class ZipStreamReader(StreamBuffer):
     """Turns a ZIP byte stream into :data:`ZipEvent` values; see the module doc.
 
     ``directory`` is the parsed central directory (directory-first mode) or
@@ -169,13 +72,7 @@ class ZipStreamReader:
             else sorted(directory, key=lambda entry: entry.local_header_offset)
         )
         self._next = 0
-        # Unread input: the caller's chunk itself when nothing was left over
-        # (so a chunk inside entry data is handed on without a copy), else a
-        # bytearray of what was left over with the new chunk appended.
-        self._buf: bytes | bytearray = b""
-        self._off = 0
-        # Archive offset of _buf[0].
-        self._base = 0 if not self._directory else self._directory[0].local_header_offset
+        super().__init__(0 if not self._directory else self._directory[0].local_header_offset)
         self._state = _State.HEADER
         self._entry: CentralEntry | None = None
         self._local: LocalHeader | None = None
@@ -204,11 +101,7 @@ class ZipStreamReader:
         self._check_usable()
         if self._state is _State.DONE:
             return []
-        if self._buf:
-            self._buf += data
-        else:
-            # Kept as is only when immutable: a caller's bytearray may change.
-            self._buf = data if type(data) is bytes else bytes(data)
+        self._append(data)
         return self._run(final=False)
 
     def end_found(self, unused: bytes) -> list[ZipEvent]:
@@ -265,32 +158,6 @@ class ZipStreamReader:
         events, self._events = self._events, []
         return events
 
-    def _compact(self) -> None:
-        """Drop what was read; keep the rest as a bytearray that later chunks extend."""
-        if self._off == len(self._buf):
-            self._buf = b""
-        elif self._off or isinstance(self._buf, bytes):
-            self._buf = bytearray(memoryview(self._buf)[self._off :])
-        self._base += self._off
-        self._off = 0
-
-    @property
-    def _available(self) -> int:
-        return len(self._buf) - self._off
-
-    @property
-    def _position(self) -> int:
-        return self._base + self._off
-
-    def _take(self, count: int) -> bytes:
-        start, buf = self._off, self._buf
-        self._off += count
-        if isinstance(buf, bytes):
-            # A whole chunk comes back as the very same object.
-            return buf[start : start + count]
-        with memoryview(buf) as view:
-            return bytes(view[start : start + count])
-
     def _step(self, final: bool) -> bool:
         """Advance by one state transition or chunk of data; false when more input is needed."""
         state = self._state
@@ -341,15 +208,15 @@ class ZipStreamReader:
             raise ZipCorrupt(msg)
         if self._position < target:
             return self._skip_gap(target)
-        if self._available < _SIG:
+        if self._available < SIG_LENGTH:
             return False
-        if self._buf[self._off : self._off + _SIG] != SIG_LOCAL:
+        if self._buf[self._off : self._off + SIG_LENGTH] != SIG_LOCAL:
             msg = f"no local header for {central.name!r} at offset {target}"
             raise ZipCorrupt(msg)
         local = parse_local_header(self._buf, self._off)
         if local is None:
             return False
-        _check_agreement(local, central)
+        check_agreement(local, central)
         self._off += local.size
         self._begin(central, local)
         self._remaining = central.compressed_size
@@ -360,10 +227,10 @@ class ZipStreamReader:
         """Skip bytes before the next listed entry, unless they hold an unlisted one."""
         gap = target - self._position
         if not self._gap_checked:
-            needed = min(gap, _SIG)
+            needed = min(gap, SIG_LENGTH)
             if self._available < needed:
                 return False
-            if needed == _SIG and self._buf[self._off : self._off + _SIG] == SIG_LOCAL:
+            if needed == SIG_LENGTH and self._buf[self._off : self._off + SIG_LENGTH] == SIG_LOCAL:
                 msg = f"local entry at offset {self._position} is not in the central directory"
                 raise ZipCorrupt(msg)
             self._gap_checked = True
@@ -380,20 +247,20 @@ class ZipStreamReader:
         assert entry is not None
         assert local is not None
         expected = (entry.crc32, entry.compressed_size, entry.uncompressed_size)
-        if final and self._available < _descriptor_length(False, False):
+        if final and self._available < descriptor_length(False, False):
             raise ZipCorrupt(self._truncation())
-        for signature, zip64 in _FORMS_64 if local.zip64 else _FORMS_32:
-            length = _descriptor_length(signature, zip64)
+        for signature, zip64 in FORMS_64 if local.zip64 else FORMS_32:
+            length = descriptor_length(signature, zip64)
             if self._available < length:
                 if final:
                     continue
                 return False
             at = self._off
             if signature:
-                if self._buf[at : at + _SIG] != SIG_DESCRIPTOR:
+                if self._buf[at : at + SIG_LENGTH] != SIG_DESCRIPTOR:
                     continue
-                at += _SIG
-            if _descriptor_values(self._buf, at, zip64) == expected:
+                at += SIG_LENGTH
+            if descriptor_values(self._buf, at, zip64) == expected:
                 self._off += length
                 self._finish(entry)
                 return True
@@ -401,9 +268,9 @@ class ZipStreamReader:
         raise ZipCorrupt(msg)
 
     def _trailer(self, final: bool) -> bool:
-        if self._available < _SIG and not final:
+        if self._available < SIG_LENGTH and not final:
             return False
-        if self._buf[self._off : self._off + _SIG] == SIG_LOCAL:
+        if self._buf[self._off : self._off + SIG_LENGTH] == SIG_LOCAL:
             msg = (
                 f"local entry at offset {self._position} follows the last entry "
                 "the central directory lists"
@@ -415,9 +282,9 @@ class ZipStreamReader:
     # -- local-headers mode ---------------------------------------------------
 
     def _local_header(self) -> bool:
-        if self._available < _SIG:
+        if self._available < SIG_LENGTH:
             return False
-        signature = bytes(self._buf[self._off : self._off + _SIG])
+        signature = bytes(self._buf[self._off : self._off + SIG_LENGTH])
         if signature in (SIG_CENTRAL, SIG_EOCD):
             self._state = _State.DONE
             return True
@@ -480,22 +347,22 @@ class ZipStreamReader:
         """Hand out stored data up to a descriptor whose CRC-32 and sizes match it."""
         local = self._local
         assert local is not None
-        length = _descriptor_length(True, local.zip64)
+        length = descriptor_length(True, local.zip64)
         while True:
             found = self._buf.find(SIG_DESCRIPTOR, self._off)
             if found < 0:
                 # The last three bytes may begin a signature.
-                self._hand_out(max(0, self._available - (_SIG - 1)))
+                self._hand_out(max(0, self._available - (SIG_LENGTH - 1)))
                 return False
             self._hand_out(found - self._off)
             if self._available < length:
                 return False
-            crc, csize, usize = _descriptor_values(self._buf, self._off + _SIG, local.zip64)
+            crc, csize, usize = descriptor_values(self._buf, self._off + SIG_LENGTH, local.zip64)
             if crc == self._crc and csize == usize == self._taken:
                 entry = self._entry
                 assert entry is not None
                 self._off += length
-                self._finish_with_descriptor(entry, crc, csize, usize)
+                self._finish(completed_by_descriptor(entry, crc, csize, usize))
                 return True
             # A signature inside the data: it is data.
             self._hand_out(1)
@@ -504,7 +371,7 @@ class ZipStreamReader:
         if count <= 0:
             return
         with memoryview(self._buf) as view:
-            self._crc = _crc32(view[self._off : self._off + count], self._crc)
+            self._crc = crc32(view[self._off : self._off + count], self._crc)
         if self._refused:
             self._off += count
         else:
@@ -516,14 +383,14 @@ class ZipStreamReader:
         entry, local = self._entry, self._local
         assert entry is not None
         assert local is not None
-        if self._available < _SIG:
+        if self._available < SIG_LENGTH:
             return False
-        signature = self._buf[self._off : self._off + _SIG] == SIG_DESCRIPTOR
-        length = _descriptor_length(signature, local.zip64)
+        signature = self._buf[self._off : self._off + SIG_LENGTH] == SIG_DESCRIPTOR
+        length = descriptor_length(signature, local.zip64)
         if self._available < length:
             return False
-        crc, csize, usize = _descriptor_values(
-            self._buf, self._off + (_SIG if signature else 0), local.zip64
+        crc, csize, usize = descriptor_values(
+            self._buf, self._off + (SIG_LENGTH if signature else 0), local.zip64
         )
         if csize != self._taken:
             msg = (
@@ -532,18 +399,8 @@ class ZipStreamReader:
             )
             raise ZipCorrupt(msg)
         self._off += length
-        self._finish_with_descriptor(entry, crc, csize, usize)
+        self._finish(completed_by_descriptor(entry, crc, csize, usize))
         return True
-
-    def _finish_with_descriptor(
-        self, entry: CentralEntry, crc: int, csize: int, usize: int
-    ) -> None:
-        """End an entry whose sizes and CRC came from its data descriptor."""
-        self._finish(
-            attrs.evolve(
-                entry, crc32=crc, compressed_size=csize, uncompressed_size=usize, sizes_known=True
-            )
-        )
 
     # -- both modes -----------------------------------------------------------
 
@@ -583,28 +440,3 @@ class ZipStreamReader:
             self._events.append(EntryEnd(entry))
         self._next += 1
         self._state = _State.HEADER
-
-
-def _check_agreement(local: LocalHeader, central: CentralEntry) -> None:
-    """Raise :class:`ZipCorrupt` when a local header contradicts its directory record."""
-    problem = None
-    if local.raw_name != central.raw_name:
-        problem = f"the local header names it {decode_name(local.raw_name, local.flags)!r}"
-    elif local.method != central.method:
-        problem = f"method {local.method} locally, {central.method} in the directory"
-    elif (local.flags ^ central.flags) & (FLAG_ENCRYPTED | FLAG_UTF8):
-        problem = "encryption or name-encoding flags differ"
-    else:
-        pairs = (
-            ("CRC-32", local.crc32, central.crc32),
-            ("compressed size", local.compressed_size, central.compressed_size),
-            ("size", local.uncompressed_size, central.uncompressed_size),
-        )
-        for what, here, there in pairs:
-            # With a data descriptor the local values are usually zero.
-            if here != there and not (local.has_data_descriptor and here == 0):
-                problem = f"{what} {here} locally, {there} in the directory"
-                break
-    if problem is not None:
-        msg = f"local header of {central.name!r} disagrees with the central directory: {problem}"
-        raise ZipCorrupt(msg)

@@ -1,0 +1,213 @@
+"""Find the central directory from the archive's tail, and parse it into entries.
+
+Only single-disk archives are read, with the directory directly before the end
+records (what every writer produces). Everything here is pure: bytes in,
+frozen values out, or :class:`ZipCorrupt` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pipeline._core.zip.format import (
+    FLAG_ENCRYPTED,
+    LOCAL_HEADER_SIZE,
+    MAX16,
+    MAX32,
+    METHOD_STORED,
+    SIG_CENTRAL,
+    SIG_EOCD,
+    SIG_ZIP64_EOCD,
+    SIG_ZIP64_LOCATOR,
+    CentralEntry,
+    DirectoryLocation,
+    decode_name,
+    resolve_zip64,
+    zip64_field,
+)
+from pipeline._errors import ZipCorrupt
+
+__all__ = ["locate_directory", "parse_directory"]
+
+_EOCD = struct.Struct("<4sHHHHIIH")  # 22 bytes, then the comment
+_ZIP64_LOCATOR = struct.Struct("<4sIQI")  # 20 bytes
+_ZIP64_EOCD = struct.Struct("<4sQHHIIQQQQ")  # 56 bytes, then extensible data
+_CENTRAL = struct.Struct("<4sBBHHHHHIIIHHHHHII")  # 46 bytes, then name, extra, comment
+
+
+def locate_directory(tail: bytes, tail_start: int, archive_size: int) -> DirectoryLocation:
+    """Find the central directory from the last bytes of an archive.
+
+    ``tail`` holds the archive's bytes from ``tail_start`` to its end
+    (``archive_size``). The end record is searched backwards for a signature
+    whose comment length reaches exactly the end of the archive; when a ZIP64
+    locator precedes it, the ZIP64 record's counts and offsets win. The
+    directory must end where the end records begin: the caller reads it from
+    ``tail`` when ``offset >= tail_start`` and fetches from ``offset`` otherwise.
+
+    Raises :class:`ZipCorrupt` when there is no end record or the records
+    contradict each other, and :class:`ValueError` when ``tail`` does not
+    reach ``archive_size``.
+    """
+    if tail_start < 0 or tail_start + len(tail) != archive_size:
+        msg = (
+            f"tail of {len(tail)} bytes from {tail_start} does not end at "
+            f"the archive's size {archive_size}"
+        )
+        raise ValueError(msg)
+    eocd = _find_eocd(tail)
+    (_, disk, cd_disk, disk_entries, entries, cd_size, cd_offset, comment_len) = _EOCD.unpack_from(
+        tail, eocd
+    )
+    comment = bytes(tail[eocd + _EOCD.size : eocd + _EOCD.size + comment_len])
+    records_start = tail_start + eocd
+    locator = eocd - _ZIP64_LOCATOR.size
+    if locator >= 0 and tail[locator : locator + 4] == SIG_ZIP64_LOCATOR:
+        _, z64_disk, z64_offset, disks = _ZIP64_LOCATOR.unpack_from(tail, locator)
+        if z64_disk != 0 or disks > 1:
+            raise ZipCorrupt("archive spans several disks; only single-file ZIPs are read")
+        at = z64_offset - tail_start
+        if at < 0 or at + _ZIP64_EOCD.size > locator:
+            msg = f"ZIP64 end record offset {z64_offset} lies outside the archive's end records"
+            raise ZipCorrupt(msg)
+        if tail[at : at + 4] != SIG_ZIP64_EOCD:
+            msg = f"no ZIP64 end record at offset {z64_offset}, where the locator points"
+            raise ZipCorrupt(msg)
+        (_, _, _, _, disk, cd_disk, disk_entries, entries, cd_size, cd_offset) = (
+            _ZIP64_EOCD.unpack_from(tail, at)
+        )
+        records_start = z64_offset
+    if disk != 0 or cd_disk != 0 or disk_entries != entries:
+        raise ZipCorrupt("archive spans several disks; only single-file ZIPs are read")
+    if cd_offset + cd_size != records_start:
+        msg = (
+            f"central directory ({cd_size} bytes at offset {cd_offset}) does not end "
+            f"where the end record begins ({records_start}): data prepended or corrupt"
+        )
+        raise ZipCorrupt(msg)
+    # Each directory record takes at least 46 bytes: a count that cannot fit
+    # is a lie, and would otherwise drive a long loop over nothing.
+    if entries * _CENTRAL.size > cd_size:
+        msg = f"end record lists {entries} entries, more than a {cd_size}-byte directory holds"
+        raise ZipCorrupt(msg)
+    return DirectoryLocation(offset=cd_offset, size=cd_size, entries=entries, comment=comment)
+
+
+def _find_eocd(tail: bytes) -> int:
+    """Index in ``tail`` of the end record whose comment ends exactly at the end."""
+    end = len(tail)
+    # Without a comment the record is the last 22 bytes: the common case,
+    # found without a search.
+    search_from = end - _EOCD.size
+    lowest = max(0, end - _EOCD.size - MAX16)
+    while search_from >= lowest:
+        at = tail.rfind(SIG_EOCD, lowest, search_from + 4)
+        if at < 0:
+            break
+        (comment_len,) = struct.unpack_from("<H", tail, at + 20)
+        if at + _EOCD.size + comment_len == end:
+            return at
+        search_from = at - 1
+    raise ZipCorrupt("no end-of-central-directory record: not a ZIP file, or truncated")
+
+
+def parse_directory(data: bytes, location: DirectoryLocation) -> tuple[CentralEntry, ...]:
+    """The entries of the central directory, in directory order.
+
+    ``data`` starts at ``location.offset`` and holds at least ``location.size``
+    bytes. Besides the records' own consistency (signatures, lengths, ZIP64
+    extra fields, the declared count and size), every entry must lie before
+    the directory, a stored entry's two sizes must agree, and no name may be
+    listed twice: an archive in which one name could mean two contents is not
+    read at all.
+
+    Raises :class:`ZipCorrupt` naming the first record that is wrong.
+    """
+    if len(data) < location.size:
+        msg = f"central directory is truncated: {len(data)} of {location.size} bytes"
+        raise ZipCorrupt(msg)
+    entries: list[CentralEntry] = []
+    seen: set[bytes] = set()
+    pos = 0
+    for index in range(location.entries):
+        entry, pos = _parse_central_record(data, pos, location, index)
+        if entry.raw_name in seen:
+            msg = f"central directory lists {entry.name!r} twice"
+            raise ZipCorrupt(msg)
+        seen.add(entry.raw_name)
+        entries.append(entry)
+    if pos != location.size:
+        msg = (
+            f"central directory is {location.size} bytes but its {location.entries} "
+            f"records take {pos}"
+        )
+        raise ZipCorrupt(msg)
+    return tuple(entries)
+
+
+def _parse_central_record(
+    data: bytes, pos: int, location: DirectoryLocation, index: int
+) -> tuple[CentralEntry, int]:
+    if pos + _CENTRAL.size > location.size:
+        msg = f"central directory ends inside record {index + 1} of {location.entries}"
+        raise ZipCorrupt(msg)
+    (
+        sig,
+        _version_made,
+        create_system,
+        _version_needed,
+        flags,
+        method,
+        _time,
+        _date,
+        crc,
+        csize,
+        usize,
+        name_len,
+        extra_len,
+        comment_len,
+        disk,
+        _internal,
+        external,
+        offset,
+    ) = _CENTRAL.unpack_from(data, pos)
+    if sig != SIG_CENTRAL:
+        msg = f"central directory record {index + 1} has a bad signature"
+        raise ZipCorrupt(msg)
+    name_at = pos + _CENTRAL.size
+    extra_at = name_at + name_len
+    end = extra_at + extra_len + comment_len
+    if end > location.size:
+        msg = f"central directory record {index + 1} runs past the directory's end"
+        raise ZipCorrupt(msg)
+    raw_name = bytes(data[name_at:extra_at])
+    name = decode_name(raw_name, flags)
+    usize, csize, offset, disk = resolve_zip64(
+        ((usize, MAX32, 8), (csize, MAX32, 8), (offset, MAX32, 8), (disk, MAX16, 4)),
+        zip64_field(data[extra_at : extra_at + extra_len]),
+        name,
+    )
+    if disk != 0:
+        msg = f"{name!r} starts on disk {disk}; only single-file ZIPs are read"
+        raise ZipCorrupt(msg)
+    # The data cannot reach into the directory: the local header (30 bytes
+    # and the same name) and the compressed bytes both lie before it.
+    if offset + LOCAL_HEADER_SIZE + name_len + csize > location.offset:
+        msg = f"{name!r} at offset {offset} ({csize} bytes) overlaps the central directory"
+        raise ZipCorrupt(msg)
+    if method == METHOD_STORED and not flags & FLAG_ENCRYPTED and csize != usize:
+        msg = f"stored entry {name!r} declares {csize} bytes stored but {usize} bytes of content"
+        raise ZipCorrupt(msg)
+    entry = CentralEntry(
+        name=name,
+        raw_name=raw_name,
+        method=method,
+        flags=flags,
+        crc32=crc,
+        compressed_size=csize,
+        uncompressed_size=usize,
+        local_header_offset=offset,
+        external_attr=external,
+        create_system=create_system,
+    )
+    return entry, end
