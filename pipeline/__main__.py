@@ -1,4 +1,7 @@
-"""Command line: ``python -m pipeline --mode all|orchestrator|worker [--local]``.
+"""Command line: ``python -m pipeline [--mode all|orchestrator|worker] [--local]``.
+
+Without ``--mode`` the mode comes from ``SERVICE_MODE`` (``all`` when neither
+is given), so one image serves every service by configuration alone.
 
 Without ``--local`` the service reads its settings from the environment
 (contract 5) and runs until SIGTERM or SIGINT. A bad setting prints one line
@@ -6,7 +9,7 @@ naming the variable and exits with status 2.
 
 With ``--local`` it runs the embedded default instead: a moto server and the
 Export API simulator on loopback, a sample export set, one run to completion
-and a summary (see ``pipeline/_local.py``).
+and a summary (see ``pipeline/testing/local.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 import structlog
 import trio
 
-from pipeline._config import ConfigError, Mode, Settings, load_settings
+from pipeline._config import ConfigError, Mode, Settings, load_settings, resolve_mode
 from pipeline._errors import describe
 from pipeline._logging import configure_logging
 
@@ -37,9 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mode",
         choices=[mode.value for mode in Mode],
-        default=Mode.ALL.value,
+        default=None,
         help="all: both roles in one process; orchestrator: export jobs to download tasks; "
-        "worker: download tasks to S3 (default: all)",
+        "worker: download tasks to S3 (default: $SERVICE_MODE, else all)",
     )
     parser.add_argument(
         "--local",
@@ -53,7 +56,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    mode = Mode(args.mode)
+    try:
+        mode = resolve_mode(args.mode, os.environ)
+    except ConfigError as err:
+        print(f"pipeline: configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.local:
         from pipeline.testing.local import run_local
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import attrs
 import cattrs
 
-__all__ = ["ConfigError", "Mode", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Mode", "Settings", "load_settings", "resolve_mode"]
 
 
 class ConfigError(ValueError):
@@ -27,11 +27,31 @@ class ConfigError(ValueError):
 
 
 class Mode(StrEnum):
-    """Which roles this process plays (``--mode``)."""
+    """Which roles this process plays (``--mode``, else ``SERVICE_MODE``)."""
 
     ALL = "all"
     ORCHESTRATOR = "orchestrator"
     WORKER = "worker"
+
+
+def resolve_mode(flag: str | None, environ: Mapping[str, str]) -> Mode:
+    """The mode from ``--mode`` when given, else ``SERVICE_MODE``, else ``all``.
+
+    One image serves every service: a deployment sets ``SERVICE_MODE`` per
+    service instead of overriding the command. A bad value is a
+    :class:`ConfigError` naming the variable.
+    """
+    if flag is not None:
+        return Mode(flag)
+    raw = environ.get("SERVICE_MODE", "").strip()
+    if not raw:
+        return Mode.ALL
+    try:
+        return Mode(raw.lower())
+    except ValueError:
+        allowed = ", ".join(mode.value for mode in Mode)
+        msg = f"SERVICE_MODE must be one of {allowed}, not {raw!r}"
+        raise ConfigError(msg) from None
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline._config import ConfigError, Mode, load_settings
+from pipeline._config import ConfigError, Mode, load_settings, resolve_mode
 
 BASE = {
     "SQS_EXPORT_JOBS_URL": "http://127.0.0.1:5000/123/jobs",
@@ -103,3 +103,23 @@ class TestErrors:
         """Error messages do not repeat secret values."""
         settings = load_settings({**BASE, "EXPORT_API_TOKEN": "  "}, Mode.ALL)
         assert settings.export_api_token is None
+
+
+class TestResolveMode:
+    def test_flag_wins_over_the_environment(self) -> None:
+        """--mode, when given, decides whatever SERVICE_MODE says."""
+        assert resolve_mode("worker", {"SERVICE_MODE": "orchestrator"}) is Mode.WORKER
+
+    def test_environment_when_no_flag(self) -> None:
+        """Without --mode, SERVICE_MODE decides (case and spaces forgiven)."""
+        assert resolve_mode(None, {"SERVICE_MODE": " Orchestrator "}) is Mode.ORCHESTRATOR
+
+    def test_all_when_neither(self) -> None:
+        """Neither --mode nor SERVICE_MODE (or an empty one) means all."""
+        assert resolve_mode(None, {}) is Mode.ALL
+        assert resolve_mode(None, {"SERVICE_MODE": ""}) is Mode.ALL
+
+    def test_bad_value_names_the_variable(self) -> None:
+        """An unknown SERVICE_MODE is a one-line ConfigError naming it and the choices."""
+        with pytest.raises(ConfigError, match=r"SERVICE_MODE must be one of all, orchestrator"):
+            resolve_mode(None, {"SERVICE_MODE": "turbo"})

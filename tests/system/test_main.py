@@ -33,6 +33,8 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         ({}, ("--mode", "all"), "SQS_EXPORT_JOBS_URL"),
         ({**BASE, "MAX_CONCURRENT_JOBS": "lots"}, ("--mode", "all"), "MAX_CONCURRENT_JOBS"),
         (BASE, ("--mode", "worker"), "SQS_DOWNLOAD_TASKS_URL"),
+        ({**BASE, "SERVICE_MODE": "worker"}, (), "SQS_DOWNLOAD_TASKS_URL"),
+        ({**BASE, "SERVICE_MODE": "turbo"}, (), "SERVICE_MODE"),
         ({**BASE, "HEALTH_PORT": "-1"}, ("--mode", "orchestrator"), "SQS_DOWNLOAD_TASKS_URL"),
     ],
 )
