@@ -1,5 +1,8 @@
 """Command line: ``python -m pipeline [--mode all|orchestrator|worker] [--local]``.
 
+``python -m pipeline redrive QUEUE [--dry-run]`` moves dead letters back
+(:mod:`pipeline.ops.redrive`).
+
 Without ``--mode`` the mode comes from ``SERVICE_MODE`` (``all`` when neither
 is given), so one image serves every service by configuration alone.
 
@@ -55,7 +58,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["redrive"]:
+        from pipeline.ops.redrive import main as redrive
+
+        return redrive(arguments[1:])
+    args = _parser().parse_args(arguments)
     try:
         mode = resolve_mode(args.mode, os.environ)
     except ConfigError as err:
