@@ -1,0 +1,164 @@
+"""The deployment: a CloudFormation template cfn-lint accepts, holding what the service needs."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import decode
+
+from tests.support.tools import installed_tool
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "pipeline.yaml"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    """The template, parsed as CloudFormation reads it (intrinsic tags included)."""
+    parsed, problems = decode(str(TEMPLATE))
+    assert not problems, problems
+    assert parsed is not None
+    return dict(parsed)
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    """The template's resources of one type, by logical ID."""
+    return {
+        name: resource.get("Properties", {})
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == kind
+    }
+
+
+def test_cfn_lint_passes() -> None:
+    """cfn-lint finds nothing to say about the template (errors, warnings or information)."""
+    done = subprocess.run(
+        [installed_tool("cfn-lint"), str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_parameterised_by_image_and_network(template: dict[str, Any]) -> None:
+    """Image URI, VPC and subnets are parameters, as are the worker minimum and maximum."""
+    parameters = template["Parameters"]
+    assert parameters["VpcId"]["Type"] == "AWS::EC2::VPC::Id"
+    assert parameters["SubnetIds"]["Type"] == "List<AWS::EC2::Subnet::Id>"
+    for name in ("ImageUri", "WorkerMinTasks", "WorkerMaxTasks"):
+        assert name in parameters
+
+
+def test_queues_have_dead_letter_queues(template: dict[str, Any]) -> None:
+    """Both work queues redrive after 3 receives into a DLQ that keeps messages 14 days."""
+    queues = resources(template, "AWS::SQS::Queue")
+    redriven = {name: props for name, props in queues.items() if "RedrivePolicy" in props}
+    assert set(redriven) == {"ExportJobsQueue", "DownloadTasksQueue"}
+    for props in redriven.values():
+        assert props["RedrivePolicy"]["maxReceiveCount"] == 3
+        assert props["VisibilityTimeout"] == {"Ref": "VisibilityTimeoutSeconds"}
+        dead_letters = props["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        assert queues[dead_letters]["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_tables_on_demand_with_point_in_time_recovery(template: dict[str, Any]) -> None:
+    """The metadata and jobs tables have the contract's keys, on-demand, with PITR."""
+    tables = resources(template, "AWS::DynamoDB::Table")
+    keys = {
+        name: [(k["AttributeName"], k["KeyType"]) for k in props["KeySchema"]]
+        for name, props in tables.items()
+    }
+    assert keys == {
+        "MetadataTable": [("exportId", "HASH"), ("path", "RANGE")],
+        "JobsTable": [("pk", "HASH"), ("sk", "RANGE")],
+    }
+    for props in tables.values():
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+
+
+def test_bucket_is_private_encrypted_versioned_and_cleans_uploads(
+    template: dict[str, Any],
+) -> None:
+    """Encryption, public access blocked, versioning, abort incomplete uploads after a day."""
+    (bucket,) = resources(template, "AWS::S3::Bucket").values()
+    assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert all(bucket["PublicAccessBlockConfiguration"].values())
+    assert bucket["VersioningConfiguration"]["Status"] == "Enabled"
+    aborts = [
+        rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+        for rule in bucket["LifecycleConfiguration"]["Rules"]
+        if "AbortIncompleteMultipartUpload" in rule
+    ]
+    assert aborts == [1]
+
+
+def test_services_and_task_definitions(template: dict[str, Any]) -> None:
+    """Orchestrator on Fargate, workers Spot first; each sets its mode, stops late enough,
+    checks /health and logs to CloudWatch."""
+    services = resources(template, "AWS::ECS::Service")
+    orchestrator = services["OrchestratorService"]["CapacityProviderStrategy"]
+    assert [s["CapacityProvider"] for s in orchestrator] == ["FARGATE"]
+    worker = {
+        s["CapacityProvider"]: s for s in services["WorkerService"]["CapacityProviderStrategy"]
+    }
+    assert worker["FARGATE_SPOT"]["Weight"] > worker["FARGATE"]["Weight"]
+    grace_max = template["Parameters"]["ShutdownGraceSeconds"]["MaxValue"]
+    modes = set()
+    for definition in resources(template, "AWS::ECS::TaskDefinition").values():
+        (container,) = definition["ContainerDefinitions"]
+        env = {pair["Name"]: pair["Value"] for pair in container["Environment"]}
+        modes.add(env["SERVICE_MODE"])
+        assert container["StopTimeout"] > grace_max
+        assert "/health" in " ".join(container["HealthCheck"]["Command"])
+        assert container["LogConfiguration"]["LogDriver"] == "awslogs"
+        assert {"EXPORT_API_TOKEN"} == {s["Name"] for s in container["Secrets"]}
+    assert modes == {"orchestrator", "worker"}
+
+
+def test_workers_scale_on_backlog_per_task(template: dict[str, Any]) -> None:
+    """A target-tracking policy on queue backlog divided by running tasks, min/max parameters."""
+    (target,) = resources(template, "AWS::ApplicationAutoScaling::ScalableTarget").values()
+    assert target["MinCapacity"] == {"Ref": "WorkerMinTasks"}
+    assert target["MaxCapacity"] == {"Ref": "WorkerMaxTasks"}
+    (policy,) = resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy").values()
+    metrics = policy["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]
+    (expression,) = [m["Expression"] for m in metrics["Metrics"] if m.get("ReturnData")]
+    assert "/" in expression
+    assert "tasks" in expression
+
+
+def _iam_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, role in resources(template, "AWS::IAM::Role").items():
+        for policy in role.get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                yield name, statement
+
+
+def test_task_roles_name_actions_and_resources(template: dict[str, Any]) -> None:
+    """Every allowed IAM action is named (no wildcard) and bound to named resources."""
+    statements = list(_iam_statements(template))
+    assert {name for name, _ in statements} >= {"OrchestratorTaskRole", "WorkerTaskRole"}
+    for name, statement in statements:
+        assert statement["Effect"] == "Allow", name
+        actions = (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+        assert all("*" not in action for action in actions), (name, actions)
+        assert statement["Resource"] != "*", (name, statement)
+
+
+def test_alarms_watch_dead_letters_age_and_maximum(template: dict[str, Any]) -> None:
+    """Alarms: a DLQ not empty, the age of the oldest message, the workers at their maximum."""
+    alarms = resources(template, "AWS::CloudWatch::Alarm").values()
+    watched = {alarm["MetricName"] for alarm in alarms}
+    assert watched == {
+        "ApproximateNumberOfMessagesVisible",
+        "ApproximateAgeOfOldestMessage",
+        "RunningTaskCount",
+    }
