@@ -42,8 +42,8 @@ from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._core.accounting import JobStatus
+from pipeline._core.backoff import AWS_POLICY
 from pipeline._logging import configure_logging
-from pipeline._service.deps import AWS_POLICY
 from pipeline.ops.provisioning import provision, seed_metadata
 from pipeline.testing.demo import build_zip, metadata_for, records
 from pipeline.testing.moto import free_port

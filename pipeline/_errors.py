@@ -1,32 +1,38 @@
-"""The service's own errors, and whether trying again can help.
+"""The service's own errors: whether trying again can help, and whose fault they are.
 
 Every error that crosses a boundary (httpx, botocore, the ZIP reader, a message
 body) is translated into one of these, raised ``from`` the original, so the rest
-of the code decides with one question: ``err.transient``?
+of the code decides with two questions: ``err.transient`` (try again now?) and
+``err.fault`` (is this a verdict on the export or the file, or did our own
+infrastructure fail?). Only an error of the export or the file may fail a job
+or a file; an infrastructure error, however long it lasts, hands the work back
+to be tried again later (``err.verdict`` is false).
 
-    PipelineError
+    PipelineError                                                   fault
     ├── TransientError              trying again later may succeed
-    │   ├── ExportApiUnavailable    429, 5xx, timeout, body broken off
-    │   ├── CircuitOpen             the breaker refuses calls for a while
-    │   ├── AwsUnavailable          throttling, 5xx, connection trouble
-    │   └── FilesUnrecorded         files of a message ended without a result
+    │   ├── ExportApiUnavailable    429, 5xx, timeout, body broken off   export
+    │   ├── CircuitOpen             the breaker refuses calls for a while export
+    │   ├── AwsUnavailable          throttling, 5xx, connection trouble  infrastructure
+    │   └── FilesUnrecorded         files of a message ended without a result  infrastructure
     └── PermanentError              trying again gives the same answer
-        ├── ExportApiRejected       401, 403, other 4xx, a malformed answer
-        │   └── ExportNotFound      404 on the export
-        ├── ExportNotReady          listing a still PENDING export (409): wait, then ask again
-        ├── ListingFault            the file listing loops or lies
-        ├── DownloadRefused         host not allowed, file too large
-        ├── ZipCorrupt              bad CRC, truncated, records disagree
-        ├── AwsRejected             AWS said no (access, validation, ...)
-        ├── LeaseLost               the message's receipt handle is gone
-        ├── RetriesExhausted        a transient error outlived its attempts
-        └── PoisonMessage           a message body that can never be handled
+        ├── ExportApiRejected       401, 403, other 4xx, a malformed answer  export
+        │   └── ExportNotFound      404 on the export                    export
+        ├── ExportNotReady          listing a still PENDING export (409) export
+        ├── ListingFault            the file listing loops or lies       export
+        ├── DownloadRefused         host not allowed, file too large     file
+        ├── ZipCorrupt              bad CRC, truncated, records disagree file
+        ├── AwsRejected             AWS said no (access, validation, ...) infrastructure
+        ├── LeaseLost               the message's receipt handle is gone infrastructure
+        ├── RetriesExhausted        a transient error outlived its attempts  its cause's
+        └── PoisonMessage           a message body that can never be handled  export
 
 ``str(err)`` is always one line a person can act on: it is what lands in the
 job item's ``error`` attribute.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 __all__ = [
     "AwsRejected",
@@ -37,6 +43,7 @@ __all__ = [
     "ExportApiUnavailable",
     "ExportNotFound",
     "ExportNotReady",
+    "Fault",
     "FilesUnrecorded",
     "LeaseLost",
     "ListingFault",
@@ -47,13 +54,32 @@ __all__ = [
     "TransientError",
     "ZipCorrupt",
     "describe",
+    "is_bug",
+    "is_verdict",
 ]
+
+
+class Fault(StrEnum):
+    """Whose fault an error is, decided where it is translated."""
+
+    # The export or the Export API: may fail the job (or the file).
+    EXPORT = "export"
+    # This file's bytes or URL: may fail the file.
+    FILE = "file"
+    # Our AWS resources or our process: never a verdict; the work is tried again.
+    INFRASTRUCTURE = "infrastructure"
 
 
 class PipelineError(Exception):
     """Base of every error the service raises on purpose."""
 
     transient: bool = False
+    fault: Fault = Fault.INFRASTRUCTURE
+
+    @property
+    def verdict(self) -> bool:
+        """Whether this error may fail a job or a file (it is not our infrastructure's)."""
+        return self.fault is not Fault.INFRASTRUCTURE
 
 
 class TransientError(PipelineError):
@@ -77,9 +103,13 @@ class PermanentError(PipelineError):
 class ExportApiUnavailable(TransientError):
     """The Export API answered 429 or 5xx, timed out, or broke off mid-body."""
 
+    fault = Fault.EXPORT
+
 
 class CircuitOpen(TransientError):
     """Most recent Export API calls failed; calls are refused for a while."""
+
+    fault = Fault.EXPORT
 
 
 class AwsUnavailable(TransientError):
@@ -99,6 +129,8 @@ class AwsUnavailable(TransientError):
 class ExportApiRejected(PermanentError):
     """The Export API refused the call for good (401, 403, 4xx, bad JSON)."""
 
+    fault = Fault.EXPORT
+
 
 class ExportNotFound(ExportApiRejected):
     """The Export API does not know the export (404)."""
@@ -111,17 +143,25 @@ class ExportNotReady(PermanentError):
     caller treats the export as pending and comes back after its poll interval.
     """
 
+    fault = Fault.EXPORT
+
 
 class ListingFault(PermanentError):
     """The file listing cannot be trusted, e.g. a cursor came back twice."""
+
+    fault = Fault.EXPORT
 
 
 class DownloadRefused(PermanentError):
     """A file is not downloaded: its host is not allowed or it is too large."""
 
+    fault = Fault.FILE
+
 
 class ZipCorrupt(PermanentError):
     """The ZIP's data is corrupt: bad CRC, truncated, records disagree."""
+
+    fault = Fault.FILE
 
 
 class AwsRejected(PermanentError):
@@ -147,11 +187,45 @@ class FilesUnrecorded(TransientError):
 
 
 class RetriesExhausted(PermanentError):
-    """A transient error persisted through every allowed attempt."""
+    """A transient error persisted through every allowed attempt.
+
+    Its ``fault`` is its cause's: the Export API failing for good is a verdict
+    on the export, AWS failing for good is our outage, never a verdict.
+    """
+
+    def __init__(self, message: str, *, fault: Fault) -> None:
+        super().__init__(message)
+        self.fault = fault
 
 
 class PoisonMessage(PermanentError):
     """A message body that is not valid and never will be."""
+
+    fault = Fault.EXPORT
+
+
+def is_verdict(err: BaseException) -> bool:
+    """Whether ``err`` (or every error of a group) may fail a job or a file.
+
+    Anything that is not one of our errors is a bug, which is a verdict too:
+    the same bytes would meet it again.
+    """
+    if isinstance(err, BaseExceptionGroup):
+        return all(is_verdict(inner) for inner in err.exceptions)
+    if isinstance(err, PipelineError):
+        return err.verdict
+    return True
+
+
+def is_bug(err: BaseException) -> bool:
+    """Whether ``err`` (or any error of a group) is not one of ours: worth a traceback.
+
+    Our own errors are one line that says it all; a traceback in the log
+    would only bury it.
+    """
+    if isinstance(err, BaseExceptionGroup):
+        return any(is_bug(inner) for inner in err.exceptions)
+    return not isinstance(err, PipelineError)
 
 
 def describe(err: BaseException) -> str:

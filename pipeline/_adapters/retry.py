@@ -44,7 +44,7 @@ async def retry(
         except TransientError as err:
             if policy.gives_up_after(attempt):
                 msg = f"{what}: gave up after {attempt} attempts: {err}"
-                raise RetriesExhausted(msg) from err
+                raise RetriesExhausted(msg, fault=err.fault) from err
             wait = policy.delay(attempt, err.retry_after, draw())
             log.info(
                 "retrying",

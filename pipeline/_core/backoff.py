@@ -16,7 +16,7 @@ from collections import deque
 
 import attrs
 
-__all__ = ["Backoff", "CircuitBreaker"]
+__all__ = ["AWS_POLICY", "Backoff", "CircuitBreaker", "redelivery_delay"]
 
 
 @attrs.frozen
@@ -49,6 +49,38 @@ class Backoff:
     def gives_up_after(self, attempt: int) -> bool:
         """Whether attempt number ``attempt`` was the last one allowed."""
         return attempt >= self.max_attempts
+
+
+# The one policy of every AWS call (we retry, not botocore: its sleeps are
+# asyncio's). Ceilings 0.25, 0.5, 1, 2 and 4 s between six attempts: at most
+# 7.75 s of sleep in all, about 4 s on average, which rides out a throttling
+# burst or an S3 "SlowDown". A longer outage is not waited out here: the work
+# is handed back and comes again later (redelivery_delay).
+AWS_POLICY = Backoff(max_attempts=6, base=0.25, cap=4.0)
+
+# A message handed back after our own failure waits this long before its
+# first redelivery, four times longer before each next one, up to the cap.
+REDELIVERY_BASE_SECONDS = 30
+REDELIVERY_FACTOR = 4
+REDELIVERY_CAP_SECONDS = 3600
+
+
+def redelivery_delay(receive_count: int, draw: float) -> int:
+    """Seconds a message stays invisible after delivery ``receive_count`` failed on our side.
+
+    The ceiling grows with each delivery (30 s, 2 min, 8 min, 32 min, then an
+    hour), so an outage of ours costs a few deliveries spread over its length
+    instead of a fast loop into the dead-letter queue. ``draw`` (uniform in
+    [0, 1)) places the delay between half and all of the ceiling, so the
+    messages of one outage do not all come back at the same moment.
+    """
+    if receive_count < 1:
+        msg = f"receive_count must be at least 1, not {receive_count}"
+        raise ValueError(msg)
+    ceiling = min(
+        REDELIVERY_CAP_SECONDS, REDELIVERY_BASE_SECONDS * REDELIVERY_FACTOR ** (receive_count - 1)
+    )
+    return max(1, int(ceiling * (0.5 + draw / 2)))
 
 
 @attrs.define

@@ -14,15 +14,10 @@ from pipeline._adapters.aws.clients import AwsClients
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.exportapi import ExportApi
 from pipeline._config import Settings
-from pipeline._core.backoff import Backoff
+from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._core.zip.format import ZipLimits
 
-__all__ = ["AWS_POLICY", "Deps"]
-
-# AWS calls are retried by us, not botocore (its sleeps are asyncio's): five
-# attempts within about fifteen seconds ride out a throttling burst or an S3
-# "SlowDown" without holding a file for minutes.
-AWS_POLICY = Backoff(max_attempts=5, base=0.2, cap=8.0)
+__all__ = ["Deps"]
 
 
 @attrs.frozen

@@ -37,9 +37,9 @@ from pipeline._core.zip.format import TAIL_BYTES, CentralEntry
 from pipeline._errors import (
     DownloadRefused,
     PermanentError,
-    PipelineError,
     TransientError,
     describe,
+    is_bug,
 )
 from pipeline._logging import bound
 from pipeline._service.deps import Deps
@@ -111,44 +111,54 @@ async def _run_file_task(
     file_task: FileTask, deps: Deps, keeper: LeaseKeeper | None, slots: Slots | None
 ) -> None:
     task, lease = file_task.task, file_task.lease
-    finished = False
+    # The file's result is stored (by this delivery or an earlier one)...
+    recorded = False
+    # ...and whether that finished the job was checked after it.
+    settled = False
+    failed = False
     try:
         with trio.CancelScope() as scope:
             if lease is not None:
                 lease.scope = scope
                 if lease.lost:
                     return
-            started = trio.current_time()
-            result = await process_file(
-                ExportFile(
-                    file_id=task.file_id,
-                    name=task.name,
-                    download_url=task.download_url,
-                    size_bytes=task.size_bytes,
-                ),
-                task.export_id,
-                deps,
-            )
-            _log_result(result, trio.current_time() - started)
-            await deps.jobs.record_file(task.export_id, result)
+            if await deps.jobs.confirm_recorded(task.export_id, task.file_id):
+                # A duplicate or late task: the result stands, nothing is redone.
+                log.info("file already recorded; not downloaded again")
+            else:
+                started = trio.current_time()
+                result = await process_file(
+                    ExportFile(
+                        file_id=task.file_id,
+                        name=task.name,
+                        download_url=task.download_url,
+                        size_bytes=task.size_bytes,
+                    ),
+                    task.export_id,
+                    deps,
+                )
+                _log_result(result, trio.current_time() - started)
+                await deps.jobs.record_file(task.export_id, result)
+            recorded = True
+            # Apart from the record: if this fails, the redelivery finds the
+            # result recorded and only checks again, without redoing the file.
             await finalize_if_done(deps, task.export_id)
-            finished = True
+            settled = True
     except Exception as err:
-        # The result could not be stored: leave the message to be redelivered.
-        log.error(
-            "file result not recorded; will be retried",
-            error=describe(err),
-            exc_info=not isinstance(err, PipelineError),
-        )
+        failed = True
+        what = "job not checked after the file" if recorded else "file result not recorded"
+        log.error(f"{what}; will be tried again", error=describe(err), exc_info=is_bug(err))
     finally:
         if file_task.outstanding is not None:
-            file_task.outstanding.done(recorded=finished)
+            file_task.outstanding.done(recorded=recorded)
         # A file from the download-task queue holds a lease and one of its slots.
         if lease is not None and keeper is not None:
             if slots is not None:
                 slots.give_back()
-            if finished:
+            if settled:
                 await keeper.complete(lease)
+            elif failed:
+                await keeper.retry_later(lease)
             else:
                 await keeper.hand_back([lease])
 
@@ -170,13 +180,17 @@ def _log_result(result: FileResult, seconds: float) -> None:
 async def process_file(file: ExportFile, export_id: str, deps: Deps) -> FileResult:
     """Read one ZIP file of ``export_id`` into S3; never raises for a bad file.
 
-    A file that cannot be processed for good (refused, corrupt, retries spent)
-    gives a failed result with a one-line reason.
+    A file that cannot be processed for good (refused, corrupt, the Export
+    API's retries spent) gives a failed result with a one-line reason. An
+    error of our own infrastructure (AWS past its retries) is raised instead:
+    it is no verdict on the file, which is tried again later.
     """
     tally = FileTally(file_id=file.file_id, name=file.name)
     try:
         await _read_file(file, export_id, deps, tally)
     except PermanentError as err:
+        if not err.verdict:
+            raise  # our infrastructure failed, not the file: it is tried again later
         return tally.result(error=str(err))
     except TransientError:
         raise  # not a verdict on the file: it is tried again

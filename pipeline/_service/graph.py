@@ -43,8 +43,8 @@ from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.exportapi import ExportApi
 from pipeline._adapters.http.health import create_health_app, readiness_checks, serve_health
 from pipeline._config import Mode, Settings
-from pipeline._core.backoff import Backoff, CircuitBreaker
-from pipeline._service.deps import AWS_POLICY, Deps
+from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker
+from pipeline._service.deps import Deps
 from pipeline._service.dispatch import FileDispatch, FileTask, LocalDispatch, QueueDispatch
 from pipeline._service.file_stage import run_file_workers
 from pipeline._service.job_stage import JobStageDeps, run_job_stage

@@ -26,15 +26,13 @@ from pipeline._adapters.exportapi import ExportFile
 from pipeline._core.accounting import JobStatus, summarize
 from pipeline._core.messages import DownloadTask, ExportJob, decode_export_job, encode_export_job
 from pipeline._errors import (
-    AwsRejected,
-    AwsUnavailable,
     ExportNotFound,
     ExportNotReady,
     FilesUnrecorded,
     PermanentError,
-    PipelineError,
     PoisonMessage,
     describe,
+    is_bug,
 )
 from pipeline._logging import bound
 from pipeline._service.deps import Deps
@@ -79,7 +77,7 @@ async def run_job_stage(
 
 async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -> None:
     message, lease = delivery.message, delivery.lease
-    delete = False
+    delete = failed = False
     try:
         with trio.CancelScope() as scope, bound(messageId=message.message_id, stage="jobs"):
             lease.scope = scope
@@ -87,18 +85,21 @@ async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -
                 return
             delete = await _process_message(delivery, deps, stage)
     except Exception as err:
-        # One message never takes the service down: hand it back and let SQS
-        # redeliver it (and its redrive policy end a message that always fails).
+        # One message never takes the service down: hand it back, to come again
+        # later (and its redrive policy ends a message that always fails).
+        failed = True
         log.error(
             "message handed back after an error",
             messageId=message.message_id,
             error=describe(err),
-            exc_info=not isinstance(err, PipelineError),
+            exc_info=is_bug(err),
         )
     finally:
         stage.slots.give_back()
         if delete:
             await stage.keeper.complete(lease)
+        elif failed:
+            await stage.keeper.retry_later(lease)
         else:
             await stage.keeper.hand_back([lease])
 
@@ -149,20 +150,11 @@ async def _run_export_logged(
             if await _run_export(export_id, job, deps, stage):
                 pending.append(export_id)
         except PermanentError as err:
-            if _from_aws(err):
+            if not err.verdict:
                 # Our own infrastructure failed, not the export: hand the
-                # message back (its redrive policy ends one that always fails).
+                # message back to be tried again later.
                 raise
             await _fail_job(deps, export_id, job.correlation_id, str(err))
-
-
-def _from_aws(err: BaseException | None) -> bool:
-    """Whether an error came from AWS (SQS, S3, DynamoDB) rather than the export."""
-    while err is not None:
-        if isinstance(err, AwsRejected | AwsUnavailable):
-            return True
-        err = err.__cause__
-    return False
 
 
 async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps) -> bool:

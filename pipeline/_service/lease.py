@@ -13,13 +13,21 @@ fails because the receipt handle is gone (someone else owns the message now),
 the keeper cancels that scope instead of letting two workers race.
 
 Releasing a lease either deletes the message (the work is done) or hands it
-back with visibility 0 (shutdown, or work that could not finish), so it is
-delivered again at once instead of after the timeout. Both run shielded with
-their own short deadline: cleanup that must happen even while cancelled.
+back. At shutdown it is handed back with visibility 0, delivered again at once
+to a process that is not stopping. After a failure of our own (AWS down past
+its retries) it is handed back with a delay that grows with its deliveries
+(:func:`~pipeline._core.backoff.redelivery_delay`), so an outage costs a few
+deliveries spread over its length, not a fast loop into the dead-letter queue.
+Both run shielded with their own short deadline: cleanup that must happen
+even while cancelled.
+
+SQS never keeps a message invisible for more than 12 hours after it was
+received: extensions and hand-back delays are capped to what is left of that.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,16 +36,19 @@ import structlog
 import trio
 
 from pipeline._adapters.aws import sqs as _sqs
-from pipeline._core.backoff import Backoff
+from pipeline._core.backoff import Backoff, redelivery_delay
 from pipeline._errors import PipelineError
 
-__all__ = ["CLEANUP_SECONDS", "Delivery", "Lease", "LeaseKeeper"]
+__all__ = ["CLEANUP_SECONDS", "LIMIT_MARGIN_SECONDS", "Delivery", "Lease", "LeaseKeeper"]
 
 log = structlog.get_logger("pipeline.lease")
 
 # Deleting or handing back a message must finish even during shutdown, but
 # never hold up the exit: Fargate kills the task 30 s after SIGTERM.
 CLEANUP_SECONDS = 2.0
+# Kept clear of SQS's 12-hour limit on a received message's invisibility,
+# since our clock and SQS's do not start at the same instant.
+LIMIT_MARGIN_SECONDS = 60
 
 
 @attrs.define(eq=False)
@@ -53,6 +64,10 @@ class Lease:
     released: bool = False
     # Seconds the message stays invisible when handed back; 0 = redeliver at once.
     hand_back_delay: int = 0
+    # Deliveries so far, this one included (SQS's ApproximateReceiveCount).
+    receive_count: int = 1
+    # When it was received (trio's clock): SQS's 12-hour limit counts from here.
+    received_at: float = 0.0
 
 
 @attrs.frozen
@@ -68,9 +83,9 @@ class LeaseKeeper:
     """Keeps the messages of one queue invisible while their work runs.
 
     ``visibility_timeout`` is what each extension asks for; the keeper wakes
-    every third of it and extends every lease that would expire within half
-    of it, so a lease is extended at least once before it runs out even when
-    one batch call is slow.
+    every sixth of it and extends every lease that has less than two thirds
+    left, so an extension is first tried with at least half the timeout to
+    spare, and a slow or failed call leaves two more tries before it runs out.
     """
 
     sqs: Any
@@ -78,14 +93,18 @@ class LeaseKeeper:
     visibility_timeout: int
     policy: Backoff
     _leases: set[Lease] = attrs.field(init=False, factory=set)
+    _rng: random.Random = attrs.field(init=False, factory=random.Random)
 
     def hold(self, message: _sqs.ReceivedMessage, scope: trio.CancelScope | None = None) -> Lease:
         """Start keeping ``message`` invisible; ``scope`` is cancelled if its lease is lost."""
+        now = trio.current_time()
         lease = Lease(
             message_id=message.message_id,
             receipt_handle=message.receipt_handle,
-            expires_at=trio.current_time() + self.visibility_timeout,
+            expires_at=now + self.visibility_timeout,
             scope=scope,
+            receive_count=message.receive_count,
+            received_at=now,
         )
         self._leases.add(lease)
         return lease
@@ -110,6 +129,24 @@ class LeaseKeeper:
                 log.warning("message delete failed", message_id=lease.message_id, error=str(err))
         if scope.cancelled_caught:
             log.warning("message delete timed out", message_id=lease.message_id)
+
+    async def retry_later(self, lease: Lease, rng: random.Random | None = None) -> None:
+        """Our side failed: hand the message back with a delay that grows per delivery."""
+        draw = (rng or self._rng).random()
+        lease.hand_back_delay = self._capped(lease, redelivery_delay(lease.receive_count, draw))
+        log.info(
+            "message handed back to be tried again later",
+            message_id=lease.message_id,
+            delay_seconds=lease.hand_back_delay,
+            deliveries=lease.receive_count,
+        )
+        await self.hand_back([lease])
+
+    def _capped(self, lease: Lease, seconds: int) -> int:
+        """``seconds``, or less when SQS's 12-hour limit for the message comes first."""
+        held = trio.current_time() - lease.received_at
+        left = _sqs.MAX_VISIBILITY - LIMIT_MARGIN_SECONDS - int(held)
+        return max(0, min(seconds, left))
 
     async def hand_back(self, leases: Iterable[Lease]) -> None:
         """Make messages visible again after their ``hand_back_delay`` (shielded, bounded)."""
@@ -148,7 +185,7 @@ class LeaseKeeper:
         """
         if dead_letter_url is None:
             log.error("poison message; no dead-letter queue, parked", reason=reason)
-            lease.hand_back_delay = _sqs.MAX_VISIBILITY
+            lease.hand_back_delay = self._capped(lease, _sqs.MAX_VISIBILITY)
             await self.hand_back([lease])
             return
         try:
@@ -162,11 +199,11 @@ class LeaseKeeper:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Extend leases until cancelled."""
-        period = max(self.visibility_timeout / 3, 0.2)
+        period = max(self.visibility_timeout / 6, 0.2)
         task_status.started()
         while True:
             await trio.sleep(period)
-            await self._extend_due(horizon=self.visibility_timeout / 2)
+            await self._extend_due(horizon=self.visibility_timeout * 2 / 3)
 
     async def _extend_due(self, *, horizon: float) -> None:
         now = trio.current_time()
@@ -174,12 +211,21 @@ class LeaseKeeper:
         if not due:
             return
         try:
-            failed = await _sqs.change_visibility_batch(
-                self.sqs,
-                self.queue_url,
-                [(lease.receipt_handle, self.visibility_timeout) for lease in due],
-                policy=self.policy,
-            )
+            # One stalled call must not hold the next round up: the leases
+            # still have half a timeout left when it gives up.
+            with trio.fail_after(max(self.visibility_timeout / 6, 1.0)):
+                failed = await _sqs.change_visibility_batch(
+                    self.sqs,
+                    self.queue_url,
+                    [
+                        (lease.receipt_handle, self._capped(lease, self.visibility_timeout))
+                        for lease in due
+                    ],
+                    policy=self.policy,
+                )
+        except trio.TooSlowError:
+            log.warning("visibility heartbeat timed out", count=len(due))
+            return
         except PipelineError as err:
             # The next round tries again; the leases have half a timeout left.
             log.warning("visibility heartbeat failed", count=len(due), error=str(err))

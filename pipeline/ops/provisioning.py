@@ -19,10 +19,10 @@ from typing import Any
 import attrs
 import trio
 
-from pipeline._adapters.aws.clients import DEFAULT_AWS_POLICY, AwsClient, AwsClients, aws_call
+from pipeline._adapters.aws.clients import AwsClient, AwsClients, aws_call
 from pipeline._adapters.aws.metadata import MetadataItem, to_attributes
-from pipeline._core.backoff import Backoff
-from pipeline._errors import AwsRejected, RetriesExhausted
+from pipeline._core.backoff import AWS_POLICY, Backoff
+from pipeline._errors import AwsRejected, Fault, RetriesExhausted
 
 __all__ = ["ProvisionedUrls", "provision", "seed_metadata"]
 
@@ -174,7 +174,7 @@ async def provision(
     download_tasks_queue: str | None = None,
     visibility_timeout: int = 60,
     max_receive_count: int = 5,
-    policy: Backoff = DEFAULT_AWS_POLICY,
+    policy: Backoff = AWS_POLICY,
 ) -> ProvisionedUrls:
     """Create (or find) every resource; safe to run again with the same names.
 
@@ -218,7 +218,7 @@ async def seed_metadata(
     export_id: str,
     items: Iterable[MetadataItem],
     *,
-    policy: Backoff = DEFAULT_AWS_POLICY,
+    policy: Backoff = AWS_POLICY,
 ) -> int:
     """Write metadata items, 25 to a call; returns how many distinct paths were written.
 
@@ -245,6 +245,6 @@ async def seed_metadata(
                 attempt += 1
                 if policy.gives_up_after(attempt):
                     msg = f"dynamodb seed metadata: {len(pending)} items never written"
-                    raise RetriesExhausted(msg)
+                    raise RetriesExhausted(msg, fault=Fault.INFRASTRUCTURE)
                 await trio.sleep(policy.delay(attempt, None, random.random()))
     return len(by_path)

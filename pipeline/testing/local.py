@@ -21,9 +21,9 @@ from pipeline._adapters.aws.clients import open_aws_clients
 from pipeline._adapters.aws.jobstore import JobItem, JobStore
 from pipeline._config import Mode, Settings, load_settings
 from pipeline._core.accounting import JobStatus
+from pipeline._core.backoff import AWS_POLICY
 from pipeline._core.messages import ExportJob, encode_export_job
 from pipeline._logging import configure_logging
-from pipeline._service.deps import AWS_POLICY
 from pipeline._service.graph import run_service
 from pipeline.ops.provisioning import provision, seed_metadata
 from pipeline.testing.demo import DemoExport, demo_exports

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 import trio
 
 from pipeline._adapters.aws.clients import open_aws_clients
+from pipeline._core.backoff import AWS_POLICY
 from pipeline._core.messages import DownloadTask, decode_download_task
-from pipeline._service.deps import AWS_POLICY
 from pipeline._service.dispatch import FileTask, LocalDispatch, Outstanding, QueueDispatch
 
 

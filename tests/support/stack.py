@@ -25,7 +25,7 @@ from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline._adapters.aws.jobstore import JobItem, JobStore
 from pipeline._adapters.aws.metadata import MetadataItem
 from pipeline._config import Mode, Settings, load_settings
-from pipeline._service.deps import AWS_POLICY
+from pipeline._core.backoff import AWS_POLICY
 from pipeline._service.graph import run_service
 from pipeline.ops.provisioning import provision, seed_metadata
 from pipeline.testing.moto import free_port

@@ -47,7 +47,6 @@ from pipeline._core.backoff import Backoff
 from pipeline._errors import AwsRejected, AwsUnavailable
 
 __all__ = [
-    "DEFAULT_AWS_POLICY",
     "AwsClient",
     "AwsClients",
     "aws_call",
@@ -61,9 +60,6 @@ T = TypeVar("T")
 # aiobotocore clients are generated at run time and untyped.
 AwsClient = Any
 
-# AWS calls are cheap and AWS recovers quickly from throttling: start retrying
-# sooner and stop waiting sooner than for the Export API.
-DEFAULT_AWS_POLICY = Backoff(max_attempts=6, base=0.2, cap=10.0)
 
 # Codes botocore's "standard" retry mode treats as throttling or transient,
 # plus the 5xx-style codes the services spell out.

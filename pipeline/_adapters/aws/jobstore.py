@@ -36,7 +36,7 @@ from typing import Any
 
 import attrs
 
-from pipeline._adapters.aws.clients import DEFAULT_AWS_POLICY, AwsClient, aws_call
+from pipeline._adapters.aws.clients import AwsClient, aws_call
 from pipeline._adapters.aws.jobitems import (
     ACTIVE,
     DONE_PREFIX,
@@ -56,7 +56,7 @@ from pipeline._adapters.aws.jobitems import (
     utc_now,
 )
 from pipeline._core.accounting import FileResult, JobStatus, JobSummary
-from pipeline._core.backoff import Backoff
+from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected
 
 __all__ = ["PATHS_CHUNK_BYTES", "JobItem", "JobStore"]
@@ -72,7 +72,7 @@ class JobStore:
 
     dynamodb: AwsClient
     table: str
-    policy: Backoff = DEFAULT_AWS_POLICY
+    policy: Backoff = AWS_POLICY
     paths_chunk_bytes: int = PATHS_CHUNK_BYTES
     clock: Callable[[], datetime] = utc_now
 
@@ -251,8 +251,39 @@ class JobStore:
             "dynamodb finish job", export_id, update, update.status_in(ACTIVE)
         )
 
+    async def _put_marker(self, export_id: str, file_id: str) -> None:
+        await aws_call(
+            "dynamodb put file marker",
+            self.dynamodb.put_item,
+            policy=self.policy,
+            TableName=self.table,
+            Item={**self._key(export_id, DONE_PREFIX + file_id), "kind": encode("done")},
+        )
+
+    async def confirm_recorded(self, export_id: str, file_id: str) -> bool:
+        """Whether the file has a recorded result; if so, make sure its marker is there too.
+
+        A process may have died between writing a result and its marker; the
+        marker is what finalisation counts, so it is written again (a put of
+        a few bytes, idempotent) whenever a recorded result is found.
+        """
+        response = await aws_call(
+            "dynamodb get file result",
+            self.dynamodb.get_item,
+            policy=self.policy,
+            TableName=self.table,
+            Key=self._key(export_id, FILE_PREFIX + file_id),
+            ProjectionExpression="#status",
+            ExpressionAttributeNames={"#status": "status"},
+            ConsistentRead=True,
+        )
+        if "Item" not in response:
+            return False
+        await self._put_marker(export_id, file_id)
+        return True
+
     async def record_file(self, export_id: str, result: FileResult) -> None:
-        """Store one file's result, replacing an earlier one for the same file."""
+        """Store one file's result; a DONE result is never replaced by a FAILED one."""
         blob = pack_paths(result.seen_paths)
         size = self.paths_chunk_bytes
         pieces = [blob[i : i + size] for i in range(0, len(blob), size)] or [b""]
@@ -286,21 +317,25 @@ class JobStore:
                 "updatedAt": encode(self._now()),
             }
         )
-        response = await aws_call(
-            "dynamodb put file result",
-            self.dynamodb.put_item,
-            policy=self.policy,
-            TableName=self.table,
-            Item=item,
-            ReturnValues="ALL_OLD",
-        )
-        await aws_call(
-            "dynamodb put file marker",
-            self.dynamodb.put_item,
-            policy=self.policy,
-            TableName=self.table,
-            Item={**self._key(export_id, DONE_PREFIX + result.file_id), "kind": encode("done")},
-        )
+        try:
+            # A failure never replaces a success: a late or duplicate task whose
+            # download now fails (an expired URL) leaves the DONE result alone.
+            response = await aws_call(
+                "dynamodb put file result",
+                self.dynamodb.put_item,
+                policy=self.policy,
+                TableName=self.table,
+                Item=item,
+                ReturnValues="ALL_OLD",
+                ConditionExpression="attribute_not_exists(pk) OR #status <> :done",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={":done": encode("DONE")},
+            )
+        except AwsRejected as err:
+            if err.code != "ConditionalCheckFailedException":
+                raise
+            response = {}
+        await self._put_marker(export_id, result.file_id)
         old = decode_item(response.get("Attributes") or {})
         if old.get("writeId", write_id) != write_id:
             # An earlier, different result had pieces of its own: drop them.

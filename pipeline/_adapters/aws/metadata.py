@@ -22,9 +22,9 @@ from typing import Any
 import attrs
 import trio
 
-from pipeline._adapters.aws.clients import DEFAULT_AWS_POLICY, AwsClient, aws_call
-from pipeline._core.backoff import Backoff
-from pipeline._errors import AwsRejected, RetriesExhausted
+from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._core.backoff import AWS_POLICY, Backoff
+from pipeline._errors import AwsRejected, Fault, RetriesExhausted
 
 __all__ = ["MetadataItem", "all_paths", "lookup", "to_attributes"]
 
@@ -78,7 +78,7 @@ async def lookup(
     export_id: str,
     paths: Sequence[str],
     *,
-    policy: Backoff = DEFAULT_AWS_POLICY,
+    policy: Backoff = AWS_POLICY,
 ) -> dict[str, MetadataItem]:
     """The metadata items of ``paths`` that exist, by path.
 
@@ -129,7 +129,7 @@ async def _batch_get(
                 f"dynamodb metadata batch get: {len(unprocessed)} keys still "
                 f"unprocessed after {attempt} attempts"
             )
-            raise RetriesExhausted(msg)
+            raise RetriesExhausted(msg, fault=Fault.INFRASTRUCTURE)
         keys = unprocessed
         await trio.sleep(policy.delay(attempt, None, random.random()))
 
@@ -139,7 +139,7 @@ async def all_paths(
     table: str,
     export_id: str,
     *,
-    policy: Backoff = DEFAULT_AWS_POLICY,
+    policy: Backoff = AWS_POLICY,
 ) -> set[str]:
     """Every ``path`` the metadata table holds for ``export_id``."""
     paths: set[str] = set()

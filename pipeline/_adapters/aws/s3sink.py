@@ -41,8 +41,8 @@ from typing import Any, Self
 import structlog
 import trio
 
-from pipeline._adapters.aws.clients import DEFAULT_AWS_POLICY, AwsClient, aws_call
-from pipeline._core.backoff import Backoff
+from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, PipelineError
 
 __all__ = ["MIN_PART_SIZE", "PART_SIZE", "EntryUpload", "existing_sha256", "open_entry_upload"]
@@ -327,7 +327,7 @@ async def open_entry_upload(
     bucket: str,
     key: str,
     expected_sha256: str | None,
-    policy: Backoff = DEFAULT_AWS_POLICY,
+    policy: Backoff = AWS_POLICY,
     part_size: int = PART_SIZE,
 ) -> EntryUpload:
     """Start streaming one object to ``s3://bucket/key``; nothing is sent yet.
@@ -367,7 +367,7 @@ async def _head(s3: AwsClient, bucket: str, key: str, policy: Backoff) -> dict[s
 
 
 async def existing_sha256(
-    s3: AwsClient, bucket: str, key: str, *, policy: Backoff = DEFAULT_AWS_POLICY
+    s3: AwsClient, bucket: str, key: str, *, policy: Backoff = AWS_POLICY
 ) -> str | None:
     """The ``sha256`` user metadata of an existing object; ``None`` when absent.
 

@@ -23,9 +23,9 @@ from typing import Any
 import attrs
 import trio
 
-from pipeline._adapters.aws.clients import DEFAULT_AWS_POLICY, AwsClient, aws_call
-from pipeline._core.backoff import Backoff
-from pipeline._errors import AwsRejected, LeaseLost, RetriesExhausted
+from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._core.backoff import AWS_POLICY, Backoff
+from pipeline._errors import AwsRejected, Fault, LeaseLost, RetriesExhausted
 
 __all__ = [
     "MAX_BATCH",
@@ -103,7 +103,7 @@ async def receive(
     max_messages: int,
     wait_seconds: int,
     visibility_timeout: int | None = None,
-    policy: Backoff = DEFAULT_AWS_POLICY,
+    policy: Backoff = AWS_POLICY,
 ) -> list[ReceivedMessage]:
     """Receive up to ``max_messages`` (1..10), long-polling ``wait_seconds`` (0..20).
 
@@ -139,7 +139,7 @@ async def delete(
     queue_url: str,
     receipt_handle: str,
     *,
-    policy: Backoff = DEFAULT_AWS_POLICY,
+    policy: Backoff = AWS_POLICY,
 ) -> None:
     """Delete a handled message; :class:`LeaseLost` if the handle is no longer valid."""
     try:
@@ -162,7 +162,7 @@ async def change_visibility(
     receipt_handle: str,
     seconds: int,
     *,
-    policy: Backoff = DEFAULT_AWS_POLICY,
+    policy: Backoff = AWS_POLICY,
 ) -> None:
     """Set one message's visibility timeout; 0 hands it back to the queue at once.
 
@@ -246,7 +246,7 @@ async def change_visibility_batch(
     queue_url: str,
     entries: Sequence[tuple[str, int]],
     *,
-    policy: Backoff = DEFAULT_AWS_POLICY,
+    policy: Backoff = AWS_POLICY,
 ) -> set[str]:
     """Set the visibility timeout of many messages: ``(receipt_handle, seconds)`` pairs.
 
@@ -297,7 +297,7 @@ async def send_batch(
     queue_url: str,
     bodies: Sequence[str | tuple[str, int]],
     *,
-    policy: Backoff = DEFAULT_AWS_POLICY,
+    policy: Backoff = AWS_POLICY,
 ) -> None:
     """Send every body (or ``(body, delay_seconds)`` pair), ten to a call.
 
@@ -335,7 +335,7 @@ async def send_batch(
         )
         if first.sender_fault:
             raise AwsRejected(msg, code=first.code)
-        raise RetriesExhausted(msg)
+        raise RetriesExhausted(msg, fault=Fault.INFRASTRUCTURE)
 
 
 async def send(
@@ -344,7 +344,7 @@ async def send(
     body: str,
     delay_seconds: int = 0,
     *,
-    policy: Backoff = DEFAULT_AWS_POLICY,
+    policy: Backoff = AWS_POLICY,
 ) -> str:
     """Send one message; returns its message ID."""
     response = await aws_call(
@@ -372,7 +372,7 @@ async def _attributes(
 
 
 async def queue_visibility_timeout(
-    sqs: AwsClient, queue_url: str, *, policy: Backoff = DEFAULT_AWS_POLICY
+    sqs: AwsClient, queue_url: str, *, policy: Backoff = AWS_POLICY
 ) -> int:
     """The queue's default visibility timeout, in seconds."""
     attributes = await _attributes(sqs, queue_url, ["VisibilityTimeout"], policy)
@@ -380,7 +380,7 @@ async def queue_visibility_timeout(
 
 
 async def dead_letter_queue_url(
-    sqs: AwsClient, queue_url: str, *, policy: Backoff = DEFAULT_AWS_POLICY
+    sqs: AwsClient, queue_url: str, *, policy: Backoff = AWS_POLICY
 ) -> str | None:
     """The URL of the queue's dead-letter queue, ``None`` when it has no redrive policy.
 

@@ -19,7 +19,7 @@ import trio
 
 from pipeline._adapters.exportapi.boundary import checked_span, translated, where
 from pipeline._adapters.exportapi.models import ExportFile, Malformed
-from pipeline._errors import ExportApiRejected, RetriesExhausted, TransientError
+from pipeline._errors import ExportApiRejected, Fault, RetriesExhausted, TransientError
 
 if TYPE_CHECKING:
     from pipeline._adapters.exportapi.client import ExportApi
@@ -162,7 +162,7 @@ class DownloadStream:
                 f"download of file {self._file.file_id}: "
                 f"gave up after {self._attempts} attempts: {err}"
             )
-            raise RetriesExhausted(msg) from err
+            raise RetriesExhausted(msg, fault=Fault.EXPORT) from err
         draw = (self._api._rng or random).random()
         await trio.sleep(policy.delay(self._attempts, err.retry_after, draw))
 
