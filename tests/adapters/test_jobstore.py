@@ -271,3 +271,35 @@ class TestFileResults:
         job = await store.get_job("exp-1")
         assert job is not None
         assert job.summary == JobSummary(2, 2, 0, 3, 1, 0, 1, 25)
+
+
+class TestRecordedResults:
+    async def test_failure_never_replaces_a_success(self, store: JobStore) -> None:
+        """A late task's FAILED result leaves the file's DONE result as it was."""
+        done = FileResult(file_id="f1", name="1.zip", ok=True, entries_uploaded=2)
+        late = FileResult(file_id="f1", name="1.zip", ok=False, error="403 Forbidden")
+        await store.record_file("exp-late", done)
+        await store.record_file("exp-late", late)
+        assert await store.file_results("exp-late") == [done]
+        assert await store.count_file_results("exp-late") == 1
+
+    async def test_a_success_replaces_a_failure(self, store: JobStore) -> None:
+        """A file that failed and then succeeded (a retry) ends DONE."""
+        failed = FileResult(file_id="f1", name="1.zip", ok=False, error="503")
+        done = FileResult(file_id="f1", name="1.zip", ok=True, entries_uploaded=1)
+        await store.record_file("exp-again", failed)
+        await store.record_file("exp-again", done)
+        assert await store.file_results("exp-again") == [done]
+
+    async def test_confirm_recorded_restores_a_lost_marker(
+        self, store: JobStore, clients: AwsClients, table: str
+    ) -> None:
+        """A result whose marker was never written is found, and its marker written again."""
+        assert not await store.confirm_recorded("exp-marker", "f1")
+        await store.record_file("exp-marker", FileResult(file_id="f1", name="1.zip", ok=True))
+        # As if the process died between the result and its marker.
+        key = {"pk": {"S": "exp-marker"}, "sk": {"S": "done#f1"}}
+        await clients.dynamodb.delete_item(TableName=table, Key=key)
+        assert await store.count_file_results("exp-marker") == 0
+        assert await store.confirm_recorded("exp-marker", "f1")
+        assert await store.count_file_results("exp-marker") == 1

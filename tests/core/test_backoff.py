@@ -8,8 +8,20 @@ import pytest
 import trio
 
 from pipeline._adapters.retry import retry
-from pipeline._core.backoff import Backoff, CircuitBreaker
-from pipeline._errors import ExportApiRejected, ExportApiUnavailable, RetriesExhausted
+from pipeline._core.backoff import (
+    AWS_POLICY,
+    REDELIVERY_CAP_SECONDS,
+    Backoff,
+    CircuitBreaker,
+    redelivery_delay,
+)
+from pipeline._errors import (
+    AwsUnavailable,
+    ExportApiRejected,
+    ExportApiUnavailable,
+    Fault,
+    RetriesExhausted,
+)
 
 
 class TestBackoff:
@@ -72,6 +84,35 @@ class TestCircuitBreaker:
         assert breaker.allows(0)
 
 
+class TestAwsPolicy:
+    def test_sleeps_are_bounded(self) -> None:
+        """One AWS call sleeps at most 7.75 s across its retries (draws of 1 every time)."""
+        attempts = range(1, AWS_POLICY.max_attempts)
+        assert sum(AWS_POLICY.delay(n, None, 0.999999) for n in attempts) < 7.75
+        assert AWS_POLICY.gives_up_after(6)
+
+
+class TestRedeliveryDelay:
+    def test_grows_with_each_delivery(self) -> None:
+        """The ceiling is 30 s after the first delivery and four times more after each next."""
+        ceilings = [redelivery_delay(n, 0.999999) for n in range(1, 6)]
+        assert ceilings == [29, 119, 479, 1919, REDELIVERY_CAP_SECONDS - 1]
+
+    def test_jitter_keeps_half_the_ceiling(self) -> None:
+        """A draw of 0 still waits half the ceiling: an outage is never a fast loop."""
+        assert redelivery_delay(1, 0.0) == 15
+        assert redelivery_delay(2, 0.0) == 60
+
+    def test_capped_at_an_hour(self) -> None:
+        """However many deliveries, the delay stays within the cap."""
+        assert redelivery_delay(50, 0.999999) < REDELIVERY_CAP_SECONDS
+
+    def test_receive_count_starts_at_one(self) -> None:
+        """SQS counts deliveries from 1; 0 is a caller's mistake."""
+        with pytest.raises(ValueError, match="receive_count"):
+            redelivery_delay(0, 0.5)
+
+
 class TestRetry:
     async def test_retries_transient_then_succeeds(self, autojump_clock: trio.abc.Clock) -> None:
         """Transient errors are retried, waiting at least Retry-After."""
@@ -103,6 +144,19 @@ class TestRetry:
             await retry(down, Backoff(max_attempts=4), what="test call", rng=random.Random(1))
         assert attempts == 4
         assert isinstance(info.value.__cause__, ExportApiUnavailable)
+        assert info.value.fault is Fault.EXPORT
+        assert info.value.verdict
+
+    async def test_exhausted_on_aws_is_no_verdict(self, autojump_clock: trio.abc.Clock) -> None:
+        """AWS failing past its retries gives RetriesExhausted of our infrastructure's fault."""
+
+        async def throttled() -> None:
+            raise AwsUnavailable("ThrottlingException", code="ThrottlingException")
+
+        with pytest.raises(RetriesExhausted) as info:
+            await retry(throttled, Backoff(max_attempts=2), what="dynamodb get")
+        assert info.value.fault is Fault.INFRASTRUCTURE
+        assert not info.value.verdict
 
     async def test_permanent_not_retried(self) -> None:
         """A permanent error propagates at once."""

@@ -186,6 +186,21 @@ class TestRelease:
             assert await queue.depth() == (0, 1)
 
 
+class TestRetryLater:
+    async def test_handed_back_after_our_failure_stays_away_a_while(
+        self, aws_endpoint: str
+    ) -> None:
+        """After our own failure the message is handed back invisible for 15-30 s, not at once."""
+        async with open_queue(aws_endpoint, visibility_timeout=30) as queue:
+            await queue.send("work")
+            keeper = LeaseKeeper(queue.sqs, queue.url, 30, AWS_POLICY)
+            lease = keeper.hold(await _received(queue))
+            await keeper.retry_later(lease)
+            assert 15 <= lease.hand_back_delay <= 30
+            assert await queue.depth() == (0, 1)
+            assert await queue.receive_one(wait=1) is None
+
+
 class TestDeadLetter:
     async def test_poison_moves_once_and_later_releases_do_nothing(self, aws_endpoint: str) -> None:
         """A dead-lettered message goes to the DLQ and is deleted; a later hand-back is a no-op."""
