@@ -142,6 +142,9 @@ async def run_service(
                 async with trio.open_nursery() as work:
                     await _start_work(work, deps, mode, stop, work_scope, job_keeper, task_keeper)
                     task_status.started()
+            for keeper in (job_keeper, task_keeper):
+                if keeper is not None:
+                    await keeper.hand_back_remaining()
             keepers.cancel_scope.cancel()
         health_done.set()
     log.info("service stopped")

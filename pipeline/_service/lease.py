@@ -130,6 +130,18 @@ class LeaseKeeper:
         if scope.cancelled_caught:
             log.warning("message delete timed out", message_id=lease.message_id)
 
+    async def hand_back_remaining(self) -> None:
+        """Hand back every message still held: at shutdown, work that never started.
+
+        A message can be held without anyone working on it (a download task
+        waiting in the file workers' buffer when the grace period ended);
+        without this it would stay invisible until its timeout ran out.
+        """
+        remaining = list(self._leases)
+        if remaining:
+            log.info("handing back messages whose work never started", count=len(remaining))
+            await self.hand_back(remaining)
+
     async def retry_later(self, lease: Lease, rng: random.Random | None = None) -> None:
         """Our side failed: hand the message back with a delay that grows per delivery."""
         draw = (rng or self._rng).random()

@@ -1,6 +1,8 @@
-"""Duplicate and late download tasks: a recorded file is never redone nor downgraded."""
+"""Duplicate, late and never-started download tasks: nothing redone, downgraded or stranded."""
 
 from __future__ import annotations
+
+import random
 
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._config import Mode
@@ -9,7 +11,7 @@ from pipeline._core.backoff import AWS_POLICY
 from pipeline._core.messages import DownloadTask, encode_download_task
 from pipeline.testing.demo import build_zip, metadata_for
 from pipeline.testing.moto import free_port
-from tests.support.stack import open_stack
+from tests.support.stack import Stack, open_stack
 from tests.system.test_faults import _is_empty, _wait_for
 
 ENTRIES = [("a.txt", b"alpha" * 100), ("b.txt", b"beta" * 100)]
@@ -47,3 +49,51 @@ async def test_late_task_for_a_finished_file_changes_nothing(aws_endpoint: str) 
         assert after.summary == first.summary
         assert stack.simulator.download_requests == downloads
         assert set(await stack.objects("exp-dup")) == {"a.txt", "b.txt"}
+
+
+async def test_stop_hands_back_tasks_that_never_started(aws_endpoint: str) -> None:
+    """A download task waiting for a busy worker when the grace ends is visible at once."""
+    # Incompressible, and served at 20 kB/s: the one worker stays busy for ~25 s.
+    slow = [("slow.bin", random.Random(7).randbytes(500_000))]
+    async with open_stack(aws_endpoint, with_task_queue=True) as stack:
+        (slow_id,) = stack.simulator.add_export("exp-busy", [("s.zip", build_zip(slow))])
+        stack.simulator.set_throttle("exp-busy", slow_id, 20_000)
+        (file_id,) = stack.simulator.add_export("exp-waits", [("w.zip", build_zip(ENTRIES))])
+        stop = await stack.run_service(
+            Mode.ALL, MAX_CONCURRENT_JOBS="1", SHUTDOWN_GRACE_SECONDS="1"
+        )
+        await stack.send_job(["exp-busy"])
+        assert await _wait_for(lambda: _downloading(stack, slow_id), within=30)
+        waiting = DownloadTask(
+            export_id="exp-waits",
+            correlation_id="c-wait",
+            file_id=file_id,
+            name="w.zip",
+            download_url=stack.simulator.download_url("exp-waits", file_id),
+            size_bytes=len(build_zip(ENTRIES)),
+        )
+        tasks_url = stack.env["SQS_DOWNLOAD_TASKS_URL"]
+        await _sqs.send(stack.aws.sqs, tasks_url, encode_download_task(waiting), policy=AWS_POLICY)
+        # Received, and parked behind the busy worker.
+        assert await _wait_for(lambda: _counts(stack, tasks_url, (0, 1)), within=30)
+        stop.set()
+        # Handed back when the service stops, not after the 30 s visibility timeout.
+        assert await _wait_for(lambda: _counts(stack, tasks_url, (1, 0)), within=10)
+
+
+async def _downloading(stack: Stack, file_id: str) -> bool:
+    return any(r.route == "download" and r.file_id == file_id for r in stack.simulator.requests)
+
+
+async def _counts(stack: Stack, url: str, expected: tuple[int, int]) -> bool:
+    """Whether the queue holds ``expected`` (visible, in flight) messages."""
+    response = await stack.aws.sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )
+    attributes = response["Attributes"]
+    found = (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+    return found == expected
