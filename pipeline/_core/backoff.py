@@ -89,30 +89,51 @@ class CircuitBreaker:
 
     The breaker looks at the last ``window`` outcomes. When at least
     ``min_calls`` of them are known and more than ``failure_ratio`` failed, it
-    opens; after ``cooldown`` it lets calls through again (half-open) and the
-    next outcome decides: a success closes it, a failure opens it again.
+    opens; after ``cooldown`` it lets one call through (half-open) and that
+    call's outcome decides: a success closes it, a failure opens it again.
     """
 
     window: int = 20
     min_calls: int = 10
     failure_ratio: float = 0.5
     cooldown: float = 15.0
+    # How long a caller refused during a probe waits before asking again.
+    probe_wait: float = 1.0
     _outcomes: deque[bool] = attrs.field(init=False, factory=deque)
     _open_until: float | None = attrs.field(init=False, default=None)
+    _probe_since: float | None = attrs.field(init=False, default=None)
 
     def allows(self, now: float) -> bool:
-        """Whether a call may be made at time ``now``."""
-        return self._open_until is None or now >= self._open_until
+        """Whether a call may be made at time ``now``; counts it as the probe when half-open.
+
+        Half-open admits one call at a time: the probe. Every other caller is
+        refused until the probe's outcome is recorded (or, if it never is, a
+        cooldown later), so a recovering dependency is not hit by everyone
+        who waited.
+        """
+        if self._open_until is None:
+            return True
+        if now < self._open_until:
+            return False
+        if self._probe_since is not None and now - self._probe_since < self.cooldown:
+            return False
+        self._probe_since = now
+        return True
 
     def retry_after(self, now: float) -> float:
-        """Seconds until the breaker lets calls through again."""
-        return 0.0 if self._open_until is None else max(0.0, self._open_until - now)
+        """Seconds until the breaker may let a call through again."""
+        if self._open_until is None:
+            return 0.0
+        if self._probe_since is not None:
+            return max(0.0, min(self.probe_wait, self._probe_since + self.cooldown - now))
+        return max(0.0, self._open_until - now)
 
     def record(self, ok: bool, now: float) -> None:
         """Record one call's outcome at time ``now``."""
         if self._open_until is not None and now >= self._open_until:
             # Half-open: this outcome alone decides.
             self._open_until = None
+            self._probe_since = None
             self._outcomes.clear()
             if not ok:
                 self._open_until = now + self.cooldown

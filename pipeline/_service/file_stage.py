@@ -362,7 +362,7 @@ async def _open_entry(
 ) -> _OpenEntry:
     item = await lookup(entry.name)
     opened = _OpenEntry(entry=entry, item=item)
-    if item is None:
+    if item is None or item.problem is not None:
         return opened
     key = deps.object_key(export_id, entry.name)
     if item.sha256 is not None and entry.uncompressed_size > CHECK_EXISTING_ABOVE:
@@ -387,7 +387,7 @@ async def _close_entry(current: _OpenEntry, digest: EntryDigest, tally: FileTall
     if item is None:
         tally.count(EntryOutcome.SKIPPED, path=entry.name, has_item=False)
         return
-    reason = _mismatch(item, digest.size, digest.sha256_hex)
+    reason = item.problem or _mismatch(item, digest.size, digest.sha256_hex)
     if reason is not None:
         if current.upload is not None:
             await current.upload.abort()

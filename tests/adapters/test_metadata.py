@@ -10,7 +10,6 @@ import pipeline._adapters.aws.metadata as metadata_module
 from pipeline._adapters.aws.clients import AwsClients
 from pipeline._adapters.aws.metadata import MetadataItem, all_paths, lookup
 from pipeline._core.backoff import Backoff
-from pipeline._errors import AwsRejected
 from pipeline.ops.provisioning import seed_metadata
 
 FAST = Backoff(max_attempts=3, base=0.001, cap=0.01)
@@ -75,14 +74,23 @@ async def test_sha256_is_lower_cased(clients: AwsClients, table: str) -> None:
     assert found["p"].sha256 == "ab" * 32
 
 
-async def test_malformed_size_is_an_error(clients: AwsClients, table: str) -> None:
-    """A sizeBytes that is not a whole number raises AwsRejected naming the path."""
-    await clients.dynamodb.put_item(
-        TableName=table,
-        Item={"exportId": {"S": "e"}, "path": {"S": "odd"}, "sizeBytes": {"N": "1.5"}},
-    )
-    with pytest.raises(AwsRejected, match="'odd'"):
-        await lookup(clients.dynamodb, table, "e", ["odd"])
+async def test_malformed_items_say_why_and_spoil_nothing_else(
+    clients: AwsClients, table: str
+) -> None:
+    """A bad sizeBytes or sha256 marks that item malformed; the other items read as usual."""
+    for path, extra in (
+        ("odd", {"sizeBytes": {"N": "1.5"}}),
+        ("short", {"sha256": {"S": "abc"}}),
+        ("fine", {"sizeBytes": {"N": "3"}, "sha256": {"S": "ab" * 32}}),
+    ):
+        await clients.dynamodb.put_item(
+            TableName=table, Item={"exportId": {"S": "e"}, "path": {"S": path}, **extra}
+        )
+    found = await lookup(clients.dynamodb, table, "e", ["odd", "short", "fine"])
+    malformed = "metadata item is malformed"
+    assert found["odd"].problem == f"{malformed}: sizeBytes '1.5' is not a whole number"
+    assert found["short"].problem == f"{malformed}: sha256 is not 64 hex digits"
+    assert found["fine"] == MetadataItem(path="fine", size_bytes=3, sha256="ab" * 32)
 
 
 async def test_all_paths_pages_past_one_megabyte(clients: AwsClients, table: str) -> None:

@@ -76,6 +76,28 @@ class TestCircuitBreaker:
         assert breaker.allows(10)
         assert not breaker.is_open
 
+    def test_half_open_lets_one_probe_through(self) -> None:
+        """After the cooldown one caller probes; the others wait until its outcome is known."""
+        breaker = CircuitBreaker(window=4, min_calls=2, cooldown=5, probe_wait=1)
+        breaker.record(False, 0)
+        breaker.record(False, 0)
+        assert breaker.allows(5)
+        assert not breaker.allows(5)
+        assert not breaker.allows(6)
+        assert breaker.retry_after(6) == 1
+        breaker.record(True, 6)
+        assert breaker.allows(6)
+        assert breaker.allows(6)
+
+    def test_a_lost_probe_does_not_keep_it_shut(self) -> None:
+        """A probe whose outcome never comes (cancelled) is replaced a cooldown later."""
+        breaker = CircuitBreaker(window=4, min_calls=2, cooldown=5)
+        breaker.record(False, 0)
+        breaker.record(False, 0)
+        assert breaker.allows(5)
+        assert not breaker.allows(9)
+        assert breaker.allows(10)
+
     def test_few_calls_do_not_open(self) -> None:
         """Below min_calls outcomes, failures alone do not open it."""
         breaker = CircuitBreaker(min_calls=5)

@@ -102,6 +102,28 @@ class TestHappyPath:
             assert summary.bytes_uploaded == 4
             assert set(await stack.objects("exp-counts")) == {"ok.txt"}
 
+    async def test_malformed_metadata_item_rejects_only_its_entry(self, aws_endpoint: str) -> None:
+        """An item with a malformed sha256 rejects its entry; the file's other entries upload."""
+        entries = [("good.txt", b"good"), ("bad-sha.txt", b"bad")]
+        async with open_stack(aws_endpoint) as stack:
+            stack.simulator.add_export("exp-badmeta", [("p.zip", build_zip(entries))])
+            await stack.seed("exp-badmeta", metadata_for([entries[0]]))
+            await stack.aws.dynamodb.put_item(
+                TableName=stack.env["DYNAMODB_METADATA_TABLE"],
+                Item={
+                    "exportId": {"S": "exp-badmeta"},
+                    "path": {"S": "bad-sha.txt"},
+                    "sha256": {"S": "not-a-digest"},
+                },
+            )
+            stop = await stack.run_service()
+            await stack.send_job(["exp-badmeta"])
+            job = await stack.wait_final("exp-badmeta")
+            stop.set()
+            assert job.status is JobStatus.COMPLETED, job.error
+            assert (job.summary.entries_uploaded, job.summary.entries_rejected) == (1, 1)
+            assert set(await stack.objects("exp-badmeta")) == {"good.txt"}
+
     async def test_pending_then_ready_sns_second_host(self, aws_endpoint: str) -> None:
         """PENDING is polled until READY; SNS is unwrapped; the download host gets no token."""
         entries = [("a.txt", b"alpha"), ("b.txt", b"beta")]

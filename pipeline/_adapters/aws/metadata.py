@@ -15,6 +15,7 @@ only ``path``) to count the items no ZIP contained (``entriesMissing``).
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -24,7 +25,7 @@ import trio
 
 from pipeline._adapters.aws.clients import AwsClient, aws_call
 from pipeline._core.backoff import AWS_POLICY, Backoff
-from pipeline._errors import AwsRejected, Fault, RetriesExhausted
+from pipeline._errors import Fault, RetriesExhausted
 
 __all__ = ["MetadataItem", "all_paths", "lookup", "to_attributes"]
 
@@ -36,11 +37,20 @@ _NAMES = {"#p": "path", "#s": "sizeBytes", "#h": "sha256"}
 
 @attrs.frozen
 class MetadataItem:
-    """What the export promises about one entry; ``None`` where it promises nothing."""
+    """What the export promises about one entry; ``None`` where it promises nothing.
+
+    ``problem`` says why the item itself is malformed (a size that is not a
+    whole number, a SHA-256 that is not 64 hex digits): no entry can match
+    such an item, so its entry is rejected with that reason, and only it.
+    """
 
     path: str
     size_bytes: int | None = None
     sha256: str | None = None
+    problem: str | None = None
+
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def to_attributes(export_id: str, item: MetadataItem) -> dict[str, Any]:
@@ -56,6 +66,7 @@ def to_attributes(export_id: str, item: MetadataItem) -> dict[str, Any]:
 def _from_attributes(raw: dict[str, Any]) -> MetadataItem:
     path = str(raw["path"]["S"])
     size: int | None = None
+    problems: list[str] = []
     if "sizeBytes" in raw:
         number = raw["sizeBytes"].get("N")
         try:
@@ -63,13 +74,16 @@ def _from_attributes(raw: dict[str, Any]) -> MetadataItem:
         except (InvalidOperation, TypeError):
             value = Decimal("NaN")
         if not value.is_finite() or value != value.to_integral_value() or value < 0:
-            # An item no entry can match is an error in the table, not a
-            # reason to upload unverified bytes.
-            msg = f"metadata item {path!r}: sizeBytes {number!r} is not a whole number"
-            raise AwsRejected(msg)
-        size = int(value)
+            problems.append(f"sizeBytes {number!r} is not a whole number")
+        else:
+            size = int(value)
     sha = raw.get("sha256", {}).get("S")
-    return MetadataItem(path=path, size_bytes=size, sha256=sha.lower() if sha else None)
+    sha = sha.lower() if sha else None
+    if sha is not None and not _SHA256_HEX.fullmatch(sha):
+        problems.append("sha256 is not 64 hex digits")
+        sha = None
+    problem = f"metadata item is malformed: {'; '.join(problems)}" if problems else None
+    return MetadataItem(path=path, size_bytes=size, sha256=sha, problem=problem)
 
 
 async def lookup(
