@@ -41,12 +41,15 @@ from pipeline._service.finalize import finalize_if_done
 from pipeline._service.lease import Delivery, LeaseKeeper
 from pipeline._service.receiver import Slots
 
-__all__ = ["JobStageDeps", "run_job_stage"]
+__all__ = ["EXPORTS_AT_ONCE", "JobStageDeps", "run_job_stage"]
 
 log = structlog.get_logger("pipeline.jobs")
 
 # SQS caps DelaySeconds at 15 minutes; longer poll intervals wait in steps.
 MAX_SQS_DELAY = 900
+# Exports of one message handled at once: a message may carry a thousand IDs,
+# and a thousand status calls at once would trip the Export API's limits.
+EXPORTS_AT_ONCE = 10
 
 
 @attrs.frozen
@@ -116,9 +119,12 @@ async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) 
     with bound(correlationId=job.correlation_id):
         log.info("export job received", exportIds=list(job.export_ids))
         pending: list[str] = []
+        limiter = trio.CapacityLimiter(EXPORTS_AT_ONCE)
         async with trio.open_nursery() as nursery:
             for export_id in job.export_ids:
-                nursery.start_soon(_run_export_logged, export_id, job, deps, stage, pending)
+                nursery.start_soon(
+                    _run_export_logged, export_id, job, deps, stage, pending, limiter
+                )
         if pending:
             await _hand_back_pending(pending, job, deps, stage)
     return True
@@ -143,6 +149,18 @@ async def _hand_back_pending(
 
 
 async def _run_export_logged(
+    export_id: str,
+    job: ExportJob,
+    deps: Deps,
+    stage: JobStageDeps,
+    pending: list[str],
+    limiter: trio.CapacityLimiter,
+) -> None:
+    async with limiter:
+        await _run_export_or_fail(export_id, job, deps, stage, pending)
+
+
+async def _run_export_or_fail(
     export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps, pending: list[str]
 ) -> None:
     with bound(exportId=export_id):

@@ -11,6 +11,7 @@ import trio
 
 from pipeline._adapters.aws.metadata import MetadataItem
 from pipeline._core.accounting import JobStatus
+from pipeline._service.job_stage import EXPORTS_AT_ONCE
 from pipeline.testing.demo import build_zip, metadata_for, records
 from tests.support.stack import Stack, open_stack, sha256
 
@@ -123,6 +124,23 @@ class TestHappyPath:
             assert job.status is JobStatus.COMPLETED, job.error
             assert (job.summary.entries_uploaded, job.summary.entries_rejected) == (1, 1)
             assert set(await stack.objects("exp-badmeta")) == {"good.txt"}
+
+    async def test_many_exports_in_one_message_ask_a_few_at_a_time(self, aws_endpoint: str) -> None:
+        """A message of 40 export IDs never has more than EXPORTS_AT_ONCE status calls open."""
+        ids = [f"exp-many-{n:02}" for n in range(40)]
+        async with open_stack(aws_endpoint) as stack:
+            for export_id in ids:
+                stack.simulator.add_export(export_id, [], status="FAILED")
+            # Each status answer waits, so calls made at once would overlap.
+            stack.simulator.inject_stall("status", 1.0, times=len(ids))
+            stop = await stack.run_service()
+            await stack.send_job(ids)
+            await trio.sleep(0.5)
+            first_wave = stack.simulator.count("status")
+            for export_id in ids:
+                await stack.wait_final(export_id, within=90)
+            stop.set()
+            assert 0 < first_wave <= EXPORTS_AT_ONCE < len(ids), first_wave
 
     async def test_pending_then_ready_sns_second_host(self, aws_endpoint: str) -> None:
         """PENDING is polled until READY; SNS is unwrapped; the download host gets no token."""
