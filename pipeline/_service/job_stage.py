@@ -250,7 +250,10 @@ async def _still_pending(
     stored = existing
     if stored is None or stored.status is not JobStatus.WAITING:
         stored = await deps.jobs.begin_job(export_id, job.correlation_id, JobStatus.WAITING)
-    waited = (dt.datetime.now(dt.UTC) - stored.created_at).total_seconds()
+    # Counted from when this submission began to wait: a resubmitted export
+    # gets its own EXPORT_MAX_WAIT_SECONDS, whenever its job was first created.
+    since = stored.waiting_since or stored.created_at
+    waited = (dt.datetime.now(dt.UTC) - since).total_seconds()
     if waited > deps.settings.export_max_wait_seconds:
         limit = int(deps.settings.export_max_wait_seconds)
         error = f"export still PENDING after {int(waited)} s (EXPORT_MAX_WAIT_SECONDS={limit})"

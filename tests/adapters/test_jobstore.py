@@ -124,6 +124,21 @@ class TestJob:
         assert job.files_total == 7
         assert not job.listing_done
 
+    async def test_waiting_counts_from_this_submission(self, store: JobStore, clock: Clock) -> None:
+        """waitingSince is set on entering WAITING, kept while waiting, new after a final status."""
+        first = await store.begin_job("exp-w", "c-1", JobStatus.WAITING)
+        assert first.waiting_since == first.created_at
+        clock.now += timedelta(minutes=5)
+        still = await store.begin_job("exp-w", "c-1", JobStatus.WAITING)
+        assert still.waiting_since == first.waiting_since
+        await store.finish_job("exp-w", JobStatus.FAILED, JobSummary(), "waited too long")
+        clock.now += timedelta(days=2)
+        again = await store.begin_job("exp-w", "c-2", JobStatus.WAITING)
+        assert again.created_at == first.created_at
+        assert again.waiting_since == clock.now
+        running = await store.begin_job("exp-w", "c-2", JobStatus.RUNNING)
+        assert running.waiting_since is None
+
     async def test_finish_is_exactly_once(self, store: JobStore) -> None:
         """finish_job succeeds once; the second finisher gets False and changes nothing."""
         await store.begin_job("exp-1", "c", "RUNNING")

@@ -67,6 +67,9 @@ class JobItem:
     listing_done: bool
     summary: JobSummary
     error: str | None = None
+    # When this submission began waiting on a PENDING export (EXPORT_MAX_WAIT_SECONDS
+    # counts from here, not from the first createdAt of a resubmitted export).
+    waiting_since: datetime | None = None
 
     @property
     def files_total(self) -> int:
@@ -205,4 +208,5 @@ def job_from_item(raw: dict[str, Any]) -> JobItem:
         listing_done=bool(values.get("listingDone", False)),
         summary=converter.structure(values, JobSummary),
         error=values.get("error"),
+        waiting_since=parse_time(values["waitingSince"]) if "waitingSince" in values else None,
     )

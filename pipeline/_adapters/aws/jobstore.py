@@ -152,6 +152,11 @@ class JobStore:
         for name, value in converter.unstructure(JobSummary()).items():
             update.set_if_absent(name, value)
         update.remove("error")
+        if wanted is JobStatus.WAITING:
+            if before is None or before.status is not JobStatus.WAITING:
+                update.set("waitingSince", now)
+        else:
+            update.remove("waitingSince")
         pk = update.name("pk")
         # Someone may finish the job between the read and this write.
         condition = f"attribute_not_exists({pk}) OR NOT {update.status_in([JobStatus.COMPLETED])}"
