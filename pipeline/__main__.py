@@ -103,7 +103,14 @@ async def serve_until_signalled(settings: Settings, mode: Mode) -> None:
 
             async def stop_on_signal() -> None:
                 async for _ in signals:
-                    stop.set()
+                    if not stop.is_set():
+                        stop.set()
+                        continue
+                    # A second signal: someone wants it gone now. Work is cancelled
+                    # at once; its shielded cleanup (abort, hand back) still runs,
+                    # each step within its own short deadline.
+                    structlog.get_logger("pipeline").warning("second signal: stopping now")
+                    nursery.cancel_scope.cancel()
 
             nursery.start_soon(stop_on_signal)
             await run_service(settings, mode, stop)

@@ -91,7 +91,7 @@ class Service:
 @asynccontextmanager
 async def spawned(stack: Stack, **overrides: str) -> AsyncIterator[Service]:
     """The service as a subprocess for the block; killed if the block leaves it running."""
-    proc = stack.spawn(Mode.ALL, SHUTDOWN_GRACE_SECONDS=GRACE_SECONDS, **overrides)
+    proc = stack.spawn(Mode.ALL, **{"SHUTDOWN_GRACE_SECONDS": GRACE_SECONDS, **overrides})
     service = Service(proc)
 
     def drain() -> None:
@@ -250,3 +250,18 @@ class TestSigkill:
         """SIGKILL mid-file: after the visibility timeout a restart ends the job exactly."""
         outcome = await sigkill_scenario(aws_endpoint)
         outcome.check()
+
+    async def test_second_sigterm_stops_at_once(self, aws_endpoint: str) -> None:
+        """A second SIGTERM ends a long grace period at once; the message is still handed back."""
+        async with open_stack(aws_endpoint, visibility_timeout=120) as stack:
+            await _setup(stack, "exp-twice")
+            async with spawned(stack, SHUTDOWN_GRACE_SECONDS="300") as service:
+                await stack.send_job(["exp-twice"])
+                await _wait_until_uploading(stack, service)
+                service.signal(signal.SIGTERM)
+                await trio.sleep(1)
+                assert service.proc.poll() is None, "the first signal only starts the grace"
+                service.signal(signal.SIGTERM)
+                assert await service.exit_code(EXIT_WITHIN_SECONDS) == 0, service.text
+            assert await stack.open_uploads() == 0
+            assert await _visible_and_in_flight(stack) == (1, 0)
