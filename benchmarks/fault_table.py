@@ -1,8 +1,11 @@
 """The fault table of issue 4: every fault case of the suite, run N times.
 
-Runs each case of ``tests/test_faults.py`` (S3, SQS, DynamoDB and Export API
-faults, in-process service), the long-file heartbeat case, and the SIGTERM and
-SIGKILL cases of ``tests/test_shutdown.py`` (service subprocesses), each
+Runs each case of ``tests/system/test_faults.py`` (S3, SQS, DynamoDB and Export
+API faults, in-process service), the outages past the retries of
+``tests/system/test_outages.py`` (redeliveries sped up to a 1 s base, as in the
+tests), the duplicate and never-started tasks of ``tests/system/test_duplicates.py``,
+the long-file heartbeat case, and the SIGTERM and SIGKILL cases of
+``tests/system/test_shutdown.py`` (service subprocesses), each
 ``--runs`` times on a fresh stack against one moto server, and prints a
 Markdown table: runs, jobs completed, runs exact in every respect (counts,
 objects with bytes and sha256, no open upload, message deleted, fault hit as
@@ -30,11 +33,19 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline._core import backoff
 from pipeline.testing.moto import moto_server
+from tests.system.test_duplicates import (
+    test_late_task_for_a_finished_file_changes_nothing,
+    test_stop_hands_back_tasks_that_never_started,
+)
 from tests.system.test_faults import CASES, Case, Outcome, long_file_scenario, run_case
+from tests.system.test_outages import OUTAGES
 from tests.system.test_shutdown import sigkill_scenario, sigterm_scenario
 
-Scenario = Callable[[str], Awaitable[Outcome]]
+# A scenario gives the run's outcome to check, or None when it asserted
+# everything itself (a failed assertion is reported as the run's failure).
+Scenario = Callable[[str], Awaitable[Outcome | None]]
 
 
 @attrs.define
@@ -54,6 +65,9 @@ class Row:
         if failure is not None:
             self.failures.append(failure)
         if outcome is None:
+            # A self-checking scenario: passing is exact and its job completed.
+            self.completed += failure is None
+            self.exact += failure is None
             return
         self.completed += outcome.completed
         self.lost += outcome.lost
@@ -73,9 +87,37 @@ def _of_case(case: Case) -> Scenario:
     return scenario
 
 
+def _of_outage(case: Case) -> Scenario:
+    async def scenario(endpoint: str) -> Outcome:
+        saved = backoff.REDELIVERY_BASE_SECONDS
+        backoff.REDELIVERY_BASE_SECONDS = 1
+        try:
+            return await run_case(endpoint, case)
+        finally:
+            backoff.REDELIVERY_BASE_SECONDS = saved
+
+    return scenario
+
+
+def _checked(test: Callable[[str], Awaitable[None]]) -> Scenario:
+    async def scenario(endpoint: str) -> None:
+        await test(endpoint)
+
+    return scenario
+
+
 def scenarios() -> list[tuple[str, Scenario]]:
     found: list[tuple[str, Scenario]] = [(case.name, _of_case(case)) for case in CASES]
+    found += [(case.name, _of_outage(case)) for case in OUTAGES]
     found += [
+        (
+            "Duplicate task after COMPLETED, its URL now 403",
+            _checked(test_late_task_for_a_finished_file_changes_nothing),
+        ),
+        (
+            "SIGTERM with a download task waiting for a busy worker",
+            _checked(test_stop_hands_back_tasks_that_never_started),
+        ),
         ("File taking 4x the visibility timeout (heartbeats)", long_file_scenario),
         ("SIGTERM mid-file (grace 5 s), then restart", sigterm_scenario),
         ("SIGKILL mid-file, then restart", sigkill_scenario),

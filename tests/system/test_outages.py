@@ -20,6 +20,19 @@ from tests.system.test_faults import Case, aws, run_case
 OUTAGE = 2 * AWS_POLICY.max_attempts
 
 OUTAGES: list[Case] = [
+    aws("SQS ReceiveMessage 500 past the retries", "sqs", "ReceiveMessage", times=OUTAGE),
+    # One heartbeat call hangs for 5 s while the lease has 6 s: the call's own
+    # deadline and the next round's slack keep the lease.
+    aws(
+        "SQS heartbeat call stalled 5 s",
+        "sqs",
+        "ChangeMessageVisibilityBatch",
+        "stall",
+        times=1,
+        stall_seconds=5,
+        visibility_timeout=6,
+        throttle=3_000,
+    ),
     aws("S3 PutObject 500 past the retries", "s3", "PutObject", times=OUTAGE),
     aws(
         "S3 CreateMultipartUpload 503 past the retries",
