@@ -50,3 +50,12 @@ def test_compose_file_follows_the_compose_schema() -> None:
     document = yaml.safe_load((ROOT / "compose.yaml").read_text())
     # The schema names draft 7 by a URL jsonschema does not know; it is draft 7.
     jsonschema.Draft7Validator(schema).validate(document)
+
+
+def test_compose_services_pick_their_role_by_service_mode() -> None:
+    """The orchestrator and worker services run the one image, each with its SERVICE_MODE."""
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    for role in ("orchestrator", "worker"):
+        assert services[role]["build"] == "."
+        assert services[role]["environment"]["SERVICE_MODE"] == role
+        assert "command" not in services[role]

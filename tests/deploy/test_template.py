@@ -24,6 +24,16 @@ def template() -> dict[str, Any]:
     return dict(parsed)
 
 
+def branches(item: Any) -> list[Any]:
+    """What a list item may become: both sides of an ``Fn::If``, nothing for ``AWS::NoValue``."""
+    if isinstance(item, dict) and "Fn::If" in item:
+        _, when_true, when_false = item["Fn::If"]
+        return branches(when_true) + branches(when_false)
+    if item == {"Ref": "AWS::NoValue"}:
+        return []
+    return [item]
+
+
 def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     """The template's resources of one type, by logical ID."""
     return {
@@ -117,8 +127,16 @@ def test_services_and_task_definitions(template: dict[str, Any]) -> None:
         assert container["StopTimeout"] > grace_max
         assert "/health" in " ".join(container["HealthCheck"]["Command"])
         assert container["LogConfiguration"]["LogDriver"] == "awslogs"
-        assert {"EXPORT_API_TOKEN"} == {s["Name"] for s in container["Secrets"]}
+        secrets = {s["Name"] for item in container["Secrets"] for s in branches(item)}
+        assert secrets == {"EXPORT_API_TOKEN", "ADMIN_TOKEN"}
     assert modes == {"orchestrator", "worker"}
+
+
+def test_scaling_target_leaves_full_tasks_running(template: dict[str, Any]) -> None:
+    """By default the backlog target is at most the files one task holds, so busy tasks stay."""
+    parameters = template["Parameters"]
+    target = parameters["WorkerBacklogPerTask"]["Default"]
+    assert int(target) <= int(parameters["MaxConcurrentJobs"]["Default"])
 
 
 def test_workers_scale_on_backlog_per_task(template: dict[str, Any]) -> None:
@@ -136,8 +154,9 @@ def test_workers_scale_on_backlog_per_task(template: dict[str, Any]) -> None:
 def _iam_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for name, role in resources(template, "AWS::IAM::Role").items():
         for policy in role.get("Policies", []):
-            for statement in policy["PolicyDocument"]["Statement"]:
-                yield name, statement
+            for item in policy["PolicyDocument"]["Statement"]:
+                for statement in branches(item):
+                    yield name, statement
 
 
 def test_task_roles_name_actions_and_resources(template: dict[str, Any]) -> None:
@@ -151,6 +170,34 @@ def test_task_roles_name_actions_and_resources(template: dict[str, Any]) -> None
         )
         assert all("*" not in action for action in actions), (name, actions)
         assert statement["Resource"] != "*", (name, statement)
+
+
+def _granted(template: dict[str, Any], role: str, action: str) -> set[str]:
+    """Logical IDs of the resources on which ``role`` may take ``action`` (``GetAtt`` ones)."""
+    granted: set[str] = set()
+    for name, statement in _iam_statements(template):
+        actions = statement["Action"]
+        if name != role or action not in (actions if isinstance(actions, list) else [actions]):
+            continue
+        targets = statement["Resource"]
+        for target in targets if isinstance(targets, list) else [targets]:
+            if isinstance(target, dict) and "Fn::GetAtt" in target:
+                granted.add(target["Fn::GetAtt"][0])
+    return granted
+
+
+def test_every_role_reads_every_queue_depth(template: dict[str, Any]) -> None:
+    """Both roles may read the attributes of all four queues (/ready and GET /queues)."""
+    queues = set(resources(template, "AWS::SQS::Queue"))
+    for role in ("OrchestratorTaskRole", "WorkerTaskRole"):
+        assert _granted(template, role, "sqs:GetQueueAttributes") == queues
+
+
+def test_each_role_consumes_only_its_own_queue(template: dict[str, Any]) -> None:
+    """The orchestrator receives export jobs, the worker download tasks, and nothing else."""
+    assert _granted(template, "OrchestratorTaskRole", "sqs:ReceiveMessage") == {"ExportJobsQueue"}
+    assert _granted(template, "WorkerTaskRole", "sqs:ReceiveMessage") == {"DownloadTasksQueue"}
+    assert _granted(template, "OrchestratorTaskRole", "s3:PutObject") == set()
 
 
 def test_alarms_watch_dead_letters_age_and_maximum(template: dict[str, Any]) -> None:

@@ -1,9 +1,10 @@
-"""The wheel the image installs runs the worker without the test extras."""
+"""The wheel the image installs runs the worker without the test extras or pipeline.testing."""
 
 from __future__ import annotations
 
 import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,27 +31,38 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
 
 
-def _run(*command: str | Path) -> None:
+def _run(*command: str | Path, cwd: Path | None = None) -> str:
     done = subprocess.run(
         [str(part) for part in command],
         env=_clean_env(),
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=INSTALL_TIMEOUT,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
 
 
 @pytest.fixture(scope="module")
 def runtime_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv holding only the built wheel and its runtime dependencies."""
+    """A fresh venv holding only the built wheel and its runtime dependencies.
+
+    ``pipeline.testing`` is deleted from it afterwards: the image ships it (for
+    the simulator in compose.yaml), but the service must run without it.
+    """
     where = tmp_path_factory.mktemp("wheel")
     _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", where / "dist", ROOT)
     (wheel,) = (where / "dist").glob("pipeline-*.whl")
     _run(sys.executable, "-m", "venv", where / "venv")
     python = where / "venv" / "bin" / "python"
     _run(python, "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel)
+    # Run from the venv, not the repository root, so the installed copy is the one found.
+    find = "import pathlib, pipeline; print(pathlib.Path(pipeline.__file__).parent)"
+    installed = Path(_run(python, "-c", find, cwd=where).strip())
+    assert installed.is_relative_to(where / "venv")
+    shutil.rmtree(installed / "testing")
     return python
 
 
@@ -62,7 +74,7 @@ def test_runtime_install_has_no_test_tooling(runtime_python: Path) -> None:
         "extra = [m for m in ('moto', 'pytest', 'hypothesis') if u.find_spec(m)];"
         "print(extra); sys.exit(1 if extra else 0)"
     )
-    _run(runtime_python, "-c", probe)
+    _run(runtime_python, "-c", probe, cwd=runtime_python.parent)
 
 
 @pytest.mark.slow
@@ -88,7 +100,6 @@ async def test_worker_from_the_wheel_gets_ready_and_stops_on_sigterm(
     service_env = {
         "PATH": os.environ.get("PATH", ""),
         **env,
-        "SERVICE_MODE": "worker",
         "EXPORT_API_BASE_URL": "http://127.0.0.1:9",
         "HEALTH_PORT": str(port),
         "SHUTDOWN_GRACE_SECONDS": "5",
@@ -96,7 +107,7 @@ async def test_worker_from_the_wheel_gets_ready_and_stops_on_sigterm(
     log = runtime_python.parent.parent.parent / f"worker-{tag}.log"
     with log.open("w") as output:
         process = await trio.lowlevel.open_process(
-            [str(runtime_python), "-m", "pipeline"],
+            [str(runtime_python), "-m", "pipeline", "--mode", "worker"],
             env=service_env,
             cwd=runtime_python.parent,
             stdout=output,
