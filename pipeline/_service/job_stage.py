@@ -212,6 +212,16 @@ async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStag
         if total:
             raise
         return await _still_pending(export_id, job, deps, None)
+    except PermanentError as err:
+        if not err.verdict:
+            raise
+        # A listing fault: the files already handed out go on, and the job's
+        # final counts wait for them instead of showing a snapshot of before.
+        await stage.dispatch.flush(outstanding)
+        if stage.waits_for_files:
+            await outstanding.wait()
+        await _fail_job(deps, export_id, job.correlation_id, str(err), files_total=total)
+        return False
     await stage.dispatch.flush(outstanding)
     await deps.jobs.set_listing_done(export_id, total)
     log.info("export listed", filesTotal=total, alreadyDone=len(done_before))
@@ -263,12 +273,18 @@ async def _still_pending(
     return True
 
 
-async def _fail_job(deps: Deps, export_id: str, correlation_id: str, error: str) -> None:
-    """Mark the job FAILED with a one-line reason; counts keep what was done."""
+async def _fail_job(
+    deps: Deps, export_id: str, correlation_id: str, error: str, files_total: int | None = None
+) -> None:
+    """Mark the job FAILED with a one-line reason; counts keep what was done.
+
+    ``files_total``: the files listed before a listing fault, when there was one.
+    """
     job = await deps.jobs.get_job(export_id)
     if job is None:
         job = await deps.jobs.begin_job(export_id, correlation_id, JobStatus.RUNNING)
     results = await deps.jobs.file_results(export_id)
-    summary = summarize(results, files_total=job.files_total)
+    total = job.files_total if files_total is None else files_total
+    summary = summarize(results, files_total=total)
     if await deps.jobs.finish_job(export_id, JobStatus.FAILED, summary, error):
         log.error("job failed", error=error)

@@ -142,6 +142,26 @@ class TestHappyPath:
             stop.set()
             assert 0 < first_wave <= EXPORTS_AT_ONCE < len(ids), first_wave
 
+    async def test_listing_fault_counts_the_files_already_handed_out(
+        self, aws_endpoint: str
+    ) -> None:
+        """A listing that loops fails the job with the counts of the files listed before it."""
+        entries = [("one.txt", b"first file")]
+        async with open_stack(aws_endpoint) as stack:
+            files = [("p1.zip", build_zip(entries)), ("p2.zip", build_zip([("two.txt", b"2")]))]
+            stack.simulator.add_export("exp-loop", files, page_size_cap=1, repeat_cursor=True)
+            await stack.seed("exp-loop", metadata_for(entries))
+            stop = await stack.run_service()
+            await stack.send_job(["exp-loop"])
+            job = await stack.wait_final("exp-loop")
+            stop.set()
+            assert job.status is JobStatus.FAILED
+            assert job.error is not None
+            assert "cursor repeated" in job.error
+            summary = job.summary
+            assert (summary.files_total, summary.files_done, summary.entries_uploaded) == (1, 1, 1)
+            assert set(await stack.objects("exp-loop")) == {"one.txt"}
+
     async def test_pending_then_ready_sns_second_host(self, aws_endpoint: str) -> None:
         """PENDING is polled until READY; SNS is unwrapped; the download host gets no token."""
         entries = [("a.txt", b"alpha"), ("b.txt", b"beta")]
