@@ -12,7 +12,7 @@ events below.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 
 import attrs
 import trio
@@ -27,7 +27,7 @@ from pipeline._core.zip.decoder import (
 )
 from pipeline._core.zip.events import EntryCompressed, EntryEnd, EntryRefused, EntryStart, ZipEvent
 from pipeline._core.zip.format import CentralEntry, ZipLimits
-from pipeline._core.zip.stream import ZipStreamReader
+from pipeline._core.zip.stream import ReadFault, ZipStreamReader
 from pipeline._errors import ZipCorrupt
 
 __all__ = ["EntryClosed", "EntryData", "EntryOpened", "EntryRejected", "ZipOutput", "read_zip"]
@@ -130,6 +130,7 @@ class _Reading:
         # the queue rather than recursing, so many small entries stay flat.
         self._queue: deque[ZipEvent] = deque()
         self._decoder: EntryDecoder | None = None
+        self._fault: ReadFault | None = None
         self._rejected = False
         self._batch: list[bytes] = []
         self._batched = 0
@@ -140,7 +141,7 @@ class _Reading:
         try:
             async for chunk in iterator:
                 if chunk:
-                    await self._handle(self._reader.feed(chunk))
+                    await self._handle(self._read(self._reader.feed, chunk))
                 if self._reader.done:
                     break
         finally:
@@ -155,9 +156,23 @@ class _Reading:
             if self._batch:
                 await self._flush()
             await self._handle([])
-        await self._handle(self._reader.close())
+        await self._handle(self._read(self._reader.close))
+
+    def _read(self, call: Callable[..., list[ZipEvent]], *args: bytes) -> list[ZipEvent]:
+        """The reader's events; on a fault, those before it, the fault kept for after them."""
+        try:
+            return call(*args)
+        except ReadFault as fault:
+            self._fault = fault
+            return fault.events
 
     async def _handle(self, events: list[ZipEvent]) -> None:
+        await self._act_on(events)
+        if self._fault is not None:
+            # Every entry that ended before the fault has been sent on.
+            raise self._fault
+
+    async def _act_on(self, events: list[ZipEvent]) -> None:
         self._queue.extend(events)
         while self._queue:
             event = self._queue.popleft()
@@ -230,7 +245,7 @@ class _Reading:
             await self._reject(decoder.entry, err.reason)
             return
         if decoder.ended and self._reader.awaiting_end:
-            self._queue.extend(self._reader.end_found(decoder.unused))
+            self._queue.extend(self._read(self._reader.end_found, decoder.unused))
 
     async def _reject(self, entry: CentralEntry, reason: str) -> None:
         self._rejected = True

@@ -620,3 +620,16 @@ def test_damaged_archives_end_cleanly(
             assert event.digest.sha256_hex == hashlib.sha256(content).hexdigest()
     if result.error is not None:
         assert "\n" not in str(result.error)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7919, 256 * 1024])
+async def test_entries_before_a_fault_are_sent_at_any_chunking(chunk_size: int) -> None:
+    """read_zip sends every entry that ended before a bad local header, then fails the file."""
+    entries = [(f"e{n:02}.txt", f"entry {n}\n".encode() * 50) for n in range(51)]
+    data = bytearray(make_zip(entries))
+    last = max(directory(bytes(data)), key=lambda entry: entry.local_header_offset)
+    data[last.local_header_offset + 30] = ord("x")  # the local header names another file
+    result = await collect(bytes(data), use_directory=True, chunk_size=chunk_size)
+    assert result.error is not None
+    assert "disagrees with the central directory" in str(result.error)
+    assert result.contents() == dict(entries[:50])

@@ -19,7 +19,7 @@ from pipeline._core.zip import stream as _zipstream
 from pipeline._core.zip.directory import locate_directory, parse_directory
 from pipeline._core.zip.events import EntryCompressed, EntryEnd, EntryRefused, EntryStart, ZipEvent
 from pipeline._core.zip.format import CentralEntry, ZipLimits, refusal
-from pipeline._core.zip.stream import ZipStreamReader
+from pipeline._core.zip.stream import ReadFault, ZipStreamReader
 from pipeline._errors import ZipCorrupt
 from tests.support.zipfactory import (
     RawEntry,
@@ -455,3 +455,51 @@ class TestCraftedArchives:
         data = build_zip([RawEntry("n" * 65000, b"x" * 1000, method=0)])
         outcome = read(data, use_directory=False, chunks=one_byte_chunks(data))
         assert outcome.contents == {"n" * 65000: b"x" * 1000}
+
+
+def _fifty_good_then_a_lying_header() -> bytes:
+    """50 good entries, then one whose local header names another file than the directory."""
+    entries = [(f"e{n:02}.txt", f"entry {n}\n".encode() * 50) for n in range(51)]
+    data = bytearray(make_zip(entries))
+    last = max(directory(bytes(data)), key=lambda entry: entry.local_header_offset)
+    data[last.local_header_offset + 30] = ord("x")  # first byte of the local name
+    return bytes(data)
+
+
+def _ends_before_the_fault(data: bytes, chunk_size: int) -> tuple[list[str], str]:
+    """Names of the entries that ended before the reader's fault, and the fault."""
+    entries = directory(data)
+    reader = ZipStreamReader(entries, LIMITS)
+    start = min(entry.local_header_offset for entry in entries)
+    ended: list[str] = []
+    body = data[start:]
+    try:
+        for at in range(0, len(body), chunk_size):
+            events = reader.feed(body[at : at + chunk_size])
+            ended += [e.entry.name for e in events if isinstance(e, EntryEnd)]
+        reader.close()
+    except ReadFault as fault:
+        ended += [e.entry.name for e in fault.events if isinstance(e, EntryEnd)]
+        return ended, str(fault)
+    raise AssertionError("the lying header was not noticed")
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7919, 64 * 1024, 256 * 1024])
+def test_entries_before_a_fault_come_out_at_any_chunking(chunk_size: int) -> None:
+    """All 50 good entries before a bad local header come out, in one chunk or byte by byte."""
+    data = _fifty_good_then_a_lying_header()
+    ended, fault = _ends_before_the_fault(data, chunk_size)
+    assert ended == [f"e{n:02}.txt" for n in range(50)]
+    assert "disagrees with the central directory" in fault
+
+
+def test_a_fault_is_raised_again_on_every_later_call() -> None:
+    """After a fault the reader keeps raising it, with no events the second time."""
+    data = _fifty_good_then_a_lying_header()
+    entries = directory(data)
+    reader = ZipStreamReader(entries, LIMITS)
+    with pytest.raises(ReadFault):
+        reader.feed(data[min(entry.local_header_offset for entry in entries) :])
+    with pytest.raises(ZipCorrupt) as again:
+        reader.close()
+    assert not isinstance(again.value, ReadFault)

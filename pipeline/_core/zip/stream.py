@@ -40,7 +40,19 @@ from pipeline._core.zip.format import (
 )
 from pipeline._errors import ZipCorrupt
 
-__all__ = ["ZipStreamReader"]
+__all__ = ["ReadFault", "ZipStreamReader"]
+
+
+class ReadFault(ZipCorrupt):
+    """The reader found a fault; ``events`` are those completed before it, in order.
+
+    However the stream was cut into chunks, the entries that ended before the
+    fault were read: the caller acts on ``events`` first, then on the fault.
+    """
+
+    def __init__(self, fault: ZipCorrupt, events: list[ZipEvent]) -> None:
+        super().__init__(str(fault))
+        self.events = events
 
 
 class _State(enum.Enum):
@@ -153,7 +165,8 @@ class ZipStreamReader(StreamBuffer):
                 pass
         except ZipCorrupt as err:
             self._error = err
-            raise
+            events, self._events = self._events, []
+            raise ReadFault(err, events) from err
         self._compact()
         events, self._events = self._events, []
         return events
