@@ -193,12 +193,20 @@ class TestEntryDecoder:
         with pytest.raises(ZipCorrupt, match="truncated"):
             decoder.finish()
 
-    def test_stream_ends_early(self) -> None:
-        """A deflate stream that ends before its compressed size is corrupt."""
+    def test_bytes_after_the_stream_within_its_size_are_padding(self) -> None:
+        """Bytes between the deflate stream's end and the compressed size are ignored, as
+        zipfile does (Commons Compress's archive_with_bytes_after_data.zip); size and CRC
+        still decide."""
         packed = deflate_raw(b"short")
         decoder = EntryDecoder(central(b"short", compressed_size=len(packed) + 3), LIMITS)
-        with pytest.raises(ZipCorrupt, match="ends 3 bytes before"):
-            decoder.decode(packed + b"xyz", MAX_DATA_CHUNK)
+        out = decoder.decode(packed + b"xyz", MAX_DATA_CHUNK)
+        assert out == b"short"
+        assert decoder.finish().size == 5
+
+    def test_empty_deflated_entry_without_a_stream(self) -> None:
+        """A deflated entry of 0 bytes stored as 0 compressed bytes (no stream) is empty."""
+        decoder = EntryDecoder(central(b"", compressed_size=0), LIMITS)
+        assert decoder.finish().size == 0
 
     def test_bad_deflate_data(self) -> None:
         """Bytes that are not deflate data are corrupt, naming the entry."""

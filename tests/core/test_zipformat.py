@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
+import zlib
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -413,3 +415,64 @@ class TestRefusal:
         """Sizes deferred to a descriptor are left to the inflater's checks."""
         pending = entry("later", uncompressed_size=0, compressed_size=0, sizes_known=False)
         assert refusal(pending, ZipLimits(max_entry_size=0, max_ratio=1)) is None
+
+
+class TestStrictAndLenientLikeOtherReaders:
+    """Issue 13's cases: agree with zipfile and Go where they read, refuse where they refuse."""
+
+    def test_cp437_and_utf8_spellings_of_one_name_are_duplicates(self) -> None:
+        """A CP437 'caf\\x82.txt' and a UTF-8 'café.txt' name one S3 key: the file fails."""
+        data = build_zip([cp437_entry("café.txt", b"one"), RawEntry("café.txt", b"two")])
+        with pytest.raises(ZipCorrupt, match=r"lists 'café\.txt' twice"):
+            directory_of(data)
+
+    def test_symlink_made_by_macos_is_a_symlink(self) -> None:
+        """A symlink from macOS (made by 19) is refused like one from Unix (3)."""
+        link = RawEntry("link", b"/etc/passwd", method=0, external_attr=0o120777 << 16)
+        (parsed,) = directory_of(build_zip([attrs.evolve(link, create_system=19)]))
+        assert parsed.is_symlink
+        assert refusal(parsed, LIMITS) == "symbolic link"
+
+    def test_extra_field_overrunning_its_record_fails_the_file(self) -> None:
+        """An extra field claiming more bytes than the record holds is corrupt, as zipfile says."""
+        bad = RawEntry("a.txt", b"x", extra=struct.pack("<HH", 0xCAFE, 40) + b"short")
+        with pytest.raises(ZipCorrupt, match="extra field 0xcafe overruns its record"):
+            directory_of(build_zip([bad]))
+
+    def test_padding_after_the_last_extra_record_is_tolerated(self) -> None:
+        """Up to three bytes after the last extra record are padding (zipfile reads them)."""
+        padded = RawEntry(
+            "a.txt", b"x", extra=struct.pack("<HH", 0xCAFE, 1) + b"\x00" + b"\x00\x00"
+        )
+        (parsed,) = directory_of(build_zip([padded]))
+        assert parsed.name == "a.txt"
+
+    @pytest.mark.parametrize(
+        ("flag", "reason"),
+        [(0x0020, "patched data"), (0x0040 | 0x0001, "encrypted entry")],
+    )
+    def test_patched_and_strongly_encrypted_entries_are_refused(
+        self, flag: int, reason: str
+    ) -> None:
+        """General-purpose bits 5 (patched data) and 6 (strong encryption) refuse the entry."""
+        (parsed,) = directory_of(build_zip([RawEntry("a.txt", b"x", flags=flag)]))
+        found = refusal(parsed, LIMITS)
+        assert found is not None
+        assert reason in found
+
+    def test_unicode_path_extra_field_names_the_entry(self) -> None:
+        """An Info-ZIP Unicode Path field (0x7075) with the raw name's CRC gives the name."""
+        raw = "résumé.txt".encode("cp437")
+        utf8 = "résumé.txt".encode()
+        field = bytes([1]) + struct.pack("<I", zlib.crc32(raw)) + utf8
+        extra = struct.pack("<HH", 0x7075, len(field)) + field
+        (parsed,) = directory_of(build_zip([RawEntry(raw, b"cv", utf8=False, extra=extra)]))
+        assert parsed.name == "résumé.txt"
+        assert refusal(parsed, LIMITS) is None
+
+    def test_stale_unicode_path_is_ignored(self) -> None:
+        """A Unicode Path whose CRC is of another raw name belongs to an old name: ignored."""
+        field = bytes([1]) + struct.pack("<I", zlib.crc32(b"old.txt")) + b"neu.txt"
+        extra = struct.pack("<HH", 0x7075, len(field)) + field
+        (parsed,) = directory_of(build_zip([RawEntry(b"cur.txt", b"x", extra=extra)]))
+        assert parsed.name == "cur.txt"

@@ -112,6 +112,7 @@ class RawEntry:
     ``zip64`` writes sizes as ``0xFFFFFFFF`` with ZIP64 extra fields in both
     headers. ``listed=False`` leaves the entry out of the central directory;
     ``local_name`` and ``local_crc32`` make the local header disagree.
+    ``extra`` is appended to both headers' extra fields as it is.
     """
 
     name: str | bytes
@@ -129,6 +130,7 @@ class RawEntry:
     listed: bool = True
     local_name: bytes | None = None
     local_crc32: int | None = None
+    extra: bytes = b""
 
     @property
     def raw_name(self) -> bytes:
@@ -220,6 +222,7 @@ def _local_header(entry: RawEntry, packed: int) -> bytes:
     if entry.zip64:
         extra = struct.pack("<HHQQ", 1, 16, usize, csize)
         csize = usize = _MAX32
+    extra += entry.extra
     name = entry.raw_name if entry.local_name is None else entry.local_name
     return (
         struct.pack(
@@ -256,6 +259,7 @@ def _central_record(entry: RawEntry, packed: int, offset: int) -> bytes:
     if entry.zip64:
         extra = struct.pack("<HHQQ", 1, 16, usize, csize)
         csize = usize = _MAX32
+    extra += entry.extra
     name = entry.raw_name
     return (
         struct.pack(

@@ -197,10 +197,11 @@ class EntryDecoder:
     def _inflate(self, data: bytes, max_output: int) -> bytes:
         name = self.entry.name
         if self._ended:
-            if data and self.entry.sizes_known:
-                msg = f"{name!r}: data continues after the end of its deflate stream"
-                raise ZipCorrupt(msg)
-            self._unused += data
+            if not self.entry.sizes_known:
+                self._unused += data
+            # With sizes known, bytes between the deflate stream's end and the
+            # compressed size are padding: ignored, as zipfile does (the
+            # content is still checked against its size and CRC-32).
             return b""
         ceiling = self._limit_above
         if self._corrupt_above is not None:
@@ -217,13 +218,8 @@ class EntryDecoder:
             self._more = False
             self._pending = b""
             # zlib also leaves these bytes in unconsumed_tail: read only this.
-            self._unused = self._inflater.unused_data
-            if self._unused and self.entry.sizes_known:
-                msg = (
-                    f"{name!r}: deflate stream ends {len(self._unused)} bytes "
-                    "before its compressed size"
-                )
-                raise ZipCorrupt(msg)
+            # With sizes known they are padding before the next record (see above).
+            self._unused = b"" if self.entry.sizes_known else self._inflater.unused_data
         else:
             self._pending = self._inflater.unconsumed_tail
             self._more = len(out) == want
@@ -265,7 +261,9 @@ class EntryDecoder:
         if self.has_pending:
             msg = "finish() called while output is pending"
             raise RuntimeError(msg)
-        if self._inflater is not None and not self._ended:
+        # A deflated entry of no bytes may carry no deflate stream at all.
+        empty = self._taken == 0 and expected.compressed_size == 0
+        if self._inflater is not None and not self._ended and not empty:
             msg = (
                 f"{name!r}: deflate stream is truncated "
                 f"(no end within its {self._taken} compressed bytes)"

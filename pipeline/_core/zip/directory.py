@@ -22,7 +22,9 @@ from pipeline._core.zip.format import (
     CentralEntry,
     DirectoryLocation,
     decode_name,
+    extra_fields,
     resolve_zip64,
+    unicode_path,
     zip64_field,
 )
 from pipeline._errors import ZipCorrupt
@@ -127,14 +129,16 @@ def parse_directory(data: bytes, location: DirectoryLocation) -> tuple[CentralEn
         msg = f"central directory is truncated: {len(data)} of {location.size} bytes"
         raise ZipCorrupt(msg)
     entries: list[CentralEntry] = []
-    seen: set[bytes] = set()
+    # Compared as decoded, as they become S3 keys: a CP437 and a UTF-8 name
+    # for the same text would land on one object.
+    seen: set[str] = set()
     pos = 0
     for index in range(location.entries):
         entry, pos = _parse_central_record(data, pos, location, index)
-        if entry.raw_name in seen:
+        if entry.name in seen:
             msg = f"central directory lists {entry.name!r} twice"
             raise ZipCorrupt(msg)
-        seen.add(entry.raw_name)
+        seen.add(entry.name)
         entries.append(entry)
     if pos != location.size:
         msg = (
@@ -181,10 +185,12 @@ def _parse_central_record(
         msg = f"central directory record {index + 1} runs past the directory's end"
         raise ZipCorrupt(msg)
     raw_name = bytes(data[name_at:extra_at])
-    name = decode_name(raw_name, flags)
+    extra = bytes(data[extra_at : extra_at + extra_len])
+    fields = extra_fields(extra, decode_name(raw_name, flags))
+    name = unicode_path(fields, raw_name) or decode_name(raw_name, flags)
     usize, csize, offset, disk = resolve_zip64(
         ((usize, MAX32, 8), (csize, MAX32, 8), (offset, MAX32, 8), (disk, MAX16, 4)),
-        zip64_field(data[extra_at : extra_at + extra_len]),
+        zip64_field(extra),
         name,
     )
     if disk != 0:

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import struct
 import unicodedata
+import zlib
 
 import attrs
 
 from pipeline._errors import ZipCorrupt
 
 __all__ = [
+    "FLAG_PATCHED",
+    "FLAG_STRONG_ENCRYPTION",
     "LOCAL_HEADER_SIZE",
     "MAX16",
     "MAX32",
@@ -39,9 +42,11 @@ __all__ = [
     "LocalHeader",
     "ZipLimits",
     "decode_name",
+    "extra_fields",
     "parse_local_header",
     "refusal",
     "resolve_zip64",
+    "unicode_path",
     "zip64_field",
 ]
 
@@ -73,7 +78,13 @@ _ZIP64_EXTRA_ID = 0x0001
 MAX16 = 0xFFFF
 MAX32 = 0xFFFFFFFF
 
-_UNIX = 3
+# Hosts whose external attributes carry a Unix mode: Unix, and macOS (Darwin),
+# which writes symlinks the same way (Go's archive/zip reads both alike).
+_UNIX_HOSTS = (3, 19)
+# General-purpose flag bits we cannot honour: patched data, strong encryption.
+FLAG_PATCHED = 0x0020
+FLAG_STRONG_ENCRYPTION = 0x0040
+_UNICODE_PATH_ID = 0x7075
 _S_IFMT = 0o170000
 _S_IFLNK = 0o120000
 
@@ -143,7 +154,7 @@ class CentralEntry:
     def is_symlink(self) -> bool:
         """A symbolic link: Unix file type ``S_IFLNK`` in the high half of the attributes."""
         mode = self.external_attr >> 16
-        return self.create_system == _UNIX and mode & _S_IFMT == _S_IFLNK
+        return self.create_system in _UNIX_HOSTS and mode & _S_IFMT == _S_IFLNK
 
     @property
     def is_encrypted(self) -> bool:
@@ -192,6 +203,25 @@ def decode_name(raw: bytes, flags: int) -> str:
     return raw.decode("cp437")
 
 
+def extra_fields(extra: bytes, name: str) -> dict[int, bytes]:
+    """The extra field's records by header ID; :class:`ZipCorrupt` when one overruns it.
+
+    As zipfile does, up to three bytes left at the end (too few for a header)
+    are tolerated as padding; a record claiming more bytes than remain is not.
+    """
+    fields: dict[int, bytes] = {}
+    pos = 0
+    while len(extra) - pos >= _EXTRA_HEADER.size:
+        header_id, size = _EXTRA_HEADER.unpack_from(extra, pos)
+        start = pos + _EXTRA_HEADER.size
+        if start + size > len(extra):
+            msg = f"{name!r}: extra field {header_id:#06x} overruns its record"
+            raise ZipCorrupt(msg)
+        fields.setdefault(header_id, bytes(extra[start : start + size]))
+        pos = start + size
+    return fields
+
+
 def zip64_field(extra: bytes) -> bytes | None:
     """The ZIP64 extended information field's data in an extra field, if present."""
     pos = 0
@@ -202,6 +232,24 @@ def zip64_field(extra: bytes) -> bytes | None:
             return bytes(extra[start : start + size])
         pos = start + size
     return None
+
+
+def unicode_path(fields: dict[int, bytes], raw_name: bytes) -> str | None:
+    """The Info-ZIP Unicode Path (0x7075) of an entry, when present and still current.
+
+    Windows zippers write a non-ASCII name in the local code page and its
+    UTF-8 form in this field, with the CRC-32 of the raw name it replaces: a
+    field whose CRC does not match belongs to an older name and is ignored.
+    """
+    field = fields.get(_UNICODE_PATH_ID)
+    if field is None or len(field) < 5 or field[0] != 1:
+        return None
+    if int.from_bytes(field[1:5], "little") != zlib.crc32(raw_name):
+        return None
+    try:
+        return field[5:].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def resolve_zip64(
@@ -243,7 +291,9 @@ def parse_local_header(buf: bytes | bytearray | memoryview, pos: int) -> LocalHe
         return None
     name_at = pos + _LOCAL.size
     raw_name = bytes(buf[name_at : name_at + name_len])
-    zip64 = zip64_field(bytes(buf[name_at + name_len : pos + size]))
+    extra = bytes(buf[name_at + name_len : pos + size])
+    extra_fields(extra, decode_name(raw_name, flags))
+    zip64 = zip64_field(extra)
     if zip64 is not None:
         usize, csize = resolve_zip64(
             ((usize, MAX32, 8), (csize, MAX32, 8)), zip64, decode_name(raw_name, flags)
@@ -273,8 +323,10 @@ def refusal(entry: CentralEntry, limits: ZipLimits) -> str | None:
         return reason
     if entry.is_symlink:
         return "symbolic link"
-    if entry.is_encrypted:
+    if entry.is_encrypted or entry.flags & FLAG_STRONG_ENCRYPTION:
         return "encrypted entry"
+    if entry.flags & FLAG_PATCHED:
+        return "patched data (general-purpose flag bit 5) is not supported"
     if entry.method not in (METHOD_STORED, METHOD_DEFLATED):
         return f"unsupported compression method {entry.method} (only stored and deflated are read)"
     if not entry.sizes_known:

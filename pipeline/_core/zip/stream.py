@@ -1,10 +1,8 @@
 """A sans-IO ZIP reader: network chunks in, entries and their compressed bytes out.
 
-It is fed chunks of any size (one byte included) and hands out, in stream
-order, each entry's start, its compressed bytes and its end (:mod:`.events`);
-it never inflates and never does I/O. How input is kept between chunks is in
-:mod:`.buffer`; the two modes (directory-first, local headers only) are
-described in the package's docstring, :mod:`pipeline._core.zip`.
+Fed chunks of any size, it hands out each entry's start, compressed bytes and
+end (:mod:`.events`) in stream order; no inflating, no I/O. Input kept between
+chunks: :mod:`.buffer`; the two modes: the docstring of :mod:`pipeline._core.zip`.
 """
 
 from __future__ import annotations
@@ -44,11 +42,7 @@ __all__ = ["ReadFault", "ZipStreamReader"]
 
 
 class ReadFault(ZipCorrupt):
-    """The reader found a fault; ``events`` are those completed before it, in order.
-
-    However the stream was cut into chunks, the entries that ended before the
-    fault were read: the caller acts on ``events`` first, then on the fault.
-    """
+    """A fault, and the ``events`` completed before it: act on those first, then fail."""
 
     def __init__(self, fault: ZipCorrupt, events: list[ZipEvent]) -> None:
         super().__init__(str(fault))
