@@ -14,6 +14,7 @@ from pipeline._core.zip.format import (
     LOCAL_HEADER_SIZE,
     MAX16,
     MAX32,
+    MAX_VERSION_NEEDED,
     METHOD_STORED,
     SIG_CENTRAL,
     SIG_EOCD,
@@ -159,7 +160,7 @@ def _parse_central_record(
         sig,
         _version_made,
         create_system,
-        _version_needed,
+        version_needed,
         flags,
         method,
         _time,
@@ -195,6 +196,11 @@ def _parse_central_record(
     )
     if disk != 0:
         msg = f"{name!r} starts on disk {disk}; only single-file ZIPs are read"
+        raise ZipCorrupt(msg)
+    # The low byte is the version (times ten); the high one is reserved.
+    if version_needed & 0xFF > MAX_VERSION_NEEDED:
+        needed = (version_needed & 0xFF) / 10
+        msg = f"{name!r} needs ZIP version {needed:.1f} to extract; 6.3 is the newest read"
         raise ZipCorrupt(msg)
     # The data cannot reach into the directory: the local header (30 bytes
     # and the same name) and the compressed bytes both lie before it.

@@ -36,6 +36,7 @@ __all__ = [
     "LOCAL_HEADER_SIZE",
     "MAX16",
     "MAX32",
+    "MAX_VERSION_NEEDED",
     "TAIL_BYTES",
     "CentralEntry",
     "DirectoryLocation",
@@ -85,6 +86,9 @@ _UNIX_HOSTS = (3, 19)
 FLAG_PATCHED = 0x0020
 FLAG_STRONG_ENCRYPTION = 0x0040
 _UNICODE_PATH_ID = 0x7075
+# The newest "version needed to extract" read (APPNOTE 6.3). An archive that
+# names a newer one is refused whole, as zipfile refuses it.
+MAX_VERSION_NEEDED = 63
 _S_IFMT = 0o170000
 _S_IFLNK = 0o120000
 
