@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
+from botocore import xform_name
 from cfnlint.decode import decode
 
 from tests.support.tools import installed_tool
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "pipeline.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "deploy" / "pipeline.yaml"
+# The IAM action an API operation needs, where it is not the operation's own name.
+IAM_ACTION_OF = {
+    "sqs:SendMessageBatch": ["sqs:SendMessage"],
+    "sqs:DeleteMessageBatch": ["sqs:DeleteMessage"],
+    "sqs:ChangeMessageVisibilityBatch": ["sqs:ChangeMessageVisibility"],
+    "s3:HeadBucket": ["s3:ListBucket"],
+    "s3:HeadObject": ["s3:GetObject"],
+    "s3:CreateMultipartUpload": ["s3:PutObject"],
+    "s3:UploadPart": ["s3:PutObject"],
+    "s3:CompleteMultipartUpload": ["s3:PutObject"],
+    "s3:CopyObject": ["s3:GetObject", "s3:PutObject"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +225,40 @@ def test_alarms_watch_dead_letters_age_and_maximum(template: dict[str, Any]) -> 
         "ApproximateAgeOfOldestMessage",
         "RunningTaskCount",
     }
+
+
+def _operations_the_service_calls() -> dict[str, str]:
+    """IAM actions of every SQS, S3 and DynamoDB operation the running service names.
+
+    Found in the source (``pipeline/`` minus ``ops/``, run by operators, and
+    ``testing/``) as attributes named like a botocore operation, so a call added
+    later is seen without this test changing.
+    """
+    session = botocore.session.get_session()
+    operations: dict[str, list[str]] = {}
+    for service in ("sqs", "s3", "dynamodb"):
+        for operation in session.get_service_model(service).operation_names:
+            operations.setdefault(xform_name(operation), []).append(f"{service}:{operation}")
+    called: dict[str, str] = {}
+    package = ROOT / "pipeline"
+    for module in package.rglob("*.py"):
+        if module.relative_to(package).parts[0] in ("ops", "testing"):
+            continue
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in operations:
+                for operation in operations[node.attr]:
+                    for action in IAM_ACTION_OF.get(operation, [operation]):
+                        called[action] = f"{node.attr} in {module.relative_to(ROOT)}"
+    return called
+
+
+def test_task_roles_allow_every_call_the_service_makes(template: dict[str, Any]) -> None:
+    """Each AWS operation named in the service's code is allowed to a task role."""
+    called = _operations_the_service_calls()
+    assert "sqs:ReceiveMessage" in called
+    allowed: set[str] = set()
+    for _, statement in _iam_statements(template):
+        actions = statement["Action"]
+        allowed.update(actions if isinstance(actions, list) else [actions])
+    missing = {action: where for action, where in called.items() if action not in allowed}
+    assert not missing, f"the service calls these, no task role allows them: {missing}"
