@@ -30,16 +30,7 @@ async def test_late_task_for_a_finished_file_changes_nothing(aws_endpoint: str) 
         downloads = stack.simulator.download_requests
         # The presigned URL has expired since: any download now answers 403.
         stack.simulator.inject_status("download", 403, times=10)
-        late = DownloadTask(
-            export_id="exp-dup",
-            correlation_id="c-late",
-            file_id=file_id,
-            name="p.zip",
-            download_url=stack.simulator.download_url("exp-dup", file_id),
-            size_bytes=len(build_zip(ENTRIES)),
-        )
-        tasks_url = stack.env["SQS_DOWNLOAD_TASKS_URL"]
-        await _sqs.send(stack.aws.sqs, tasks_url, encode_download_task(late), policy=AWS_POLICY)
+        tasks_url = await _send_task(stack, "exp-dup", file_id, "p.zip")
         assert await _wait_for(lambda: _is_empty(stack, tasks_url), within=30)
         stop_orchestrator.set()
         stop_worker.set()
@@ -64,21 +55,27 @@ async def test_stop_hands_back_tasks_that_never_started(aws_endpoint: str) -> No
         )
         await stack.send_job(["exp-busy"])
         assert await _wait_for(lambda: _downloading(stack, slow_id), within=30)
-        waiting = DownloadTask(
-            export_id="exp-waits",
-            correlation_id="c-wait",
-            file_id=file_id,
-            name="w.zip",
-            download_url=stack.simulator.download_url("exp-waits", file_id),
-            size_bytes=len(build_zip(ENTRIES)),
-        )
-        tasks_url = stack.env["SQS_DOWNLOAD_TASKS_URL"]
-        await _sqs.send(stack.aws.sqs, tasks_url, encode_download_task(waiting), policy=AWS_POLICY)
+        tasks_url = await _send_task(stack, "exp-waits", file_id, "w.zip")
         # Received, and parked behind the busy worker.
         assert await _wait_for(lambda: _counts(stack, tasks_url, (0, 1)), within=30)
         stop.set()
         # Handed back when the service stops, not after the 30 s visibility timeout.
         assert await _wait_for(lambda: _counts(stack, tasks_url, (1, 0)), within=10)
+
+
+async def _send_task(stack: Stack, export_id: str, file_id: str, name: str) -> str:
+    """Send a download task for one file of ENTRIES straight to the task queue; its URL."""
+    task = DownloadTask(
+        export_id=export_id,
+        correlation_id=f"c-{export_id}",
+        file_id=file_id,
+        name=name,
+        download_url=stack.simulator.download_url(export_id, file_id),
+        size_bytes=len(build_zip(ENTRIES)),
+    )
+    tasks_url = stack.env["SQS_DOWNLOAD_TASKS_URL"]
+    await _sqs.send(stack.aws.sqs, tasks_url, encode_download_task(task), policy=AWS_POLICY)
+    return tasks_url
 
 
 async def _downloading(stack: Stack, file_id: str) -> bool:
