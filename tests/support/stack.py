@@ -73,7 +73,12 @@ class Stack:
         """The job item once it is final; fails the test after ``within`` seconds."""
         with trio.fail_after(within):
             while True:
-                job = await self.jobs.get_job(export_id)
+                try:
+                    job = await self.jobs.get_job(export_id)
+                except KeyError:
+                    # moto (unlike DynamoDB) can show an item half-way through an
+                    # UpdateItem that creates it; the next read sees it whole.
+                    job = None
                 if job is not None and job.status.is_final:
                     return job
                 await trio.sleep(0.1)
