@@ -21,6 +21,7 @@ import trio
 
 from pipeline._adapters.aws.clients import AwsClient, AwsClients, aws_call
 from pipeline._adapters.aws.metadata import MetadataItem, to_attributes
+from pipeline._adapters.aws.s3sink import STAGING_PREFIX
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, Fault, RetriesExhausted
 
@@ -158,7 +159,14 @@ async def _bucket(s3: AwsClient, name: str, policy: Backoff) -> None:
                     "Status": "Enabled",
                     "Filter": {"Prefix": ""},
                     "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
-                }
+                },
+                {
+                    # Staged large entries left by a process that died mid-commit.
+                    "ID": "expire-staged-entries",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": STAGING_PREFIX},
+                    "Expiration": {"Days": 1},
+                },
             ]
         },
     )

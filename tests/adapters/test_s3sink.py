@@ -12,16 +12,19 @@ import trio
 from botocore.exceptions import ClientError
 
 import pipeline._adapters.aws.s3sink as s3sink_module
-from pipeline._adapters.aws.clients import AwsClients
+from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline._adapters.aws.s3sink import (
     _SEND_CHUNK,
     MIN_PART_SIZE,
+    STAGING_PREFIX,
     EntryUpload,
     _Body,
     existing_sha256,
     open_entry_upload,
 )
 from pipeline._core.backoff import Backoff
+from pipeline._errors import PipelineError
+from tests.support.faultproxy import Fault, FaultProxy, serve_fault_proxy
 
 FAST = Backoff(max_attempts=3, base=0.001, cap=0.01)
 PART = MIN_PART_SIZE
@@ -255,3 +258,44 @@ class TestRetries:
         """A request body iterates in big pieces, not in lines."""
         data = b"\n" * (_SEND_CHUNK + 10)
         assert [len(piece) for piece in _Body(data)] == [_SEND_CHUNK, 10]
+
+
+class TestStagedEntries:
+    async def test_unknown_digest_is_staged_then_copied_once(
+        self, clients: AwsClients, bucket: str
+    ) -> None:
+        """A large entry without a known digest is assembled outside the exports; only the
+        final object, with its sha256, is left."""
+        data = os.urandom(PART + 777)
+        digest = hashlib.sha256(data).hexdigest()
+        upload = await open_upload(clients, bucket, "exports/e/big.bin")
+        await write_all(upload, data)
+        (staging,) = await open_uploads(clients, bucket)
+        assert staging["Key"].startswith(STAGING_PREFIX)
+        await upload.commit(digest)
+        assert await keys(clients, bucket) == ["exports/e/big.bin"]
+        body, response = await get(clients, bucket, "exports/e/big.bin")
+        assert body == data
+        assert response["Metadata"] == {"sha256": digest}
+
+    async def test_failed_copy_leaves_no_object_without_its_digest(
+        self, aws_endpoint: str, bucket: str
+    ) -> None:
+        """When the one copy fails for good, there is no object at the key at all."""
+        proxy = FaultProxy(aws_endpoint)
+        # The copy is the only PutObject-shaped call of a staged upload.
+        proxy.add(Fault("s3", "PutObject", "status", times=100))
+        data = os.urandom(PART + 99)
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_fault_proxy, proxy)
+            async with open_aws_clients(region="us-east-1", endpoint_url=url, pool_size=2) as aws:
+                upload = await open_upload(aws, bucket, "exports/e/half.bin")
+                await write_all(upload, data)
+                with pytest.raises(PipelineError):
+                    await upload.commit(hashlib.sha256(data).hexdigest())
+            nursery.cancel_scope.cancel()
+        async with open_aws_clients(
+            region="us-east-1", endpoint_url=aws_endpoint, pool_size=2
+        ) as direct:
+            assert await keys(direct, bucket) == []
+            assert await open_uploads(direct, bucket) == []

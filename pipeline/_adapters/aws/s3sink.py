@@ -15,13 +15,14 @@ The object's user metadata ``sha256`` must hold the digest of its bytes. A
 multipart upload fixes its metadata at CreateMultipartUpload, before the bytes
 are seen. When the caller knows the expected digest (the metadata item gives
 it, and the caller checks the digest equals it before committing) it goes in
-there. When not, the upload is completed without it and then copied onto
-itself with ``MetadataDirective=REPLACE``. The trade-off: for the moment
-between the two calls the object is visible, complete and correct, but
-without its ``sha256``; S3 does a server-side copy of the object (CopyObject
-is limited to 5 GiB, above ``MAX_ENTRY_SIZE_MB``'s default of 4 GiB); and if
-the process dies in between, the object stays without ``sha256``, so
-:func:`existing_sha256` returns ``None`` and a redelivery uploads it again.
+there. When not, the parts go to a staging key outside the exports
+(:data:`STAGING_PREFIX`), and the finished staging object is copied once to
+its key with the digest (``MetadataDirective=REPLACE``), then deleted: the
+final object appears in one step, with its ``sha256``, or not at all. The
+cost is S3's server-side copy of the object (CopyObject is limited to 5 GiB,
+above ``MAX_ENTRY_SIZE_MB``'s default of 4 GiB). A staging object left by a
+process that died between the copy and the delete is removed by the bucket's
+lifecycle rule for the staging prefix.
 
 Every call goes through :func:`pipeline._adapters.aws.clients.aws_call`; a retried part resends
 the same bytes under the same part number, which S3 treats as a replacement.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import io
 import re
+import uuid
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
@@ -45,7 +47,14 @@ from pipeline._adapters.aws.clients import AwsClient, aws_call
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, PipelineError
 
-__all__ = ["MIN_PART_SIZE", "PART_SIZE", "EntryUpload", "existing_sha256", "open_entry_upload"]
+__all__ = [
+    "MIN_PART_SIZE",
+    "PART_SIZE",
+    "STAGING_PREFIX",
+    "EntryUpload",
+    "existing_sha256",
+    "open_entry_upload",
+]
 
 log = structlog.get_logger("pipeline.s3sink")
 
@@ -55,6 +64,9 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 # per-request overhead is small; small enough that 20 entries in flight hold
 # a few hundred MiB at most.
 PART_SIZE = 8 * 1024 * 1024
+# Where large entries without a known digest are assembled before their one
+# copy to the export's prefix; outside every export, expired by a lifecycle rule.
+STAGING_PREFIX = ".pipeline-staging/"
 # Aborting is cleanup: it gets a short deadline of its own, shielded.
 _ABORT_DEADLINE = 2.0
 _ABORT_POLICY = Backoff(max_attempts=3, base=0.2, cap=1.0)
@@ -110,6 +122,9 @@ class EntryUpload:
         self._bucket = bucket
         self._key = key
         self._expected = expected_sha256
+        # Where the parts go: the key itself when the digest is known up front,
+        # else a staging key, copied to the key with its digest at commit.
+        self._upload_key = key if expected_sha256 is not None else _staging_key()
         self._policy = policy
         self._part_size = part_size
         self._buffer = bytearray()
@@ -162,7 +177,7 @@ class EntryUpload:
             raise
 
     async def _start_multipart(self) -> str:
-        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._key}
+        kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._upload_key}
         if self._expected is not None:
             kwargs["Metadata"] = {"sha256": self._expected}
         response = await aws_call(
@@ -182,7 +197,7 @@ class EntryUpload:
         async def attempt() -> Any:
             return await self._s3.upload_part(
                 Bucket=self._bucket,
-                Key=self._key,
+                Key=self._upload_key,
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=_Body(part),
@@ -246,7 +261,7 @@ class EntryUpload:
                 self._s3.complete_multipart_upload,
                 policy=self._policy,
                 Bucket=self._bucket,
-                Key=self._key,
+                Key=self._upload_key,
                 UploadId=self._upload_id,
                 MultipartUpload={"Parts": self._parts},
             )
@@ -257,20 +272,38 @@ class EntryUpload:
                 raise
         # The upload is complete: nothing is left to abort.
         self._upload_id = None
-        if self._expected is None:
+        if self._upload_key != self._key:
+            await self._publish_staged(sha256_hex)
+
+    async def _publish_staged(self, sha256_hex: str) -> None:
+        """Copy the staging object to its key with its digest, once; then drop it."""
+        staged = {"Bucket": self._bucket, "Key": self._upload_key}
+        try:
             await aws_call(
-                "s3 copy object to set sha256",
+                "s3 copy staged object with sha256",
                 self._s3.copy_object,
                 policy=self._policy,
                 Bucket=self._bucket,
                 Key=self._key,
-                CopySource={"Bucket": self._bucket, "Key": self._key},
+                CopySource=staged,
                 MetadataDirective="REPLACE",
                 Metadata={"sha256": sha256_hex},
             )
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_DEADLINE):
+                try:
+                    await aws_call(
+                        "s3 delete staged object",
+                        self._s3.delete_object,
+                        policy=_ABORT_POLICY,
+                        **staged,
+                    )
+                except PipelineError as err:
+                    # The staging prefix's lifecycle rule removes it later.
+                    log.warning("staged object not deleted", key=self._upload_key, error=str(err))
 
     async def _object_is_ours(self, sha256_hex: str) -> bool:
-        head = await _head(self._s3, self._bucket, self._key, self._policy)
+        head = await _head(self._s3, self._bucket, self._upload_key, self._policy)
         if head is None or int(head.get("ContentLength", -1)) != self._written:
             return False
         stored = (head.get("Metadata") or {}).get("sha256")
@@ -298,7 +331,7 @@ class EntryUpload:
                     self._s3.abort_multipart_upload,
                     policy=_ABORT_POLICY,
                     Bucket=self._bucket,
-                    Key=self._key,
+                    Key=self._upload_key,
                     UploadId=upload_id,
                 )
             except AwsRejected as err:
@@ -352,6 +385,10 @@ async def open_entry_upload(
         policy=policy,
         part_size=part_size,
     )
+
+
+def _staging_key() -> str:
+    return f"{STAGING_PREFIX}{uuid.uuid4().hex}"
 
 
 async def _head(s3: AwsClient, bucket: str, key: str, policy: Backoff) -> dict[str, Any] | None:
