@@ -1,11 +1,13 @@
 """Job accounting: what one file did, and what a whole export adds up to.
 
 Counts in the jobs table must be exact even when a message is delivered twice
-or a worker dies mid-file. So nothing is ever incremented: each file's outcome
-is recorded as one :class:`FileResult` (written again, identically, on a
-redelivery), and the job's summary is *derived* from the set of results by
-:func:`summarize`. ``entriesMissing`` needs the union of the metadata paths seen
-in every file, which is why a result carries ``seen_paths``.
+or a worker dies mid-file, and they must move while the job runs. So each
+file's outcome is one :class:`FileResult`, recorded once (a second record of
+the same file is refused), and recording it adds its :func:`file_counts` to the
+job's counts in the same conditional write: a file is counted exactly when
+its result exists. :func:`summarize` derives the same counts from the set of
+results; at the end it settles ``entriesMissing``, which needs the union of
+the metadata paths seen in every file (why a result carries ``seen_paths``).
 
 Pure values and functions only; the job store persists them.
 """
@@ -23,6 +25,7 @@ __all__ = [
     "FileTally",
     "JobStatus",
     "JobSummary",
+    "file_counts",
     "final_status",
     "summarize",
 ]
@@ -121,6 +124,18 @@ class JobSummary:
     @property
     def files_finished(self) -> int:
         return self.files_done + self.files_failed
+
+
+def file_counts(result: FileResult) -> JobSummary:
+    """What recording ``result`` adds to its job's counts (``filesTotal`` untouched)."""
+    return JobSummary(
+        files_done=1 if result.ok else 0,
+        files_failed=0 if result.ok else 1,
+        entries_uploaded=result.entries_uploaded,
+        entries_skipped=result.entries_skipped,
+        entries_rejected=result.entries_rejected,
+        bytes_uploaded=result.bytes_uploaded,
+    )
 
 
 def summarize(

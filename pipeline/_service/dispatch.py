@@ -71,6 +71,9 @@ class FileTask:
     lease: Lease | None = None
     # All mode: tells the export-job message's task that this file is done.
     outstanding: Outstanding | None = None
+    # Listed by this process just now as having no recorded result, so the
+    # worker need not ask the jobs table again before downloading it.
+    listed_unrecorded: bool = False
 
 
 class FileDispatch(Protocol):
@@ -140,7 +143,7 @@ class LocalDispatch:
     overflow: QueueDispatch | None = None
 
     async def submit(self, task: DownloadTask, outstanding: Outstanding) -> None:
-        file_task = FileTask(task=task, outstanding=outstanding)
+        file_task = FileTask(task=task, outstanding=outstanding, listed_unrecorded=True)
         if self.overflow is None:
             outstanding.add()
             try:

@@ -122,8 +122,13 @@ async def _run_file_task(
                 lease.scope = scope
                 if lease.lost:
                     return
-            if await deps.jobs.confirm_recorded(task.export_id, task.file_id):
-                # A duplicate or late task: the result stands, nothing is redone.
+            # A task the job stage has just listed against the recorded
+            # results needs no second look; one from the queue may be a
+            # duplicate or come late.
+            if not file_task.listed_unrecorded and await deps.jobs.is_recorded(
+                task.export_id, task.file_id
+            ):
+                # The result stands, nothing is redone; the job is only checked.
                 log.info("file already recorded; not downloaded again")
             else:
                 started = trio.current_time()
@@ -138,7 +143,8 @@ async def _run_file_task(
                     deps,
                 )
                 _log_result(result, trio.current_time() - started)
-                await deps.jobs.record_file(task.export_id, result)
+                if not await deps.jobs.record_file(task.export_id, result):
+                    log.info("file recorded meanwhile by another delivery; this result dropped")
             recorded = True
             # Apart from the record: if this fails, the redelivery finds the
             # result recorded and only checks again, without redoing the file.

@@ -1,10 +1,13 @@
 """Ending a job exactly once, whoever finishes its last file.
 
 Any process that records a file result, and the job stage once its listing is
-done, calls :func:`finalize_if_done`. It is cheap when the job is not done (one
-item read, one count), and when it is, every caller computes the same summary
-from the stored file results; the conditional write in the job store lets only
-the first one through, so the job item is finalised once.
+done, calls :func:`finalize_if_done`. It is one read of the summary item when
+the job is not done: the counts there move with every recorded file, so
+``filesDone + filesFailed`` reaching ``filesTotal`` says every listed file has
+a result. Only then are the file results read, once, to settle
+``entriesMissing`` (the metadata paths no file contained) and to name the
+first failed file; every caller computes the same summary, and the
+conditional write in the job store lets only the first one through.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import structlog
 
 from pipeline._adapters.aws import metadata as _metadata
+from pipeline._adapters.aws.jobstore import JobItem
 from pipeline._core.accounting import JobStatus, JobSummary, final_status, summarize
 from pipeline._service.deps import Deps
 
@@ -20,22 +24,38 @@ __all__ = ["finalize_if_done"]
 log = structlog.get_logger("pipeline.finalize")
 
 
-async def finalize_if_done(deps: Deps, export_id: str) -> JobStatus | None:
+async def finalize_if_done(
+    deps: Deps, export_id: str, job: JobItem | None = None
+) -> JobStatus | None:
     """Finalise the job of ``export_id`` if every listed file has a result.
 
-    Returns the final status this call wrote, or ``None`` when the job is not
-    done yet, is already final, or another process finalised it first.
+    ``job`` is the summary item when the caller has just read or written it
+    (saving the read). Returns the final status this call wrote, or ``None``
+    when the job is not done yet, is already final, or another process
+    finalised it first.
     """
-    job = await deps.jobs.get_job(export_id)
+    if job is None:
+        job = await deps.jobs.get_job(export_id)
     if job is None or job.status.is_final or not job.listing_done:
         return None
-    if await deps.jobs.count_file_results(export_id) < job.files_total:
+    if final_status(job.summary) is None:
         return None
     results = await deps.jobs.file_results(export_id)
-    summary = summarize(results, files_total=job.files_total)
-    decided = final_status(summary)
+    derived = summarize(results, files_total=job.files_total)
+    decided = final_status(derived)
     if decided is None:
+        # The live counts ran ahead of the results read back: never expected,
+        # since a file is counted in the same transaction that records it.
+        log.error("job counts ahead of its file results; not finalised", exportId=export_id)
         return None
+    live = _moving_counts(job.summary)
+    if live != _moving_counts(derived):
+        log.warning(
+            "live counts differ from the file results; the results are kept",
+            exportId=export_id,
+            live=str(live),
+            results=str(_moving_counts(derived)),
+        )
     status, error = decided
     if status is JobStatus.FAILED:
         first = next(r for r in sorted(results, key=lambda r: r.name) if not r.ok)
@@ -51,6 +71,19 @@ async def finalize_if_done(deps: Deps, export_id: str) -> JobStatus | None:
         return None
     _log_final(export_id, status, summary, error)
     return status
+
+
+def _moving_counts(summary: JobSummary) -> tuple[int, ...]:
+    """The counts that move while a job runs (``entriesMissing`` is settled at the end)."""
+    return (
+        summary.files_total,
+        summary.files_done,
+        summary.files_failed,
+        summary.entries_uploaded,
+        summary.entries_skipped,
+        summary.entries_rejected,
+        summary.bytes_uploaded,
+    )
 
 
 def _log_final(export_id: str, status: JobStatus, summary: JobSummary, error: str | None) -> None:

@@ -23,7 +23,7 @@ import trio
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.jobstore import JobItem
 from pipeline._adapters.exportapi import ExportFile
-from pipeline._core.accounting import JobStatus, summarize
+from pipeline._core.accounting import JobStatus
 from pipeline._core.messages import DownloadTask, ExportJob, decode_export_job, encode_export_job
 from pipeline._errors import (
     ExportNotFound,
@@ -196,41 +196,50 @@ async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStag
         return False
     if status.status == "PENDING":
         return await _still_pending(export_id, job, deps, existing)
-    await deps.jobs.begin_job(export_id, job.correlation_id, JobStatus.RUNNING)
-    done_before = {r.file_id for r in await deps.jobs.file_results(export_id) if r.ok}
+    begun = await deps.jobs.begin_job(
+        export_id, job.correlation_id, JobStatus.RUNNING, before=existing, read=False
+    )
+    # A job created just now has no results; otherwise files with a recorded
+    # result (done, or failed in this run) are not handed out again.
+    recorded = set() if existing is None else await deps.jobs.recorded_file_ids(export_id)
     outstanding = Outstanding()
-    total = 0
+    total = bytes_total = 0
     try:
         async for page in deps.api.list_files(export_id):
             for file in page:
                 total += 1
-                if file.file_id in done_before:
+                bytes_total += file.size_bytes
+                if file.file_id in recorded:
                     continue
                 await _submit(file, export_id, job, deps, stage, outstanding)
     except ExportNotReady:
         # READY a moment ago, 409 now: the export is being prepared again.
         if total:
             raise
-        return await _still_pending(export_id, job, deps, None)
+        return await _still_pending(export_id, job, deps, begun)
     except PermanentError as err:
         if not err.verdict:
             raise
-        # A listing fault: the files already handed out go on, and the job's
-        # final counts wait for them instead of showing a snapshot of before.
+        # A listing fault: the files already handed out go on, and add their
+        # counts to the job as they finish. Where they run here, the job is
+        # failed once they are done, so its final item is complete at once.
         await stage.dispatch.flush(outstanding)
         if stage.waits_for_files:
             await outstanding.wait()
-        await _fail_job(deps, export_id, job.correlation_id, str(err), files_total=total)
+        await _fail_job(deps, export_id, job.correlation_id, str(err), files_listed=total)
         return False
     await stage.dispatch.flush(outstanding)
-    await deps.jobs.set_listing_done(export_id, total)
-    log.info("export listed", filesTotal=total, alreadyDone=len(done_before))
+    listed = await deps.jobs.set_listing_done(export_id, total, bytes_total)
+    log.info("export listed", filesTotal=total, alreadyRecorded=len(recorded))
     if stage.waits_for_files:
         await outstanding.wait()
         if outstanding.unrecorded:
             msg = f"{outstanding.unrecorded} file(s) ended without a recorded result"
             raise FilesUnrecorded(msg)
-    await finalize_if_done(deps, export_id)
+        # The files finished after the listing was recorded: read the job again.
+        listed = None
+    if listed is not None or stage.waits_for_files:
+        await finalize_if_done(deps, export_id, listed)
     return False
 
 
@@ -274,17 +283,25 @@ async def _still_pending(
 
 
 async def _fail_job(
-    deps: Deps, export_id: str, correlation_id: str, error: str, files_total: int | None = None
+    deps: Deps,
+    export_id: str,
+    correlation_id: str,
+    error: str,
+    *,
+    files_listed: int | None = None,
 ) -> None:
-    """Mark the job FAILED with a one-line reason; counts keep what was done.
+    """Mark the job FAILED with a one-line reason.
 
-    ``files_total``: the files listed before a listing fault, when there was one.
+    The counts are not touched: they are what was recorded so far, and files
+    still in flight keep adding theirs. ``files_listed`` (a listing fault)
+    records how many files the listing gave before it failed.
     """
     job = await deps.jobs.get_job(export_id)
     if job is None:
-        job = await deps.jobs.begin_job(export_id, correlation_id, JobStatus.RUNNING)
-    results = await deps.jobs.file_results(export_id)
-    total = job.files_total if files_total is None else files_total
-    summary = summarize(results, files_total=total)
-    if await deps.jobs.finish_job(export_id, JobStatus.FAILED, summary, error):
+        await deps.jobs.begin_job(
+            export_id, correlation_id, JobStatus.RUNNING, before=None, read=False
+        )
+    if await deps.jobs.finish_job(
+        export_id, JobStatus.FAILED, None, error, files_total=files_listed
+    ):
         log.error("job failed", error=error)

@@ -85,6 +85,25 @@ class TestTranslate:
         assert info.value.code == "ConditionalCheckFailedException"
         assert not info.value.transient
 
+    @pytest.mark.parametrize(
+        ("reasons", "kind", "code"),
+        [
+            (["ConditionalCheckFailed", "None"], AwsRejected, "ConditionalCheckFailedException"),
+            (["None", "TransactionConflict"], AwsUnavailable, "TransactionCanceledException"),
+            (["ThrottlingError", "None"], AwsUnavailable, "TransactionCanceledException"),
+            (["ValidationError", "None"], AwsRejected, "TransactionCanceledException"),
+        ],
+    )
+    def test_cancelled_transactions_by_reason(
+        self, reasons: list[str], kind: type[Exception], code: str
+    ) -> None:
+        """A cancelled transaction reads as its items' reasons: a failed condition, or transient."""
+        error = client_error("TransactionCanceledException", 400, "TransactWriteItems")
+        error.response["CancellationReasons"] = [{"Code": reason} for reason in reasons]
+        with pytest.raises(kind) as info, translate_aws_errors("dynamodb record file"):
+            raise error
+        assert getattr(info.value, "code", None) == code
+
     def test_connection_errors_are_unavailable(self) -> None:
         """botocore's connection errors become AwsUnavailable without a code."""
         with pytest.raises(AwsUnavailable) as info, translate_aws_errors("sqs receive"):

@@ -176,39 +176,54 @@ class TestJob:
         assert await store.finish_job("exp-1", "COMPLETED", SUMMARY, None)
 
     async def test_rerun_forgets_failed_files(self, clients: AwsClients, table: str) -> None:
-        """Beginning a FAILED job again drops failed file results (and pieces), keeps done ones."""
+        """Beginning a FAILED job again drops failed results (and pieces) and their counts."""
         store = JobStore(clients.dynamodb, table, FAST, paths_chunk_bytes=500)
         many = frozenset(uuid.uuid4().hex for _ in range(300))
         done = FileResult(file_id="f1", name="1.zip", ok=True, entries_uploaded=1)
-        bad = FileResult(file_id="f2", name="2.zip", ok=False, seen_paths=many, error="corrupt")
+        bad = FileResult(
+            file_id="f2", name="2.zip", ok=False, entries_rejected=2, seen_paths=many, error="bad"
+        )
         await store.begin_job("exp-1", "c", "RUNNING")
         await store.record_file("exp-1", done)
         await store.record_file("exp-1", bad)
         # A redelivery while RUNNING keeps every result.
         await store.begin_job("exp-1", "c", "RUNNING")
-        assert len(await store.file_results("exp-1")) == 2
-        await store.finish_job("exp-1", "FAILED", SUMMARY, "1 of 2 files failed")
-        await store.begin_job("exp-1", "c2", "RUNNING")
+        assert await store.recorded_file_ids("exp-1") == {"f1", "f2"}
+        await store.finish_job("exp-1", "FAILED", None, "1 of 2 files failed")
+        again = await store.begin_job("exp-1", "c2", "RUNNING")
         assert await store.file_results("exp-1") == [done]
-        assert await store.count_file_results("exp-1") == 1
+        assert await store.recorded_file_ids("exp-1") == {"f1"}
+        assert again.summary == JobSummary(files_done=1, entries_uploaded=1)
         sks = sorted(item["sk"]["S"] for item in await raw_items(clients, table, "exp-1"))
-        assert sks == ["done#f1", "file#f1", "job"]
+        assert sks == ["file#f1", "job"]
 
-    async def test_progress_only_while_running(self, store: JobStore) -> None:
-        """update_progress writes counts while RUNNING, keeps filesTotal, refuses otherwise."""
-        await store.begin_job("exp-1", "c", "WAITING")
-        assert not await store.update_progress("exp-1", SUMMARY)
+    async def test_counts_move_while_running(self, store: JobStore) -> None:
+        """Each recorded file adds its counts to the summary at once; bytesTotal once listed."""
         await store.begin_job("exp-1", "c", "RUNNING")
-        await store.set_listing_done("exp-1", 9)
-        assert await store.update_progress("exp-1", SUMMARY)
+        await store.record_file("exp-1", FileResult("f1", "1.zip", True, 2, 1, 0, 20))
         job = await store.get_job("exp-1")
         assert job is not None
-        assert job.summary.files_done == 2
-        assert job.summary.files_total == 9
-        assert job.summary.entries_missing == 0
-        await store.finish_job("exp-1", "CANCELLED", job.summary, None)
-        assert not await store.update_progress("exp-1", SUMMARY)
-        assert not await store.set_listing_done("exp-1", 1)
+        assert job.summary == JobSummary(0, 1, 0, 2, 1, 0, 0, 20)
+        assert job.bytes_total is None
+        listed = await store.set_listing_done("exp-1", 3, 900)
+        assert listed is not None
+        assert (listed.files_total, listed.bytes_total, listed.listing_done) == (3, 900, True)
+        await store.record_file("exp-1", FileResult("f2", "2.zip", False, 1, 0, 4, 5, error="x"))
+        job = await store.get_job("exp-1")
+        assert job is not None
+        assert job.summary == JobSummary(3, 1, 1, 3, 1, 4, 0, 25)
+
+    async def test_failed_job_keeps_counting(self, store: JobStore) -> None:
+        """Finishing without a summary keeps the counts; files finishing later still add theirs."""
+        await store.begin_job("exp-1", "c", "RUNNING")
+        await store.record_file("exp-1", FileResult("f1", "1.zip", True, 1, 0, 0, 10))
+        assert await store.finish_job("exp-1", "FAILED", None, "listing fault", files_total=2)
+        await store.record_file("exp-1", FileResult("f2", "2.zip", True, 2, 0, 0, 7))
+        job = await store.get_job("exp-1")
+        assert job is not None
+        assert job.status is JobStatus.FAILED
+        assert job.summary == JobSummary(2, 2, 0, 3, 0, 0, 0, 17)
+        assert await store.set_listing_done("exp-1", 1) is None
 
     async def test_status_arguments_are_checked(self, store: JobStore) -> None:
         """Begin takes only WAITING/RUNNING, finish only final statuses."""
@@ -220,7 +235,7 @@ class TestJob:
 
 class TestFileResults:
     async def test_round_trip_and_redelivery(self, store: JobStore) -> None:
-        """Results come back equal; writing one again replaces it instead of adding."""
+        """Results come back equal; recording a file again is refused and counts nothing."""
         ok = FileResult(
             file_id="f1",
             name="part-0001.zip",
@@ -232,13 +247,17 @@ class TestFileResults:
             seen_paths=frozenset({"a", "b/c", "line\nbreak", "ünï"}),
         )
         failed = FileResult(file_id="f2", name="part-0002.zip", ok=False, error="ZIP corrupt")
-        await store.record_file("exp-1", ok)
-        await store.record_file("exp-1", failed)
-        await store.record_file("exp-1", ok)
-        assert await store.count_file_results("exp-1") == 2
+        await store.begin_job("exp-1", "c", "RUNNING")
+        assert await store.record_file("exp-1", ok)
+        assert await store.record_file("exp-1", failed)
+        assert not await store.record_file("exp-1", ok)
+        assert await store.recorded_file_ids("exp-1") == {"f1", "f2"}
         results = await store.file_results("exp-1")
         assert sorted(results, key=lambda r: r.file_id) == [ok, failed]
         assert await store.file_results("other") == []
+        job = await store.get_job("exp-1")
+        assert job is not None
+        assert job.summary == summarize(results, files_total=0)
 
     async def test_many_seen_paths_are_split(
         self, store: JobStore, clients: AwsClients, table: str
@@ -246,27 +265,27 @@ class TestFileResults:
         """30,000 random paths (over 300 KB compressed) are stored in pieces and read back."""
         paths = frozenset(f"dir/{uuid.uuid4().hex}/{uuid.uuid4().hex}.bin" for _ in range(30_000))
         result = FileResult(file_id="big", name="big.zip", ok=True, seen_paths=paths)
-        await store.record_file("exp-1", result)
-        await store.record_file("exp-1", result)
+        await store.begin_job("exp-1", "c", "RUNNING")
+        assert await store.record_file("exp-1", result)
+        assert not await store.record_file("exp-1", result)
         assert await store.file_results("exp-1") == [result]
-        assert await store.count_file_results("exp-1") == 1
         items = await raw_items(clients, table, "exp-1")
         assert [item["kind"] for item in items].count({"S": "paths"}) >= 1
 
-    async def test_a_different_result_replaces_old_pieces(
+    async def test_a_refused_record_leaves_no_pieces(
         self, clients: AwsClients, table: str, clock: Clock
     ) -> None:
-        """A new result for the same file drops the old result's pieces."""
+        """A second, different result for a recorded file is refused, its pieces deleted."""
         store = JobStore(clients.dynamodb, table, FAST, paths_chunk_bytes=500, clock=clock)
+        first = FileResult(file_id="f", name="f.zip", ok=True, seen_paths=frozenset({"x"}))
+        await store.begin_job("exp-1", "c", "RUNNING")
+        assert await store.record_file("exp-1", first)
         many = frozenset(f"{uuid.uuid4().hex}" for _ in range(300))
-        first = FileResult(file_id="f", name="f.zip", ok=False, seen_paths=many, error="boom")
-        await store.record_file("exp-1", first)
-        assert len(await raw_items(clients, table, "exp-1")) > 5
-        second = FileResult(file_id="f", name="f.zip", ok=True, seen_paths=frozenset({"x"}))
-        await store.record_file("exp-1", second)
-        assert await store.file_results("exp-1") == [second]
+        second = FileResult(file_id="f", name="f.zip", ok=False, seen_paths=many, error="boom")
+        assert not await store.record_file("exp-1", second)
+        assert await store.file_results("exp-1") == [first]
         sks = sorted(item["sk"]["S"] for item in await raw_items(clients, table, "exp-1"))
-        assert sks == ["done#f", "file#f"]
+        assert sks == ["file#f", "job"]
 
     async def test_summary_from_stored_results(self, store: JobStore) -> None:
         """Results read back add up to the summary that finish_job stores."""
@@ -290,31 +309,21 @@ class TestFileResults:
 
 class TestRecordedResults:
     async def test_failure_never_replaces_a_success(self, store: JobStore) -> None:
-        """A late task's FAILED result leaves the file's DONE result as it was."""
+        """A late task's FAILED result leaves the file's DONE result and the counts as they were."""
         done = FileResult(file_id="f1", name="1.zip", ok=True, entries_uploaded=2)
         late = FileResult(file_id="f1", name="1.zip", ok=False, error="403 Forbidden")
-        await store.record_file("exp-late", done)
-        await store.record_file("exp-late", late)
+        await store.begin_job("exp-late", "c", "RUNNING")
+        assert await store.record_file("exp-late", done)
+        assert not await store.record_file("exp-late", late)
         assert await store.file_results("exp-late") == [done]
-        assert await store.count_file_results("exp-late") == 1
+        job = await store.get_job("exp-late")
+        assert job is not None
+        assert job.summary == JobSummary(files_done=1, entries_uploaded=2)
 
-    async def test_a_success_replaces_a_failure(self, store: JobStore) -> None:
-        """A file that failed and then succeeded (a retry) ends DONE."""
-        failed = FileResult(file_id="f1", name="1.zip", ok=False, error="503")
-        done = FileResult(file_id="f1", name="1.zip", ok=True, entries_uploaded=1)
-        await store.record_file("exp-again", failed)
-        await store.record_file("exp-again", done)
-        assert await store.file_results("exp-again") == [done]
-
-    async def test_confirm_recorded_restores_a_lost_marker(
-        self, store: JobStore, clients: AwsClients, table: str
-    ) -> None:
-        """A result whose marker was never written is found, and its marker written again."""
-        assert not await store.confirm_recorded("exp-marker", "f1")
-        await store.record_file("exp-marker", FileResult(file_id="f1", name="1.zip", ok=True))
-        # As if the process died between the result and its marker.
-        key = {"pk": {"S": "exp-marker"}, "sk": {"S": "done#f1"}}
-        await clients.dynamodb.delete_item(TableName=table, Key=key)
-        assert await store.count_file_results("exp-marker") == 0
-        assert await store.confirm_recorded("exp-marker", "f1")
-        assert await store.count_file_results("exp-marker") == 1
+    async def test_is_recorded(self, store: JobStore) -> None:
+        """A file is recorded once its result is stored, done or failed."""
+        assert not await store.is_recorded("exp-r", "f1")
+        await store.begin_job("exp-r", "c", "RUNNING")
+        await store.record_file("exp-r", FileResult(file_id="f1", name="1.zip", ok=False))
+        assert await store.is_recorded("exp-r", "f1")
+        assert not await store.is_recorded("exp-r", "f2")

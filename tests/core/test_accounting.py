@@ -7,6 +7,8 @@ from pipeline._core.accounting import (
     FileResult,
     FileTally,
     JobStatus,
+    JobSummary,
+    file_counts,
     final_status,
     summarize,
 )
@@ -90,3 +92,18 @@ class TestFinalStatus:
     def test_empty_export_completes(self) -> None:
         """An export with no files completes at once."""
         assert final_status(summarize([], files_total=0)) == (JobStatus.COMPLETED, None)
+
+
+class TestFileCounts:
+    def test_a_file_adds_its_counts(self) -> None:
+        """A done file adds one to filesDone and its entries and bytes; filesTotal stays."""
+        counts = file_counts(_result("f1", up=3))
+        assert counts == JobSummary(files_done=1, entries_uploaded=3, bytes_uploaded=30)
+
+    def test_counts_add_up_to_the_summary(self) -> None:
+        """Adding every file's counts gives what summarize derives from the results."""
+        results = [_result("f1", up=2), _result("f2", ok=False, up=1), _result("f3")]
+        added = [file_counts(result) for result in results]
+        derived = summarize(results, files_total=0)
+        for field in ("files_done", "files_failed", "entries_uploaded", "bytes_uploaded"):
+            assert sum(getattr(c, field) for c in added) == getattr(derived, field)

@@ -10,8 +10,8 @@ really injected, so no case passes by missing its target.
 Besides the proxy's ``status``/``reset``/``stall``, this module adds "response
 lost" (:class:`LostResponse`): the call reaches moto and takes effect, and only
 its answer is broken off. That is the fault that tests idempotency: a retried
-PutItem, CompleteMultipartUpload, conditional UpdateItem or SendMessage whose
-first attempt already happened.
+file record (TransactWriteItems), PutObject, CompleteMultipartUpload,
+conditional UpdateItem or SendMessage whose first attempt already happened.
 
 ``benchmarks/fault_table.py`` runs :data:`CASES` several times and prints the
 table of the closing note; it uses :func:`run_case` from here.
@@ -325,13 +325,18 @@ CASES: list[Case] = [
     lost("SQS SendMessage answer lost (pending export)", "sqs", "SendMessage", pending_polls=1),
     # DynamoDB
     aws(
-        "DynamoDB PutItem throughput exceeded",
+        "DynamoDB TransactWriteItems (record file) throughput exceeded",
         "dynamodb",
-        "PutItem",
+        "TransactWriteItems",
         status=400,
         code="ProvisionedThroughputExceededException",
     ),
-    lost("DynamoDB PutItem answer lost", "dynamodb", "PutItem", times=2),
+    lost(
+        "DynamoDB TransactWriteItems (record file) answer lost",
+        "dynamodb",
+        "TransactWriteItems",
+        times=2,
+    ),
     aws(
         "DynamoDB UpdateItem throttled",
         "dynamodb",

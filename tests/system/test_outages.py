@@ -51,9 +51,9 @@ OUTAGES: list[Case] = [
         code="ThrottlingException",
     ),
     aws(
-        "DynamoDB PutItem throttled past the retries",
+        "DynamoDB TransactWriteItems (record file) throttled past the retries",
         "dynamodb",
-        "PutItem",
+        "TransactWriteItems",
         times=OUTAGE,
         status=400,
         code="ProvisionedThroughputExceededException",

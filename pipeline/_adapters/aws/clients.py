@@ -89,6 +89,12 @@ _TRANSIENT_CODES = frozenset(
     }
 )
 
+# Why DynamoDB cancels a transaction, per item: these say "try again", any
+# other (a failed condition, a validation error) is the request's answer.
+_TRANSIENT_CANCELLATIONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
+
 # botocore's own errors that mean "the network or a credential endpoint let
 # us down", not "the request is wrong". HTTPClientError covers
 # ConnectionClosedError, ReadTimeoutError and ResponseStreamingError;
@@ -211,6 +217,24 @@ def _client_error_fields(err: Any) -> tuple[str | None, int | None, str]:
     )
 
 
+def _cancelled_transaction(err: ClientError, line: str) -> AwsRejected | AwsUnavailable:
+    """A cancelled TransactWriteItems in the terms of a single write.
+
+    A failed condition on any item reads as ``ConditionalCheckFailedException``,
+    as it would for a conditional PutItem; a conflict with another write to
+    the same item (a hot summary item) or throttling is transient.
+    """
+    reasons = {
+        str(reason.get("Code"))
+        for reason in (getattr(err, "response", None) or {}).get("CancellationReasons") or []
+    }
+    if "ConditionalCheckFailed" in reasons:
+        return AwsRejected(line, code="ConditionalCheckFailedException")
+    if reasons & _TRANSIENT_CANCELLATIONS:
+        return AwsUnavailable(line, code="TransactionCanceledException")
+    return AwsRejected(line, code="TransactionCanceledException")
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -235,6 +259,8 @@ def translate_aws_errors(what: str) -> Iterator[None]:
         line = _one_line(f"{what}: {shown}: {message}" if message else f"{what}: {shown}")
         if code in _TRANSIENT_CODES or (status is not None and (status >= 500 or status == 429)):
             raise AwsUnavailable(line, code=code) from err
+        if code == "TransactionCanceledException":
+            raise _cancelled_transaction(err, line) from err
         raise AwsRejected(line, code=code) from err
     except _TRANSIENT_BOTOCORE as err:
         line = _one_line(f"{what}: {type(err).__name__}: {err}")

@@ -23,7 +23,6 @@ from pipeline._core.accounting import FileResult, JobStatus, JobSummary
 
 __all__ = [
     "ACTIVE",
-    "DONE_PREFIX",
     "FILE_PREFIX",
     "FINAL",
     "JOB_SK",
@@ -46,10 +45,6 @@ __all__ = [
 PATHS_CHUNK_BYTES = 300_000
 JOB_SK = "job"
 FILE_PREFIX = "file#"
-# One tiny item per recorded file, written after its result: counting these
-# reads a few bytes per file instead of every result with its paths, which is
-# what keeps "is the job done?" cheap after each file of a large export.
-DONE_PREFIX = "done#"
 ACTIVE = (JobStatus.WAITING, JobStatus.RUNNING)
 FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -70,6 +65,8 @@ class JobItem:
     # When this submission began waiting on a PENDING export (EXPORT_MAX_WAIT_SECONDS
     # counts from here, not from the first createdAt of a resubmitted export).
     waiting_since: datetime | None = None
+    # Sum of the listed files' sizeBytes, once the listing is done.
+    bytes_total: int | None = None
 
     @property
     def files_total(self) -> int:
@@ -158,6 +155,7 @@ class Update:
         self.values: dict[str, Any] = {}
         self.sets: list[str] = []
         self.removes: list[str] = []
+        self.adds: list[str] = []
 
     def name(self, attribute: str) -> str:
         placeholder = f"#n{len(self.names)}"
@@ -176,6 +174,10 @@ class Update:
         name = self.name(attribute)
         self.sets.append(f"{name} = if_not_exists({name}, {self.value(value)})")
 
+    def add(self, attribute: str, amount: int) -> None:
+        """Add ``amount`` to a number attribute (0 when it is absent)."""
+        self.adds.append(f"{self.name(attribute)} {self.value(amount)}")
+
     def remove(self, attribute: str) -> None:
         self.removes.append(self.name(attribute))
 
@@ -184,16 +186,20 @@ class Update:
         values = ", ".join(self.value(status.value) for status in statuses)
         return f"{name} IN ({values})"
 
-    def kwargs(self, condition: str) -> dict[str, Any]:
+    def kwargs(self, condition: str | None) -> dict[str, Any]:
         expression = "SET " + ", ".join(self.sets)
+        if self.adds:
+            expression += " ADD " + ", ".join(self.adds)
         if self.removes:
             expression += " REMOVE " + ", ".join(self.removes)
-        return {
+        kwargs: dict[str, Any] = {
             "UpdateExpression": expression,
-            "ConditionExpression": condition,
             "ExpressionAttributeNames": self.names,
             "ExpressionAttributeValues": self.values,
         }
+        if condition is not None:
+            kwargs["ConditionExpression"] = condition
+        return kwargs
 
 
 def job_from_item(raw: dict[str, Any]) -> JobItem:
@@ -209,4 +215,5 @@ def job_from_item(raw: dict[str, Any]) -> JobItem:
         summary=converter.structure(values, JobSummary),
         error=values.get("error"),
         waiting_since=parse_time(values["waitingSince"]) if "waitingSince" in values else None,
+        bytes_total=values.get("bytesTotal"),
     )

@@ -1,30 +1,33 @@
 """The jobs table: one summary item per export, one result item per ZIP file.
 
 Counts must be exact when a message is delivered twice or a worker dies
-mid-file, so nothing is ever incremented. Each file's outcome is stored as its
-own item (``sk = "file#<fileId>"``), written again with the same values on a
-redelivery, and the summary is *derived* from those items
-(:func:`pipeline._core.accounting.summarize`) and written whole. Status changes are
-conditional writes, which makes finishing a job exactly-once: of two
-processes that finish the same export, one sees ``False``.
+mid-file, and they must show how far a running job has got. So recording a
+file is one transaction (``TransactWriteItems``): put the file's result item
+only if the file has none, and ``ADD`` its counts
+(:func:`~pipeline._core.accounting.file_counts`) to the summary item. A
+redelivered or late file finds its result there and changes nothing; a file
+is counted exactly when its result exists. Whether the job is done is then
+one read of the summary item (``filesDone + filesFailed`` against
+``filesTotal``), constant work per file however wide the export. Status
+changes are conditional writes, which makes finishing a job exactly-once: of
+two processes that finish the same export, one sees ``False``.
 
 Items under ``pk = <exportId>``:
 
 - ``sk = "job"``: the contract's summary item (``status``, counts,
-  ``correlationId``, ``createdAt``/``updatedAt`` in ISO-8601 UTC, ``error``),
-  plus ``listingDone``.
+  ``correlationId``, ``createdAt``/``updatedAt`` in ISO-8601 UTC, ``error``,
+  ``bytesTotal`` once listed), plus ``listingDone``.
 - ``sk = "file#<fileId>"`` (``kind = "file"``): ``status`` DONE/FAILED, the
   file's counts, ``name``, ``error`` and ``seenPaths``, the paths of the
-  file's entries that had a metadata item, needed to count
+  file's entries that had a metadata item, needed once, at the end, to count
   ``entriesMissing`` across files. They are stored as a zlib-compressed JSON
   array (JSON rather than newline-joined text, so any path survives intact).
 - ``sk = "file#<fileId>#paths#<writeId>#<n>"`` (``kind = "paths"``): when
   the compressed paths exceed :data:`PATHS_CHUNK_BYTES` (DynamoDB items are
   limited to 400 KB), piece ``n >= 1`` of them; piece 0 is in the file item.
-  ``writeId`` is derived from the compressed bytes, so rewriting the same
-  result rewrites the same items. The pieces are written before the file
-  item that names them, and the pieces of an earlier, different result are
-  deleted after, so a reader never mixes two writes.
+  ``writeId`` is derived from the compressed bytes. The pieces are written
+  before the file item that names them; pieces of a record that was refused
+  (the file had a result already) are deleted again.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ import attrs
 from pipeline._adapters.aws.clients import AwsClient, aws_call
 from pipeline._adapters.aws.jobitems import (
     ACTIVE,
-    DONE_PREFIX,
     FILE_PREFIX,
     FINAL,
     JOB_SK,
@@ -55,7 +57,7 @@ from pipeline._adapters.aws.jobitems import (
     unpack_paths,
     utc_now,
 )
-from pipeline._core.accounting import FileResult, JobStatus, JobSummary
+from pipeline._core.accounting import FileResult, JobStatus, JobSummary, file_counts
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected
 
@@ -116,7 +118,13 @@ class JobStore:
         return job_from_item(raw)
 
     async def begin_job(
-        self, export_id: str, correlation_id: str, status: JobStatus | str
+        self,
+        export_id: str,
+        correlation_id: str,
+        status: JobStatus | str,
+        *,
+        before: JobItem | None = None,
+        read: bool = True,
     ) -> JobItem:
         """Create the job (zero counts) or move a non-COMPLETED one to ``status``.
 
@@ -126,18 +134,20 @@ class JobStore:
         set back to false: a new delivery lists the files again, and until it
         has, no one may conclude that every file is finished. When the job
         had ended FAILED or CANCELLED, the results of failed files are
-        forgotten too, so the new run retries those files instead of
-        finishing at once as FAILED; results of files that were done stay
-        (doing a file again yields the same result).
+        forgotten too (and taken off the counts), so the new run retries
+        those files instead of finishing at once as FAILED; results of files
+        that were done stay (doing a file again yields the same result).
 
-        Returns the item as stored, so the caller sees whether the job was
-        COMPLETED already.
+        ``read=False`` with ``before`` skips reading the item first, for a
+        caller that has just read it. Returns the item as stored, so the
+        caller sees whether the job was COMPLETED already.
         """
         wanted = JobStatus(status)
         if wanted not in ACTIVE:
             msg = f"a job begins WAITING or RUNNING, not {wanted.value}"
             raise ValueError(msg)
-        before = await self.get_job(export_id)
+        if read:
+            before = await self.get_job(export_id)
         if before is not None and before.status is JobStatus.COMPLETED:
             return before
         if before is not None and before.status in FINAL:
@@ -180,60 +190,107 @@ class JobStore:
         return self._job(response["Attributes"])
 
     async def _forget_failed_files(self, export_id: str) -> None:
+        """Delete each failed file's result and take its counts off the job's, together."""
         files, _ = await self._file_items(export_id)
         for values in files:
             if values["status"] == "DONE":
                 continue
             file_id = values["fileId"]
-            # The marker first: a file is never counted without its result.
-            sks = [DONE_PREFIX + file_id, FILE_PREFIX + file_id]
-            sks += [
-                self._piece_sk(file_id, values["writeId"], n)
-                for n in range(1, int(values["pieces"]))
-            ]
-            # The file item first: pieces without it are never read.
-            for sk in sks:
+            result = self._file_result(export_id, values, {}, with_paths=False)
+            update = self._counts_update(file_counts(result), sign=-1)
+            try:
                 await aws_call(
                     "dynamodb forget failed file",
-                    self.dynamodb.delete_item,
+                    self.dynamodb.transact_write_items,
                     policy=self.policy,
-                    TableName=self.table,
-                    Key=self._key(export_id, sk),
+                    TransactItems=[
+                        {
+                            "Delete": {
+                                "TableName": self.table,
+                                "Key": self._key(export_id, FILE_PREFIX + file_id),
+                                "ConditionExpression": "#status = :failed",
+                                "ExpressionAttributeNames": {"#status": "status"},
+                                "ExpressionAttributeValues": {":failed": encode("FAILED")},
+                            }
+                        },
+                        {
+                            "Update": {
+                                "TableName": self.table,
+                                "Key": self._key(export_id, JOB_SK),
+                                **update.kwargs(None),
+                            }
+                        },
+                    ],
                 )
+            except AwsRejected as err:
+                # Someone else forgot it first: its counts are off already.
+                if err.code != "ConditionalCheckFailedException":
+                    raise
+            # The file item first: pieces without it are never read.
+            await self._delete_pieces(export_id, file_id, values["writeId"], int(values["pieces"]))
 
-    async def set_listing_done(self, export_id: str, files_total: int) -> bool:
-        """Record the number of listed files; ``False`` if the job is not active."""
+    async def _delete_pieces(
+        self, export_id: str, file_id: str, write_id: str, pieces: int
+    ) -> None:
+        for n in range(1, pieces):
+            await aws_call(
+                "dynamodb delete file paths",
+                self.dynamodb.delete_item,
+                policy=self.policy,
+                TableName=self.table,
+                Key=self._key(export_id, self._piece_sk(file_id, write_id, n)),
+            )
+
+    def _counts_update(self, counts: JobSummary, *, sign: int = 1) -> Update:
+        """``ADD`` of ``counts`` (times ``sign``) to the summary item, and ``updatedAt``."""
+        update = Update()
+        for name, value in converter.unstructure(counts).items():
+            if name not in ("filesTotal", "entriesMissing") and value:
+                update.add(name, sign * value)
+        update.set("updatedAt", self._now())
+        return update
+
+    async def set_listing_done(
+        self, export_id: str, files_total: int, bytes_total: int | None = None
+    ) -> JobItem | None:
+        """Record the listed files (and their size); the job as stored, ``None`` if not active."""
         update = Update()
         update.set("filesTotal", files_total)
+        if bytes_total is not None:
+            update.set("bytesTotal", bytes_total)
         update.set("listingDone", True)
         update.set("updatedAt", self._now())
-        return await self._update(
-            "dynamodb set listing done", export_id, update, update.status_in(ACTIVE)
-        )
-
-    async def update_progress(self, export_id: str, summary: JobSummary) -> bool:
-        """Write the running counts while the job is RUNNING; ``False`` otherwise.
-
-        ``filesTotal`` (owned by :meth:`set_listing_done`) and ``entriesMissing``
-        (known only at the end) are left as they are.
-        """
-        update = Update()
-        for name, value in converter.unstructure(summary).items():
-            if name not in ("filesTotal", "entriesMissing"):
-                update.set(name, value)
-        update.set("updatedAt", self._now())
-        return await self._update(
-            "dynamodb update progress", export_id, update, update.status_in([JobStatus.RUNNING])
-        )
+        try:
+            response = await aws_call(
+                "dynamodb set listing done",
+                self.dynamodb.update_item,
+                policy=self.policy,
+                TableName=self.table,
+                Key=self._key(export_id, JOB_SK),
+                ReturnValues="ALL_NEW",
+                **update.kwargs(update.status_in(ACTIVE)),
+            )
+        except AwsRejected as err:
+            if err.code == "ConditionalCheckFailedException":
+                return None
+            raise
+        return self._job(response["Attributes"])
 
     async def finish_job(
         self,
         export_id: str,
         status: JobStatus | str,
-        summary: JobSummary,
+        summary: JobSummary | None,
         error: str | None,
+        *,
+        files_total: int | None = None,
     ) -> bool:
-        """Write the final status and counts, once.
+        """Write the final status, once; with ``summary``, its counts too.
+
+        Without ``summary`` the counts stay as recorded so far (``files_total``
+        may still be set): files still in flight when a job fails (a listing
+        fault) or is cancelled go on adding theirs, so a final item is never a
+        stale snapshot.
 
         Only a WAITING or RUNNING job is finished; ``False`` means it was
         finished already (by another process, or an earlier delivery), and
@@ -245,8 +302,11 @@ class JobStore:
             raise ValueError(msg)
         update = Update()
         update.set("status", final.value)
-        for name, value in converter.unstructure(summary).items():
-            update.set(name, value)
+        if summary is not None:
+            for name, value in converter.unstructure(summary).items():
+                update.set(name, value)
+        elif files_total is not None:
+            update.set("filesTotal", files_total)
         update.set("updatedAt", self._now())
         if error is None:
             update.remove("error")
@@ -256,22 +316,8 @@ class JobStore:
             "dynamodb finish job", export_id, update, update.status_in(ACTIVE)
         )
 
-    async def _put_marker(self, export_id: str, file_id: str) -> None:
-        await aws_call(
-            "dynamodb put file marker",
-            self.dynamodb.put_item,
-            policy=self.policy,
-            TableName=self.table,
-            Item={**self._key(export_id, DONE_PREFIX + file_id), "kind": encode("done")},
-        )
-
-    async def confirm_recorded(self, export_id: str, file_id: str) -> bool:
-        """Whether the file has a recorded result; if so, make sure its marker is there too.
-
-        A process may have died between writing a result and its marker; the
-        marker is what finalisation counts, so it is written again (a put of
-        a few bytes, idempotent) whenever a recorded result is found.
-        """
+    async def is_recorded(self, export_id: str, file_id: str) -> bool:
+        """Whether the file has a recorded result (then it is not downloaded again)."""
         response = await aws_call(
             "dynamodb get file result",
             self.dynamodb.get_item,
@@ -282,13 +328,43 @@ class JobStore:
             ExpressionAttributeNames={"#status": "status"},
             ConsistentRead=True,
         )
-        if "Item" not in response:
-            return False
-        await self._put_marker(export_id, file_id)
-        return True
+        return "Item" in response
 
-    async def record_file(self, export_id: str, result: FileResult) -> None:
-        """Store one file's result; a DONE result is never replaced by a FAILED one."""
+    async def recorded_file_ids(self, export_id: str) -> set[str]:
+        """The IDs of the export's files that have a result, done or failed."""
+        found: set[str] = set()
+        start_key: dict[str, Any] | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "TableName": self.table,
+                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+                "FilterExpression": "kind = :file",
+                "ProjectionExpression": "fileId",
+                "ExpressionAttributeValues": {
+                    ":pk": encode(export_id),
+                    ":prefix": encode(FILE_PREFIX),
+                    ":file": encode("file"),
+                },
+                "ConsistentRead": True,
+            }
+            if start_key is not None:
+                kwargs["ExclusiveStartKey"] = start_key
+            response = await aws_call(
+                "dynamodb query recorded files", self.dynamodb.query, policy=self.policy, **kwargs
+            )
+            found.update(decode_item(raw)["fileId"] for raw in response.get("Items") or [])
+            start_key = response.get("LastEvaluatedKey")
+            if not start_key:
+                return found
+
+    async def record_file(self, export_id: str, result: FileResult) -> bool:
+        """Store one file's result and add its counts to the job's, in one transaction.
+
+        Returns ``False`` when the file had a result already: a recorded
+        result is final (a late or duplicate task whose download now fails,
+        an expired URL, never turns DONE into FAILED), and nothing is counted
+        twice.
+        """
         blob = pack_paths(result.seen_paths)
         size = self.paths_chunk_bytes
         pieces = [blob[i : i + size] for i in range(0, len(blob), size)] or [b""]
@@ -322,65 +398,57 @@ class JobStore:
                 "updatedAt": encode(self._now()),
             }
         )
+        counts = self._counts_update(file_counts(result))
         try:
-            # A failure never replaces a success: a late or duplicate task whose
-            # download now fails (an expired URL) leaves the DONE result alone.
-            response = await aws_call(
-                "dynamodb put file result",
-                self.dynamodb.put_item,
+            await aws_call(
+                "dynamodb record file",
+                self.dynamodb.transact_write_items,
                 policy=self.policy,
-                TableName=self.table,
-                Item=item,
-                ReturnValues="ALL_OLD",
-                ConditionExpression="attribute_not_exists(pk) OR #status <> :done",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={":done": encode("DONE")},
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self.table,
+                            "Key": self._key(export_id, JOB_SK),
+                            **counts.kwargs(None),
+                        }
+                    },
+                ],
             )
         except AwsRejected as err:
             if err.code != "ConditionalCheckFailedException":
                 raise
-            response = {}
-        await self._put_marker(export_id, result.file_id)
-        old = decode_item(response.get("Attributes") or {})
-        if old.get("writeId", write_id) != write_id:
-            # An earlier, different result had pieces of its own: drop them.
-            for n in range(1, int(old.get("pieces", 1))):
-                await aws_call(
-                    "dynamodb delete old file paths",
-                    self.dynamodb.delete_item,
-                    policy=self.policy,
-                    TableName=self.table,
-                    Key=self._key(export_id, self._piece_sk(result.file_id, old["writeId"], n)),
-                )
+            if len(pieces) > 1:
+                await self._drop_refused_pieces(export_id, result.file_id, write_id, len(pieces))
+            return False
+        return True
+
+    async def _drop_refused_pieces(
+        self, export_id: str, file_id: str, write_id: str, pieces: int
+    ) -> None:
+        """Delete the pieces just written for a refused record, unless the stored one uses them."""
+        response = await aws_call(
+            "dynamodb get file result",
+            self.dynamodb.get_item,
+            policy=self.policy,
+            TableName=self.table,
+            Key=self._key(export_id, FILE_PREFIX + file_id),
+            ProjectionExpression="writeId",
+            ConsistentRead=True,
+        )
+        stored = decode_item(response.get("Item") or {}).get("writeId")
+        if stored != write_id:
+            await self._delete_pieces(export_id, file_id, write_id, pieces)
 
     @staticmethod
     def _piece_sk(file_id: str, write_id: str, n: int) -> str:
         return f"{FILE_PREFIX}{file_id}#paths#{write_id}#{n}"
-
-    async def count_file_results(self, export_id: str) -> int:
-        """How many files of the export have a result: one cheap, paginated count."""
-        count = 0
-        start_key: dict[str, Any] | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "TableName": self.table,
-                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-                "ExpressionAttributeValues": {
-                    ":pk": encode(export_id),
-                    ":prefix": encode(DONE_PREFIX),
-                },
-                "Select": "COUNT",
-                "ConsistentRead": True,
-            }
-            if start_key is not None:
-                kwargs["ExclusiveStartKey"] = start_key
-            response = await aws_call(
-                "dynamodb count file results", self.dynamodb.query, policy=self.policy, **kwargs
-            )
-            count += int(response.get("Count", 0))
-            start_key = response.get("LastEvaluatedKey")
-            if not start_key:
-                return count
 
     async def file_results(self, export_id: str) -> list[FileResult]:
         """Every file result of the export, with its seen paths, in file-ID order."""
@@ -425,10 +493,12 @@ class JobStore:
         export_id: str,
         values: dict[str, Any],
         pieces: dict[tuple[str, str, int], bytes],
+        *,
+        with_paths: bool = True,
     ) -> FileResult:
         file_id, write_id = values["fileId"], values["writeId"]
         blob = bytes(values["seenPaths"])
-        for n in range(1, int(values["pieces"])):
+        for n in range(1, int(values["pieces"]) if with_paths else 1):
             piece = pieces.get((file_id, write_id, n))
             if piece is None:
                 msg = f"jobs table: {export_id} file {file_id}: seen-paths piece {n} is missing"
@@ -437,6 +507,6 @@ class JobStore:
         values = {
             **values,
             "ok": values["status"] == "DONE",
-            "seenPaths": unpack_paths(blob),
+            "seenPaths": unpack_paths(blob) if with_paths else frozenset(),
         }
         return converter.structure(values, FileResult)
