@@ -50,6 +50,7 @@ from pipeline._service.file_stage import run_file_workers
 from pipeline._service.job_stage import JobStageDeps, run_job_stage
 from pipeline._service.lease import Delivery, LeaseKeeper
 from pipeline._service.receiver import Slots, run_receiver
+from pipeline._service.sweeper import run_sweeper
 from pipeline._service.task_stage import run_task_stage
 
 __all__ = ["open_deps", "run_service"]
@@ -225,7 +226,10 @@ async def _start_work(
         # The clones above are the only senders; closing this one lets the
         # workers end once the job and task stages have ended.
         await file_send.aclose()
-    work.start_soon(_run_intake, intake_scope, receivers, deps)
+    # Where export jobs are taken, stranded jobs are looked for too.
+    work.start_soon(
+        functools.partial(_run_intake, intake_scope, receivers, deps, sweeps=job_keeper is not None)
+    )
     log.info("service started", mode=mode.value)
 
 
@@ -254,9 +258,20 @@ async def _run_intake(
     intake_scope: trio.CancelScope,
     receivers: list[tuple[LeaseKeeper, Slots, trio.MemorySendChannel[Delivery]]],
     deps: Deps,
+    *,
+    sweeps: bool,
 ) -> None:
     with intake_scope:
         async with trio.open_nursery() as intake:
+            if sweeps:
+                await intake.start(
+                    functools.partial(
+                        run_sweeper,
+                        jobs=deps.jobs,
+                        sqs=deps.aws.sqs,
+                        export_jobs_url=deps.settings.sqs_export_jobs_url,
+                    )
+                )
             for keeper, slots, send in receivers:
                 async with send:
                     for _ in range(RECEIVERS_PER_QUEUE):

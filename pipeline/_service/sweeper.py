@@ -1,0 +1,85 @@
+"""The sweeper: a RUNNING job whose work has gone quiet is submitted again.
+
+A job can be left RUNNING with no message that will finish it: its last
+download task dead-lettered after a long outage, or a process lost between
+dispatching files and recording them. Nothing is wrong with the export, so
+failing it would be a guess; instead the sweeper sends its export ID to the
+export-job queue again, as a person would. The job stage then lists the
+files, skips every file with a recorded result, dispatches the others, and
+finishes the job (or fails it, if the export is gone).
+
+A job is quiet when its summary item has not changed for
+:data:`STALE_AFTER_SECONDS`: with live counts (each finished file moves them
+within seconds) that means no file has finished for that long. A job still at
+work but slow (one very large file) is submitted again harmlessly: results are
+recorded once, and files already recorded are not downloaded again. So no job
+stays RUNNING without progress for longer than :data:`STALE_AFTER_SECONDS` +
+:data:`SWEEP_EVERY_SECONDS` (40 minutes) before it is taken up again.
+
+It runs in the processes that take export jobs (``all`` and ``orchestrator``),
+in the intake's nursery, so it stops with the intake at shutdown.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import structlog
+import trio
+
+from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.clients import AwsClient
+from pipeline._adapters.aws.jobitems import utc_now
+from pipeline._adapters.aws.jobscan import running_jobs_idle_since
+from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._core.backoff import AWS_POLICY
+from pipeline._core.messages import ExportJob, encode_export_job
+from pipeline._errors import PipelineError
+
+__all__ = ["STALE_AFTER_SECONDS", "SWEEP_EVERY_SECONDS", "run_sweeper", "sweep_once"]
+
+log = structlog.get_logger("pipeline.sweeper")
+
+# No finished file for this long: the job's work is taken to be gone.
+STALE_AFTER_SECONDS = 30 * 60
+# A sweep scans the jobs table: rare enough to cost little, often enough that
+# a stranded job waits at most this much longer.
+SWEEP_EVERY_SECONDS = 10 * 60
+
+
+async def sweep_once(
+    jobs: JobStore, sqs: AwsClient, export_jobs_url: str, *, now: datetime
+) -> list[str]:
+    """Submit again every RUNNING job quiet since ``now - STALE_AFTER_SECONDS``; their IDs."""
+    cutoff = now - timedelta(seconds=STALE_AFTER_SECONDS)
+    resubmitted = []
+    for job in await running_jobs_idle_since(jobs, cutoff):
+        body = encode_export_job(
+            ExportJob(export_ids=(job.export_id,), correlation_id=job.correlation_id or "sweeper")
+        )
+        await _sqs.send(sqs, export_jobs_url, body, policy=AWS_POLICY)
+        log.warning(
+            "job quiet too long; submitted again",
+            exportId=job.export_id,
+            correlationId=job.correlation_id,
+            idle_seconds=int((now - job.updated_at).total_seconds()),
+        )
+        resubmitted.append(job.export_id)
+    return resubmitted
+
+
+async def run_sweeper(
+    *,
+    jobs: JobStore,
+    sqs: AwsClient,
+    export_jobs_url: str,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Sweep every :data:`SWEEP_EVERY_SECONDS` until cancelled; a failed sweep waits a round."""
+    task_status.started()
+    while True:
+        await trio.sleep(SWEEP_EVERY_SECONDS)
+        try:
+            await sweep_once(jobs, sqs, export_jobs_url, now=utc_now())
+        except PipelineError as err:
+            log.warning("sweep failed; trying again next round", error=str(err))

@@ -1,0 +1,60 @@
+"""The sweeper: quiet RUNNING jobs are submitted again; others are left alone."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.clients import AwsClients
+from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._core.accounting import JobStatus
+from pipeline._service.sweeper import STALE_AFTER_SECONDS, sweep_once
+from pipeline.ops.provisioning import provision
+
+START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_only_quiet_running_jobs_are_submitted_again(clients: AwsClients) -> None:
+    """A RUNNING job quiet past the threshold is sent again; fresh, waiting and final ones not."""
+    name = uuid.uuid4().hex[:10]
+    urls = await provision(
+        clients,
+        bucket=f"bucket-{name}",
+        metadata_table=f"metadata-{name}",
+        jobs_table=f"jobs-{name}",
+        export_jobs_queue=f"jobs-{name}",
+        download_tasks_queue=None,
+        visibility_timeout=30,
+    )
+    clock = Clock()
+    jobs = JobStore(clients.dynamodb, f"jobs-{name}", clock=clock)
+    await jobs.begin_job("exp-stranded", "c-stranded", JobStatus.RUNNING)
+    await jobs.begin_job("exp-waiting", "c-waiting", JobStatus.WAITING)
+    await jobs.begin_job("exp-done", "c-done", JobStatus.RUNNING)
+    await jobs.finish_job("exp-done", JobStatus.COMPLETED, None, None)
+    clock.now = START + timedelta(seconds=STALE_AFTER_SECONDS - 60)
+    await jobs.begin_job("exp-busy", "c-busy", JobStatus.RUNNING)
+
+    now = START + timedelta(seconds=STALE_AFTER_SECONDS + 1)
+    sent = await sweep_once(jobs, clients.sqs, urls.export_jobs_url, now=now)
+
+    assert sent == ["exp-stranded"]
+    (message,) = await _sqs.receive(
+        clients.sqs, urls.export_jobs_url, max_messages=10, wait_seconds=1
+    )
+    assert json.loads(message.body) == {
+        "exportIds": ["exp-stranded"],
+        "correlationId": "c-stranded",
+    }
