@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"pipeline: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     try:
         trio.run(serve_until_signalled, settings, mode)
     except Exception as err:

@@ -55,6 +55,7 @@ def resolve_mode(flag: str | None, environ: Mapping[str, str]) -> Mode:
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LOG_FORMATS = ("json", "console")
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
@@ -83,6 +84,18 @@ def _port(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
 def _log_level(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if value not in _LOG_LEVELS:
         msg = f"{_env_name(attribute)} must be one of {', '.join(_LOG_LEVELS)}, not {value!r}"
+        raise ConfigError(msg)
+
+
+def _log_format(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in _LOG_FORMATS:
+        msg = f"{_env_name(attribute)} must be one of {', '.join(_LOG_FORMATS)}, not {value!r}"
+        raise ConfigError(msg)
+
+
+def _optional_positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and value <= 0:
+        msg = f"{_env_name(attribute)} must be greater than 0, not {value}"
         raise ConfigError(msg)
 
 
@@ -157,6 +170,12 @@ class Settings:
     )
     health_port: int = _env("HEALTH_PORT", default=8080, validator=_port)
     log_level: str = _env("LOG_LEVEL", default="info", converter=str.lower, validator=_log_level)
+    log_format: str = _env("LOG_FORMAT", default="json", converter=str.lower, validator=_log_format)
+    admin_token: str | None = _env("ADMIN_TOKEN", default=None, repr=False)
+    export_api_rate_per_second: float | None = _env(
+        "EXPORT_API_RATE_PER_SECOND", default=None, validator=_optional_positive
+    )
+    overload_backlog: int = _env("OVERLOAD_BACKLOG", default=1000, validator=_not_negative)
 
     @property
     def max_entry_size(self) -> int:

@@ -38,17 +38,30 @@ def _drop_secrets(
     return event_dict
 
 
-def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
-    """Send JSON lines at ``level`` and above to ``stream`` (stdout by default)."""
+def configure_logging(
+    level: str = "info", stream: TextIO | None = None, *, log_format: str = "json"
+) -> None:
+    """Send log lines at ``level`` and above to ``stream`` (stdout by default).
+
+    ``log_format`` ``json`` (one object per line, for machines) or ``console``
+    (structlog's aligned, readable lines, for people at a terminal).
+    """
+    tail: list[Any]
+    if log_format == "console":
+        tail = [structlog.dev.ConsoleRenderer(colors=False)]
+    else:
+        tail = [
+            structlog.processors.format_exc_info,
+            structlog.processors.EventRenamer("msg"),
+            structlog.processors.JSONRenderer(),
+        ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
             _drop_secrets,
-            structlog.processors.format_exc_info,
-            structlog.processors.EventRenamer("msg"),
-            structlog.processors.JSONRenderer(),
+            *tail,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),

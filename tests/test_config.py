@@ -91,6 +91,13 @@ class TestErrors:
             ("EXPORT_API_BASE_URL", "ftp://x", "EXPORT_API_BASE_URL must be an absolute http"),
             ("EXPORT_DOWNLOAD_ALLOWED_HOSTS", "a b", "EXPORT_DOWNLOAD_ALLOWED_HOSTS: 'a b'"),
             ("SHUTDOWN_GRACE_SECONDS", "-1", "SHUTDOWN_GRACE_SECONDS must not be negative"),
+            ("LOG_FORMAT", "xml", "LOG_FORMAT must be one of json, console"),
+            (
+                "EXPORT_API_RATE_PER_SECOND",
+                "0",
+                "EXPORT_API_RATE_PER_SECOND must be greater than 0",
+            ),
+            ("OVERLOAD_BACKLOG", "-5", "OVERLOAD_BACKLOG must not be negative"),
         ],
     )
     def test_malformed(self, name: str, value: str, pattern: str) -> None:

@@ -34,6 +34,22 @@ def test_json_lines_with_bound_context() -> None:
     assert "ts" in line
 
 
+def test_console_format_for_people() -> None:
+    """LOG_FORMAT=console renders aligned text lines, context included, secrets redacted."""
+    stream = io.StringIO()
+    configure_logging("info", stream, log_format="console")
+    try:
+        with bound(exportId="exp-9"):
+            structlog.get_logger("t").info("file done", token="s3cret")
+    finally:
+        structlog.reset_defaults()
+    (line,) = stream.getvalue().splitlines()
+    assert "file done" in line
+    assert "exportId=exp-9" in line
+    assert "s3cret" not in line
+    assert not line.startswith("{")
+
+
 async def test_file_lines_carry_ids(aws_endpoint: str) -> None:
     """Every line the file stage logs names the correlation, export and file IDs."""
     entries = [("a.txt", b"alpha"), ("b.txt", b"beta")]
