@@ -30,7 +30,7 @@ downstream and every nursery ends.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -41,6 +41,7 @@ from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.exportapi import ExportApi
+from pipeline._adapters.exportapi.pacing import Pacer
 from pipeline._adapters.http.health import create_health_app, readiness_checks, serve_health
 from pipeline._config import Mode, Settings
 from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker
@@ -73,6 +74,12 @@ def file_task_buffer(settings: Settings) -> int:
     return settings.max_concurrent_jobs
 
 
+def _pacing(settings: Settings) -> list[Callable[[httpx.Request], Awaitable[None]]]:
+    """The request hook that keeps to EXPORT_API_RATE_PER_SECOND, when it is set."""
+    rate = settings.export_api_rate_per_second
+    return [] if rate is None else [Pacer(settings.export_api_base_url, rate)]
+
+
 @asynccontextmanager
 async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     """Open the long-lived clients (AWS, Export API) for the lifetime of the service."""
@@ -87,6 +94,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             timeout=httpx.Timeout(30.0, connect=10.0),
             follow_redirects=False,
+            event_hooks={"request": _pacing(settings)},
         ) as http,
     ):
         api = ExportApi(

@@ -162,6 +162,23 @@ class TestHappyPath:
             assert (summary.files_total, summary.files_done, summary.entries_uploaded) == (1, 1, 1)
             assert set(await stack.objects("exp-loop")) == {"one.txt"}
 
+    async def test_rate_limit_holds_over_many_small_files(self, aws_endpoint: str) -> None:
+        """With EXPORT_API_RATE_PER_SECOND=5, no second holds more than 5 requests to the API."""
+        files = [(f"p{n}.zip", build_zip([(f"f{n}.txt", b"x" * n)])) for n in range(12)]
+        async with open_stack(aws_endpoint) as stack:
+            # Downloads from the API's own host count against its rate too.
+            stack.simulator.add_export("exp-paced", files, download_host="api")
+            stop = await stack.run_service(EXPORT_API_RATE_PER_SECOND="5")
+            await stack.send_job(["exp-paced"])
+            job = await stack.wait_final("exp-paced", within=90)
+            stop.set()
+            assert job.status is JobStatus.COMPLETED
+            times = sorted(r.at for r in stack.simulator.requests if r.listener == "api")
+            # status, listing, and per file a tail read and a body read
+            assert len(times) >= 2 + 2 * len(files)
+            busiest = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
+            assert busiest <= 5
+
     async def test_pending_then_ready_sns_second_host(self, aws_endpoint: str) -> None:
         """PENDING is polled until READY; SNS is unwrapped; the download host gets no token."""
         entries = [("a.txt", b"alpha"), ("b.txt", b"beta")]

@@ -189,6 +189,7 @@ class _App:
                 file_id=file_id,
                 range=request.headers.get("range"),
                 authorization=request.headers.get("authorization"),
+                at=trio.current_time(),
             )
         )
         log.debug("simulator request", listener=self._listener, method=request.method, route=route)

@@ -110,6 +110,8 @@ class RequestRecord:
     file_id: str | None
     range: str | None
     authorization: str | None
+    # When it arrived, on Trio's clock (the service's clock too, in-process).
+    at: float = 0.0
 
 
 @attrs.frozen

@@ -1,0 +1,61 @@
+"""How fast requests may begin: at most N starts in any one-second window.
+
+A sliding log of recent start times, not a token bucket: a bucket lets a burst
+of its whole capacity through at once after a quiet spell, and two bursts can
+then fall in one second. Here a request may start only when fewer than
+``capacity`` starts lie in the ``window`` before it, so no window of that
+length ever holds more, bursts included. Rates of one or more a second allow
+``floor(rate)`` starts a second; slower rates allow one start every
+``1 / rate`` seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import attrs
+
+__all__ = ["StartWindow"]
+
+# A request reaches the other side a little after it starts here, some later
+# than others (a connection to open, a busy loop): a window's worth of starts
+# is kept this much further apart, so the arrivals keep to the rate too.
+_EDGE = 0.1
+
+
+@attrs.define
+class StartWindow:
+    """The starts of the last window, and how long the next one must wait (sans-IO)."""
+
+    rate: float
+    _starts: deque[float] = attrs.field(init=False, factory=deque)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.rate > 0:
+            msg = f"rate must be greater than 0, not {self.rate}"
+            raise ValueError(msg)
+
+    @property
+    def capacity(self) -> int:
+        """Starts allowed per window."""
+        return max(1, math.floor(self.rate))
+
+    @property
+    def window(self) -> float:
+        """The window's length in seconds."""
+        return 1.0 if self.rate >= 1 else 1.0 / self.rate
+
+    def wait(self, now: float) -> float:
+        """Seconds until a request may start at ``now`` (0 when it may start now)."""
+        # A start leaves the window at the very moment wait() named for it (the
+        # 1e-9 absorbs the float rounding of having slept exactly that long).
+        while self._starts and self._starts[0] + self.window + _EDGE <= now + 1e-9:
+            self._starts.popleft()
+        if len(self._starts) < self.capacity:
+            return 0.0
+        return self._starts[0] + self.window + _EDGE - now
+
+    def start(self, now: float) -> None:
+        """Record a request that starts at ``now`` (after :meth:`wait` said 0)."""
+        self._starts.append(now)
