@@ -1,14 +1,21 @@
-"""The one loop that tries a call again: sleeps between attempts per a :class:`Backoff`.
+"""The one place that waits before trying a call again, per a :class:`Backoff`.
 
 The policy (how long, how often) is sans-IO in :mod:`pipeline._core.backoff`;
-this is the thin part that sleeps on Trio's clock and logs each retry.
+this is the thin part that sleeps on Trio's clock, logs each retry and tells
+the service's observer. :func:`retry` is the loop for a single call; loops
+whose notion of an attempt is their own (a batch where some entries went
+through, a download resumed from where it broke off) keep their own progress
+but wait through :func:`pause`, so every retry in the service draws its
+jitter, logs, counts and sleeps the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
+from typing import Protocol, TypeVar
 
 import structlog
 import trio
@@ -16,10 +23,78 @@ import trio
 from pipeline._core.backoff import Backoff
 from pipeline._errors import CircuitOpen, RetriesExhausted, TransientError
 
-__all__ = ["retry"]
+__all__ = ["RetryObserver", "observe_retries", "pause", "retry"]
 
 T = TypeVar("T")
 log = structlog.get_logger("pipeline.backoff")
+
+# Jitter has its own generator: the module-level `random` functions share one
+# state with anything else that seeds or draws from it (a test, a library).
+_JITTER = random.Random()
+
+
+class RetryObserver(Protocol):
+    """Who hears about retries and breaker changes (the service's metrics)."""
+
+    def retried(self, dependency: str) -> None:
+        """One call to ``dependency`` ("s3", "sqs", "dynamodb", "export_api") is tried again."""
+
+    def circuit_changed(self, dependency: str, is_open: bool) -> None:
+        """The breaker in front of ``dependency`` opened or closed."""
+
+
+# A context variable, not a module global: each service sets its own observer
+# around its nursery, and Trio hands the context down to every task it starts.
+_OBSERVER: ContextVar[RetryObserver | None] = ContextVar("pipeline_retry_observer", default=None)
+
+
+@contextlib.contextmanager
+def observe_retries(observer: RetryObserver) -> Iterator[None]:
+    """Report the retries of every call made inside this block (and its tasks) to ``observer``."""
+    token = _OBSERVER.set(observer)
+    try:
+        yield
+    finally:
+        _OBSERVER.reset(token)
+
+
+def circuit_changed(dependency: str, is_open: bool) -> None:
+    """Tell the current observer, if any, that ``dependency``'s breaker opened or closed."""
+    observer = _OBSERVER.get()
+    if observer is not None:
+        observer.circuit_changed(dependency, is_open)
+
+
+async def pause(
+    policy: Backoff,
+    attempt: int,
+    *,
+    dependency: str,
+    what: str,
+    error: str,
+    retry_after: float | None = None,
+    circuit_open: bool = False,
+    rng: random.Random | None = None,
+) -> None:
+    """Wait before attempt ``attempt + 1`` of ``what``, which failed with ``error``.
+
+    The caller has already decided that there is a next attempt
+    (``policy.gives_up_after(attempt)`` is false).
+    """
+    wait = policy.delay(attempt, retry_after, (rng or _JITTER).random())
+    log.info(
+        "retrying",
+        dependency=dependency,
+        what=what,
+        attempt=attempt,
+        wait_seconds=round(wait, 3),
+        error=error,
+        circuit_open=circuit_open,
+    )
+    observer = _OBSERVER.get()
+    if observer is not None:
+        observer.retried(dependency)
+    await trio.sleep(wait)
 
 
 async def retry(
@@ -27,15 +102,16 @@ async def retry(
     policy: Backoff,
     *,
     what: str,
+    dependency: str,
     rng: random.Random | None = None,
 ) -> T:
     """Run ``call`` until it succeeds, retrying :class:`TransientError` per ``policy``.
 
     A :class:`PermanentError` propagates at once. When the last attempt fails
-    transiently, :class:`RetriesExhausted` is raised from it, naming ``what``.
-    Cancellation is never caught: a cancelled sleep simply ends the retries.
+    transiently, :class:`RetriesExhausted` is raised from it, naming ``what``
+    and carrying the fault of the last error. Cancellation is never caught: a
+    cancelled sleep simply ends the retries.
     """
-    draw = (rng or random).random
     attempt = 0
     while True:
         attempt += 1
@@ -45,13 +121,13 @@ async def retry(
             if policy.gives_up_after(attempt):
                 msg = f"{what}: gave up after {attempt} attempts: {err}"
                 raise RetriesExhausted(msg, fault=err.fault) from err
-            wait = policy.delay(attempt, err.retry_after, draw())
-            log.info(
-                "retrying",
+            await pause(
+                policy,
+                attempt,
+                dependency=dependency,
                 what=what,
-                attempt=attempt,
-                wait_seconds=round(wait, 3),
                 error=str(err),
+                retry_after=err.retry_after,
                 circuit_open=isinstance(err, CircuitOpen),
+                rng=rng,
             )
-            await trio.sleep(wait)

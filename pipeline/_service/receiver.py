@@ -15,7 +15,6 @@ was not yet passed on, is handed back at once.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import attrs
@@ -23,6 +22,7 @@ import structlog
 import trio
 
 from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.retry import pause
 from pipeline._core.backoff import Backoff
 from pipeline._errors import PipelineError, TransientError
 from pipeline._service.lease import Delivery, LeaseKeeper
@@ -114,10 +114,18 @@ async def run_receiver(
                 slots.give_back(wanted)
                 failures += 1
                 retry_after = error.retry_after if isinstance(error, TransientError) else None
-                wait = policy.delay(min(failures, 6), retry_after, 0.5 + 0.5 * random.random())
                 reason = str(error) if error is not None else "receive timed out"
-                log.warning("receive failed", error=reason, wait_seconds=round(wait, 2))
-                await trio.sleep(wait)
+                log.warning("receive failed", error=reason, failures=failures)
+                # The policy's attempts were spent inside receive(); this loop
+                # never gives up, so its count only picks the wait's ceiling.
+                await pause(
+                    policy,
+                    min(failures, policy.max_attempts),
+                    dependency="sqs",
+                    what="sqs receive",
+                    error=reason,
+                    retry_after=retry_after,
+                )
                 continue
             failures = 0
             slots.give_back(wanted - len(messages))

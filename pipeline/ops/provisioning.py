@@ -12,7 +12,6 @@ abort.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +21,7 @@ import trio
 from pipeline._adapters.aws.clients import AwsClient, AwsClients, aws_call
 from pipeline._adapters.aws.metadata import MetadataItem, to_attributes
 from pipeline._adapters.aws.s3sink import STAGING_PREFIX
+from pipeline._adapters.retry import pause
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, Fault, RetriesExhausted
 
@@ -254,5 +254,11 @@ async def seed_metadata(
                 if policy.gives_up_after(attempt):
                     msg = f"dynamodb seed metadata: {len(pending)} items never written"
                     raise RetriesExhausted(msg, fault=Fault.INFRASTRUCTURE)
-                await trio.sleep(policy.delay(attempt, None, random.random()))
+                await pause(
+                    policy,
+                    attempt,
+                    dependency="dynamodb",
+                    what="dynamodb seed metadata",
+                    error=f"{len(pending)} items unprocessed",
+                )
     return len(by_path)

@@ -18,6 +18,7 @@ import trio
 from pipeline._adapters import exportapi
 from pipeline._adapters.exportapi import ExportApi, ExportFile, ExportStatus, boundary
 from pipeline._adapters.exportapi.client import DOWNLOAD_CHUNK_BYTES
+from pipeline._adapters.retry import observe_retries
 from pipeline._core.backoff import Backoff, CircuitBreaker
 from pipeline._errors import (
     CircuitOpen,
@@ -30,6 +31,7 @@ from pipeline._errors import (
     RetriesExhausted,
 )
 from pipeline.testing.simulator import Simulator, SimulatorUrls, serve_simulator
+from tests.support.observer import Recorder
 
 TOKEN = "client-test-token"
 FAST = Backoff(max_attempts=3, base=0.001, cap=0.005, max_retry_after=2.0)
@@ -349,6 +351,21 @@ class TestCircuitBreaker:
         assert (await api.get_status("exp-1")).status == "READY"
         assert trio.current_time() - started >= 0.2
         assert sim.count("status") == 3
+
+    async def test_observer_hears_it_open_and_close(
+        self, sim: Simulator, make_api: MakeApi
+    ) -> None:
+        """The breaker's opening and closing, and each retry, reach the retry observer."""
+        sim.add_export("exp-1", [])
+        breaker = CircuitBreaker(window=4, min_calls=2, failure_ratio=0.5, cooldown=0.2)
+        api = make_api(policy=Backoff(max_attempts=4, base=0.001, cap=0.002), breaker=breaker)
+        sim.inject_status("status", 503, times=2)
+        recorder = Recorder()
+        with observe_retries(recorder):
+            assert (await api.get_status("exp-1")).status == "READY"
+        assert recorder.circuits == [("export_api", True), ("export_api", False)]
+        assert set(recorder.retries) == {"export_api"}
+        assert len(recorder.retries) >= 2
 
     async def test_permanent_answers_do_not_open_it(
         self, sim: Simulator, make_api: MakeApi

@@ -146,7 +146,10 @@ class TestRetry:
                 raise ExportApiUnavailable("503", retry_after=2.0)
             return "ok"
 
-        assert await retry(flaky, Backoff(max_attempts=5, base=0.1), what="test") == "ok"
+        assert (
+            await retry(flaky, Backoff(max_attempts=5, base=0.1), what="test", dependency="test")
+            == "ok"
+        )
         assert len(calls) == 3
         assert calls[1] - calls[0] >= 2.0
         assert calls[2] - calls[1] >= 2.0
@@ -163,7 +166,13 @@ class TestRetry:
         with pytest.raises(
             RetriesExhausted, match="test call: gave up after 4 attempts: 502"
         ) as info:
-            await retry(down, Backoff(max_attempts=4), what="test call", rng=random.Random(1))
+            await retry(
+                down,
+                Backoff(max_attempts=4),
+                what="test call",
+                dependency="test",
+                rng=random.Random(1),
+            )
         assert attempts == 4
         assert isinstance(info.value.__cause__, ExportApiUnavailable)
         assert info.value.fault is Fault.EXPORT
@@ -176,7 +185,9 @@ class TestRetry:
             raise AwsUnavailable("ThrottlingException", code="ThrottlingException")
 
         with pytest.raises(RetriesExhausted) as info:
-            await retry(throttled, Backoff(max_attempts=2), what="dynamodb get")
+            await retry(
+                throttled, Backoff(max_attempts=2), what="dynamodb get", dependency="dynamodb"
+            )
         assert info.value.fault is Fault.INFRASTRUCTURE
         assert not info.value.verdict
 
@@ -190,5 +201,5 @@ class TestRetry:
             raise ExportApiRejected("403 Forbidden")
 
         with pytest.raises(ExportApiRejected):
-            await retry(refused, Backoff(), what="test")
+            await retry(refused, Backoff(), what="test", dependency="test")
         assert attempts == 1

@@ -297,4 +297,5 @@ async def aws_call(
         with translate_aws_errors(what):
             return await fn(*args, **kwargs)
 
-    return await retry(once, policy, what=what)
+    # Every name of an AWS call starts with its service: "s3 …", "sqs …", "dynamodb …".
+    return await retry(once, policy, what=what, dependency=what.split(" ", 1)[0])

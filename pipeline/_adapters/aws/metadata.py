@@ -14,16 +14,15 @@ only ``path``) to count the items no ZIP contained (``entriesMissing``).
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import attrs
-import trio
 
 from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.retry import pause
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import Fault, RetriesExhausted
 
@@ -145,7 +144,13 @@ async def _batch_get(
             )
             raise RetriesExhausted(msg, fault=Fault.INFRASTRUCTURE)
         keys = unprocessed
-        await trio.sleep(policy.delay(attempt, None, random.random()))
+        await pause(
+            policy,
+            attempt,
+            dependency="dynamodb",
+            what="dynamodb metadata batch get",
+            error=f"{len(unprocessed)} keys unprocessed",
+        )
 
 
 async def all_paths(

@@ -15,15 +15,14 @@ decisions live here rather than in the callers:
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
-import trio
 
 from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.retry import pause
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, Fault, LeaseLost, RetriesExhausted
 
@@ -201,6 +200,7 @@ async def _batch_rounds(
     chunks: Callable[[list[tuple[int, Any]]], list[list[tuple[int, Any]]]],
     *,
     policy: Backoff,
+    what: str,
 ) -> dict[int, _EntryFailure]:
     """Send ``entries`` in chunks, resending AWS-side failures per ``policy``.
 
@@ -222,7 +222,13 @@ async def _batch_rounds(
                     retry_next.append((index, by_index[index]))
         pending = retry_next
         if pending:
-            await trio.sleep(policy.delay(attempt, None, random.random()))
+            await pause(
+                policy,
+                attempt,
+                dependency="sqs",
+                what=what,
+                error=f"{len(pending)} entries failed on the AWS side",
+            )
     return failed
 
 
@@ -271,7 +277,9 @@ async def change_visibility_batch(
         )
         return _failures(response)
 
-    failed = await _batch_rounds(entries, call, _chunks_of_ten, policy=policy)
+    failed = await _batch_rounds(
+        entries, call, _chunks_of_ten, policy=policy, what="sqs change visibility batch"
+    )
     return {entries[index][0] for index in failed}
 
 
@@ -325,7 +333,9 @@ async def send_batch(
         )
         return _failures(response)
 
-    failed = await _batch_rounds(entries, call, _chunks_by_size, policy=policy)
+    failed = await _batch_rounds(
+        entries, call, _chunks_by_size, policy=policy, what="sqs send batch"
+    )
     if failed:
         # Name a sender fault when there is one: it is what a person must fix.
         first = min(failed.values(), key=lambda failure: not failure.sender_fault)

@@ -22,6 +22,7 @@ from pipeline._errors import ExportApiRejected, ExportApiUnavailable, PermanentE
 
 __all__ = [
     "DEFAULT_PORTS",
+    "DEPENDENCY",
     "Origin",
     "OriginBearerAuth",
     "checked_span",
@@ -32,6 +33,9 @@ __all__ = [
     "translated",
     "where",
 ]
+
+# The Export API's name in logs and metrics (pipeline_retries_total{dependency}).
+DEPENDENCY = "export_api"
 
 # Status codes that say "not now" rather than "no".
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})

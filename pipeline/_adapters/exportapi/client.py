@@ -38,6 +38,7 @@ import trio
 
 from pipeline._adapters.exportapi.boundary import (
     DEFAULT_PORTS,
+    DEPENDENCY,
     Origin,
     OriginBearerAuth,
     checked_span,
@@ -49,7 +50,7 @@ from pipeline._adapters.exportapi.boundary import (
 )
 from pipeline._adapters.exportapi.download import DownloadStream, RangeResult
 from pipeline._adapters.exportapi.models import ExportFile, ExportStatus, Malformed, Page, structure
-from pipeline._adapters.retry import retry
+from pipeline._adapters.retry import circuit_changed, retry
 from pipeline._core.backoff import Backoff, CircuitBreaker
 from pipeline._errors import (
     CircuitOpen,
@@ -147,7 +148,10 @@ class ExportApi:
             raise CircuitOpen(msg, retry_after=wait)
 
     def _record(self, ok: bool) -> None:
+        was_open = self._breaker.is_open
         self._breaker.record(ok, trio.current_time())
+        if self._breaker.is_open != was_open:
+            circuit_changed(DEPENDENCY, self._breaker.is_open)
 
     async def _guarded(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """One attempt, refused while the breaker is open, its outcome recorded.
@@ -171,7 +175,7 @@ class ExportApi:
         async def guarded() -> T:
             return await self._guarded(what, attempt)
 
-        return await retry(guarded, self._policy, what=what, rng=self._rng)
+        return await retry(guarded, self._policy, what=what, dependency=DEPENDENCY, rng=self._rng)
 
     # -- the API --
 

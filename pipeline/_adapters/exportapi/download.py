@@ -8,7 +8,6 @@ whose memory does not grow with the file.
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -17,9 +16,16 @@ import httpx
 import structlog
 import trio
 
-from pipeline._adapters.exportapi.boundary import checked_span, translated, where
+from pipeline._adapters.exportapi.boundary import DEPENDENCY, checked_span, translated, where
 from pipeline._adapters.exportapi.models import ExportFile, Malformed
-from pipeline._errors import ExportApiRejected, Fault, RetriesExhausted, TransientError
+from pipeline._adapters.retry import pause
+from pipeline._errors import (
+    CircuitOpen,
+    ExportApiRejected,
+    Fault,
+    RetriesExhausted,
+    TransientError,
+)
 
 if TYPE_CHECKING:
     from pipeline._adapters.exportapi.client import ExportApi
@@ -163,8 +169,16 @@ class DownloadStream:
                 f"gave up after {self._attempts} attempts: {err}"
             )
             raise RetriesExhausted(msg, fault=Fault.EXPORT) from err
-        draw = (self._api._rng or random).random()
-        await trio.sleep(policy.delay(self._attempts, err.retry_after, draw))
+        await pause(
+            policy,
+            self._attempts,
+            dependency=DEPENDENCY,
+            what=self._what,
+            error=str(err),
+            retry_after=err.retry_after,
+            circuit_open=isinstance(err, CircuitOpen),
+            rng=self._api._rng,
+        )
 
     async def _open_once(self) -> None:
         headers = {"Accept-Encoding": "identity"}
