@@ -15,6 +15,7 @@ from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.exportapi import ExportApi
 from pipeline._config import Settings
 from pipeline._core.backoff import AWS_POLICY, Backoff
+from pipeline._core.pool import PoolFigures
 from pipeline._core.zip.format import ZipLimits
 
 __all__ = ["Deps"]
@@ -31,6 +32,8 @@ class Deps:
     # Threads that inflate at once (WORKER_POOL_SIZE).
     inflate_limiter: trio.CapacityLimiter
     aws_policy: Backoff = AWS_POLICY
+    # The file workers' figures, for GET /health.
+    pool: PoolFigures = attrs.field(factory=PoolFigures)
 
     @property
     def zip_limits(self) -> ZipLimits:

@@ -104,13 +104,22 @@ async def _file_worker(
                 fileId=task.file_id,
                 stage="files",
             ):
-                await _run_file_task(file_task, deps, keeper, slots)
+                deps.pool.started()
+                began = trio.current_time()
+                outcome: bool | None = None
+                try:
+                    outcome = await _run_file_task(file_task, deps, keeper, slots)
+                finally:
+                    deps.pool.finished(ok=outcome, seconds=trio.current_time() - began)
 
 
 async def _run_file_task(
     file_task: FileTask, deps: Deps, keeper: LeaseKeeper | None, slots: Slots | None
-) -> None:
+) -> bool | None:
+    """Process one file task; whether its file is done (True) or failed for good (False),
+    None when it was not recorded here (handed back, or recorded before)."""
     task, lease = file_task.task, file_task.lease
+    outcome: bool | None = None
     # The file's result is stored (by this delivery or an earlier one)...
     recorded = False
     # ...and whether that finished the job was checked after it.
@@ -121,7 +130,7 @@ async def _run_file_task(
             if lease is not None:
                 lease.scope = scope
                 if lease.lost:
-                    return
+                    return None
             # A task the job stage has just listed against the recorded
             # results needs no second look; one from the queue may be a
             # duplicate or come late.
@@ -143,6 +152,7 @@ async def _run_file_task(
                     deps,
                 )
                 _log_result(result, trio.current_time() - started)
+                outcome = result.ok
                 if not await deps.jobs.record_file(task.export_id, result):
                     log.info("file recorded meanwhile by another delivery; this result dropped")
             recorded = True
@@ -167,6 +177,7 @@ async def _run_file_task(
                 await keeper.retry_later(lease)
             else:
                 await keeper.hand_back([lease])
+    return outcome if recorded else None
 
 
 def _log_result(result: FileResult, seconds: float) -> None:

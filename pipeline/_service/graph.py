@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import structlog
@@ -42,6 +43,7 @@ from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.exportapi import ExportApi
 from pipeline._adapters.exportapi.pacing import Pacer
+from pipeline._adapters.http.control import Control, add_control_routes
 from pipeline._adapters.http.health import create_health_app, readiness_checks, serve_health
 from pipeline._config import Mode, Settings
 from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker
@@ -72,6 +74,23 @@ def file_task_buffer(settings: Settings) -> int:
     """One listed file waiting per worker keeps the workers busy while the job
     stage lists the next page; more would only delay overflow to the queue."""
     return settings.max_concurrent_jobs
+
+
+def _status(deps: Deps, mode: Mode) -> dict[str, Any]:
+    """What GET /health says of this process: its mode and its pool's figures."""
+    pool, limiter = deps.pool, deps.inflate_limiter
+    return {
+        "mode": mode.value,
+        "pool": {
+            "size": deps.settings.worker_pool_size,
+            "active": limiter.borrowed_tokens,
+            "queued": limiter.statistics().tasks_waiting,
+            "inFlight": pool.in_flight,
+            "completed": pool.completed,
+            "failed": pool.failed,
+            "avgProcessingMs": pool.avg_processing_ms,
+        },
+    }
 
 
 def _pacing(settings: Settings) -> list[Callable[[httpx.Request], Awaitable[None]]]:
@@ -133,7 +152,20 @@ async def run_service(
     )
     async with open_deps(settings) as deps, trio.open_nursery() as top:
         health_done = trio.Event()
-        app = create_health_app(readiness_checks(settings, deps.aws))
+        app = create_health_app(
+            readiness_checks(settings, deps.aws), functools.partial(_status, deps, mode)
+        )
+        add_control_routes(
+            app,
+            Control(
+                jobs=deps.jobs,
+                sqs=deps.aws.sqs,
+                export_jobs_url=settings.sqs_export_jobs_url,
+                download_tasks_url=settings.sqs_download_tasks_url,
+                admin_token=settings.admin_token,
+                overload_backlog=settings.overload_backlog,
+            ),
+        )
         await top.start(serve_health, app, settings.health_port, health_done)
 
         job_keeper = (

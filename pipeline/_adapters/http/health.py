@@ -52,13 +52,19 @@ def readiness_checks(settings: Settings, aws: Any) -> dict[str, Check]:
     return {"sqs": sqs, "s3": s3, "dynamodb": dynamodb}
 
 
-def create_health_app(checks: dict[str, Check]) -> QuartTrio:
-    """The quart-trio app serving ``/health`` and ``/ready``."""
+def create_health_app(
+    checks: dict[str, Check], status: Callable[[], dict[str, Any]] | None = None
+) -> QuartTrio:
+    """The quart-trio app serving ``/health`` and ``/ready``.
+
+    ``status`` adds what the process says about itself to ``/health`` (its
+    mode and its pool's figures).
+    """
     app = QuartTrio("pipeline")
 
     @app.get("/health")
-    async def health() -> tuple[dict[str, str], int]:
-        return {"status": "ok"}, 200
+    async def health() -> tuple[dict[str, Any], int]:
+        return {"status": "ok", **(status() if status is not None else {})}, 200
 
     @app.get("/ready")
     async def ready() -> tuple[dict[str, Any], int]:

@@ -1,0 +1,166 @@
+"""The control API beside the health endpoints (contract section 7): jobs and queues.
+
+Reading is open: ``GET /jobs/{exportId}`` (the job item, its progress and an
+estimate of the time left) and ``GET /queues`` (depths, and whether either
+queue is over ``OVERLOAD_BACKLOG``). ``POST /jobs`` changes something, so it
+needs ``Authorization: Bearer <ADMIN_TOKEN>``, compared in constant time:
+with no ``ADMIN_TOKEN`` configured the call is off (403), a missing or wrong
+token is 401. A malformed body is 400 with the reason.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Any
+
+import attrs
+import trio
+from quart import request
+from quart_trio import QuartTrio
+
+from pipeline._adapters.aws import sqs
+from pipeline._adapters.aws.clients import AwsClient
+from pipeline._adapters.aws.jobitems import JobItem, converter, format_time, utc_now
+from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._core.accounting import JobStatus
+from pipeline._core.messages import ExportJob, decode_export_job, encode_export_job
+from pipeline._errors import PipelineError, PoisonMessage
+
+__all__ = ["Control", "add_control_routes", "job_view", "overloaded"]
+
+_FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+_DEPTHS = {
+    "visible": "ApproximateNumberOfMessages",
+    "inFlight": "ApproximateNumberOfMessagesNotVisible",
+    "delayed": "ApproximateNumberOfMessagesDelayed",
+}
+
+
+@attrs.frozen
+class Control:
+    """What the control routes read and change."""
+
+    jobs: JobStore
+    sqs: AwsClient
+    export_jobs_url: str
+    download_tasks_url: str | None
+    admin_token: str | None
+    overload_backlog: int
+
+
+def job_view(job: JobItem, now: datetime) -> dict[str, Any]:
+    """The job item's attributes with ``exportId``, ``progress`` and ``etaSeconds``.
+
+    Progress is finished files over listed files (1.0 only once final); the
+    estimate extrapolates the pace so far, and is null until a file finished.
+    """
+    summary = job.summary
+    view: dict[str, Any] = {
+        "exportId": job.export_id,
+        "status": job.status.value,
+        **converter.unstructure(summary),
+        "correlationId": job.correlation_id,
+        "createdAt": format_time(job.created_at),
+        "updatedAt": format_time(job.updated_at),
+    }
+    if job.bytes_total is not None:
+        view["bytesTotal"] = job.bytes_total
+    if job.error is not None:
+        view["error"] = job.error
+    finished, total = summary.files_finished, summary.files_total
+    eta: float | None = None
+    if job.status in _FINAL:
+        progress = 1.0
+        eta = 0.0
+    elif job.listing_done and total > 0:
+        progress = min(finished / total, 0.99)
+        elapsed = (now - (job.waiting_since or job.created_at)).total_seconds()
+        if finished > 0 and elapsed > 0:
+            eta = round(elapsed / finished * (total - finished), 1)
+    else:
+        progress = 0.0
+    view["progress"] = round(progress, 4)
+    view["etaSeconds"] = eta
+    return view
+
+
+def overloaded(views: list[dict[str, int] | None], backlog: int) -> bool:
+    """Whether any queue's visible backlog is over ``backlog`` (OVERLOAD_BACKLOG)."""
+    return any(view["visible"] > backlog for view in views if view is not None)
+
+
+def _refusal(control: Control) -> tuple[dict[str, str], int] | None:
+    """Why a changing call may not run (403 off, 401 token), or None when it may."""
+    if control.admin_token is None:
+        return {"error": "the control API is off: ADMIN_TOKEN is not set"}, 403
+    given = request.headers.get("Authorization", "")
+    expected = f"Bearer {control.admin_token}"
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        return {"error": "missing or wrong bearer token"}, 401
+    return None
+
+
+async def _depths(client: AwsClient, url: str) -> dict[str, int]:
+    response = await client.get_queue_attributes(
+        QueueUrl=url, AttributeNames=list(_DEPTHS.values())
+    )
+    attributes = response.get("Attributes") or {}
+    return {name: int(attributes.get(attribute, 0)) for name, attribute in _DEPTHS.items()}
+
+
+async def _queue_view(control: Control, url: str) -> dict[str, Any]:
+    depths = await _depths(control.sqs, url)
+    dead_letters = await sqs.dead_letter_queue_url(control.sqs, url)
+    depths["deadLetter"] = (
+        0 if dead_letters is None else (await _depths(control.sqs, dead_letters))["visible"]
+    )
+    return depths
+
+
+def add_control_routes(app: QuartTrio, control: Control) -> None:
+    """Serve the control API on ``app``."""
+
+    @app.get("/jobs/<export_id>")
+    async def get_job(export_id: str) -> tuple[dict[str, Any], int]:
+        job = await control.jobs.get_job(export_id)
+        if job is None:
+            return {"error": f"no job for export {export_id!r}"}, 404
+        return job_view(job, utc_now()), 200
+
+    @app.post("/jobs")
+    async def submit() -> tuple[dict[str, Any], int]:
+        refused = _refusal(control)
+        if refused is not None:
+            return refused
+        raw = await request.get_data()
+        body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        try:
+            job = decode_export_job(body)
+        except PoisonMessage as err:
+            return {"error": str(err)}, 400
+        message = ExportJob(export_ids=job.export_ids, correlation_id=job.correlation_id)
+        await sqs.send(control.sqs, control.export_jobs_url, encode_export_job(message))
+        return {"correlationId": job.correlation_id}, 202
+
+    @app.get("/queues")
+    async def queues() -> tuple[dict[str, Any], int]:
+        found: dict[str, Any] = {}
+
+        async def look(name: str, url: str) -> None:
+            found[name] = await _queue_view(control, url)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(look, "exportJobs", control.export_jobs_url)
+            if control.download_tasks_url is not None:
+                nursery.start_soon(look, "downloadTasks", control.download_tasks_url)
+        tasks = found.get("downloadTasks")
+        return {
+            "exportJobs": found["exportJobs"],
+            "downloadTasks": tasks,
+            "overloaded": overloaded([found["exportJobs"], tasks], control.overload_backlog),
+        }, 200
+
+    @app.errorhandler(PipelineError)
+    async def unavailable(err: PipelineError) -> tuple[dict[str, str], int]:
+        return {"error": str(err)}, 503

@@ -1,0 +1,157 @@
+"""The control API on a running service: jobs, queues, the pool, and who may change things."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import trio
+
+from pipeline._adapters.aws.jobitems import JobItem
+from pipeline._adapters.http.control import job_view, overloaded
+from pipeline._core.accounting import JobStatus, JobSummary
+from pipeline.testing.demo import build_zip, metadata_for
+from pipeline.testing.moto import free_port
+from tests.support.stack import Stack, open_stack
+
+ADMIN = "admin-token-5678"
+ENTRIES = [("a.txt", b"alpha"), ("b.txt", b"beta")]
+
+
+async def _service(stack: Stack, **overrides: str) -> tuple[str, trio.Event]:
+    """Start the service with its HTTP side on a free port; its base URL and stop event."""
+    port = free_port()
+    stop = await stack.run_service(HEALTH_PORT=str(port), **overrides)
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as client:
+        with trio.fail_after(30):
+            while True:
+                try:
+                    if (await client.get(f"{base}/health")).status_code == 200:
+                        return base, stop
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.1)
+
+
+class TestJobs:
+    async def test_submit_then_read_the_job(self, aws_endpoint: str) -> None:
+        """POST /jobs with the admin token is 202; GET /jobs/{id} then shows it COMPLETED."""
+        async with open_stack(aws_endpoint) as stack:
+            stack.simulator.add_export("exp-ctl", [("p.zip", build_zip(ENTRIES))])
+            await stack.seed("exp-ctl", metadata_for(ENTRIES))
+            base, stop = await _service(stack, ADMIN_TOKEN=ADMIN)
+            async with httpx.AsyncClient(base_url=base) as client:
+                body = json.dumps({"exportIds": ["exp-ctl"], "correlationId": "c-ctl"})
+                auth = {"Authorization": f"Bearer {ADMIN}"}
+                sent = await client.post("/jobs", content=body, headers=auth)
+                assert sent.status_code == 202
+                assert sent.json() == {"correlationId": "c-ctl"}
+                await stack.wait_final("exp-ctl")
+                view = (await client.get("/jobs/exp-ctl")).json()
+            stop.set()
+        assert view["exportId"] == "exp-ctl"
+        assert view["status"] == JobStatus.COMPLETED.value
+        assert (view["filesTotal"], view["filesDone"], view["entriesUploaded"]) == (1, 1, 2)
+        assert view["progress"] == 1.0
+        assert view["correlationId"] == "c-ctl"
+
+    async def test_unknown_export_is_404(self, aws_endpoint: str) -> None:
+        """GET /jobs/{id} of an export never seen answers 404."""
+        async with open_stack(aws_endpoint) as stack:
+            base, stop = await _service(stack)
+            async with httpx.AsyncClient(base_url=base) as client:
+                answer = await client.get("/jobs/exp-nobody")
+            stop.set()
+        assert answer.status_code == 404
+
+    async def test_refusals(self, aws_endpoint: str) -> None:
+        """Without ADMIN_TOKEN changes are off (403); a wrong or no token is 401; bad body 400."""
+        body = json.dumps({"exportIds": ["exp-x"]})
+        async with open_stack(aws_endpoint) as stack:
+            base, stop = await _service(stack)
+            async with httpx.AsyncClient(base_url=base) as client:
+                off = await client.post(
+                    "/jobs", content=body, headers={"Authorization": "Bearer x"}
+                )
+            stop.set()
+        async with open_stack(aws_endpoint) as stack:
+            base, stop = await _service(stack, ADMIN_TOKEN=ADMIN)
+            async with httpx.AsyncClient(base_url=base) as client:
+                wrong = await client.post(
+                    "/jobs", content=body, headers={"Authorization": "Bearer wrong"}
+                )
+                missing = await client.post("/jobs", content=body)
+                auth = {"Authorization": f"Bearer {ADMIN}"}
+                bad = await client.post("/jobs", content='{"exportIds": []}', headers=auth)
+            stop.set()
+        assert off.status_code == 403
+        assert (wrong.status_code, missing.status_code) == (401, 401)
+        assert bad.status_code == 400
+        assert "exportIds" in bad.json()["error"]
+
+
+class TestQueuesAndPool:
+    async def test_queues_and_health_say_what_they_promise(self, aws_endpoint: str) -> None:
+        """GET /queues gives each queue's depths; GET /health the mode and the pool's figures."""
+        async with open_stack(aws_endpoint) as stack:
+            base, stop = await _service(stack)
+            async with httpx.AsyncClient(base_url=base) as client:
+                view = (await client.get("/queues")).json()
+                health = (await client.get("/health")).json()
+            stop.set()
+        assert view["exportJobs"] == {"visible": 0, "inFlight": 0, "delayed": 0, "deadLetter": 0}
+        assert view["downloadTasks"] is None
+        assert view["overloaded"] is False
+        assert (health["status"], health["mode"]) == ("ok", "all")
+        assert set(health["pool"]) == {
+            "size",
+            "active",
+            "queued",
+            "inFlight",
+            "completed",
+            "failed",
+            "avgProcessingMs",
+        }
+        assert health["pool"]["avgProcessingMs"] == 0
+
+    def test_overloaded_above_the_backlog(self) -> None:
+        """Either queue's visible backlog over OVERLOAD_BACKLOG is overload; at it, not."""
+        jobs = {"visible": 10, "inFlight": 0, "delayed": 0, "deadLetter": 0}
+        assert overloaded([jobs, None], 9)
+        assert not overloaded([jobs, None], 10)
+        assert overloaded([{**jobs, "visible": 0}, jobs], 5)
+
+
+class TestJobView:
+    def test_progress_and_estimate_while_running(self) -> None:
+        """Half the files done in 10 minutes: progress 0.5, about 10 minutes left."""
+        start = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+        job = JobItem(
+            export_id="exp-v",
+            status=JobStatus.RUNNING,
+            correlation_id="c",
+            created_at=start,
+            updated_at=start,
+            listing_done=True,
+            summary=JobSummary(files_total=4, files_done=2),
+        )
+        view = job_view(job, start + timedelta(minutes=10))
+        assert view["progress"] == 0.5
+        assert view["etaSeconds"] == 600.0
+
+    def test_unknown_estimate_before_the_first_file(self) -> None:
+        """Before any file finished, progress is 0 and the estimate null."""
+        start = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+        job = JobItem(
+            export_id="exp-v",
+            status=JobStatus.RUNNING,
+            correlation_id="c",
+            created_at=start,
+            updated_at=start,
+            listing_done=True,
+            summary=JobSummary(files_total=4),
+        )
+        view = job_view(job, start + timedelta(minutes=1))
+        assert (view["progress"], view["etaSeconds"]) == (0.0, None)
