@@ -3,7 +3,9 @@
 Runs each case of ``tests/system/test_faults.py`` (S3, SQS, DynamoDB and Export
 API faults, in-process service), the outages past the retries of
 ``tests/system/test_outages.py`` (redeliveries sped up to a 1 s base, as in the
-tests), the duplicate and never-started tasks of ``tests/system/test_duplicates.py``,
+tests), 30 s outages of S3 (500 on every call), DynamoDB (every call throttled)
+and SQS (every connection broken, from the first heartbeat) at the real
+redelivery schedule, the duplicate and never-started tasks of ``tests/system/test_duplicates.py``,
 the long-file heartbeat case, and the SIGTERM and SIGKILL cases of
 ``tests/system/test_shutdown.py`` (service subprocesses), each
 ``--runs`` times on a fresh stack against one moto server, and prints a
@@ -40,7 +42,7 @@ from tests.system.test_duplicates import (
     test_stop_hands_back_tasks_that_never_started,
 )
 from tests.system.test_faults import CASES, Case, Outcome, long_file_scenario, run_case
-from tests.system.test_outages import OUTAGES
+from tests.system.test_outages import LONG_OUTAGES, OUTAGES
 from tests.system.test_shutdown import sigkill_scenario, sigterm_scenario
 
 # A scenario gives the run's outcome to check, or None when it asserted
@@ -109,6 +111,8 @@ def _checked(test: Callable[[str], Awaitable[None]]) -> Scenario:
 def scenarios() -> list[tuple[str, Scenario]]:
     found: list[tuple[str, Scenario]] = [(case.name, _of_case(case)) for case in CASES]
     found += [(case.name, _of_outage(case)) for case in OUTAGES]
+    # At the real redelivery schedule: what an operator's 30 s outage costs.
+    found += [(case.name, _of_case(case)) for case in LONG_OUTAGES]
     found += [
         (
             "Duplicate task after COMPLETED, its URL now 403",

@@ -37,7 +37,14 @@ _HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 
 @attrs.define
 class Fault:
-    """One rule: the next ``times`` calls of ``operation`` get ``kind``."""
+    """One rule: the next ``times`` calls of ``operation`` get ``kind``.
+
+    With ``for_seconds`` the rule is an outage instead: from its first hit,
+    every call of ``operation`` ("*": any of ``service``'s) gets ``kind`` for
+    that long, however many calls the service makes meanwhile. With
+    ``begins_with`` too, the outage waits for the first call of that
+    operation (say, the first heartbeat: a message is then in flight).
+    """
 
     service: str  # "s3", "sqs" or "dynamodb"
     operation: str  # botocore's operation name, e.g. "UploadPart"
@@ -46,10 +53,22 @@ class Fault:
     status: int = 500
     code: str = "InternalError"
     stall_seconds: float = 0.0
+    for_seconds: float | None = None
+    begins_with: str | None = None
     hits: int = 0
+    _began: float | None = None
 
     def claims(self, service: str, operation: str) -> bool:
-        return self.service == service and self.operation == operation and self.hits < self.times
+        if self.service != service or self.operation not in (operation, "*"):
+            return False
+        if self.for_seconds is None:
+            return self.hits < self.times
+        now = trio.current_time()
+        if self._began is None:
+            if self.begins_with not in (None, operation):
+                return False
+            self._began = now
+        return now < self._began + self.for_seconds
 
 
 def s3_operation(method: str, path: str, query: dict[str, list[str]]) -> str:
