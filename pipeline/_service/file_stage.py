@@ -156,9 +156,13 @@ async def _run_file_task(
                 if not await deps.jobs.record_file(task.export_id, result):
                     log.info("file recorded meanwhile by another delivery; this result dropped")
             recorded = True
-            # Apart from the record: if this fails, the redelivery finds the
-            # result recorded and only checks again, without redoing the file.
-            await finalize_if_done(deps, task.export_id)
+            # A file of a message this process holds (all mode) is checked by
+            # that message's task, once, when all its files are done: one
+            # read per export instead of one per file.
+            if file_task.outstanding is None:
+                # Apart from the record: if this fails, the redelivery finds the
+                # result recorded and only checks again, without redoing the file.
+                await finalize_if_done(deps, task.export_id)
             settled = True
     except Exception as err:
         failed = True
