@@ -239,19 +239,38 @@ class Result:
 
 
 def _serve_moto(port: str) -> int:
-    """moto's server, with a transaction's rollback copy cut to the table's item maps.
+    """moto's server, with a transaction's rollback copy cut to the items it touches.
 
     moto backs up every table a ``TransactWriteItems`` names with a deep copy,
     so each transaction costs moto time (and memory: 8 GB within minutes at
     2,000 result items) in proportion to the whole table; DynamoDB's cost
-    does not grow with the table. The copy made here keeps the item maps and
-    each item's attribute map, which is what a failed condition (the only
-    rollback the benchmark meets: none, as nothing is redelivered) restores.
+    does not grow with the table. Here the backup shares the items the
+    transaction does not name and copies the ones it does, which restores the
+    same state when a transaction is cancelled.
     """
     import copy as copy_module
 
     from moto.dynamodb import models
+    from moto.dynamodb.models.dynamo_type import DynamoType
     from moto.server import main as moto_main
+
+    touched: set[tuple[Any, Any]] = set()
+    original = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        touched.clear()
+        for item in transact_items:
+            op = next(iter(item.values()))
+            table = self.tables[op["TableName"]]
+            key = op.get("Key") or op["Item"]
+            range_key = table.range_key_attr
+            touched.add(
+                (
+                    DynamoType(key[table.hash_key_attr]),
+                    DynamoType(key[range_key]) if range_key else None,
+                )
+            )
+        original(self, transact_items)
 
     class LeanCopy:
         @staticmethod
@@ -262,16 +281,17 @@ def _serve_moto(port: str) -> int:
             table.items = collections.defaultdict(dict)
             for hash_key, by_range in value.items.items():
                 if not isinstance(by_range, dict):
-                    table.items[hash_key] = _copy_item(by_range)
+                    table.items[hash_key] = _copy(by_range, (hash_key, None))
                     continue
-                table.items[hash_key] = {r: _copy_item(item) for r, item in by_range.items()}
+                table.items[hash_key] = {
+                    r: _copy(item, (hash_key, r)) for r, item in by_range.items()
+                }
             return table
 
-    def _copy_item(item: Any) -> Any:
-        copied = copy_module.copy(item)
-        copied.attrs = dict(item.attrs)
-        return copied
+    def _copy(item: Any, key: tuple[Any, Any]) -> Any:
+        return copy_module.deepcopy(item) if key in touched else item
 
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
     models.copy = LeanCopy  # type: ignore[assignment]
     moto_main(["-H", "127.0.0.1", "-p", port])
     return 0
@@ -414,26 +434,24 @@ async def _wait_ready(port: int, proc: trio.Process) -> None:
                 await trio.sleep(0.2)
 
 
-async def _all_final(aws: AwsClients, table: str, want: int) -> int:
-    """How many job items of ``table`` are final (one scan; the table is small)."""
-    found = 0
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "FilterExpression": "sk = :job AND #s IN (:c, :f)",
-        "ExpressionAttributeNames": {"#s": "status"},
-        "ExpressionAttributeValues": {
-            ":job": {"S": "job"},
-            ":c": {"S": "COMPLETED"},
-            ":f": {"S": "FAILED"},
-        },
-        "Select": "COUNT",
-    }
-    while True:
-        response = await aws.dynamodb.scan(**kwargs)
-        found += int(response["Count"])
-        if "LastEvaluatedKey" not in response:
-            return found
-        kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+@attrs.define
+class _FinishedJobs:
+    """Counts "job finished" lines in the service's log as they are written."""
+
+    count: int = 0
+    changed: trio.Event = attrs.field(factory=trio.Event)
+
+    async def count_from(self, stdout: trio.abc.ReceiveStream) -> None:
+        partial = b""
+        async for chunk in stdout:
+            *lines, partial = (partial + chunk).split(b"\n")
+            self.count += sum(b'"msg": "job finished"' in line for line in lines)
+            self.changed.set()
+            self.changed = trio.Event()
+
+    async def wait_for(self, jobs: int) -> None:
+        while self.count < jobs:
+            await self.changed.wait()
 
 
 async def _queue_drained(aws: AwsClients, url: str) -> None:
@@ -469,8 +487,13 @@ async def run_service_phase(
         proc = await trio.lowlevel.open_process(
             [sys.executable, __file__, "--serve", str(calls_file), "--mode", "all"],
             env={**os.environ, **phase.env, "HEALTH_PORT": str(port)},
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
         )
+        # Jobs are counted from the service's own "job finished" log lines:
+        # polling the jobs table would load moto, which the service shares.
+        finished = _FinishedJobs()
+        assert proc.stdout is not None
+        nursery.start_soon(finished.count_from, proc.stdout)
         try:
             await _wait_ready(port, proc)
             before = await _snapshot(proc, calls_file, 1)
@@ -485,12 +508,8 @@ async def run_service_phase(
                         for i, export_id in enumerate(ids[start : start + 10])
                     ],
                 )
-            table = phase.env["DYNAMODB_JOBS_TABLE"]
             with trio.fail_after(1800):
-                while True:
-                    if await _all_final(aws, table, len(ids)) >= len(ids):
-                        break
-                    await trio.sleep(0.2)
+                await finished.wait_for(len(ids))
             seconds = trio.current_time() - started
             cpu, moto_cpu = _cpu_seconds(proc.pid) - cpu0, _cpu_seconds(moto_pid) - moto0
             # The message is deleted just after its job is final: wait for it,
