@@ -123,6 +123,9 @@ def zipfile_reads(data: bytes) -> dict[str, bytes]:
         for info in archive.infolist():
             if info.filename.endswith("/"):  # is_dir() fails on an empty name
                 continue
+            if info.file_size > LIMITS.max_entry_size:
+                # Refused here by its declared size: nothing of it to compare.
+                continue
             try:
                 found.setdefault(info.filename, archive.read(info))
             except Exception:  # a refused entry: bad CRC, encryption, a method it lacks
