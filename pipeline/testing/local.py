@@ -43,7 +43,11 @@ def run_local(mode: Mode) -> int:
         return 2
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-    configure_logging(os.environ.get("LOG_LEVEL", "warning").lower())
+    # A person is watching: readable lines unless asked otherwise.
+    configure_logging(
+        os.environ.get("LOG_LEVEL", "warning").lower(),
+        log_format=os.environ.get("LOG_FORMAT", "console").lower(),
+    )
     with moto_server() as endpoint:
         return trio.run(_run_demo, endpoint)
 
