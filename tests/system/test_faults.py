@@ -218,6 +218,9 @@ class Case:
     at_least: bool = False
     # How long the job may take to become final (an outage's length and its redeliveries).
     final_within: float = 60
+    # How long its message may then take to be deleted: a job finished during
+    # an SQS outage is deleted by the message's next delivery, after the outage.
+    drain_within: float = 15
 
 
 def aws(
@@ -258,7 +261,12 @@ def aws(
         return lambda: fault.hits
 
     if for_seconds is not None:
-        case = {"at_least": True, "final_within": for_seconds + 60, **case}
+        case = {
+            "at_least": True,
+            "final_within": for_seconds + 60,
+            "drain_within": for_seconds + 30,
+            **case,
+        }
     return Case(name, inject, times, **case)
 
 
@@ -496,7 +504,8 @@ async def run_case(aws_endpoint: str, case: Case) -> Outcome:
     saved_wait = _receiver.RECEIVE_WAIT_SECONDS
     _receiver.RECEIVE_WAIT_SECONDS = TEST_RECEIVE_WAIT_SECONDS
     try:
-        with trio.fail_after(CASE_DEADLINE_SECONDS + case.final_within - 60):
+        extra = case.final_within - 60 + case.drain_within - 15
+        with trio.fail_after(CASE_DEADLINE_SECONDS + extra):
             async with trio.open_nursery() as outer:
                 proxy_url = await outer.start(serve_fault_proxy, proxy)
                 async with open_stack(
@@ -523,7 +532,7 @@ async def _run_on(stack: Stack, proxy: LossyProxy, proxy_url: str, case: Case) -
             job = await stack.wait_final(EXPORT, within=case.final_within)
         url = stack.urls.export_jobs_url
         # The message is deleted once the job is final; give that a moment.
-        await _wait_for(lambda: _is_empty(stack, url), within=15)
+        await _wait_for(lambda: _is_empty(stack, url), within=case.drain_within)
     # Every proxy rule is dropped before reading the results through moto directly.
     hits = count_hits()
     proxy.clear()

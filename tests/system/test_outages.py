@@ -81,7 +81,11 @@ def timed_outages(seconds: float, final_within: float) -> list[Case]:
     """
     return [
         aws(
-            f"S3 500 InternalError on every call for {seconds:g} s", "s3", "*", for_seconds=seconds
+            f"S3 500 InternalError on every call for {seconds:g} s",
+            "s3",
+            "*",
+            for_seconds=seconds,
+            final_within=final_within,
         ),
         aws(
             f"DynamoDB throttling every call for {seconds:g} s",
