@@ -17,6 +17,7 @@ from pipeline._config import Settings
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._core.pool import PoolFigures
 from pipeline._core.zip.format import ZipLimits
+from pipeline._service.metrics import ServiceMetrics
 
 __all__ = ["Deps"]
 
@@ -34,6 +35,8 @@ class Deps:
     aws_policy: Backoff = AWS_POLICY
     # The file workers' figures, for GET /health.
     pool: PoolFigures = attrs.field(factory=PoolFigures)
+    # What GET /metrics shows.
+    metrics: ServiceMetrics = attrs.field(factory=ServiceMetrics)
 
     @property
     def zip_limits(self) -> ZipLimits:

@@ -153,7 +153,9 @@ async def _run_file_task(
                 )
                 _log_result(result, trio.current_time() - started)
                 outcome = result.ok
-                if not await deps.jobs.record_file(task.export_id, result):
+                if await deps.jobs.record_file(task.export_id, result):
+                    deps.metrics.file_finished(result, trio.current_time() - started)
+                else:
                     log.info("file recorded meanwhile by another delivery; this result dropped")
             recorded = True
             # A file of a message this process holds (all mode) is checked by

@@ -39,12 +39,18 @@ import structlog
 import trio
 
 from pipeline._adapters.aws import sqs as _sqs
-from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
+from pipeline._adapters.aws.clients import open_aws_clients
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.exportapi import ExportApi
 from pipeline._adapters.exportapi.pacing import Pacer
 from pipeline._adapters.http.control import Control, add_control_routes
-from pipeline._adapters.http.health import create_health_app, readiness_checks, serve_health
+from pipeline._adapters.http.health import (
+    add_metrics_route,
+    create_health_app,
+    readiness_checks,
+    serve_health,
+)
+from pipeline._adapters.retry import observe_retries
 from pipeline._config import Mode, Settings
 from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker
 from pipeline._service.deps import Deps
@@ -133,9 +139,12 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         )
 
 
-async def _keeper_for(aws: AwsClients, queue_url: str) -> LeaseKeeper:
-    timeout = await _sqs.queue_visibility_timeout(aws.sqs, queue_url, policy=AWS_POLICY)
-    return LeaseKeeper(aws.sqs, queue_url, timeout, AWS_POLICY)
+async def _keeper_for(deps: Deps, queue_url: str, queue_name: str) -> LeaseKeeper:
+    sqs = deps.aws.sqs
+    timeout = await _sqs.queue_visibility_timeout(sqs, queue_url, policy=AWS_POLICY)
+    return LeaseKeeper(
+        sqs, queue_url, timeout, AWS_POLICY, metrics=deps.metrics, queue_name=queue_name
+    )
 
 
 async def run_service(
@@ -146,11 +155,29 @@ async def run_service(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the service in ``mode`` until ``stop`` is set and the work has wound down."""
+    async with open_deps(settings) as deps:
+        # Every retry and breaker change below is counted in this service's metrics.
+        with observe_retries(deps.metrics):
+            await _serve(settings, mode, stop, deps, task_status)
+    log.info("service stopped")
+
+
+async def _serve(
+    settings: Settings,
+    mode: Mode,
+    stop: trio.Event,
+    deps: Deps,
+    task_status: trio.TaskStatus[None],
+) -> None:
     takes_jobs = mode in (Mode.ALL, Mode.ORCHESTRATOR)
     takes_tasks = mode is Mode.WORKER or (
         mode is Mode.ALL and settings.sqs_download_tasks_url is not None
     )
-    async with open_deps(settings) as deps, trio.open_nursery() as top:
+    deps.metrics.watch(
+        files_in_flight=lambda: deps.pool.in_flight,
+        threads_busy=lambda: deps.inflate_limiter.borrowed_tokens,
+    )
+    async with trio.open_nursery() as top:
         health_done = trio.Event()
         app = create_health_app(
             readiness_checks(settings, deps.aws), functools.partial(_status, deps, mode)
@@ -166,14 +193,17 @@ async def run_service(
                 overload_backlog=settings.overload_backlog,
             ),
         )
+        add_metrics_route(app, deps.metrics.text)
         await top.start(serve_health, app, settings.health_port, health_done)
 
         job_keeper = (
-            await _keeper_for(deps.aws, settings.sqs_export_jobs_url) if takes_jobs else None
+            await _keeper_for(deps, settings.sqs_export_jobs_url, "export_jobs")
+            if takes_jobs
+            else None
         )
         task_keeper = None
         if takes_tasks and settings.sqs_download_tasks_url is not None:
-            task_keeper = await _keeper_for(deps.aws, settings.sqs_download_tasks_url)
+            task_keeper = await _keeper_for(deps, settings.sqs_download_tasks_url, "download_tasks")
 
         async with trio.open_nursery() as keepers:
             for keeper in (job_keeper, task_keeper):
@@ -188,7 +218,6 @@ async def run_service(
                     await keeper.hand_back_remaining()
             keepers.cancel_scope.cancel()
         health_done.set()
-    log.info("service stopped")
 
 
 async def _start_work(

@@ -38,6 +38,7 @@ import trio
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._core.backoff import Backoff, redelivery_delay
 from pipeline._errors import PipelineError
+from pipeline._service.metrics import ServiceMetrics
 
 __all__ = ["CLEANUP_SECONDS", "LIMIT_MARGIN_SECONDS", "Delivery", "Lease", "LeaseKeeper"]
 
@@ -92,6 +93,9 @@ class LeaseKeeper:
     queue_url: str
     visibility_timeout: int
     policy: Backoff
+    # Counted in GET /metrics under this queue name, when given.
+    metrics: ServiceMetrics | None = None
+    queue_name: str = "queue"
     _leases: set[Lease] = attrs.field(init=False, factory=set)
     _rng: random.Random = attrs.field(init=False, factory=random.Random)
 
@@ -107,19 +111,29 @@ class LeaseKeeper:
             received_at=now,
         )
         self._leases.add(lease)
+        self._count("received")
         return lease
+
+    def _count(self, outcome: str, count: int = 1) -> None:
+        if self.metrics is not None:
+            self.metrics.message(self.queue_name, outcome, count)
 
     @property
     def held(self) -> int:
         """How many leases are kept right now."""
         return len(self._leases)
 
-    async def complete(self, lease: Lease) -> None:
-        """The work is done: delete the message (shielded, bounded)."""
+    async def complete(self, lease: Lease, *, outcome: str = "deleted") -> None:
+        """The work is done: delete the message (shielded, bounded).
+
+        ``outcome`` is how the metrics count it: deleted, or dead_lettered
+        when it was copied to the dead-letter queue first.
+        """
         self._leases.discard(lease)
         if lease.lost or lease.released:
             return
         lease.released = True
+        self._count(outcome)
         with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS) as scope:
             try:
                 await _sqs.delete(
@@ -168,6 +182,7 @@ class LeaseKeeper:
             lease.released = True
         if not pending:
             return
+        self._count("handed_back", len(pending))
         with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS) as scope:
             try:
                 failed = await _sqs.change_visibility_batch(
@@ -207,7 +222,7 @@ class LeaseKeeper:
             await self.hand_back([lease])
             return
         log.error("poison message; moved to the dead-letter queue", reason=reason)
-        await self.complete(lease)
+        await self.complete(lease, outcome="dead_lettered")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Extend leases until cancelled."""
@@ -249,6 +264,8 @@ class LeaseKeeper:
             else:
                 lease.expires_at = renewed_until
         log.debug("visibility extended", count=len(due) - len(failed))
+        if self.metrics is not None:
+            self.metrics.heartbeats.inc(len(due) - len(failed))
 
     def _lose(self, lease: Lease) -> None:
         lease.lost = True

@@ -1,4 +1,4 @@
-"""The control API on a running service: jobs, queues, the pool, and who may change things."""
+"""The control API on a running service: jobs, queues, the pool, metrics, who may change."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline._adapters.aws.jobitems import JobItem
 from pipeline._adapters.http.control import job_view, overloaded
@@ -155,3 +156,55 @@ class TestJobView:
         )
         view = job_view(job, start + timedelta(minutes=1))
         assert (view["progress"], view["etaSeconds"]) == (0.0, None)
+
+
+class TestMetrics:
+    async def test_metrics_agree_with_the_job_item(self, aws_endpoint: str) -> None:
+        """After a job, /metrics counts its files, entries, bytes and messages as its item does."""
+        async with open_stack(aws_endpoint) as stack:
+            files = [("p1.zip", build_zip(ENTRIES)), ("p2.zip", build_zip([("c.txt", b"gamma")]))]
+            stack.simulator.add_export("exp-metrics", files)
+            await stack.seed("exp-metrics", metadata_for(ENTRIES))
+            base, stop = await _service(stack)
+            await stack.send_job(["exp-metrics"])
+            job = await stack.wait_final("exp-metrics")
+            async with httpx.AsyncClient(base_url=base) as client:
+                with trio.fail_after(15):
+                    while True:
+                        answer = await client.get("/metrics")
+                        samples = _samples(answer.text)
+                        deleted = (
+                            "pipeline_messages_total",
+                            (("outcome", "deleted"), ("queue", "export_jobs")),
+                        )
+                        if samples.get(deleted):
+                            break
+                        await trio.sleep(0.2)
+            stop.set()
+        assert answer.headers["content-type"].startswith("text/plain")
+        summary = job.summary
+        assert samples[("pipeline_files_total", (("outcome", "completed"),))] == summary.files_done
+        entries = {
+            outcome: samples[("pipeline_entries_total", (("outcome", outcome),))]
+            for outcome in ("uploaded", "skipped", "rejected")
+        }
+        assert entries == {
+            "uploaded": summary.entries_uploaded,
+            "skipped": summary.entries_skipped,
+            "rejected": summary.entries_rejected,
+        }
+        assert samples[("pipeline_bytes_uploaded_total", ())] == summary.bytes_uploaded
+        received = ("pipeline_messages_total", (("outcome", "received"), ("queue", "export_jobs")))
+        assert samples[received] == 1
+        assert samples[("pipeline_file_duration_seconds_count", ())] == 2
+        for family in ("pipeline_files_in_flight", "pipeline_inflate_threads_busy"):
+            assert samples[(family, ())] == 0
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, by name and sorted labels."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found

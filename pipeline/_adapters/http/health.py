@@ -16,13 +16,15 @@ import structlog
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from prometheus_client import CONTENT_TYPE_LATEST
+from quart import Response
 from quart_trio import QuartTrio
 
 from pipeline._adapters.aws.clients import translate_aws_errors
 from pipeline._config import Settings
 from pipeline._errors import PipelineError
 
-__all__ = ["create_health_app", "readiness_checks", "serve_health"]
+__all__ = ["add_metrics_route", "create_health_app", "readiness_checks", "serve_health"]
 
 log = structlog.get_logger("pipeline.health")
 
@@ -87,6 +89,14 @@ def create_health_app(
         return {"status": "ready" if ok else "not ready", "checks": results}, 200 if ok else 503
 
     return app
+
+
+def add_metrics_route(app: QuartTrio, render: Callable[[], bytes]) -> None:
+    """``GET /metrics``: ``render()`` in Prometheus's text format."""
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(render(), mimetype=CONTENT_TYPE_LATEST)
 
 
 async def serve_health(
