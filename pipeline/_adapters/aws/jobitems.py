@@ -5,6 +5,23 @@ calls that store it: the summary item as a :class:`JobItem`, camelCase
 attribute names, DynamoDB attribute values, ISO-8601 times, the compressed
 path lists of file results, and :class:`Update`, which builds an UpdateItem
 expression with a placeholder for every name and value.
+
+Items under ``pk = <exportId>``:
+
+- ``sk = "job"``: the contract's summary item (``status``, counts,
+  ``correlationId``, ``createdAt``/``updatedAt`` in ISO-8601 UTC, ``error``,
+  ``bytesTotal`` once listed), plus ``listingDone``.
+- ``sk = "file#<fileId>"`` (``kind = "file"``): ``status`` DONE/FAILED, the
+  file's counts, ``name``, ``error`` and ``seenPaths``, the paths of the
+  file's entries that had a metadata item, needed once, at the end, to count
+  ``entriesMissing`` across files. They are stored as a zlib-compressed JSON
+  array (JSON rather than newline-joined text, so any path survives intact).
+- ``sk = "file#<fileId>#paths#<writeId>#<n>"`` (``kind = "paths"``): when
+  the compressed paths exceed :data:`PATHS_CHUNK_BYTES` (DynamoDB items are
+  limited to 400 KB), piece ``n >= 1`` of them; piece 0 is in the file item.
+  ``writeId`` is derived from the compressed bytes. The pieces are written
+  before the file item that names them; pieces of a record that was refused
+  (the file had a result already) are deleted again.
 """
 
 from __future__ import annotations
@@ -36,6 +53,7 @@ __all__ = [
     "job_from_item",
     "pack_paths",
     "parse_time",
+    "piece_sk",
     "unpack_paths",
     "utc_now",
 ]
@@ -200,6 +218,11 @@ class Update:
         if condition is not None:
             kwargs["ConditionExpression"] = condition
         return kwargs
+
+
+def piece_sk(file_id: str, write_id: str, n: int) -> str:
+    """The sort key of piece ``n`` of a file result's seen paths."""
+    return f"{FILE_PREFIX}{file_id}#paths#{write_id}#{n}"
 
 
 def job_from_item(raw: dict[str, Any]) -> JobItem:

@@ -12,22 +12,7 @@ one read of the summary item (``filesDone + filesFailed`` against
 changes are conditional writes, which makes finishing a job exactly-once: of
 two processes that finish the same export, one sees ``False``.
 
-Items under ``pk = <exportId>``:
-
-- ``sk = "job"``: the contract's summary item (``status``, counts,
-  ``correlationId``, ``createdAt``/``updatedAt`` in ISO-8601 UTC, ``error``,
-  ``bytesTotal`` once listed), plus ``listingDone``.
-- ``sk = "file#<fileId>"`` (``kind = "file"``): ``status`` DONE/FAILED, the
-  file's counts, ``name``, ``error`` and ``seenPaths``, the paths of the
-  file's entries that had a metadata item, needed once, at the end, to count
-  ``entriesMissing`` across files. They are stored as a zlib-compressed JSON
-  array (JSON rather than newline-joined text, so any path survives intact).
-- ``sk = "file#<fileId>#paths#<writeId>#<n>"`` (``kind = "paths"``): when
-  the compressed paths exceed :data:`PATHS_CHUNK_BYTES` (DynamoDB items are
-  limited to 400 KB), piece ``n >= 1`` of them; piece 0 is in the file item.
-  ``writeId`` is derived from the compressed bytes. The pieces are written
-  before the file item that names them; pieces of a record that was refused
-  (the file had a result already) are deleted again.
+The items themselves are described in :mod:`.jobitems`.
 """
 
 from __future__ import annotations
@@ -54,9 +39,10 @@ from pipeline._adapters.aws.jobitems import (
     format_time,
     job_from_item,
     pack_paths,
-    unpack_paths,
+    piece_sk,
     utc_now,
 )
+from pipeline._adapters.aws.jobresults import file_result_of, read_file_items
 from pipeline._core.accounting import FileResult, JobStatus, JobSummary, file_counts
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected
@@ -191,12 +177,12 @@ class JobStore:
 
     async def _forget_failed_files(self, export_id: str) -> None:
         """Delete each failed file's result and take its counts off the job's, together."""
-        files, _ = await self._file_items(export_id)
+        files, _ = await read_file_items(self, export_id)
         for values in files:
             if values["status"] == "DONE":
                 continue
             file_id = values["fileId"]
-            result = self._file_result(export_id, values, {}, with_paths=False)
+            result = file_result_of(export_id, values, {}, with_paths=False)
             update = self._counts_update(file_counts(result), sign=-1)
             try:
                 await aws_call(
@@ -238,7 +224,7 @@ class JobStore:
                 self.dynamodb.delete_item,
                 policy=self.policy,
                 TableName=self.table,
-                Key=self._key(export_id, self._piece_sk(file_id, write_id, n)),
+                Key=self._key(export_id, piece_sk(file_id, write_id, n)),
             )
 
     def _counts_update(self, counts: JobSummary, *, sign: int = 1) -> Update:
@@ -376,7 +362,7 @@ class JobStore:
                 policy=self.policy,
                 TableName=self.table,
                 Item={
-                    **self._key(export_id, self._piece_sk(result.file_id, write_id, n)),
+                    **self._key(export_id, piece_sk(result.file_id, write_id, n)),
                     "kind": encode("paths"),
                     "fileId": encode(result.file_id),
                     "writeId": encode(write_id),
@@ -446,67 +432,7 @@ class JobStore:
         if stored != write_id:
             await self._delete_pieces(export_id, file_id, write_id, pieces)
 
-    @staticmethod
-    def _piece_sk(file_id: str, write_id: str, n: int) -> str:
-        return f"{FILE_PREFIX}{file_id}#paths#{write_id}#{n}"
-
     async def file_results(self, export_id: str) -> list[FileResult]:
         """Every file result of the export, with its seen paths, in file-ID order."""
-        files, pieces = await self._file_items(export_id)
-        return [self._file_result(export_id, values, pieces) for values in files]
-
-    async def _file_items(
-        self, export_id: str
-    ) -> tuple[list[dict[str, Any]], dict[tuple[str, str, int], bytes]]:
-        """The decoded file items, and the seen-path pieces by (fileId, writeId, n)."""
-        files: list[dict[str, Any]] = []
-        pieces: dict[tuple[str, str, int], bytes] = {}
-        start_key: dict[str, Any] | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "TableName": self.table,
-                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-                "ExpressionAttributeValues": {
-                    ":pk": encode(export_id),
-                    ":prefix": encode(FILE_PREFIX),
-                },
-                "ConsistentRead": True,
-            }
-            if start_key is not None:
-                kwargs["ExclusiveStartKey"] = start_key
-            response = await aws_call(
-                "dynamodb query file results", self.dynamodb.query, policy=self.policy, **kwargs
-            )
-            for raw in response.get("Items") or []:
-                values = decode_item(raw)
-                if values.get("kind") == "file":
-                    files.append(values)
-                elif values.get("kind") == "paths":
-                    key = (values["fileId"], values["writeId"], int(values["piece"]))
-                    pieces[key] = bytes(values["data"])
-            start_key = response.get("LastEvaluatedKey")
-            if not start_key:
-                return files, pieces
-
-    def _file_result(
-        self,
-        export_id: str,
-        values: dict[str, Any],
-        pieces: dict[tuple[str, str, int], bytes],
-        *,
-        with_paths: bool = True,
-    ) -> FileResult:
-        file_id, write_id = values["fileId"], values["writeId"]
-        blob = bytes(values["seenPaths"])
-        for n in range(1, int(values["pieces"]) if with_paths else 1):
-            piece = pieces.get((file_id, write_id, n))
-            if piece is None:
-                msg = f"jobs table: {export_id} file {file_id}: seen-paths piece {n} is missing"
-                raise AwsRejected(msg)
-            blob += piece
-        values = {
-            **values,
-            "ok": values["status"] == "DONE",
-            "seenPaths": unpack_paths(blob) if with_paths else frozenset(),
-        }
-        return converter.structure(values, FileResult)
+        files, pieces = await read_file_items(self, export_id)
+        return [file_result_of(export_id, values, pieces) for values in files]
