@@ -125,8 +125,17 @@ def quick_redelivery(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backoff, "REDELIVERY_BASE_SECONDS", 1)
 
 
+# The suite runs the cases that failed the file or the job before this issue's
+# fix; benchmarks/fault_table.py runs every one of OUTAGES, three times.
+IN_THE_SUITE = [
+    case
+    for case in OUTAGES
+    if case.name.startswith(("S3 PutObject", "DynamoDB BatchGetItem", "SQS heartbeat"))
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", OUTAGES, ids=[case.name for case in OUTAGES])
+@pytest.mark.parametrize("case", IN_THE_SUITE, ids=[case.name for case in IN_THE_SUITE])
 async def test_outage_past_the_retries(aws_endpoint: str, case: Case) -> None:
     """The job completes exactly once the outage ends; nothing FAILED, nothing dead-lettered."""
     outcome = await run_case(aws_endpoint, case)
