@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import settings
 
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline.testing.moto import moto_server
@@ -14,6 +15,12 @@ from pipeline.testing.moto import moto_server
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+# The suite draws the same examples on every run, so CI passes or fails on the
+# code alone; HYPOTHESIS_PROFILE=explore draws fresh ones to hunt for new cases.
+settings.register_profile("suite", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
 @pytest.fixture(scope="session")

@@ -368,10 +368,10 @@ class TestRefusal:
         assert refusal(entry(name), LIMITS) is None
 
     def test_invalid_utf8_name(self) -> None:
-        """A name flagged UTF-8 that is not UTF-8 is refused."""
-        data = build_zip([RawEntry(b"bad\xff\xfe", b"x", utf8=True)])
-        (found,) = directory_of(data)
-        assert refusal(found, LIMITS) == "name is flagged UTF-8 but is not valid UTF-8"
+        """A name flagged UTF-8 that is not UTF-8 makes the directory corrupt, as in zipfile."""
+        data = build_zip([RawEntry(b"ok.txt", b"x"), RawEntry(b"bad\xff\xfe", b"x", utf8=True)])
+        with pytest.raises(ZipCorrupt, match="flagged UTF-8 but is not valid UTF-8"):
+            directory_of(data)
 
     def test_symlink_encrypted_method(self) -> None:
         """Symlinks, encrypted entries and methods other than 0 and 8 are refused."""

@@ -11,6 +11,7 @@ import struct
 
 from pipeline._core.zip.format import (
     FLAG_ENCRYPTED,
+    FLAG_UTF8,
     LOCAL_HEADER_SIZE,
     MAX16,
     MAX32,
@@ -186,6 +187,10 @@ def _parse_central_record(
         msg = f"central directory record {index + 1} runs past the directory's end"
         raise ZipCorrupt(msg)
     raw_name = bytes(data[name_at:extra_at])
+    if flags & FLAG_UTF8 and not _is_utf8(raw_name):
+        # zipfile refuses the whole archive here, so no entry of it may be read.
+        msg = f"central directory record {index + 1}: name is flagged UTF-8 but is not valid UTF-8"
+        raise ZipCorrupt(msg)
     extra = bytes(data[extra_at : extra_at + extra_len])
     fields = extra_fields(extra, decode_name(raw_name, flags))
     name = unicode_path(fields, raw_name) or decode_name(raw_name, flags)
@@ -223,3 +228,11 @@ def _parse_central_record(
         create_system=create_system,
     )
     return entry, end
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

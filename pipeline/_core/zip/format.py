@@ -200,7 +200,7 @@ def decode_name(raw: bytes, flags: int) -> str:
     """An entry name as zipfile decodes it: UTF-8 under flag bit 11, else CP437.
 
     A name flagged UTF-8 that is not valid UTF-8 decodes with replacement
-    characters; :func:`refusal` then refuses the entry.
+    characters; the directory parser refuses the archive before that matters.
     """
     if flags & FLAG_UTF8:
         return raw.decode("utf-8", errors="replace")
@@ -353,11 +353,6 @@ def refusal(entry: CentralEntry, limits: ZipLimits) -> str | None:
 def _unsafe_name(entry: CentralEntry) -> str | None:
     """Why a name could escape its prefix or mislead a reader, or ``None``."""
     name = entry.name
-    if entry.flags & FLAG_UTF8:
-        try:
-            entry.raw_name.decode("utf-8")
-        except UnicodeDecodeError:
-            return "name is flagged UTF-8 but is not valid UTF-8"
     if not name:
         return "empty name"
     if name.startswith("/"):
