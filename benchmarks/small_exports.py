@@ -494,8 +494,10 @@ async def run_service_phase(
         finished = _FinishedJobs()
         assert proc.stdout is not None
         nursery.start_soon(finished.count_from, proc.stdout)
+        spy: trio.Process | None = None
         try:
             await _wait_ready(port, proc)
+            spy = await _profile(proc.pid, phase.name)
             before = await _snapshot(proc, calls_file, 1)
             cpu0, moto0 = _cpu_seconds(proc.pid), _cpu_seconds(moto_pid)
             started = trio.current_time()
@@ -520,6 +522,8 @@ async def run_service_phase(
             proc.terminate()
             with trio.move_on_after(30):
                 await proc.wait()
+                if spy is not None:  # it writes its file once the service is gone
+                    await spy.wait()
         nursery.cancel_scope.cancel()
     for export_id, _, entries in exports.exports:
         job = await phase.jobs.get_job(export_id)
@@ -530,6 +534,22 @@ async def run_service_phase(
     calls = {op: after.get(op, 0) - before.get(op, 0) for op in after}
     count = len(exports.exports) if units == "exports" else exports.files
     return Result(label, units, count, exports.entries, seconds, cpu, moto_cpu, _nonzero(calls))
+
+
+async def _profile(pid: int, name: str) -> trio.Process | None:
+    """With BENCH_PROFILE_DIR set, sample the service with py-spy until it exits.
+
+    The folded stacks (``service-<phase>.folded``) say where its CPU goes.
+    """
+    profile_dir = os.environ.get("BENCH_PROFILE_DIR")
+    if not profile_dir:
+        return None
+    out = Path(profile_dir) / f"service-{name}.folded"
+    return await trio.lowlevel.open_process(
+        ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def run_plain_phase(

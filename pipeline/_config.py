@@ -93,6 +93,12 @@ def _log_format(_: Any, attribute: attrs.Attribute[Any], value: str) -> None:
         raise ConfigError(msg)
 
 
+def _sqs_wait(_: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 1 <= value <= 20:
+        msg = f"{_env_name(attribute)} must be 1 to 20 seconds (SQS's long-poll range), not {value}"
+        raise ConfigError(msg)
+
+
 def _optional_positive(_: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and value <= 0:
         msg = f"{_env_name(attribute)} must be greater than 0, not {value}"
@@ -176,6 +182,9 @@ class Settings:
         "EXPORT_API_RATE_PER_SECOND", default=None, validator=_optional_positive
     )
     overload_backlog: int = _env("OVERLOAD_BACKLOG", default=1000, validator=_not_negative)
+    # Beyond the contract: a long poll in flight is let finish on SIGTERM, so
+    # this bounds how long an idle process takes to stop.
+    sqs_wait_seconds: int = _env("SQS_WAIT_SECONDS", default=5, validator=_sqs_wait)
 
     @property
     def max_entry_size(self) -> int:

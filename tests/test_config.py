@@ -98,6 +98,8 @@ class TestErrors:
                 "EXPORT_API_RATE_PER_SECOND must be greater than 0",
             ),
             ("OVERLOAD_BACKLOG", "-5", "OVERLOAD_BACKLOG must not be negative"),
+            ("SQS_WAIT_SECONDS", "0", "SQS_WAIT_SECONDS must be 1 to 20 seconds"),
+            ("SQS_WAIT_SECONDS", "21", "SQS_WAIT_SECONDS must be 1 to 20 seconds"),
         ],
     )
     def test_malformed(self, name: str, value: str, pattern: str) -> None:

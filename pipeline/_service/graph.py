@@ -352,6 +352,7 @@ async def _run_intake(
                                 keeper=keeper,
                                 slots=slots,
                                 policy=AWS_POLICY,
+                                wait_seconds=deps.settings.sqs_wait_seconds,
                             )
                         )
 

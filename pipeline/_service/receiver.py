@@ -7,7 +7,7 @@ consumers end up delivering long jobs twice. Each message is leased (its
 visibility kept extended) from the moment it arrives.
 
 Stopping: the intake cancel scope is cancelled on SIGTERM. A long poll already
-sent to SQS is shielded and allowed to finish (at most :data:`RECEIVE_WAIT_SECONDS`):
+sent to SQS is shielded and allowed to finish (at most ``SQS_WAIT_SECONDS``):
 cancelling it mid-flight could drop messages SQS had already handed us, leaving
 them invisible until their timeout. Whatever such a poll returns, and whatever
 was not yet passed on, is handed back at once.
@@ -31,8 +31,9 @@ __all__ = ["RECEIVE_WAIT_SECONDS", "Slots", "run_receiver"]
 
 log = structlog.get_logger("pipeline.receiver")
 
-# Long-poll length. Shorter than SQS's 20 s maximum so an idle service stops
-# within a few seconds of SIGTERM; the extra empty receives cost little.
+# Long-poll length by default (SQS_WAIT_SECONDS). Shorter than SQS's 20 s
+# maximum so an idle service stops within a few seconds of SIGTERM; the extra
+# empty receives cost little.
 RECEIVE_WAIT_SECONDS = 5
 # SQS returns at most ten messages per receive.
 SQS_MAX_BATCH = 10
@@ -81,6 +82,7 @@ async def run_receiver(
     keeper: LeaseKeeper,
     slots: Slots,
     policy: Backoff,
+    wait_seconds: int = RECEIVE_WAIT_SECONDS,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Receive messages from ``keeper.queue_url`` into ``send`` until cancelled.
@@ -97,13 +99,13 @@ async def run_receiver(
             error: PipelineError | None = None
             # Shielded, but bounded: a poll in flight is let finish (see above).
             with trio.CancelScope(shield=True) as poll:
-                poll.deadline = trio.current_time() + RECEIVE_WAIT_SECONDS + 10
+                poll.deadline = trio.current_time() + wait_seconds + 10
                 try:
                     messages = await _sqs.receive(
                         sqs,
                         keeper.queue_url,
                         max_messages=wanted,
-                        wait_seconds=RECEIVE_WAIT_SECONDS,
+                        wait_seconds=wait_seconds,
                         policy=policy,
                     )
                 except PipelineError as err:

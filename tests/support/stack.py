@@ -178,6 +178,8 @@ async def open_stack(
                 "EXPORT_POLL_INTERVAL_SECONDS": "1",
                 "HEALTH_PORT": str(free_port()),
                 "SHUTDOWN_GRACE_SECONDS": "5",
+                # A stop waits for the long poll in flight: keep it short here.
+                "SQS_WAIT_SECONDS": "1",
                 "LOG_LEVEL": "warning",
                 **(env or {}),
             }

@@ -33,7 +33,6 @@ from pipeline._adapters.aws.jobstore import JobItem
 from pipeline._config import Mode
 from pipeline._core.accounting import JobStatus, JobSummary
 from pipeline._core.zip.format import TAIL_BYTES
-from pipeline._service import receiver as _receiver
 from pipeline._service.graph import run_service
 from pipeline.testing.demo import build_zip, metadata_for, records
 from pipeline.testing.simulator import Simulator
@@ -54,9 +53,6 @@ pytestmark = pytest.mark.slow
 EXPORT = "exp-fault"
 PART_1 = f"{EXPORT}-f0001"
 PART_2 = f"{EXPORT}-f0002"
-# The service's long poll, shortened so that stopping the in-process service
-# (which lets a poll in flight finish) costs a second per case, not five.
-TEST_RECEIVE_WAIT_SECONDS = 1
 # A whole case, from provisioning to the last check; a healthy one takes a few seconds.
 CASE_DEADLINE_SECONDS = 90
 
@@ -501,20 +497,15 @@ async def _wait_for(check: Callable[[], Awaitable[bool]], within: float) -> bool
 async def run_case(aws_endpoint: str, case: Case) -> Outcome:
     """Run ``case`` once on a fresh stack; never raises for a wrong result."""
     proxy = LossyProxy(aws_endpoint)
-    saved_wait = _receiver.RECEIVE_WAIT_SECONDS
-    _receiver.RECEIVE_WAIT_SECONDS = TEST_RECEIVE_WAIT_SECONDS
-    try:
-        extra = case.final_within - 60 + case.drain_within - 15
-        with trio.fail_after(CASE_DEADLINE_SECONDS + extra):
-            async with trio.open_nursery() as outer:
-                proxy_url = await outer.start(serve_fault_proxy, proxy)
-                async with open_stack(
-                    aws_endpoint, visibility_timeout=case.visibility_timeout
-                ) as stack:
-                    outcome = await _run_on(stack, proxy, proxy_url, case)
-                outer.cancel_scope.cancel()
-    finally:
-        _receiver.RECEIVE_WAIT_SECONDS = saved_wait
+    extra = case.final_within - 60 + case.drain_within - 15
+    with trio.fail_after(CASE_DEADLINE_SECONDS + extra):
+        async with trio.open_nursery() as outer:
+            proxy_url = await outer.start(serve_fault_proxy, proxy)
+            async with open_stack(
+                aws_endpoint, visibility_timeout=case.visibility_timeout
+            ) as stack:
+                outcome = await _run_on(stack, proxy, proxy_url, case)
+            outer.cancel_scope.cancel()
     return outcome
 
 
@@ -571,42 +562,37 @@ async def long_file_scenario(aws_endpoint: str) -> Outcome:
     # Stored, so the body is larger than the tail fetch (256 KiB) and the two
     # requests are told apart by their Range; ~660 KB at 45 kB/s is ~15 s.
     data = build_zip([entry], method=zipfile.ZIP_STORED)
-    saved_wait = _receiver.RECEIVE_WAIT_SECONDS
-    _receiver.RECEIVE_WAIT_SECONDS = TEST_RECEIVE_WAIT_SECONDS
-    try:
-        async with open_stack(aws_endpoint, visibility_timeout=visibility) as stack:
-            (file_id,) = stack.simulator.add_export("exp-slow", [("slow.zip", data)])
-            stack.simulator.set_throttle("exp-slow", file_id, 45_000)
-            await stack.seed("exp-slow", metadata_for([entry]))
-            async with running_service(stack, SHUTDOWN_GRACE_SECONDS="2"):
-                started = trio.current_time()
-                await stack.send_job(["exp-slow"])
-                job = await stack.wait_final("exp-slow", within=60)
-                took = trio.current_time() - started
-                url = stack.urls.export_jobs_url
-                await _wait_for(lambda: _is_empty(stack, url), within=15)
-            ranges = [
-                r.range
-                for r in stack.simulator.requests
-                if r.route == "download" and r.file_id == file_id
-            ]
-            assert took > 4 * visibility
-            # One tail fetch, then the body from byte 0 (sent without Range).
-            assert ranges[0] == f"bytes={len(data) - TAIL_BYTES}-"
-            return await Outcome.of(
-                stack,
-                "exp-slow",
-                job,
-                case="file taking 4x the visibility timeout",
-                hits=ranges.count(None),
-                expected_hits=1,
-                expected_objects={entry[0]: entry[1]},
-                expected_summary=JobSummary(
-                    files_total=1, files_done=1, entries_uploaded=1, bytes_uploaded=len(entry[1])
-                ),
-            )
-    finally:
-        _receiver.RECEIVE_WAIT_SECONDS = saved_wait
+    async with open_stack(aws_endpoint, visibility_timeout=visibility) as stack:
+        (file_id,) = stack.simulator.add_export("exp-slow", [("slow.zip", data)])
+        stack.simulator.set_throttle("exp-slow", file_id, 45_000)
+        await stack.seed("exp-slow", metadata_for([entry]))
+        async with running_service(stack, SHUTDOWN_GRACE_SECONDS="2"):
+            started = trio.current_time()
+            await stack.send_job(["exp-slow"])
+            job = await stack.wait_final("exp-slow", within=60)
+            took = trio.current_time() - started
+            url = stack.urls.export_jobs_url
+            await _wait_for(lambda: _is_empty(stack, url), within=15)
+        ranges = [
+            r.range
+            for r in stack.simulator.requests
+            if r.route == "download" and r.file_id == file_id
+        ]
+        assert took > 4 * visibility
+        # One tail fetch, then the body from byte 0 (sent without Range).
+        assert ranges[0] == f"bytes={len(data) - TAIL_BYTES}-"
+        return await Outcome.of(
+            stack,
+            "exp-slow",
+            job,
+            case="file taking 4x the visibility timeout",
+            hits=ranges.count(None),
+            expected_hits=1,
+            expected_objects={entry[0]: entry[1]},
+            expected_summary=JobSummary(
+                files_total=1, files_done=1, entries_uploaded=1, bytes_uploaded=len(entry[1])
+            ),
+        )
 
 
 class TestHeartbeats:
