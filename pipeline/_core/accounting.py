@@ -67,6 +67,8 @@ class FileResult:
     # Paths of this file's entries that had a metadata item (uploaded or rejected).
     seen_paths: frozenset[str] = frozenset()
     error: str | None = None
+    # The ZIP's listed size: a job's progress is the listed bytes of its finished files.
+    size_bytes: int = 0
 
 
 @attrs.define
@@ -80,6 +82,7 @@ class FileTally:
     rejected: int = 0
     bytes_uploaded: int = 0
     seen_paths: set[str] = attrs.field(factory=set)
+    size_bytes: int = 0
 
     def count(self, outcome: EntryOutcome, *, path: str, has_item: bool, size: int = 0) -> None:
         """Count one entry's outcome; ``size`` is the bytes written for an upload."""
@@ -105,6 +108,7 @@ class FileTally:
             bytes_uploaded=self.bytes_uploaded,
             seen_paths=frozenset(self.seen_paths),
             error=error,
+            size_bytes=self.size_bytes,
         )
 
 

@@ -17,6 +17,7 @@ from pipeline._config import Settings
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._core.pool import PoolFigures
 from pipeline._core.zip.format import ZipLimits
+from pipeline._service.cancel import CancelWatch
 from pipeline._service.metrics import ServiceMetrics
 
 __all__ = ["Deps"]
@@ -37,6 +38,8 @@ class Deps:
     pool: PoolFigures = attrs.field(factory=PoolFigures)
     # What GET /metrics shows.
     metrics: ServiceMetrics = attrs.field(factory=ServiceMetrics)
+    # The exports cancelled, and the cancel scopes of the work on them here.
+    cancels: CancelWatch = attrs.field(factory=CancelWatch)
 
     @property
     def zip_limits(self) -> ZipLimits:

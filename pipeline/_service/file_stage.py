@@ -28,9 +28,10 @@ import trio
 
 from pipeline._adapters.aws import metadata as _metadata
 from pipeline._adapters.aws import s3sink as _s3sink
+from pipeline._adapters.aws.jobcontrol import FileState, file_state
 from pipeline._adapters.aws.metadata import MetadataItem
 from pipeline._adapters.exportapi import ExportFile, RangeResult
-from pipeline._core.accounting import EntryOutcome, FileResult, FileTally
+from pipeline._core.accounting import EntryOutcome, FileResult, FileTally, JobStatus
 from pipeline._core.zip.decoder import EntryDigest
 from pipeline._core.zip.directory import locate_directory, parse_directory
 from pipeline._core.zip.format import TAIL_BYTES, CentralEntry
@@ -131,41 +132,29 @@ async def _run_file_task(
                 lease.scope = scope
                 if lease.lost:
                     return None
-            # A task the job stage has just listed against the recorded
-            # results needs no second look; one from the queue may be a
-            # duplicate or come late.
-            if not file_task.listed_unrecorded and await deps.jobs.is_recorded(
-                task.export_id, task.file_id
-            ):
-                # The result stands, nothing is redone; the job is only checked.
-                log.info("file already recorded; not downloaded again")
-            else:
-                started = trio.current_time()
-                result = await process_file(
-                    ExportFile(
-                        file_id=task.file_id,
-                        name=task.name,
-                        download_url=task.download_url,
-                        size_bytes=task.size_bytes,
-                    ),
-                    task.export_id,
-                    deps,
-                )
-                _log_result(result, trio.current_time() - started)
-                outcome = result.ok
-                if await deps.jobs.record_file(task.export_id, result):
-                    deps.metrics.file_finished(result, trio.current_time() - started)
+            state = None
+            if not file_task.listed_unrecorded:
+                # From the queue: may be a duplicate, come late, or belong to
+                # an export cancelled (or retried) since it was sent.
+                state = await file_state(deps.jobs, task.export_id, task.file_id)
+                if state.job_status is JobStatus.CANCELLED:
+                    deps.cancels.cancel(task.export_id)
                 else:
-                    log.info("file recorded meanwhile by another delivery; this result dropped")
-            recorded = True
-            # A file of a message this process holds (all mode) is checked by
-            # that message's task, once, when all its files are done: one
-            # read per export instead of one per file.
-            if file_task.outstanding is None:
-                # Apart from the record: if this fails, the redelivery finds the
-                # result recorded and only checks again, without redoing the file.
-                await finalize_if_done(deps, task.export_id)
-            settled = True
+                    deps.cancels.resume(task.export_id)
+            with deps.cancels.guard(task.export_id) as guard:
+                outcome = await _run_unless_recorded(file_task, state, deps)
+                recorded = True
+                # A file of a message this process holds (all mode) is checked by
+                # that message's task, once, when all its files are done: one
+                # read per export instead of one per file.
+                if file_task.outstanding is None:
+                    # Apart from the record: if this fails, the redelivery finds the
+                    # result recorded and only checks again, without redoing the file.
+                    await finalize_if_done(deps, task.export_id)
+                settled = True
+            if guard.cancelled_caught:  # the message goes; nothing is recorded
+                log.info("file stopped: its export is cancelled")
+                settled = True
     except Exception as err:
         failed = True
         what = "job not checked after the file" if recorded else "file result not recorded"
@@ -184,6 +173,36 @@ async def _run_file_task(
             else:
                 await keeper.hand_back([lease])
     return outcome if recorded else None
+
+
+async def _run_unless_recorded(
+    file_task: FileTask, state: FileState | None, deps: Deps
+) -> bool | None:
+    """Process the file unless it has a result; whether it is done (True), failed
+    for good (False), or had its result already (None).
+
+    A task the job stage has just listed against the recorded results comes
+    without ``state``: it needs no second look.
+    """
+    task = file_task.task
+    if state is not None and state.recorded:
+        # The result stands, nothing is redone; the job is only checked.
+        log.info("file already recorded; not downloaded again")
+        return None
+    started = trio.current_time()
+    file = ExportFile(
+        file_id=task.file_id,
+        name=task.name,
+        download_url=task.download_url,
+        size_bytes=task.size_bytes,
+    )
+    result = await process_file(file, task.export_id, deps)
+    _log_result(result, trio.current_time() - started)
+    if await deps.jobs.record_file(task.export_id, result):
+        deps.metrics.file_finished(result, trio.current_time() - started)
+    else:
+        log.info("file recorded meanwhile by another delivery; this result dropped")
+    return result.ok
 
 
 def _log_result(result: FileResult, seconds: float) -> None:
@@ -208,7 +227,7 @@ async def process_file(file: ExportFile, export_id: str, deps: Deps) -> FileResu
     error of our own infrastructure (AWS past its retries) is raised instead:
     it is no verdict on the file, which is tried again later.
     """
-    tally = FileTally(file_id=file.file_id, name=file.name)
+    tally = FileTally(file_id=file.file_id, name=file.name, size_bytes=file.size_bytes)
     try:
         await _read_file(file, export_id, deps, tally)
     except PermanentError as err:

@@ -5,6 +5,7 @@ Read top to bottom, this is the picture in ``docs/architecture.md``::
     run_service
     ├── health server                          (until the work is over)
     └── lease keepers                          (one per queue, heartbeats)
+        ├── cancel watch                       (job items of the exports in flight)
         └── work (cancel scope: grace deadline on stop)
             ├── stop watcher                   (stop → intake cancelled, deadline set)
             ├── intake (cancel scope)
@@ -40,6 +41,7 @@ import trio
 
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import open_aws_clients
+from pipeline._adapters.aws.jobcontrol import job_statuses
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.exportapi import ExportApi
 from pipeline._adapters.exportapi.pacing import Pacer
@@ -191,6 +193,8 @@ async def _serve(
                 download_tasks_url=settings.sqs_download_tasks_url,
                 admin_token=settings.admin_token,
                 overload_backlog=settings.overload_backlog,
+                on_cancel=deps.cancels.cancel,
+                on_retry=deps.cancels.resume,
             ),
         )
         add_metrics_route(app, deps.metrics.text)
@@ -209,6 +213,8 @@ async def _serve(
             for keeper in (job_keeper, task_keeper):
                 if keeper is not None:
                     await keepers.start(keeper.run)
+            # Cancels taken by other processes reach the work here through the job items.
+            keepers.start_soon(deps.cancels.run, functools.partial(job_statuses, deps.jobs))
             with trio.CancelScope() as work_scope:
                 async with trio.open_nursery() as work:
                     await _start_work(work, deps, mode, stop, work_scope, job_keeper, task_keeper)

@@ -176,11 +176,26 @@ async def _run_export_or_fail(
 
 
 async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps) -> bool:
-    """Process one export; returns True when it is still pending."""
+    """Process one export unless it is done or cancelled; True when it is still pending."""
     existing = await deps.jobs.get_job(export_id)
     if existing is not None and existing.status is JobStatus.COMPLETED:
         log.info("export already completed; nothing to do")
         return False
+    if existing is not None and existing.status is JobStatus.CANCELLED:
+        log.info("export cancelled; nothing to do until it is retried")
+        return False
+    # Not cancelled (any more): a cancel remembered here was undone by a retry.
+    deps.cancels.resume(export_id)
+    with deps.cancels.guard(export_id) as guard:
+        return await _run_active_export(export_id, job, deps, stage, existing)
+    if guard.cancelled_caught:
+        log.info("export cancelled; its work here stopped")
+    return False
+
+
+async def _run_active_export(
+    export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps, existing: JobItem | None
+) -> bool:
     try:
         status = await deps.api.get_status(export_id)
     except ExportNotFound:
@@ -199,6 +214,9 @@ async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStag
     begun = await deps.jobs.begin_job(
         export_id, job.correlation_id, JobStatus.RUNNING, before=existing, read=False
     )
+    if begun.status is JobStatus.CANCELLED:
+        log.info("export cancelled meanwhile; nothing to do until it is retried")
+        return False
     # A job created just now has no results; otherwise files with a recorded
     # result (done, or failed in this run) are not handed out again.
     recorded = set() if existing is None else await deps.jobs.recorded_file_ids(export_id)
@@ -233,7 +251,7 @@ async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStag
     log.info("export listed", filesTotal=total, alreadyRecorded=len(recorded))
     if stage.waits_for_files:
         await outstanding.wait()
-        if outstanding.unrecorded:
+        if outstanding.unrecorded and not deps.cancels.is_cancelled(export_id):
             msg = f"{outstanding.unrecorded} file(s) ended without a recorded result"
             raise FilesUnrecorded(msg)
         # The files finished after the listing was recorded: read the job again.

@@ -68,29 +68,45 @@ class TestJobs:
         assert answer.status_code == 404
 
     async def test_refusals(self, aws_endpoint: str) -> None:
-        """Without ADMIN_TOKEN changes are off (403); a wrong or no token is 401; bad body 400."""
+        """Without ADMIN_TOKEN changes are off (403); a wrong or no token is 401; bad body 400;
+        an unknown export 404; a cancel of a final job or a retry of a running one 409."""
         body = json.dumps({"exportIds": ["exp-x"]})
+        changes = ["/jobs", "/jobs/exp-x/cancel", "/jobs/exp-x/retry"]
         async with open_stack(aws_endpoint) as stack:
             base, stop = await _service(stack)
             async with httpx.AsyncClient(base_url=base) as client:
-                off = await client.post(
-                    "/jobs", content=body, headers={"Authorization": "Bearer x"}
-                )
+                off = [
+                    (await client.post(path, content=body, headers={"Authorization": "Bearer x"}))
+                    for path in changes
+                ]
             stop.set()
         async with open_stack(aws_endpoint) as stack:
+            await stack.jobs.begin_job("exp-done", "c", JobStatus.RUNNING)
+            await stack.jobs.finish_job("exp-done", JobStatus.COMPLETED, None, None)
+            await stack.jobs.begin_job("exp-busy", "c", JobStatus.RUNNING)
             base, stop = await _service(stack, ADMIN_TOKEN=ADMIN)
+            auth = {"Authorization": f"Bearer {ADMIN}"}
             async with httpx.AsyncClient(base_url=base) as client:
-                wrong = await client.post(
-                    "/jobs", content=body, headers={"Authorization": "Bearer wrong"}
-                )
-                missing = await client.post("/jobs", content=body)
-                auth = {"Authorization": f"Bearer {ADMIN}"}
+                wrong = [
+                    await client.post(path, content=body, headers={"Authorization": "Bearer no"})
+                    for path in changes
+                ]
+                missing = [await client.post(path, content=body) for path in changes]
                 bad = await client.post("/jobs", content='{"exportIds": []}', headers=auth)
+                unknown = [
+                    await client.post(f"/jobs/exp-nobody/{verb}", headers=auth)
+                    for verb in ("cancel", "retry")
+                ]
+                final = await client.post("/jobs/exp-done/cancel", headers=auth)
+                running = await client.post("/jobs/exp-busy/retry", headers=auth)
             stop.set()
-        assert off.status_code == 403
-        assert (wrong.status_code, missing.status_code) == (401, 401)
+        assert [answer.status_code for answer in off] == [403, 403, 403]
+        assert [answer.status_code for answer in wrong + missing] == [401] * 6
         assert bad.status_code == 400
         assert "exportIds" in bad.json()["error"]
+        assert [answer.status_code for answer in unknown] == [404, 404]
+        assert (final.status_code, final.json()["status"]) == (409, "COMPLETED")
+        assert (running.status_code, running.json()["status"]) == (409, "RUNNING")
 
 
 class TestQueuesAndPool:
@@ -141,6 +157,24 @@ class TestJobView:
         view = job_view(job, start + timedelta(minutes=10))
         assert view["progress"] == 0.5
         assert view["etaSeconds"] == 600.0
+
+    def test_progress_counts_bytes_where_sizes_are_known(self) -> None:
+        """One small and one large file: the small one done is little progress."""
+        start = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
+        job = JobItem(
+            export_id="exp-v",
+            status=JobStatus.RUNNING,
+            correlation_id="c",
+            created_at=start,
+            updated_at=start,
+            listing_done=True,
+            summary=JobSummary(files_total=2, files_done=1),
+            bytes_total=1000,
+            bytes_finished=100,
+        )
+        view = job_view(job, start + timedelta(seconds=60))
+        assert view["progress"] == 0.1
+        assert view["etaSeconds"] == 540.0
 
     def test_unknown_estimate_before_the_first_file(self) -> None:
         """Before any file finished, progress is 0 and the estimate null."""

@@ -320,10 +320,18 @@ class TestRecordedResults:
         assert job is not None
         assert job.summary == JobSummary(files_done=1, entries_uploaded=2)
 
-    async def test_is_recorded(self, store: JobStore) -> None:
-        """A file is recorded once its result is stored, done or failed."""
-        assert not await store.is_recorded("exp-r", "f1")
-        await store.begin_job("exp-r", "c", "RUNNING")
-        await store.record_file("exp-r", FileResult(file_id="f1", name="1.zip", ok=False))
-        assert await store.is_recorded("exp-r", "f1")
-        assert not await store.is_recorded("exp-r", "f2")
+    async def test_finished_bytes_follow_the_results(self, store: JobStore) -> None:
+        """A recorded file adds its listed size to bytesFinished; forgetting a failed one
+        takes it off again."""
+        await store.begin_job("exp-b", "c", "RUNNING")
+        done = FileResult(file_id="f1", name="1.zip", ok=True, size_bytes=300)
+        failed = FileResult(file_id="f2", name="2.zip", ok=False, error="bad", size_bytes=700)
+        await store.record_file("exp-b", done)
+        await store.record_file("exp-b", failed)
+        job = await store.get_job("exp-b")
+        assert job is not None
+        assert job.bytes_finished == 1000
+        await store.finish_job("exp-b", JobStatus.FAILED, None, "1 of 2 files failed")
+        again = await store.begin_job("exp-b", "c2", "RUNNING")
+        assert again.bytes_finished == 300
+        assert await store.file_results("exp-b") == [done]

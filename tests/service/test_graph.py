@@ -135,7 +135,11 @@ class TestHappyPath:
             stack.simulator.inject_stall("status", 1.0, times=len(ids))
             stop = await stack.run_service()
             await stack.send_job(ids)
-            await trio.sleep(0.5)
+            with trio.fail_after(30):
+                while not stack.simulator.count("status"):
+                    await trio.sleep(0.05)
+            # Well inside the 1 s stall: the first wave only.
+            await trio.sleep(0.3)
             first_wave = stack.simulator.count("status")
             for export_id in ids:
                 await stack.wait_final(export_id, within=90)

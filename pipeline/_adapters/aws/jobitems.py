@@ -85,6 +85,9 @@ class JobItem:
     waiting_since: datetime | None = None
     # Sum of the listed files' sizeBytes, once the listing is done.
     bytes_total: int | None = None
+    # Sum of the listed sizeBytes of the files with a result (the service's own
+    # attribute ``bytesFinished``): the job's progress.
+    bytes_finished: int = 0
 
     @property
     def files_total(self) -> int:
@@ -239,4 +242,5 @@ def job_from_item(raw: dict[str, Any]) -> JobItem:
         error=values.get("error"),
         waiting_since=parse_time(values["waitingSince"]) if "waitingSince" in values else None,
         bytes_total=values.get("bytesTotal"),
+        bytes_finished=values.get("bytesFinished", 0),
     )

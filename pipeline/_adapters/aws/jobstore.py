@@ -111,10 +111,12 @@ class JobStore:
         *,
         before: JobItem | None = None,
         read: bool = True,
+        retry: bool = False,
     ) -> JobItem:
         """Create the job (zero counts) or move a non-COMPLETED one to ``status``.
 
-        ``status`` is WAITING or RUNNING. A COMPLETED job is left alone. An
+        ``status`` is WAITING or RUNNING. A COMPLETED job is left alone, and
+        so is a CANCELLED one unless ``retry`` (an operator's retry). An
         existing item keeps ``createdAt`` and its counts, takes the new
         ``correlationId``, loses a previous ``error``, and has ``listingDone``
         set back to false: a new delivery lists the files again, and until it
@@ -134,7 +136,8 @@ class JobStore:
             raise ValueError(msg)
         if read:
             before = await self.get_job(export_id)
-        if before is not None and before.status is JobStatus.COMPLETED:
+        kept = [JobStatus.COMPLETED] if retry else [JobStatus.COMPLETED, JobStatus.CANCELLED]
+        if before is not None and before.status in kept:
             return before
         if before is not None and before.status in FINAL:
             await self._forget_failed_files(export_id)
@@ -154,8 +157,8 @@ class JobStore:
         else:
             update.remove("waitingSince")
         pk = update.name("pk")
-        # Someone may finish the job between the read and this write.
-        condition = f"attribute_not_exists({pk}) OR NOT {update.status_in([JobStatus.COMPLETED])}"
+        # Someone may finish or cancel the job between the read and this write.
+        condition = f"attribute_not_exists({pk}) OR NOT {update.status_in(kept)}"
         try:
             response = await aws_call(
                 "dynamodb begin job",
@@ -183,7 +186,7 @@ class JobStore:
                 continue
             file_id = values["fileId"]
             result = file_result_of(export_id, values, {}, with_paths=False)
-            update = self._counts_update(file_counts(result), sign=-1)
+            update = self._counts_update(result, sign=-1)
             try:
                 await aws_call(
                     "dynamodb forget failed file",
@@ -227,12 +230,14 @@ class JobStore:
                 Key=self._key(export_id, piece_sk(file_id, write_id, n)),
             )
 
-    def _counts_update(self, counts: JobSummary, *, sign: int = 1) -> Update:
-        """``ADD`` of ``counts`` (times ``sign``) to the summary item, and ``updatedAt``."""
+    def _counts_update(self, result: FileResult, *, sign: int = 1) -> Update:
+        """``ADD`` of a file's counts and size (times ``sign``) to the summary item."""
         update = Update()
-        for name, value in converter.unstructure(counts).items():
+        for name, value in converter.unstructure(file_counts(result)).items():
             if name not in ("filesTotal", "entriesMissing") and value:
                 update.add(name, sign * value)
+        if result.size_bytes:
+            update.add("bytesFinished", sign * result.size_bytes)
         update.set("updatedAt", self._now())
         return update
 
@@ -302,20 +307,6 @@ class JobStore:
             "dynamodb finish job", export_id, update, update.status_in(ACTIVE)
         )
 
-    async def is_recorded(self, export_id: str, file_id: str) -> bool:
-        """Whether the file has a recorded result (then it is not downloaded again)."""
-        response = await aws_call(
-            "dynamodb get file result",
-            self.dynamodb.get_item,
-            policy=self.policy,
-            TableName=self.table,
-            Key=self._key(export_id, FILE_PREFIX + file_id),
-            ProjectionExpression="#status",
-            ExpressionAttributeNames={"#status": "status"},
-            ConsistentRead=True,
-        )
-        return "Item" in response
-
     async def recorded_file_ids(self, export_id: str) -> set[str]:
         """The IDs of the export's files that have a result, done or failed."""
         found: set[str] = set()
@@ -384,7 +375,7 @@ class JobStore:
                 "updatedAt": encode(self._now()),
             }
         )
-        counts = self._counts_update(file_counts(result))
+        counts = self._counts_update(result)
         try:
             await aws_call(
                 "dynamodb record file",

@@ -2,15 +2,19 @@
 
 Reading is open: ``GET /jobs/{exportId}`` (the job item, its progress and an
 estimate of the time left) and ``GET /queues`` (depths, and whether either
-queue is over ``OVERLOAD_BACKLOG``). ``POST /jobs`` changes something, so it
-needs ``Authorization: Bearer <ADMIN_TOKEN>``, compared in constant time:
-with no ``ADMIN_TOKEN`` configured the call is off (403), a missing or wrong
-token is 401. A malformed body is 400 with the reason.
+queue is over ``OVERLOAD_BACKLOG``). ``POST /jobs`` (submit),
+``POST /jobs/{exportId}/cancel`` and ``POST /jobs/{exportId}/retry`` change
+something, so they need ``Authorization: Bearer <ADMIN_TOKEN>``, compared in
+constant time: with no ``ADMIN_TOKEN`` configured the calls are off (403), a
+missing or wrong token is 401. A malformed body is 400 with the reason, an
+unknown export 404, a cancel of a final job or a retry of one that did not
+end FAILED or CANCELLED 409.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +25,7 @@ from quart_trio import QuartTrio
 
 from pipeline._adapters.aws import sqs
 from pipeline._adapters.aws.clients import AwsClient
+from pipeline._adapters.aws.jobcontrol import Answer, Verdict, cancel_job, retry_job
 from pipeline._adapters.aws.jobitems import JobItem, converter, format_time, utc_now
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._core.accounting import JobStatus
@@ -47,13 +52,19 @@ class Control:
     download_tasks_url: str | None
     admin_token: str | None
     overload_backlog: int
+    # This process's own work on an export stops at once on a cancel taken
+    # here, and forgets it on a retry (other processes see the job item).
+    on_cancel: Callable[[str], None] = lambda export_id: None
+    on_retry: Callable[[str], None] = lambda export_id: None
 
 
 def job_view(job: JobItem, now: datetime) -> dict[str, Any]:
     """The job item's attributes with ``exportId``, ``progress`` and ``etaSeconds``.
 
-    Progress is finished files over listed files (1.0 only once final); the
-    estimate extrapolates the pace so far, and is null until a file finished.
+    Progress is the listed bytes of finished files over ``bytesTotal``, or
+    finished files over listed files where sizes are unknown (1.0 only once
+    final); the estimate extrapolates the pace so far, and is null until a
+    file finished.
     """
     summary = job.summary
     view: dict[str, Any] = {
@@ -74,10 +85,14 @@ def job_view(job: JobItem, now: datetime) -> dict[str, Any]:
         progress = 1.0
         eta = 0.0
     elif job.listing_done and total > 0:
-        progress = min(finished / total, 0.99)
+        if job.bytes_total:
+            share = min(job.bytes_finished / job.bytes_total, 1.0)
+        else:
+            share = finished / total
+        progress = min(share, 0.99)
         elapsed = (now - (job.waiting_since or job.created_at)).total_seconds()
-        if finished > 0 and elapsed > 0:
-            eta = round(elapsed / finished * (total - finished), 1)
+        if share > 0 and elapsed > 0:
+            eta = round(elapsed / share * (1.0 - share), 1)
     else:
         progress = 0.0
     view["progress"] = round(progress, 4)
@@ -142,6 +157,36 @@ def add_control_routes(app: QuartTrio, control: Control) -> None:
         message = ExportJob(export_ids=job.export_ids, correlation_id=job.correlation_id)
         await sqs.send(control.sqs, control.export_jobs_url, encode_export_job(message))
         return {"correlationId": job.correlation_id}, 202
+
+    def answered(answer: Answer, status: int) -> tuple[dict[str, Any], int]:
+        if answer.verdict is Verdict.UNKNOWN:
+            return {"error": answer.reason}, 404
+        if answer.verdict is Verdict.CONFLICT:
+            assert answer.job is not None
+            return {"error": answer.reason, "status": answer.job.status.value}, 409
+        assert answer.job is not None
+        body = {"exportId": answer.job.export_id, "status": answer.job.status.value}
+        return {**body, "correlationId": answer.job.correlation_id}, status
+
+    @app.post("/jobs/<export_id>/cancel")
+    async def cancel(export_id: str) -> tuple[dict[str, Any], int]:
+        refused = _refusal(control)
+        if refused is not None:
+            return refused
+        answer = await cancel_job(control.jobs, export_id)
+        if answer.verdict is Verdict.ACCEPTED:
+            control.on_cancel(export_id)
+        return answered(answer, 202)
+
+    @app.post("/jobs/<export_id>/retry")
+    async def retry(export_id: str) -> tuple[dict[str, Any], int]:
+        refused = _refusal(control)
+        if refused is not None:
+            return refused
+        answer = await retry_job(control.jobs, control.sqs, control.export_jobs_url, export_id)
+        if answer.verdict is Verdict.ACCEPTED:
+            control.on_retry(export_id)
+        return answered(answer, 202)
 
     @app.get("/queues")
     async def queues() -> tuple[dict[str, Any], int]:

@@ -1,0 +1,168 @@
+"""What an operator may do to a job (contract section 7), and what stages read to obey it.
+
+Cancelling and retrying are conditional writes on the summary item, so they
+need no process to be up: the HTTP control API and the command line call the
+same functions. A cancel writes ``CANCELLED`` (keeping the counts so far);
+every process that works on the export sees it, either at once (its own
+:class:`~pipeline._service.cancel.CancelWatch`) or on its next look at the
+item (:func:`job_statuses`, every few seconds), and a file task from the
+queue reads it before it starts (:func:`file_state`). A retry moves a
+``FAILED`` or ``CANCELLED`` job back to ``WAITING`` (forgetting the results
+of failed files, so exactly those are downloaded again) and sends the export
+to the export-job queue.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.jobitems import FILE_PREFIX, JOB_SK, JobItem, decode_item
+from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.retry import pause
+from pipeline._core.accounting import JobStatus
+from pipeline._core.messages import ExportJob, encode_export_job
+from pipeline._errors import Fault, RetriesExhausted
+
+__all__ = [
+    "CANCEL_REASON",
+    "Answer",
+    "FileState",
+    "Verdict",
+    "cancel_job",
+    "file_state",
+    "job_statuses",
+    "retry_job",
+]
+
+CANCEL_REASON = "cancelled through the control API"
+# BatchGetItem takes at most 100 keys a call.
+_BATCH_KEYS = 100
+
+
+class Verdict(enum.Enum):
+    """How a control call went."""
+
+    ACCEPTED = "accepted"
+    UNKNOWN = "unknown"  # no job for the export
+    CONFLICT = "conflict"  # the job is in a status the call does not apply to
+
+
+@attrs.frozen
+class Answer:
+    """A control call's verdict, the job as it stood after it, and a reason for a refusal."""
+
+    verdict: Verdict
+    job: JobItem | None = None
+    reason: str | None = None
+    correlation_id: str | None = None
+
+
+async def cancel_job(jobs: JobStore, export_id: str) -> Answer:
+    """Cancel a ``WAITING`` or ``RUNNING`` job; a final one is a conflict."""
+    job = await jobs.get_job(export_id)
+    if job is None:
+        return Answer(Verdict.UNKNOWN, reason=f"no job for export {export_id!r}")
+    if job.status.is_final or not await jobs.finish_job(
+        export_id, JobStatus.CANCELLED, None, CANCEL_REASON
+    ):
+        job = await jobs.get_job(export_id) or job
+        reason = f"the job is {job.status.value}; only a WAITING or RUNNING job is cancelled"
+        return Answer(Verdict.CONFLICT, job, reason)
+    return Answer(Verdict.ACCEPTED, await jobs.get_job(export_id))
+
+
+async def retry_job(jobs: JobStore, sqs: AwsClient, export_jobs_url: str, export_id: str) -> Answer:
+    """Run a ``FAILED`` or ``CANCELLED`` job again from where it stood."""
+    job = await jobs.get_job(export_id)
+    if job is None:
+        return Answer(Verdict.UNKNOWN, reason=f"no job for export {export_id!r}")
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        reason = f"the job is {job.status.value}; only FAILED or CANCELLED jobs are retried"
+        return Answer(Verdict.CONFLICT, job, reason)
+    correlation_id = f"retry-{uuid.uuid4()}"
+    # WAITING first: a delivery that finds the job CANCELLED would do nothing.
+    begun = await jobs.begin_job(
+        export_id, correlation_id, JobStatus.WAITING, before=job, read=False, retry=True
+    )
+    if begun.status not in (JobStatus.WAITING, JobStatus.RUNNING):
+        return Answer(Verdict.CONFLICT, begun, f"the job became {begun.status.value} meanwhile")
+    message = ExportJob(export_ids=(export_id,), correlation_id=correlation_id)
+    await _sqs.send(sqs, export_jobs_url, encode_export_job(message), policy=jobs.policy)
+    return Answer(Verdict.ACCEPTED, begun, correlation_id=correlation_id)
+
+
+async def job_statuses(jobs: JobStore, export_ids: Iterable[str]) -> dict[str, JobStatus]:
+    """The status of each export that has a job (consistent reads, batched)."""
+    keys = [(export_id, JOB_SK) for export_id in dict.fromkeys(export_ids)]
+    found = await _batch_get(jobs, keys, "pk, #status")
+    return {pk: JobStatus(values["status"]) for (pk, _), values in found.items()}
+
+
+@attrs.frozen
+class FileState:
+    """What a file task checks before it starts: a recorded result, and its job's status."""
+
+    recorded: bool
+    job_status: JobStatus | None
+
+
+async def file_state(jobs: JobStore, export_id: str, file_id: str) -> FileState:
+    """Whether the file has a result and how its job stands, in one call."""
+    file_sk = FILE_PREFIX + file_id
+    found = await _batch_get(jobs, [(export_id, JOB_SK), (export_id, file_sk)], "pk, sk, #status")
+    job = found.get((export_id, JOB_SK))
+    return FileState(
+        recorded=(export_id, file_sk) in found,
+        job_status=None if job is None else JobStatus(job["status"]),
+    )
+
+
+async def _batch_get(
+    jobs: JobStore, keys: list[tuple[str, str]], projection: str
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The items of ``keys`` that exist, by key, retrying what DynamoDB leaves unprocessed."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for start in range(0, len(keys), _BATCH_KEYS):
+        chunk = keys[start : start + _BATCH_KEYS]
+        pending = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in chunk]
+        attempt = 0
+        while pending:
+            response = await aws_call(
+                "dynamodb jobs batch get",
+                jobs.dynamodb.batch_get_item,
+                policy=jobs.policy,
+                RequestItems={
+                    jobs.table: {
+                        "Keys": pending,
+                        "ProjectionExpression": projection,
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ConsistentRead": True,
+                    }
+                },
+            )
+            for raw in (response.get("Responses") or {}).get(jobs.table, []):
+                values = decode_item(raw)
+                found[values["pk"], values.get("sk", JOB_SK)] = values
+            left = ((response.get("UnprocessedKeys") or {}).get(jobs.table) or {}).get("Keys")
+            if not left:
+                break
+            attempt = 1 if len(left) < len(pending) else attempt + 1
+            if jobs.policy.gives_up_after(attempt):
+                msg = f"dynamodb jobs batch get: {len(left)} keys unprocessed after {attempt} tries"
+                raise RetriesExhausted(msg, fault=Fault.INFRASTRUCTURE)
+            pending = left
+            await pause(
+                jobs.policy,
+                attempt,
+                dependency="dynamodb",
+                what="dynamodb jobs batch get",
+                error=f"{len(left)} keys unprocessed",
+            )
+    return found
