@@ -1,7 +1,8 @@
 """Command line: ``python -m pipeline [--mode all|orchestrator|worker] [--local]``.
 
 ``python -m pipeline redrive QUEUE [--dry-run]`` moves dead letters back
-(:mod:`pipeline.ops.redrive`).
+(:mod:`pipeline.ops.redrive`); ``submit EXPORT_ID... [--wait]``, ``status``,
+``cancel`` and ``retry`` control jobs (:mod:`pipeline.ops.jobs`).
 
 Without ``--mode`` the mode comes from ``SERVICE_MODE`` (``all`` when neither
 is given), so one image serves every service by configuration alone.
@@ -63,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.ops.redrive import main as redrive
 
         return redrive(arguments[1:])
+    if arguments[:1] and arguments[0] in ("submit", "status", "cancel", "retry"):
+        from pipeline.ops.jobs import main as control
+
+        return control(arguments)
     args = _parser().parse_args(arguments)
     try:
         mode = resolve_mode(args.mode, os.environ)

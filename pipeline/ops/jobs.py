@@ -1,0 +1,245 @@
+"""``python -m pipeline submit|status|cancel|retry``: the control API without HTTP.
+
+Speaks to AWS with the service's own environment (``SQS_EXPORT_JOBS_URL``,
+``DYNAMODB_JOBS_TABLE``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``), so it works
+from any shell that can run the service, whether or not a service is up:
+
+- ``submit EXPORT_ID... [--wait]`` sends one export-job message; with
+  ``--wait`` it shows each job's progress live until every job has ended, and
+  exits 0 only when all ended ``COMPLETED``;
+- ``status EXPORT_ID... [--json]`` shows the job items as a table, or as the
+  JSON ``GET /jobs/{exportId}`` answers;
+- ``cancel EXPORT_ID`` and ``retry EXPORT_ID`` do what their HTTP calls do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline._adapters.aws import sqs
+from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
+from pipeline._adapters.aws.jobcontrol import Answer, Verdict, cancel_job, retry_job
+from pipeline._adapters.aws.jobitems import JobItem, utc_now
+from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.http.control import job_view
+from pipeline._core.accounting import JobStatus
+from pipeline._core.messages import ExportJob, encode_export_job
+from pipeline._errors import PipelineError
+
+__all__ = ["VERBS", "main"]
+
+VERBS = ("submit", "status", "cancel", "retry")
+EXIT_OK = 0
+EXIT_NOT_OK = 1
+EXIT_CONFIG = 2
+# How often --wait reads the job items: the items move within 5 s of a file.
+POLL_SECONDS = 1.0
+
+
+@attrs.frozen
+class _Env:
+    """What the commands read of the service's environment."""
+
+    region: str
+    endpoint_url: str | None
+    jobs_table: str
+    export_jobs_url: str | None
+
+    @classmethod
+    def read(cls, env: Mapping[str, str]) -> _Env:
+        return cls(
+            region=env.get("AWS_REGION", "").strip() or "us-east-1",
+            endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip() or None,
+            jobs_table=env.get("DYNAMODB_JOBS_TABLE", "").strip() or "export-jobs",
+            export_jobs_url=env.get("SQS_EXPORT_JOBS_URL", "").strip() or None,
+        )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline", description="Submit, watch, cancel and retry export jobs."
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    submit = verbs.add_parser("submit", help="send an export job")
+    submit.add_argument("export_ids", nargs="+", metavar="EXPORT_ID")
+    submit.add_argument("--correlation-id", default=None, help="default: a new UUID")
+    submit.add_argument(
+        "--wait", action="store_true", help="show live progress until every job has ended"
+    )
+    status = verbs.add_parser("status", help="show jobs")
+    status.add_argument("export_ids", nargs="+", metavar="EXPORT_ID")
+    status.add_argument("--json", action="store_true", help="as GET /jobs/{exportId} answers")
+    for verb, what in (("cancel", "stop an active job"), ("retry", "run a failed job again")):
+        command = verbs.add_parser(verb, help=what)
+        command.add_argument("export_id", metavar="EXPORT_ID")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    env = _Env.read(os.environ if environ is None else environ)
+    console = Console()
+    if args.verb in ("submit", "retry") and env.export_jobs_url is None:
+        print(
+            "pipeline: configuration error: SQS_EXPORT_JOBS_URL is required but not set",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+
+    async def run() -> int:
+        async with open_aws_clients(
+            region=env.region, endpoint_url=env.endpoint_url, pool_size=4
+        ) as aws:
+            jobs = JobStore(aws.dynamodb, env.jobs_table)
+            if args.verb == "submit":
+                return await _submit(aws, jobs, env, args, console)
+            if args.verb == "status":
+                return await _status(jobs, args.export_ids, console, as_json=args.json)
+            if args.verb == "cancel":
+                return _answered(await cancel_job(jobs, args.export_id), console)
+            assert env.export_jobs_url is not None
+            answer = await retry_job(jobs, aws.sqs, env.export_jobs_url, args.export_id)
+            return _answered(answer, console)
+
+    try:
+        return trio.run(run)
+    except PipelineError as err:
+        print(f"pipeline {args.verb}: failed: {err}", file=sys.stderr)
+        return EXIT_NOT_OK
+
+
+def _answered(answer: Answer, console: Console) -> int:
+    if answer.verdict is not Verdict.ACCEPTED:
+        console.print(f"[red]refused[/red]: {answer.reason}")
+        return EXIT_NOT_OK
+    assert answer.job is not None
+    console.print(f"{answer.job.export_id}: {answer.job.status.value}")
+    return EXIT_OK
+
+
+async def _submit(
+    aws: AwsClients, jobs: JobStore, env: _Env, args: argparse.Namespace, console: Console
+) -> int:
+    assert env.export_jobs_url is not None
+    export_ids: list[str] = list(dict.fromkeys(args.export_ids))
+    correlation_id = args.correlation_id or str(uuid.uuid4())
+    # A job that ended COMPLETED or CANCELLED stays so when submitted again:
+    # waiting for this submission to show on it would never end.
+    settled = {
+        export_id: job
+        for export_id in export_ids
+        if (job := await jobs.get_job(export_id)) is not None
+        and job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED)
+    }
+    body = encode_export_job(ExportJob(export_ids=tuple(export_ids), correlation_id=correlation_id))
+    await sqs.send(aws.sqs, env.export_jobs_url, body)
+    console.print(f"submitted {', '.join(export_ids)} (correlationId {correlation_id})")
+    for export_id, job in settled.items():
+        hint = " (retry it to run again)" if job.status is JobStatus.CANCELLED else ""
+        console.print(f"{export_id} had ended {job.status.value}; it stays so{hint}")
+    if not args.wait:
+        return EXIT_OK
+    final = await _watch(jobs, export_ids, correlation_id, settled, console)
+    _print_table(list(final.values()), console)
+    ok = all(job.status is JobStatus.COMPLETED for job in final.values())
+    return EXIT_OK if ok else EXIT_NOT_OK
+
+
+async def _watch(
+    jobs: JobStore,
+    export_ids: list[str],
+    correlation_id: str,
+    settled: dict[str, JobItem],
+    console: Console,
+) -> dict[str, JobItem]:
+    """Live progress, one bar per export, until each job has ended for this submission."""
+    final = dict(settled)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bars: dict[str, TaskID] = {
+            export_id: progress.add_task(export_id, total=1.0, detail="queued")
+            for export_id in export_ids
+        }
+        while True:
+            for export_id in export_ids:
+                job = final.get(export_id) or await jobs.get_job(export_id)
+                if job is None:
+                    continue
+                mine = job.correlation_id == correlation_id or export_id in settled
+                if mine and job.status.is_final:
+                    final[export_id] = job
+                view = job_view(job, utc_now())
+                progress.update(
+                    bars[export_id],
+                    completed=view["progress"] if mine else 0.0,
+                    detail=_detail(view) if mine else "queued",
+                )
+            if len(final) == len(export_ids):
+                return final
+            await trio.sleep(POLL_SECONDS)
+
+
+def _detail(view: dict[str, Any]) -> str:
+    files = f"{view['filesDone'] + view['filesFailed']}/{view['filesTotal']} files"
+    entries = f"{view['entriesUploaded']} entries"
+    eta = view["etaSeconds"]
+    left = "" if eta is None or view["status"] != "RUNNING" else f", ~{eta:.0f}s left"
+    return f"{view['status']:<9} {files}, {entries}{left}"
+
+
+async def _status(jobs: JobStore, export_ids: list[str], console: Console, *, as_json: bool) -> int:
+    found: list[JobItem] = []
+    missing: list[str] = []
+    for export_id in dict.fromkeys(export_ids):
+        job = await jobs.get_job(export_id)
+        if job is None:
+            missing.append(export_id)
+        else:
+            found.append(job)
+    if as_json:
+        now = utc_now()
+        print(json.dumps([job_view(job, now) for job in found], indent=2))
+    elif found:
+        _print_table(found, console)
+    for export_id in missing:
+        print(f"no job for export {export_id!r}", file=sys.stderr)
+    return EXIT_NOT_OK if missing else EXIT_OK
+
+
+def _print_table(found: list[JobItem], console: Console) -> None:
+    table = Table("export", "status", "files done/failed/total", "entries up/skip/rej/miss")
+    table.add_column("MB up", justify="right")
+    table.add_column("progress", justify="right")
+    table.add_column("error")
+    now = utc_now()
+    for job in found:
+        s, view = job.summary, job_view(job, now)
+        table.add_row(
+            job.export_id,
+            job.status.value,
+            f"{s.files_done}/{s.files_failed}/{s.files_total}",
+            f"{s.entries_uploaded}/{s.entries_skipped}/{s.entries_rejected}/{s.entries_missing}",
+            f"{s.bytes_uploaded / 1e6:.1f}",
+            f"{view['progress'] * 100:.0f}%",
+            job.error or "",
+        )
+    console.print(table)

@@ -1,0 +1,73 @@
+"""The job commands (submit, status, cancel, retry) as a person runs them, against a stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import trio
+
+from pipeline._core.accounting import JobStatus
+from pipeline.testing.demo import build_zip, metadata_for
+from pipeline.testing.moto import free_port
+from tests.support.stack import Stack, open_stack
+
+ENTRIES = [("a.txt", b"alpha" * 40), ("b.txt", b"beta" * 40)]
+
+
+async def _run(stack: Stack, *args: str) -> tuple[int, str]:
+    """Run ``python -m pipeline ARGS`` with the stack's environment; exit status and output."""
+    done = await trio.run_process(
+        [sys.executable, "-m", "pipeline", *args],
+        env={**os.environ, **stack.env, "COLUMNS": "160"},
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    return done.returncode, (done.stdout + done.stderr).decode()
+
+
+async def test_submit_wait_follows_the_job_to_its_end(aws_endpoint: str) -> None:
+    """submit --wait exits 0 once the job is COMPLETED and shows its counts; a job that
+    fails makes it exit 1."""
+    async with open_stack(aws_endpoint) as stack:
+        stack.simulator.add_export("exp-cli", [("p.zip", build_zip(ENTRIES))])
+        stack.simulator.add_export("exp-cli-bad", [], status="FAILED")
+        await stack.seed("exp-cli", metadata_for(ENTRIES))
+        stop = await stack.run_service(HEALTH_PORT=str(free_port()))
+        code, out = await _run(stack, "submit", "exp-cli", "--wait", "--correlation-id", "c-cli")
+        bad_code, bad_out = await _run(stack, "submit", "exp-cli-bad", "--wait")
+        stop.set()
+    assert code == 0, out
+    assert "submitted exp-cli (correlationId c-cli)" in out
+    assert "COMPLETED" in out
+    assert "1/0/1" in out  # files done/failed/total in the final table
+    assert bad_code == 1, bad_out
+    assert "FAILED" in bad_out
+
+
+async def test_status_cancel_and_retry(aws_endpoint: str) -> None:
+    """status shows a job (table or JSON) and says when there is none; cancel stops an
+    active job and refuses a final one; retry sends a cancelled job back to WAITING."""
+    async with open_stack(aws_endpoint) as stack:
+        await stack.jobs.begin_job("exp-op", "c-op", JobStatus.RUNNING)
+        unknown_code, unknown_out = await _run(stack, "status", "exp-none")
+        table_code, table_out = await _run(stack, "status", "exp-op")
+        cancel_code, cancel_out = await _run(stack, "cancel", "exp-op")
+        again_code, again_out = await _run(stack, "cancel", "exp-op")
+        retry_code, retry_out = await _run(stack, "retry", "exp-op")
+        json_code, json_out = await _run(stack, "status", "exp-op", "--json")
+        depth = await stack.queue_depth(stack.urls.export_jobs_url)
+    assert (unknown_code, "no job for export 'exp-none'" in unknown_out) == (1, True)
+    assert table_code == 0
+    assert "exp-op" in table_out
+    assert "RUNNING" in table_out
+    assert (cancel_code, cancel_out.strip()) == (0, "exp-op: CANCELLED")
+    assert again_code == 1
+    assert "CANCELLED" in again_out
+    assert (retry_code, retry_out.strip()) == (0, "exp-op: WAITING")
+    assert json_code == 0
+    (view,) = json.loads(json_out)
+    assert (view["exportId"], view["status"]) == ("exp-op", "WAITING")
+    assert depth == 1
