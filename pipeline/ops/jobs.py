@@ -38,7 +38,7 @@ from pipeline._core.accounting import JobStatus
 from pipeline._core.messages import ExportJob, encode_export_job
 from pipeline._errors import PipelineError
 
-__all__ = ["VERBS", "main"]
+__all__ = ["VERBS", "main", "watch_jobs"]
 
 VERBS = ("submit", "status", "cancel", "retry")
 EXIT_OK = 0
@@ -152,20 +152,27 @@ async def _submit(
         console.print(f"{export_id} had ended {job.status.value}; it stays so{hint}")
     if not args.wait:
         return EXIT_OK
-    final = await _watch(jobs, export_ids, correlation_id, settled, console)
+    final = await watch_jobs(jobs, export_ids, correlation_id, console, settled=settled)
     _print_table(list(final.values()), console)
     ok = all(job.status is JobStatus.COMPLETED for job in final.values())
     return EXIT_OK if ok else EXIT_NOT_OK
 
 
-async def _watch(
+async def watch_jobs(
     jobs: JobStore,
     export_ids: list[str],
     correlation_id: str,
-    settled: dict[str, JobItem],
     console: Console,
+    *,
+    settled: Mapping[str, JobItem] | None = None,
+    every: float = POLL_SECONDS,
 ) -> dict[str, JobItem]:
-    """Live progress, one bar per export, until each job has ended for this submission."""
+    """Live progress, one bar per export, until each job has ended for this submission.
+
+    ``settled`` are jobs that had ended for good before the submission (they
+    stay as they are); the others count once they carry ``correlation_id``.
+    """
+    settled = settled or {}
     final = dict(settled)
     columns = (
         TextColumn("{task.description}"),
@@ -195,7 +202,7 @@ async def _watch(
                 )
             if len(final) == len(export_ids):
                 return final
-            await trio.sleep(POLL_SECONDS)
+            await trio.sleep(every)
 
 
 def _detail(view: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import sys
 import time
 
 import trio
+from rich.console import Console
 
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import open_aws_clients
@@ -25,6 +26,7 @@ from pipeline._core.backoff import AWS_POLICY
 from pipeline._core.messages import ExportJob, encode_export_job
 from pipeline._logging import configure_logging
 from pipeline._service.graph import run_service
+from pipeline.ops.jobs import watch_jobs
 from pipeline.ops.provisioning import provision, seed_metadata
 from pipeline.testing.demo import DemoExport, demo_exports
 from pipeline.testing.moto import free_port, moto_server
@@ -34,6 +36,7 @@ __all__ = ["run_local"]
 
 # The demo's jobs finish in seconds; this bounds a run that went wrong.
 DEMO_TIMEOUT_SECONDS = 300
+DEMO_CORRELATION_ID = "c-local-demo"
 
 
 def run_local(mode: Mode) -> int:
@@ -91,8 +94,9 @@ async def _prepare_aws(
         )
         for export in exports:
             await seed_metadata(aws.dynamodb, "export-metadata", export.export_id, export.metadata)
+        export_ids = tuple(export.export_id for export in exports)
         body = encode_export_job(
-            ExportJob(export_ids=tuple(e.export_id for e in exports), correlation_id="c-local-demo")
+            ExportJob(export_ids=export_ids, correlation_id=DEMO_CORRELATION_ID)
         )
         await _sqs.send(aws.sqs, urls.export_jobs_url, body, policy=AWS_POLICY)
     environ = {
@@ -110,16 +114,13 @@ async def _prepare_aws(
 
 
 async def _wait_for_jobs(settings: Settings, export_ids: list[str]) -> dict[str, JobItem]:
+    """Each job once final, with a live progress bar per export meanwhile."""
     async with open_aws_clients(
         region=settings.aws_region, endpoint_url=settings.aws_endpoint_url, pool_size=4
     ) as aws:
         store = JobStore(aws.dynamodb, settings.dynamodb_jobs_table, AWS_POLICY)
         with trio.fail_after(DEMO_TIMEOUT_SECONDS):
-            while True:
-                jobs = {export_id: await store.get_job(export_id) for export_id in export_ids}
-                if all(job is not None and job.status.is_final for job in jobs.values()):
-                    return {k: v for k, v in jobs.items() if v is not None}
-                await trio.sleep(0.25)
+            return await watch_jobs(store, export_ids, DEMO_CORRELATION_ID, Console(), every=0.25)
 
 
 def _print_summary(exports: list[DemoExport], jobs: dict[str, JobItem], elapsed: float) -> bool:
