@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+import httpx
 import trio
 
 from pipeline._adapters.aws.jobstore import JobItem
@@ -31,8 +32,23 @@ async def _summary_when(
             await trio.sleep(0.1)
 
 
+async def _watch_progress(base: str, seen: list[tuple[str, float]]) -> None:
+    """Record each (status, progress) GET /jobs/exp-live answers until the job is final."""
+    async with httpx.AsyncClient(base_url=base) as client:
+        while not seen or seen[-1][0] in ("WAITING", "RUNNING"):
+            try:
+                answer = await client.get("/jobs/exp-live")
+            except httpx.TransportError:
+                answer = None  # the service is still starting
+            if answer is not None and answer.status_code == 200:
+                view = answer.json()
+                seen.append((view["status"], view["progress"]))
+            await trio.sleep(0.1)
+
+
 async def test_counts_move_while_running(aws_endpoint: str) -> None:
-    """Finished files show in a RUNNING job's counts, with bytesTotal, before the slow one ends."""
+    """Finished files show in a RUNNING job's counts (and GET /jobs progress), with bytesTotal,
+    before the slow one ends."""
     zips = [("slow.zip", build_zip(SLOW))] + [
         (f"q{n}.zip", build_zip(entries)) for n, entries in enumerate(QUICK)
     ]
@@ -40,8 +56,11 @@ async def test_counts_move_while_running(aws_endpoint: str) -> None:
         slow_id, *_ = stack.simulator.add_export("exp-live", zips)
         stack.simulator.set_throttle("exp-live", slow_id, 20_000)
         await stack.seed("exp-live", metadata_for([*SLOW, *QUICK[0], *QUICK[1]]))
-        stop = await stack.run_service(Mode.ALL)
+        port = free_port()
+        stop = await stack.run_service(Mode.ALL, HEALTH_PORT=str(port))
         await stack.send_job(["exp-live"])
+        seen: list[tuple[str, float]] = []
+        stack.nursery.start_soon(_watch_progress, f"http://127.0.0.1:{port}", seen)
         running = await _summary_when(
             stack,
             "exp-live",
@@ -54,8 +73,14 @@ async def test_counts_move_while_running(aws_endpoint: str) -> None:
         assert running.entries_uploaded == 2
         assert running.files_total == 3
         final = await stack.wait_final("exp-live")
+        await trio.sleep(0.5)  # the watcher's last look sees the final job
         stop.set()
         assert final.status is JobStatus.COMPLETED
+        # GET /jobs/{id} showed the job part-way, never going back, and 1.0 once final.
+        assert any(status == "RUNNING" and 0 < progress < 1 for status, progress in seen), seen
+        progresses = [progress for _, progress in seen]
+        assert progresses == sorted(progresses)
+        assert seen[-1] == ("COMPLETED", 1.0)
         assert final.summary == JobSummary(3, 3, 0, 3, 0, 0, 0, 2 * 1000 + 100_000)
 
 
