@@ -195,22 +195,27 @@ async def watch_jobs(
                 if mine and job.status.is_final:
                     final[export_id] = job
                 view = job_view(job, utc_now())
+                known = mine and (job.listing_done or job.status.is_final)
                 progress.update(
                     bars[export_id],
+                    # A pulsing bar while the size of the job is not known yet.
+                    total=1.0 if known else None,
                     completed=view["progress"] if mine else 0.0,
-                    detail=_detail(view) if mine else "queued",
+                    detail=_detail(job, view) if mine else "queued",
                 )
             if len(final) == len(export_ids):
                 return final
             await trio.sleep(every)
 
 
-def _detail(view: dict[str, Any]) -> str:
-    files = f"{view['filesDone'] + view['filesFailed']}/{view['filesTotal']} files"
-    entries = f"{view['entriesUploaded']} entries"
+def _detail(job: JobItem, view: dict[str, Any]) -> str:
+    finished = job.summary.files_finished
+    # Until the listing is done the total is unknown (in all mode the listing
+    # keeps pace with the workers, so that can be most of the job).
+    files = f"{finished}/{job.files_total}" if job.listing_done else f"{finished}/? (listing)"
     eta = view["etaSeconds"]
-    left = "" if eta is None or view["status"] != "RUNNING" else f", ~{eta:.0f}s left"
-    return f"{view['status']:<9} {files}, {entries}{left}"
+    left = "" if eta is None or job.status is not JobStatus.RUNNING else f", ~{eta:.0f}s left"
+    return f"{job.status.value:<9} {files} files, {job.summary.entries_uploaded} entries{left}"
 
 
 async def _status(jobs: JobStore, export_ids: list[str], console: Console, *, as_json: bool) -> int:
