@@ -6,9 +6,11 @@ import json
 import os
 import sys
 
+import pytest
 import trio
 
 from pipeline._core.accounting import JobStatus
+from pipeline.ops.jobs import main
 from pipeline.testing.demo import build_zip, metadata_for
 from pipeline.testing.moto import free_port
 from tests.support.stack import Stack, open_stack
@@ -47,17 +49,26 @@ async def test_submit_wait_follows_the_job_to_its_end(aws_endpoint: str) -> None
     assert "FAILED" in bad_out
 
 
-async def test_status_cancel_and_retry(aws_endpoint: str) -> None:
+async def test_status_cancel_and_retry(
+    aws_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """status shows a job (table or JSON) and says when there is none; cancel stops an
     active job and refuses a final one; retry sends a cancelled job back to WAITING."""
+
+    async def run(*args: str) -> tuple[int, str]:
+        # The command's own trio.run, in a thread: what a shell runs, without its start-up.
+        code = await trio.to_thread.run_sync(main, list(args), stack.env)
+        out, err = capsys.readouterr()
+        return code, out + err
+
     async with open_stack(aws_endpoint) as stack:
         await stack.jobs.begin_job("exp-op", "c-op", JobStatus.RUNNING)
-        unknown_code, unknown_out = await _run(stack, "status", "exp-none")
-        table_code, table_out = await _run(stack, "status", "exp-op")
-        cancel_code, cancel_out = await _run(stack, "cancel", "exp-op")
-        again_code, again_out = await _run(stack, "cancel", "exp-op")
-        retry_code, retry_out = await _run(stack, "retry", "exp-op")
-        json_code, json_out = await _run(stack, "status", "exp-op", "--json")
+        unknown_code, unknown_out = await run("status", "exp-none")
+        table_code, table_out = await run("status", "exp-op")
+        cancel_code, cancel_out = await run("cancel", "exp-op")
+        again_code, again_out = await run("cancel", "exp-op")
+        retry_code, retry_out = await run("retry", "exp-op")
+        json_code, json_out = await run("status", "exp-op", "--json")
         depth = await stack.queue_depth(stack.urls.export_jobs_url)
     assert (unknown_code, "no job for export 'exp-none'" in unknown_out) == (1, True)
     assert table_code == 0

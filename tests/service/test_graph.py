@@ -136,7 +136,9 @@ class TestHappyPath:
             stop = await stack.run_service()
             await stack.send_job(ids)
             with trio.fail_after(30):
-                while not stack.simulator.count("status"):
+                while True:
+                    if stack.simulator.count("status"):
+                        break
                     await trio.sleep(0.05)
             # Well inside the 1 s stall: the first wave only.
             await trio.sleep(0.3)
