@@ -233,12 +233,13 @@ def test_alarms_watch_dead_letters_age_and_maximum(template: dict[str, Any]) -> 
     }
 
 
-def _operations_the_service_calls() -> dict[str, str]:
+def _operations_the_service_calls(*only: str) -> dict[str, str]:
     """IAM actions of every SQS, S3 and DynamoDB operation the running service names.
 
     Found in the source (``pipeline/`` minus ``ops/``, run by operators, and
-    ``testing/``) as attributes named like a botocore operation, so a call added
-    later is seen without this test changing.
+    ``testing/``; or only the modules named in ``only``) as attributes named
+    like a botocore operation, so a call added later is seen without this
+    test changing.
     """
     session = botocore.session.get_session()
     operations: dict[str, list[str]] = {}
@@ -249,6 +250,8 @@ def _operations_the_service_calls() -> dict[str, str]:
     package = ROOT / "pipeline"
     for module in package.rglob("*.py"):
         if module.relative_to(package).parts[0] in ("ops", "testing"):
+            continue
+        if only and module.name not in only:
             continue
         for node in ast.walk(ast.parse(module.read_text())):
             if isinstance(node, ast.Attribute) and node.attr in operations:
@@ -268,3 +271,21 @@ def test_task_roles_allow_every_call_the_service_makes(template: dict[str, Any])
         allowed.update(actions if isinstance(actions, list) else [actions])
     missing = {action: where for action, where in called.items() if action not in allowed}
     assert not missing, f"the service calls these, no task role allows them: {missing}"
+
+
+def test_both_roles_may_make_the_job_and_metadata_calls_on_their_tables(
+    template: dict[str, Any],
+) -> None:
+    """Orchestrators and workers both record files, read job states and metadata: every
+    DynamoDB call of those modules is granted to both roles on the right table."""
+    tables = {
+        "JobsTable": ("jobstore.py", "jobcontrol.py", "jobresults.py"),
+        "MetadataTable": ("metadata.py",),
+    }
+    for table, modules in tables.items():
+        calls = _operations_the_service_calls(*modules)
+        actions = {action for action in calls if action.startswith("dynamodb:")}
+        assert actions, modules
+        for role in ("OrchestratorTaskRole", "WorkerTaskRole"):
+            denied = {a for a in actions if table not in _granted(template, role, a)}
+            assert not denied, f"{role} may not {sorted(denied)} on {table}"
