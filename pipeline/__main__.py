@@ -39,7 +39,10 @@ EXIT_FAILURE = 1
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline", description="Export jobs to verified files in S3."
+        prog="python -m pipeline",
+        description="Export jobs to verified files in S3.",
+        epilog="Operator commands: python -m pipeline submit|status|cancel|retry ... "
+        "(jobs), python -m pipeline redrive ... (dead letters); each has its own --help.",
     )
     parser.add_argument(
         "--mode",
