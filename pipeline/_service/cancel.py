@@ -94,9 +94,13 @@ class CancelWatch:
                 continue
             try:
                 statuses = await read_statuses(watched)
-            except PipelineError as err:
+            except Exception as err:
                 # The next look comes in a few seconds; the work goes on meanwhile.
-                log.warning("job statuses not read; cancels wait", error=describe(err))
+                log.warning(
+                    "job statuses not read; cancels wait",
+                    error=describe(err),
+                    exc_info=not isinstance(err, PipelineError),
+                )
                 continue
             for export_id, status in statuses.items():
                 if status is JobStatus.CANCELLED:
