@@ -31,8 +31,9 @@ from pipeline._adapters.aws import s3sink as _s3sink
 from pipeline._adapters.aws.metadata import MetadataItem
 from pipeline._adapters.exportapi import ExportFile, RangeResult
 from pipeline._core.accounting import EntryOutcome, FileResult, FileTally
+from pipeline._core.zip.compact import CompactDirectory
 from pipeline._core.zip.decoder import EntryDigest
-from pipeline._core.zip.directory import locate_directory, parse_directory
+from pipeline._core.zip.directory import DirectoryParser, locate_directory
 from pipeline._core.zip.format import TAIL_BYTES, CentralEntry
 from pipeline._errors import (
     DownloadRefused,
@@ -258,21 +259,25 @@ async def _read_file(file: ExportFile, export_id: str, deps: Deps, tally: FileTa
         await trio.lowlevel.checkpoint()
         return items.get(name)
 
-    start = min(entry.local_header_offset for entry in directory)
-    async with deps.api.download(file, start=start) as chunks:
+    async with deps.api.download(file, start=directory.first_offset) as chunks:
         await _stream_entries(chunks, directory, known, export_id, deps, tally)
 
 
-async def _read_directory(
-    file: ExportFile, tail: RangeResult, deps: Deps
-) -> Sequence[CentralEntry]:
-    """The central directory, fetching the part before the tail when it is large."""
+async def _read_directory(file: ExportFile, tail: RangeResult, deps: Deps) -> CompactDirectory:
+    """The central directory, streamed and parsed as it arrives when it starts before the tail."""
     location = locate_directory(tail.data, tail.start, tail.total_size or file.size_bytes)
+    parser = DirectoryParser(location)
     if location.offset >= tail.start:
         begin = location.offset - tail.start
-        return parse_directory(tail.data[begin : begin + location.size], location)
-    more = await deps.api.fetch_range(file, location.offset)
-    return parse_directory(more.data[: location.size], location)
+        parser.feed(tail.data[begin : begin + location.size])
+    else:
+        # Never held whole: memory is the parsed entries (see MAX_DIRECTORY_BYTES).
+        async with deps.api.download(file, start=location.offset) as chunks:
+            async for chunk in chunks:
+                parser.feed(chunk)
+                if parser.complete:
+                    break
+    return parser.close()
 
 
 @attrs.define

@@ -1,12 +1,16 @@
 """The central directory held in columns: tens of bytes per entry, not one object each.
 
 A million-entry directory parsed into :class:`~.format.CentralEntry` objects
-took about 390 MiB (each object, its two names, its ints). Here each field is
-one :mod:`array` column and the raw names are one ``bytearray``: an entry
-costs 27 bytes plus its raw name (4 more per offset or size column once one of
-its values needs 64 bits), and an entry is rebuilt as a ``CentralEntry`` only
-when it is asked for, one at a time. A name taken from an Info-ZIP Unicode
-Path field (not the raw name decoded) is kept beside, as UTF-8.
+took about 390 MiB (each object, its two names, its ints). Here each number is
+one :mod:`array` column, as narrow as its largest value so far needs (1 byte,
+widened to 2, 4 or 8 the first time a value needs it), and the raw names are
+one ``bytearray``. Method, flags and file attributes repeat from entry to
+entry, so an entry holds a 1-byte index into a table of the combinations seen;
+past 256 combinations they become four plain columns (9 bytes). An entry thus
+costs 8 to 33 bytes plus its raw name: 19 with a 7-byte name in a typical
+archive of small files, about 21 plus the name in most others. It is rebuilt
+as a ``CentralEntry`` only when asked for, one at a time. A name taken from an
+Info-ZIP Unicode Path field (not the raw name decoded) is kept beside, as UTF-8.
 
 Duplicate names are found without a set of every name: a bit per hash slot
 marks the names seen; a name whose slot is already marked makes its hash a
@@ -25,9 +29,18 @@ from typing import overload
 from pipeline._core.zip.format import CentralEntry, decode_name
 from pipeline._errors import ZipCorrupt
 
-__all__ = ["CompactDirectory", "in_stream_order"]
+__all__ = ["CompactDirectory", "Kind", "Record", "in_stream_order"]
 
-_MAX32 = 0xFFFFFFFF
+# Unsigned typecodes from narrow to wide, and the largest value each holds.
+_WIDER = ("B", "H", "I", "Q")
+_WIDEST = {code: 2 ** (8 * array(code).itemsize) - 1 for code in _WIDER}
+_MAX_KINDS = 256
+# An entry's method, general-purpose flags, external attributes and create system.
+Kind = tuple[int, int, int, int]
+# What the directory parser hands over per record: the name, whether it is not
+# the raw name decoded, the raw name, method, flags, CRC-32, compressed and
+# uncompressed size, local header offset, external attributes, create system.
+Record = tuple[str, bool, bytes, int, int, int, int, int, int, int, int]
 # Hash slots per entry for the duplicate check: at 32 about 1.5 % of the
 # names become candidates (compared once more at the end) for 4 bytes each.
 _SLOTS_PER_ENTRY = 32
@@ -45,16 +58,22 @@ class CompactDirectory(Sequence[CentralEntry]):
     """
 
     def __init__(self, expected: int) -> None:
-        self._offsets = array("I")
-        self._csizes = array("I")
-        self._usizes = array("I")
-        self._crcs = array("I")
+        self._offsets = array("B")
+        self._csizes = array("B")
+        self._usizes = array("B")
+        self._crcs = array("B")
+        self._name_ends = array("B")
+        self._names = bytearray()
+        self._count = 0
+        # (method, flags, external attributes, create system) by a 1-byte
+        # index, while there are at most 256 of them; then plain columns.
+        self._kinds: array[int] | None = array("B")
+        self._kind_table: list[Kind] = []
+        self._kind_index: dict[Kind, int] = {}
         self._methods = array("H")
         self._flags = array("H")
         self._external = array("I")
         self._systems = array("B")
-        self._name_ends = array("I")
-        self._names = bytearray()
         # Entries whose name is not their raw name decoded (a Unicode Path
         # field): their indexes, ascending, and those names as UTF-8.
         self._alt_index = array("I")
@@ -69,27 +88,77 @@ class CompactDirectory(Sequence[CentralEntry]):
         self._seen: bytearray | None = bytearray(slots // 8)
         self._candidates: set[int] = set()
 
-    def add(self, entry: CentralEntry) -> None:
-        """Append the next entry of the directory."""
-        index = len(self._crcs)
-        offset = entry.local_header_offset
+    def add(
+        self,
+        name: str,
+        alt: bool,
+        raw_name: bytes,
+        method: int,
+        flags: int,
+        crc: int,
+        csize: int,
+        usize: int,
+        offset: int,
+        external: int,
+        system: int,
+    ) -> None:
+        """Append the next entry of the directory; ``alt``: ``name`` is not ``raw_name`` decoded."""
+        index = self._count
         if index and offset < self._offsets[index - 1]:
             self._ordered = False
         self._offsets = _append(self._offsets, offset)
-        self._csizes = _append(self._csizes, entry.compressed_size)
-        self._usizes = _append(self._usizes, entry.uncompressed_size)
-        self._crcs.append(entry.crc32)
-        self._methods.append(entry.method)
-        self._flags.append(entry.flags)
-        self._external.append(entry.external_attr)
-        self._systems.append(entry.create_system)
-        self._names += entry.raw_name
-        self._name_ends.append(len(self._names))
-        if entry.name != decode_name(entry.raw_name, entry.flags):
+        self._csizes = _append(self._csizes, csize)
+        self._usizes = _append(self._usizes, usize)
+        self._crcs = _append(self._crcs, crc)
+        self._names += raw_name
+        self._name_ends = _append(self._name_ends, len(self._names))
+        self._add_kind((method, flags, external, system))
+        if alt:
             self._alt_index.append(index)
-            self._alt_names += entry.name.encode("utf-8", "surrogatepass")
+            self._alt_names += name.encode("utf-8", "surrogatepass")
             self._alt_ends.append(len(self._alt_names))
-        self._mark(entry.name)
+        self._count += 1
+        self._mark(name)
+
+    def _add_kind(self, kind: Kind) -> None:
+        if self._kinds is None:
+            self._append_plain(kind)
+            return
+        found = self._kind_index.get(kind)
+        if found is None:
+            found = len(self._kind_table)
+            if found == _MAX_KINDS:
+                self._to_plain()
+                self._append_plain(kind)
+                return
+            self._kind_table.append(kind)
+            self._kind_index[kind] = found
+        self._kinds.append(found)
+
+    def _to_plain(self) -> None:
+        """Too many combinations for a table: every entry's own four columns from now on."""
+        assert self._kinds is not None
+        for found in self._kinds:
+            self._append_plain(self._kind_table[found])
+        self._kinds = None
+        self._kind_table, self._kind_index = [], {}
+
+    def _append_plain(self, kind: Kind) -> None:
+        method, flags, external, system = kind
+        self._methods.append(method)
+        self._flags.append(flags)
+        self._external.append(external)
+        self._systems.append(system)
+
+    def _kind(self, index: int) -> Kind:
+        if self._kinds is not None:
+            return self._kind_table[self._kinds[index]]
+        return (
+            self._methods[index],
+            self._flags[index],
+            self._external[index],
+            self._systems[index],
+        )
 
     def _mark(self, name: str) -> None:
         seen = self._seen
@@ -137,10 +206,10 @@ class CompactDirectory(Sequence[CentralEntry]):
         if alt < len(self._alt_index) and self._alt_index[alt] == index:
             start = self._alt_ends[alt - 1] if alt else 0
             return self._alt_names[start : self._alt_ends[alt]].decode("utf-8", "surrogatepass")
-        return decode_name(self._raw_name(index), self._flags[index])
+        return decode_name(self._raw_name(index), self._kind(index)[1])
 
     def __len__(self) -> int:
-        return len(self._crcs)
+        return self._count
 
     @overload
     def __getitem__(self, index: int) -> CentralEntry: ...
@@ -154,17 +223,18 @@ class CompactDirectory(Sequence[CentralEntry]):
         if not 0 <= index < len(self):
             msg = f"entry {index} of a directory of {len(self)}"
             raise IndexError(msg)
+        method, flags, external, system = self._kind(index)
         return CentralEntry(
             name=self._name(index),
             raw_name=self._raw_name(index),
-            method=self._methods[index],
-            flags=self._flags[index],
+            method=method,
+            flags=flags,
             crc32=self._crcs[index],
             compressed_size=self._csizes[index],
             uncompressed_size=self._usizes[index],
             local_header_offset=self._offsets[index],
-            external_attr=self._external[index],
-            create_system=self._systems[index],
+            external_attr=external,
+            create_system=system,
         )
 
     def __iter__(self) -> Iterator[CentralEntry]:
@@ -190,6 +260,7 @@ class CompactDirectory(Sequence[CentralEntry]):
             self._csizes,
             self._usizes,
             self._crcs,
+            self._kinds or array("B"),
             self._methods,
             self._flags,
             self._external,
@@ -237,9 +308,10 @@ def in_stream_order(directory: Sequence[CentralEntry] | None) -> Sequence[Centra
 
 
 def _append(column: array[int], value: int) -> array[int]:
-    """``column`` with ``value`` appended, widened to 64 bits the first time one needs it."""
-    if value > _MAX32 and column.typecode == "I":
-        column = array("Q", column)
+    """``column`` with ``value`` appended, widened the first time a value needs more bytes."""
+    if value > _WIDEST[column.typecode]:
+        typecode = next(code for code in _WIDER if value <= _WIDEST[code])
+        column = array(typecode, column)
     column.append(value)
     return column
 

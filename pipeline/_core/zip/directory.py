@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from pipeline._core.zip.compact import CompactDirectory
+from pipeline._core.zip.compact import CompactDirectory, Record
 from pipeline._core.zip.format import (
     FLAG_ENCRYPTED,
     FLAG_UTF8,
@@ -22,9 +22,7 @@ from pipeline._core.zip.format import (
     SIG_EOCD,
     SIG_ZIP64_EOCD,
     SIG_ZIP64_LOCATOR,
-    CentralEntry,
     DirectoryLocation,
-    decode_name,
     extra_fields,
     resolve_zip64,
     unicode_path,
@@ -191,8 +189,9 @@ class DirectoryParser:
                     msg = f"central directory record {index} runs past the directory's end"
                     raise ZipCorrupt(msg)
                 break
-            entry, end = _parse_central_record(buf, pos, location, self._count, base=self._consumed)
-            self._directory.add(entry)
+            base = self._consumed
+            record, end = _parse_central_record(buf, pos, location, self._count, base=base)
+            self._directory.add(*record)
             self._count += 1
             pos = end
         if self._count == location.entries and self._consumed + pos < location.size:
@@ -241,7 +240,7 @@ def parse_directory(data: bytes, location: DirectoryLocation) -> CompactDirector
 
 def _parse_central_record(
     data: bytes | bytearray, pos: int, location: DirectoryLocation, index: int, *, base: int
-) -> tuple[CentralEntry, int]:
+) -> tuple[Record, int]:
     """The record at ``data[pos:]`` and where it ends; ``data[0]`` is directory byte ``base``."""
     if base + pos + _CENTRAL.size > location.size:
         msg = f"central directory ends inside record {index + 1} of {location.entries}"
@@ -276,18 +275,19 @@ def _parse_central_record(
         msg = f"central directory record {index + 1} runs past the directory's end"
         raise ZipCorrupt(msg)
     raw_name = bytes(data[name_at:extra_at])
-    if flags & FLAG_UTF8 and not _is_utf8(raw_name):
-        # zipfile refuses the whole archive here, so no entry of it may be read.
-        msg = f"central directory record {index + 1}: name is flagged UTF-8 but is not valid UTF-8"
-        raise ZipCorrupt(msg)
-    extra = bytes(data[extra_at : extra_at + extra_len])
-    fields = extra_fields(extra, decode_name(raw_name, flags))
-    name = unicode_path(fields, raw_name) or decode_name(raw_name, flags)
-    usize, csize, offset, disk = resolve_zip64(
-        ((usize, MAX32, 8), (csize, MAX32, 8), (offset, MAX32, 8), (disk, MAX16, 4)),
-        zip64_field(extra),
-        name,
-    )
+    decoded = _decoded(raw_name, flags, index)
+    name = decoded
+    zip64 = None
+    if extra_len:
+        extra = bytes(data[extra_at : extra_at + extra_len])
+        name = unicode_path(extra_fields(extra, decoded), raw_name) or decoded
+        zip64 = zip64_field(extra)
+    if usize == MAX32 or csize == MAX32 or offset == MAX32 or disk == MAX16:
+        usize, csize, offset, disk = resolve_zip64(
+            ((usize, MAX32, 8), (csize, MAX32, 8), (offset, MAX32, 8), (disk, MAX16, 4)),
+            zip64,
+            name,
+        )
     if disk != 0:
         msg = f"{name!r} starts on disk {disk}; only single-file ZIPs are read"
         raise ZipCorrupt(msg)
@@ -304,24 +304,28 @@ def _parse_central_record(
     if method == METHOD_STORED and not flags & FLAG_ENCRYPTED and csize != usize:
         msg = f"stored entry {name!r} declares {csize} bytes stored but {usize} bytes of content"
         raise ZipCorrupt(msg)
-    entry = CentralEntry(
-        name=name,
-        raw_name=raw_name,
-        method=method,
-        flags=flags,
-        crc32=crc,
-        compressed_size=csize,
-        uncompressed_size=usize,
-        local_header_offset=offset,
-        external_attr=external,
-        create_system=create_system,
+    record = (
+        name,
+        name != decoded,
+        raw_name,
+        method,
+        flags,
+        crc,
+        csize,
+        usize,
+        offset,
+        external,
+        create_system,
     )
-    return entry, end
+    return record, end
 
 
-def _is_utf8(raw: bytes) -> bool:
+def _decoded(raw_name: bytes, flags: int, index: int) -> str:
+    if not flags & FLAG_UTF8:
+        return raw_name.decode("cp437")
     try:
-        raw.decode("utf-8")
+        return raw_name.decode("utf-8")
     except UnicodeDecodeError:
-        return False
-    return True
+        # zipfile refuses the whole archive here, so no entry of it may be read.
+        msg = f"central directory record {index + 1}: name is flagged UTF-8 but is not valid UTF-8"
+        raise ZipCorrupt(msg) from None
