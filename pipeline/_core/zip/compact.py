@@ -35,6 +35,9 @@ __all__ = ["CompactDirectory", "Kind", "Record", "in_stream_order"]
 _WIDER = ("B", "H", "I", "Q")
 _WIDEST = {code: 2 ** (8 * array(code).itemsize) - 1 for code in _WIDER}
 _MAX_KINDS = 256
+# Python's own string hash: fast, and keyed per process, so no archive can
+# aim at collisions (which would only cost a comparison anyway).
+_name_hash = hash
 # An entry's method, general-purpose flags, external attributes and create system.
 Kind = tuple[int, int, int, int]
 # What the directory parser hands over per record: the name, whether it is not
@@ -163,10 +166,11 @@ class CompactDirectory(Sequence[CentralEntry]):
     def _mark(self, name: str) -> None:
         seen = self._seen
         assert seen is not None, "the directory is sealed"
-        slot = hash(name) & self._mask
+        key = _name_hash(name)
+        slot = key & self._mask
         byte, bit = slot >> 3, 1 << (slot & 7)
         if seen[byte] & bit:
-            self._candidates.add(hash(name))
+            self._candidates.add(key)
         else:
             seen[byte] |= bit
 
@@ -188,7 +192,7 @@ class CompactDirectory(Sequence[CentralEntry]):
         names: dict[int, set[str]] = {}
         for index in range(len(self)):
             name = self._name(index)
-            key = hash(name)
+            key = _name_hash(name)
             if key not in self._candidates:
                 continue
             same_hash = names.setdefault(key, set())
