@@ -55,6 +55,7 @@ from pipeline._service.inflate import (
     read_zip,
 )
 from pipeline._service.lease import LeaseKeeper
+from pipeline._service.lookahead import AheadLookup
 from pipeline._service.receiver import Slots
 
 __all__ = ["process_file", "run_file_workers"]
@@ -244,23 +245,18 @@ async def _read_file(file: ExportFile, export_id: str, deps: Deps, tally: FileTa
             await _stream_entries(chunks, None, lookup.get, export_id, deps, tally)
         return
     directory = await _read_directory(file, tail, deps)
-    names = [entry.name for entry in directory if not entry.is_dir]
-    if not names:
+    if all(entry.is_dir for entry in directory):
         return
-    items = await _metadata.lookup(
+    # Looked up a window ahead of the reader, not all at once: see lookahead.py.
+    ahead = AheadLookup(
         deps.aws.dynamodb,
         deps.settings.dynamodb_metadata_table,
         export_id,
-        names,
+        directory.by_offset,
         policy=deps.aws_policy,
     )
-
-    async def known(name: str) -> MetadataItem | None:
-        await trio.lowlevel.checkpoint()
-        return items.get(name)
-
     async with deps.api.download(file, start=directory.first_offset) as chunks:
-        await _stream_entries(chunks, directory, known, export_id, deps, tally)
+        await _stream_entries(chunks, directory, ahead.get, export_id, deps, tally)
 
 
 async def _read_directory(file: ExportFile, tail: RangeResult, deps: Deps) -> CompactDirectory:
