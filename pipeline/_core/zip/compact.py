@@ -24,17 +24,20 @@ import heapq
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from itertools import accumulate
 from typing import overload
 
 from pipeline._core.zip.format import CentralEntry, decode_name
 from pipeline._errors import ZipCorrupt
 
-__all__ = ["CompactDirectory", "Kind", "Record", "in_stream_order"]
+__all__ = ["Ascending", "CompactDirectory", "Kind", "Record", "in_stream_order"]
 
 # Unsigned typecodes from narrow to wide, and the largest value each holds.
 _WIDER = ("B", "H", "I", "Q")
 _WIDEST = {code: 2 ** (8 * array(code).itemsize) - 1 for code in _WIDER}
 _MAX_KINDS = 256
+# Entries per whole value of an Ascending column.
+_BLOCK = 64
 # Python's own string hash: fast, and keyed per process, so no archive can
 # aim at collisions (which would only cost a comparison anyway).
 _name_hash = hash
@@ -61,11 +64,13 @@ class CompactDirectory(Sequence[CentralEntry]):
     """
 
     def __init__(self, expected: int) -> None:
-        self._offsets = array("B")
+        # In stream order (the usual case) offsets are kept as their steps;
+        # the first one out of order turns them into a plain column.
+        self._offsets: Ascending | array[int] = Ascending()
         self._csizes = array("B")
         self._usizes = array("B")
         self._crcs = array("B")
-        self._name_ends = array("B")
+        self._name_ends = Ascending()
         self._names = bytearray()
         self._count = 0
         # (method, flags, external attributes, create system) by a 1-byte
@@ -82,7 +87,6 @@ class CompactDirectory(Sequence[CentralEntry]):
         self._alt_index = array("I")
         self._alt_ends = array("I")
         self._alt_names = bytearray()
-        self._ordered = True
         self._order: array[int] | None = None
         slots = 1024
         while slots < expected * _SLOTS_PER_ENTRY:
@@ -107,14 +111,19 @@ class CompactDirectory(Sequence[CentralEntry]):
     ) -> None:
         """Append the next entry of the directory; ``alt``: ``name`` is not ``raw_name`` decoded."""
         index = self._count
-        if index and offset < self._offsets[index - 1]:
-            self._ordered = False
-        self._offsets = _append(self._offsets, offset)
+        offsets = self._offsets
+        if isinstance(offsets, Ascending):
+            if offset >= offsets.last:
+                offsets.append(offset)
+            else:
+                self._offsets = offsets = offsets.plain()
+        if not isinstance(offsets, Ascending):
+            self._offsets = _append(offsets, offset)
         self._csizes = _append(self._csizes, csize)
         self._usizes = _append(self._usizes, usize)
         self._crcs = _append(self._crcs, crc)
         self._names += raw_name
-        self._name_ends = _append(self._name_ends, len(self._names))
+        self._name_ends.append(len(self._names))
         self._add_kind((method, flags, external, system))
         if alt:
             self._alt_index.append(index)
@@ -183,7 +192,7 @@ class CompactDirectory(Sequence[CentralEntry]):
         if self._candidates:
             self._find_duplicate()
         self._candidates = set()
-        if not self._ordered:
+        if not isinstance(self._offsets, Ascending):
             self._order = _sorted_indexes(self._offsets)
 
     def _find_duplicate(self) -> None:
@@ -202,15 +211,19 @@ class CompactDirectory(Sequence[CentralEntry]):
             same_hash.add(name)
 
     def _raw_name(self, index: int) -> bytes:
-        start = self._name_ends[index - 1] if index else 0
-        return bytes(self._names[start : self._name_ends[index]])
+        start, end = self._name_ends.span(index)
+        return bytes(self._names[start:end])
 
-    def _name(self, index: int) -> str:
-        alt = bisect_left(self._alt_index, index)
-        if alt < len(self._alt_index) and self._alt_index[alt] == index:
-            start = self._alt_ends[alt - 1] if alt else 0
-            return self._alt_names[start : self._alt_ends[alt]].decode("utf-8", "surrogatepass")
-        return decode_name(self._raw_name(index), self._kind(index)[1])
+    def _name(self, index: int, raw_name: bytes | None = None, flags: int | None = None) -> str:
+        if self._alt_index:
+            alt = bisect_left(self._alt_index, index)
+            if alt < len(self._alt_index) and self._alt_index[alt] == index:
+                start = self._alt_ends[alt - 1] if alt else 0
+                alt_name = self._alt_names[start : self._alt_ends[alt]]
+                return alt_name.decode("utf-8", "surrogatepass")
+        if raw_name is None or flags is None:
+            raw_name, flags = self._raw_name(index), self._kind(index)[1]
+        return decode_name(raw_name, flags)
 
     def __len__(self) -> int:
         return self._count
@@ -228,9 +241,10 @@ class CompactDirectory(Sequence[CentralEntry]):
             msg = f"entry {index} of a directory of {len(self)}"
             raise IndexError(msg)
         method, flags, external, system = self._kind(index)
+        raw_name = self._raw_name(index)
         return CentralEntry(
-            name=self._name(index),
-            raw_name=self._raw_name(index),
+            name=self._name(index, raw_name, flags),
+            raw_name=raw_name,
             method=method,
             flags=flags,
             crc32=self._crcs[index],
@@ -259,8 +273,10 @@ class CompactDirectory(Sequence[CentralEntry]):
 
     def nbytes(self) -> int:
         """Bytes the columns and names take (a measure for tests and benchmarks)."""
+        offsets = self._offsets
         columns = (
-            self._offsets,
+            *(offsets.columns() if isinstance(offsets, Ascending) else (offsets,)),
+            *self._name_ends.columns(),
             self._csizes,
             self._usizes,
             self._crcs,
@@ -269,7 +285,6 @@ class CompactDirectory(Sequence[CentralEntry]):
             self._flags,
             self._external,
             self._systems,
-            self._name_ends,
             self._alt_index,
             self._alt_ends,
         )
@@ -278,6 +293,49 @@ class CompactDirectory(Sequence[CentralEntry]):
         if self._order is not None:
             total += self._order.itemsize * len(self._order)
         return total
+
+
+class Ascending:
+    """A non-decreasing column kept as its steps, with every 64th value whole.
+
+    Offsets in stream order and the ends of names grow by small steps: a step
+    takes 1 byte (widened like any column), the whole values an eighth of a
+    byte per entry, and a value is its block's whole value plus at most 63
+    steps, summed in C.
+    """
+
+    def __init__(self) -> None:
+        self._steps = array("B")
+        self._marks = array("Q")
+        self.last = 0
+
+    def append(self, value: int) -> None:
+        """Append ``value``, at least :attr:`last`."""
+        if len(self._steps) % _BLOCK == 0:
+            self._marks.append(value)
+        self._steps = _append(self._steps, value - self.last)
+        self.last = value
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __getitem__(self, index: int) -> int:
+        block = index - index % _BLOCK
+        return self._marks[index // _BLOCK] + sum(self._steps[block + 1 : index + 1])
+
+    def span(self, index: int) -> tuple[int, int]:
+        """The values before ``index`` (0 for the first) and at it."""
+        end = self[index]
+        return end - self._steps[index], end
+
+    def plain(self) -> array[int]:
+        """The values as a plain column, as narrow as the largest needs."""
+        typecode = next(code for code in _WIDER if self.last <= _WIDEST[code])
+        return array(typecode, accumulate(self._steps))
+
+    def columns(self) -> tuple[array[int], ...]:
+        """The arrays it is made of (for measuring)."""
+        return (self._steps, self._marks)
 
 
 class _ByOffset(Sequence[CentralEntry]):
