@@ -4,12 +4,14 @@ A million-entry directory parsed into :class:`~.format.CentralEntry` objects
 took about 390 MiB (each object, its two names, its ints). Here each number is
 one :mod:`array` column, as narrow as its largest value so far needs (1 byte,
 widened to 2, 4 or 8 the first time a value needs it), and the raw names are
-one ``bytearray``. Method, flags and file attributes repeat from entry to
-entry, so an entry holds a 1-byte index into a table of the combinations seen;
-past 256 combinations they become four plain columns (9 bytes). An entry thus
-costs 8 to 33 bytes plus its raw name: 19 with a 7-byte name in a typical
-archive of small files, about 21 plus the name in most others. It is rebuilt
-as a ``CentralEntry`` only when asked for, one at a time. A name taken from an
+one ``bytearray``. Offsets in stream order and the ends of names are kept as
+their steps (:class:`Ascending`). Method, flags and file attributes repeat
+from entry to entry, so an entry holds a 1-byte index into a table of the
+combinations seen; past 256 combinations they become four plain columns.
+An entry thus costs from about 7 bytes (small files in stream order) to 43
+plus its raw name, less than its record's 46 bytes plus name in the
+directory; empty files with 7-byte names take 13. It is rebuilt as a
+``CentralEntry`` only when asked for, one at a time. A name taken from an
 Info-ZIP Unicode Path field (not the raw name decoded) is kept beside, as UTF-8.
 
 Duplicate names are found without a set of every name: a bit per hash slot

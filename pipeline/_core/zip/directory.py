@@ -41,9 +41,10 @@ _LENGTHS = struct.Struct("<HHH")
 _LENGTHS_AT = 28
 # A record with the longest name, extra field and comment.
 _LARGEST_RECORD = _CENTRAL.size + 3 * MAX16
-# The largest central directory read. Parsed, an entry takes 27 bytes plus
-# its raw name (compact.py), at most what its record took here: so a file's
-# directory never takes more than this much memory, whatever it lists.
+# The largest central directory read. Parsed, an entry takes at most 43 bytes
+# plus its raw name (compact.py), less than its record took here: so a file's
+# directory never takes more than this much memory (and 4 bytes an entry for
+# the duplicate check while it is parsed), whatever it lists.
 MAX_DIRECTORY_BYTES = 64 * 1024 * 1024
 
 
