@@ -23,6 +23,7 @@ strings. A hash collision therefore costs a comparison, never a wrong verdict.
 from __future__ import annotations
 
 import heapq
+import secrets
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
@@ -40,9 +41,16 @@ _WIDEST = {code: 2 ** (8 * array(code).itemsize) - 1 for code in _WIDER}
 _MAX_KINDS = 256
 # Entries per whole value of an Ascending column.
 _BLOCK = 64
-# Python's own string hash: fast, and keyed per process, so no archive can
-# aim at collisions (which would only cost a comparison anyway).
-_name_hash = hash
+# Python's string hash, salted per process: fast, and no archive can aim at
+# shared slots, even where PYTHONHASHSEED fixes the string hash (many names
+# in one slot would make every one a candidate, held until the end).
+_SALT = secrets.randbits(64)
+
+
+def _name_hash(name: str) -> int:
+    return hash((_SALT, name))
+
+
 # An entry's method, general-purpose flags, external attributes and create system.
 Kind = tuple[int, int, int, int]
 # What the directory parser hands over per record: the name, whether it is not
