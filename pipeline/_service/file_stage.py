@@ -32,8 +32,9 @@ from pipeline._adapters.aws.jobcontrol import FileState, file_state
 from pipeline._adapters.aws.metadata import MetadataItem
 from pipeline._adapters.exportapi import ExportFile, RangeResult
 from pipeline._core.accounting import EntryOutcome, FileResult, FileTally, JobStatus
+from pipeline._core.zip.compact import CompactDirectory
 from pipeline._core.zip.decoder import EntryDigest
-from pipeline._core.zip.directory import locate_directory, parse_directory
+from pipeline._core.zip.directory import DirectoryParser, locate_directory
 from pipeline._core.zip.format import TAIL_BYTES, CentralEntry
 from pipeline._errors import (
     DownloadRefused,
@@ -55,6 +56,7 @@ from pipeline._service.inflate import (
     read_zip,
 )
 from pipeline._service.lease import LeaseKeeper
+from pipeline._service.lookahead import AheadLookup
 from pipeline._service.receiver import Slots
 
 __all__ = ["process_file", "run_file_workers"]
@@ -145,8 +147,7 @@ async def _run_file_task(
                 outcome = await _run_unless_recorded(file_task, state, deps)
                 recorded = True
                 # A file of a message this process holds (all mode) is checked by
-                # that message's task, once, when all its files are done: one
-                # read per export instead of one per file.
+                # that message's task, once: one read per export, not per file.
                 if file_task.outstanding is None:
                     # Apart from the record: if this fails, the redelivery finds the
                     # result recorded and only checks again, without redoing the file.
@@ -262,36 +263,35 @@ async def _read_file(file: ExportFile, export_id: str, deps: Deps, tally: FileTa
             await _stream_entries(chunks, None, lookup.get, export_id, deps, tally)
         return
     directory = await _read_directory(file, tail, deps)
-    names = [entry.name for entry in directory if not entry.is_dir]
-    if not names:
+    if all(entry.is_dir for entry in directory):
         return
-    items = await _metadata.lookup(
+    # Looked up a window ahead of the reader, not all at once: see lookahead.py.
+    ahead = AheadLookup(
         deps.aws.dynamodb,
         deps.settings.dynamodb_metadata_table,
         export_id,
-        names,
+        directory.by_offset,
         policy=deps.aws_policy,
     )
-
-    async def known(name: str) -> MetadataItem | None:
-        await trio.lowlevel.checkpoint()
-        return items.get(name)
-
-    start = min(entry.local_header_offset for entry in directory)
-    async with deps.api.download(file, start=start) as chunks:
-        await _stream_entries(chunks, directory, known, export_id, deps, tally)
+    async with deps.api.download(file, start=directory.first_offset) as chunks:
+        await _stream_entries(chunks, directory, ahead.get, export_id, deps, tally)
 
 
-async def _read_directory(
-    file: ExportFile, tail: RangeResult, deps: Deps
-) -> Sequence[CentralEntry]:
-    """The central directory, fetching the part before the tail when it is large."""
+async def _read_directory(file: ExportFile, tail: RangeResult, deps: Deps) -> CompactDirectory:
+    """The central directory, streamed and parsed as it arrives when it starts before the tail."""
     location = locate_directory(tail.data, tail.start, tail.total_size or file.size_bytes)
+    parser = DirectoryParser(location)
     if location.offset >= tail.start:
         begin = location.offset - tail.start
-        return parse_directory(tail.data[begin : begin + location.size], location)
-    more = await deps.api.fetch_range(file, location.offset)
-    return parse_directory(more.data[: location.size], location)
+        parser.feed(tail.data[begin : begin + location.size])
+    else:
+        # Never held whole: memory is the parsed entries (see MAX_DIRECTORY_BYTES).
+        async with deps.api.download(file, start=location.offset) as chunks:
+            async for chunk in chunks:
+                parser.feed(chunk)
+                if parser.complete:
+                    break
+    return parser.close()
 
 
 @attrs.define

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 
+from pipeline._core.zip.compact import CompactDirectory, Record
 from pipeline._core.zip.format import (
     FLAG_ENCRYPTED,
     FLAG_UTF8,
@@ -21,9 +22,7 @@ from pipeline._core.zip.format import (
     SIG_EOCD,
     SIG_ZIP64_EOCD,
     SIG_ZIP64_LOCATOR,
-    CentralEntry,
     DirectoryLocation,
-    decode_name,
     extra_fields,
     resolve_zip64,
     unicode_path,
@@ -31,12 +30,22 @@ from pipeline._core.zip.format import (
 )
 from pipeline._errors import ZipCorrupt
 
-__all__ = ["locate_directory", "parse_directory"]
+__all__ = ["MAX_DIRECTORY_BYTES", "DirectoryParser", "locate_directory", "parse_directory"]
 
 _EOCD = struct.Struct("<4sHHHHIIH")  # 22 bytes, then the comment
 _ZIP64_LOCATOR = struct.Struct("<4sIQI")  # 20 bytes
 _ZIP64_EOCD = struct.Struct("<4sQHHIIQQQQ")  # 56 bytes, then extensible data
 _CENTRAL = struct.Struct("<4sBBHHHHHIIIHHHHHII")  # 46 bytes, then name, extra, comment
+# A record's name, extra field and comment lengths, 28 bytes into it.
+_LENGTHS = struct.Struct("<HHH")
+_LENGTHS_AT = 28
+# A record with the longest name, extra field and comment.
+_LARGEST_RECORD = _CENTRAL.size + 3 * MAX16
+# The largest central directory read. Parsed, an entry takes at most 43 bytes
+# plus its raw name (compact.py), less than its record took here: so a file's
+# directory never takes more than this much memory (and 4 bytes an entry for
+# the duplicate check while it is parsed), whatever it lists.
+MAX_DIRECTORY_BYTES = 64 * 1024 * 1024
 
 
 def locate_directory(tail: bytes, tail_start: int, archive_size: int) -> DirectoryLocation:
@@ -94,7 +103,35 @@ def locate_directory(tail: bytes, tail_start: int, archive_size: int) -> Directo
     if entries * _CENTRAL.size > cd_size:
         msg = f"end record lists {entries} entries, more than a {cd_size}-byte directory holds"
         raise ZipCorrupt(msg)
+    _check_claims(cd_offset, cd_size, entries)
     return DirectoryLocation(offset=cd_offset, size=cd_size, entries=entries, comment=comment)
+
+
+def _check_claims(offset: int, size: int, entries: int) -> None:
+    """Refuse a directory that could not be what it claims, or that is too large to read.
+
+    Checked before a byte of it is fetched: an end record pointing the
+    directory far before its real start would otherwise have the whole span
+    downloaded and parsed before the lie shows.
+    """
+    if offset < entries * LOCAL_HEADER_SIZE:
+        msg = (
+            f"central directory claims to start at offset {offset}, too early for the "
+            f"local headers of its {entries} entries (30 bytes each) to lie before it"
+        )
+        raise ZipCorrupt(msg)
+    if size > entries * _LARGEST_RECORD:
+        msg = (
+            f"central directory claims {size} bytes, more than its {entries} records "
+            f"can take ({_LARGEST_RECORD} bytes each at most)"
+        )
+        raise ZipCorrupt(msg)
+    if size > MAX_DIRECTORY_BYTES:
+        msg = (
+            f"central directory is {size} bytes, over the {MAX_DIRECTORY_BYTES // 2**20} MiB "
+            "this reader holds (about a million entries with short names)"
+        )
+        raise ZipCorrupt(msg)
 
 
 def _find_eocd(tail: bytes) -> int:
@@ -115,7 +152,73 @@ def _find_eocd(tail: bytes) -> int:
     raise ZipCorrupt("no end-of-central-directory record: not a ZIP file, or truncated")
 
 
-def parse_directory(data: bytes, location: DirectoryLocation) -> tuple[CentralEntry, ...]:
+class DirectoryParser:
+    """Parses a central directory fed in pieces of any size, as they arrive.
+
+    Records are parsed as soon as they are complete; only an incomplete
+    record (at most 46 + 3 x 65,535 bytes) is kept over between pieces, so a
+    directory streamed from the network is never held whole. Bytes past the
+    directory's end are ignored. The result is a :class:`CompactDirectory`.
+    """
+
+    def __init__(self, location: DirectoryLocation) -> None:
+        self._location = location
+        self._directory = CompactDirectory(location.entries)
+        self._buf = bytearray()
+        # Directory bytes before _buf[0], and records parsed so far.
+        self._consumed = 0
+        self._count = 0
+
+    @property
+    def complete(self) -> bool:
+        """Every byte of the directory has been fed."""
+        return self._consumed + len(self._buf) >= self._location.size
+
+    def feed(self, data: bytes) -> None:
+        """Take the next piece; :class:`ZipCorrupt` as soon as a record is wrong."""
+        room = self._location.size - self._consumed - len(self._buf)
+        if room <= 0:
+            return
+        self._buf += data[:room] if len(data) > room else data
+        location, buf = self._location, self._buf
+        pos = 0
+        while self._count < location.entries and len(buf) - pos >= _CENTRAL.size:
+            length = _CENTRAL.size + sum(_LENGTHS.unpack_from(buf, pos + _LENGTHS_AT))
+            if len(buf) - pos < length:
+                if self._consumed + pos + length > location.size:
+                    index = self._count + 1
+                    msg = f"central directory record {index} runs past the directory's end"
+                    raise ZipCorrupt(msg)
+                break
+            base = self._consumed
+            record, end = _parse_central_record(buf, pos, location, self._count, base=base)
+            self._directory.add(*record)
+            self._count += 1
+            pos = end
+        if self._count == location.entries and self._consumed + pos < location.size:
+            msg = (
+                f"central directory is {location.size} bytes but its {location.entries} "
+                f"records take {self._consumed + pos}"
+            )
+            raise ZipCorrupt(msg)
+        del buf[:pos]
+        self._consumed += pos
+
+    def close(self) -> CompactDirectory:
+        """The entries, once every byte was fed; :class:`ZipCorrupt` when short or duplicated."""
+        location = self._location
+        fed = self._consumed + len(self._buf)
+        if fed < location.size:
+            msg = f"central directory is truncated: {fed} of {location.size} bytes"
+            raise ZipCorrupt(msg)
+        if self._count < location.entries:
+            msg = f"central directory ends inside record {self._count + 1} of {location.entries}"
+            raise ZipCorrupt(msg)
+        self._directory.seal()
+        return self._directory
+
+
+def parse_directory(data: bytes, location: DirectoryLocation) -> CompactDirectory:
     """The entries of the central directory, in directory order.
 
     ``data`` starts at ``location.offset`` and holds at least ``location.size``
@@ -123,38 +226,24 @@ def parse_directory(data: bytes, location: DirectoryLocation) -> tuple[CentralEn
     extra fields, the declared count and size), every entry must lie before
     the directory, a stored entry's two sizes must agree, and no name may be
     listed twice: an archive in which one name could mean two contents is not
-    read at all.
+    read at all. The same as feeding ``data`` to a :class:`DirectoryParser`
+    in any pieces.
 
     Raises :class:`ZipCorrupt` naming the first record that is wrong.
     """
     if len(data) < location.size:
         msg = f"central directory is truncated: {len(data)} of {location.size} bytes"
         raise ZipCorrupt(msg)
-    entries: list[CentralEntry] = []
-    # Compared as decoded, as they become S3 keys: a CP437 and a UTF-8 name
-    # for the same text would land on one object.
-    seen: set[str] = set()
-    pos = 0
-    for index in range(location.entries):
-        entry, pos = _parse_central_record(data, pos, location, index)
-        if entry.name in seen:
-            msg = f"central directory lists {entry.name!r} twice"
-            raise ZipCorrupt(msg)
-        seen.add(entry.name)
-        entries.append(entry)
-    if pos != location.size:
-        msg = (
-            f"central directory is {location.size} bytes but its {location.entries} "
-            f"records take {pos}"
-        )
-        raise ZipCorrupt(msg)
-    return tuple(entries)
+    parser = DirectoryParser(location)
+    parser.feed(data)
+    return parser.close()
 
 
 def _parse_central_record(
-    data: bytes, pos: int, location: DirectoryLocation, index: int
-) -> tuple[CentralEntry, int]:
-    if pos + _CENTRAL.size > location.size:
+    data: bytes | bytearray, pos: int, location: DirectoryLocation, index: int, *, base: int
+) -> tuple[Record, int]:
+    """The record at ``data[pos:]`` and where it ends; ``data[0]`` is directory byte ``base``."""
+    if base + pos + _CENTRAL.size > location.size:
         msg = f"central directory ends inside record {index + 1} of {location.entries}"
         raise ZipCorrupt(msg)
     (
@@ -183,22 +272,23 @@ def _parse_central_record(
     name_at = pos + _CENTRAL.size
     extra_at = name_at + name_len
     end = extra_at + extra_len + comment_len
-    if end > location.size:
+    if base + end > location.size:
         msg = f"central directory record {index + 1} runs past the directory's end"
         raise ZipCorrupt(msg)
     raw_name = bytes(data[name_at:extra_at])
-    if flags & FLAG_UTF8 and not _is_utf8(raw_name):
-        # zipfile refuses the whole archive here, so no entry of it may be read.
-        msg = f"central directory record {index + 1}: name is flagged UTF-8 but is not valid UTF-8"
-        raise ZipCorrupt(msg)
-    extra = bytes(data[extra_at : extra_at + extra_len])
-    fields = extra_fields(extra, decode_name(raw_name, flags))
-    name = unicode_path(fields, raw_name) or decode_name(raw_name, flags)
-    usize, csize, offset, disk = resolve_zip64(
-        ((usize, MAX32, 8), (csize, MAX32, 8), (offset, MAX32, 8), (disk, MAX16, 4)),
-        zip64_field(extra),
-        name,
-    )
+    decoded = _decoded(raw_name, flags, index)
+    name = decoded
+    zip64 = None
+    if extra_len:
+        extra = bytes(data[extra_at : extra_at + extra_len])
+        name = unicode_path(extra_fields(extra, decoded), raw_name) or decoded
+        zip64 = zip64_field(extra)
+    if usize == MAX32 or csize == MAX32 or offset == MAX32 or disk == MAX16:
+        usize, csize, offset, disk = resolve_zip64(
+            ((usize, MAX32, 8), (csize, MAX32, 8), (offset, MAX32, 8), (disk, MAX16, 4)),
+            zip64,
+            name,
+        )
     if disk != 0:
         msg = f"{name!r} starts on disk {disk}; only single-file ZIPs are read"
         raise ZipCorrupt(msg)
@@ -215,24 +305,28 @@ def _parse_central_record(
     if method == METHOD_STORED and not flags & FLAG_ENCRYPTED and csize != usize:
         msg = f"stored entry {name!r} declares {csize} bytes stored but {usize} bytes of content"
         raise ZipCorrupt(msg)
-    entry = CentralEntry(
-        name=name,
-        raw_name=raw_name,
-        method=method,
-        flags=flags,
-        crc32=crc,
-        compressed_size=csize,
-        uncompressed_size=usize,
-        local_header_offset=offset,
-        external_attr=external,
-        create_system=create_system,
+    record = (
+        name,
+        name != decoded,
+        raw_name,
+        method,
+        flags,
+        crc,
+        csize,
+        usize,
+        offset,
+        external,
+        create_system,
     )
-    return entry, end
+    return record, end
 
 
-def _is_utf8(raw: bytes) -> bool:
+def _decoded(raw_name: bytes, flags: int, index: int) -> str:
+    if not flags & FLAG_UTF8:
+        return raw_name.decode("cp437")
     try:
-        raw.decode("utf-8")
+        return raw_name.decode("utf-8")
     except UnicodeDecodeError:
-        return False
-    return True
+        # zipfile refuses the whole archive here, so no entry of it may be read.
+        msg = f"central directory record {index + 1}: name is flagged UTF-8 but is not valid UTF-8"
+        raise ZipCorrupt(msg) from None

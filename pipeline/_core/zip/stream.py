@@ -11,6 +11,7 @@ import enum
 from collections.abc import Sequence
 
 from pipeline._core.zip.buffer import StreamBuffer
+from pipeline._core.zip.compact import in_stream_order
 from pipeline._core.zip.descriptor import (
     FORMS_32,
     FORMS_64,
@@ -72,11 +73,7 @@ class ZipStreamReader(StreamBuffer):
 
     def __init__(self, directory: Sequence[CentralEntry] | None, limits: ZipLimits) -> None:
         self._limits = limits
-        self._directory = (
-            None
-            if directory is None
-            else sorted(directory, key=lambda entry: entry.local_header_offset)
-        )
+        self._directory = in_stream_order(directory)
         self._next = 0
         super().__init__(0 if not self._directory else self._directory[0].local_header_offset)
         self._state = _State.HEADER
