@@ -324,7 +324,8 @@ async def _stream_entries(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reader)
         try:
-            await _upload_entries(receive, lookup, export_id, deps, tally)
+            # The nursery also runs the open entry's multipart parts in flight.
+            await _upload_entries(receive, lookup, export_id, deps, tally, nursery)
         except PermanentError as err:
             failure.error = err
             nursery.cancel_scope.cancel()
@@ -349,13 +350,14 @@ async def _upload_entries(
     export_id: str,
     deps: Deps,
     tally: FileTally,
+    parts: trio.Nursery,
 ) -> None:
     current: _OpenEntry | None = None
     try:
         async with receive:
             async for event in receive:
                 if isinstance(event, EntryOpened):
-                    current = await _open_entry(event.entry, lookup, export_id, deps)
+                    current = await _open_entry(event.entry, lookup, export_id, deps, parts)
                 elif isinstance(event, EntryData):
                     if current is not None and current.upload is not None:
                         await current.upload.write(event.data)
@@ -382,6 +384,7 @@ async def _open_entry(
     lookup: Callable[[str], Awaitable[MetadataItem | None]],
     export_id: str,
     deps: Deps,
+    parts: trio.Nursery,
 ) -> _OpenEntry:
     item = await lookup(entry.name)
     opened = _OpenEntry(entry=entry, item=item)
@@ -401,6 +404,7 @@ async def _open_entry(
         key=key,
         expected_sha256=item.sha256,
         policy=deps.aws_policy,
+        parts=parts,
     )
     return opened
 

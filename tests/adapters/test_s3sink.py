@@ -14,11 +14,9 @@ from botocore.exceptions import ClientError
 import pipeline._adapters.aws.s3sink as s3sink_module
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline._adapters.aws.s3sink import (
-    _SEND_CHUNK,
     MIN_PART_SIZE,
     STAGING_PREFIX,
     EntryUpload,
-    _Body,
     existing_sha256,
     open_entry_upload,
 )
@@ -253,11 +251,6 @@ class TestRetries:
         await small.commit(hashlib.sha256(b"small").hexdigest())
         assert (await get(clients, bucket, "flaky.bin"))[0] == data
         assert (await get(clients, bucket, "flaky-small.bin"))[0] == b"small"
-
-    def test_body_is_sent_in_large_pieces(self) -> None:
-        """A request body iterates in big pieces, not in lines."""
-        data = b"\n" * (_SEND_CHUNK + 10)
-        assert [len(piece) for piece in _Body(data)] == [_SEND_CHUNK, 10]
 
 
 class TestStagedEntries:
