@@ -17,7 +17,8 @@ One export of one ZIP (about 100 MB) holding two CSV entries of 143 MiB
 * **the unavoidable work**: isal inflate + SHA-256 of the same entries, in
   this process, 1 MiB of compressed input per call, best of two.
 
-Both runs share one moto server (a subprocess; its CPU is printed beside
+Both processes get the Dockerfile's glibc ``MALLOC_*`` settings, as the
+image does. Both runs share one moto server (a subprocess; its CPU is printed beside
 each) and one Export API simulator in this process. CPU per GB is CPU
 seconds per 10^9 bytes of entries (uncompressed). Targets (issue 10): the
 service's wall time at most the plain approach's, its CPU per GB at most 0.5x
@@ -44,6 +45,7 @@ import io
 import json
 import os
 import random
+import re
 import resource
 import struct
 import subprocess
@@ -330,8 +332,16 @@ async def _prepare(
         "EXPORT_API_TOKEN": TOKEN,
         "EXPORT_DOWNLOAD_ALLOWED_HOSTS": api.download_netloc,
         "LOG_LEVEL": "info",
+        **image_malloc_env(),
     }
     return Stack(env, aws, endpoint, moto_pid)
+
+
+def image_malloc_env() -> dict[str, str]:
+    """The glibc ``MALLOC_*`` settings the Dockerfile gives the service (both runs get them)."""
+    dockerfile = Path(__file__).resolve().parent.parent / "Dockerfile"
+    found = re.findall(r"\b(MALLOC_[A-Z_]+)=(\S+)", dockerfile.read_text())
+    return dict(found)
 
 
 async def run_service(stack: Stack, fixture: Fixture) -> Measured:
