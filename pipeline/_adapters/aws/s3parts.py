@@ -174,7 +174,11 @@ class PartWindow:
         if not waited:
             await trio.lowlevel.checkpoint()
         self._running += 1
-        self._nursery.start_soon(self._run, send)
+        # Made here, not in the task: a stop() before the task first runs
+        # must still reach it.
+        scope = trio.CancelScope()
+        self._scopes.add(scope)
+        self._nursery.start_soon(self._run, send, scope)
 
     async def drain(self) -> None:
         """Wait until nothing is in flight; raises the first failed send's error."""
@@ -189,9 +193,7 @@ class PartWindow:
         while self._running:
             await self._changed.wait()
 
-    async def _run(self, send: Callable[[], Awaitable[Any]]) -> None:
-        scope = trio.CancelScope()
-        self._scopes.add(scope)
+    async def _run(self, send: Callable[[], Awaitable[Any]], scope: trio.CancelScope) -> None:
         try:
             with scope:
                 await send()
