@@ -156,3 +156,41 @@ class TestPartWindow:
         assert done == [1]
         with pytest.raises(ValueError, match="limit"):
             PartWindow(None, 0)
+
+    async def test_the_process_bounds_all_windows_together(self) -> None:
+        """Two windows sharing one limiter of 3 never run more than 3 sends between them."""
+        shared = trio.CapacityLimiter(3)
+        gate = trio.Event()
+        running = most = 0
+
+        async def send() -> None:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await gate.wait()
+            running -= 1
+
+        async def submit_four(window: PartWindow) -> None:
+            for _ in range(4):
+                await window.submit(send)
+            await window.drain()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                nursery.start_soon(submit_four, PartWindow(nursery, 3, shared))
+            await trio.testing.wait_all_tasks_blocked()
+            assert running == 3
+            gate.set()
+        assert most == 3
+        assert shared.borrowed_tokens == 0
+
+    async def test_the_default_limiter_is_the_process_one(self) -> None:
+        """Without a limiter given, sends hold tokens of one limiter per trio run."""
+        async with trio.open_nursery() as nursery:
+            window = PartWindow(nursery, 2)
+            await window.submit(trio.sleep_forever)
+            shared = s3parts_module._shared_limiter()
+            assert shared.total_tokens == s3parts_module.PROCESS_PARTS_IN_FLIGHT
+            assert shared.borrowed_tokens == 1
+            await window.stop()
+            assert shared.borrowed_tokens == 0

@@ -4,12 +4,15 @@
 joining them; :func:`crc32_checksum` is the part's ``x-amz-checksum-crc32``,
 computed here with isal (several GB/s) so botocore computes nothing per byte;
 :class:`PartWindow` keeps a bounded number of an upload's parts in flight as
-tasks of the caller's nursery, as boto3's transfer manager does with threads.
+tasks of the caller's nursery, as boto3's transfer manager does with threads,
+and the process as a whole at most :data:`PROCESS_PARTS_IN_FLIGHT`, so its
+memory stays flat however many large entries are open at once.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -22,9 +25,27 @@ try:
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
     _crc32 = zlib.crc32
 
-__all__ = ["PartBody", "PartWindow", "Pieces", "crc32_checksum"]
+__all__ = ["PROCESS_PARTS_IN_FLIGHT", "PartBody", "PartWindow", "Pieces", "crc32_checksum"]
 
 Buffer = bytes | memoryview
+
+# Parts in flight in the whole process, whatever the number of uploads: each
+# holds a part (8 MiB) in memory, so this bounds that memory (64 MiB); one
+# upload still gets its own limit when it is alone.
+PROCESS_PARTS_IN_FLIGHT = 8
+# One limiter per trio run, as trio keeps its default thread limiter.
+_process_limiter: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar(
+    "pipeline_parts_in_flight"
+)
+
+
+def _shared_limiter() -> trio.CapacityLimiter:
+    try:
+        return _process_limiter.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(PROCESS_PARTS_IN_FLIGHT)
+        _process_limiter.set(limiter)
+        return limiter
 
 
 def crc32_checksum(pieces: Sequence[Buffer]) -> str:
@@ -131,6 +152,10 @@ class PartBody:
 class PartWindow:
     """At most ``limit`` sends of one upload in flight, as tasks of ``nursery``.
 
+    Each send also holds a token of ``shared`` (by default the process's
+    limiter of :data:`PROCESS_PARTS_IN_FLIGHT`) while it runs; :meth:`submit`
+    waits for both.
+
     Without a nursery every send runs in the caller's task, one after another.
     A send that fails (its retries spent, or a bug) cancels the others of the
     window and is re-raised to the writer by the next :meth:`submit` or
@@ -139,12 +164,18 @@ class PartWindow:
     nursery cancels the sends as any of its tasks.
     """
 
-    def __init__(self, nursery: trio.Nursery | None, limit: int) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery | None,
+        limit: int,
+        shared: trio.CapacityLimiter | None = None,
+    ) -> None:
         if limit < 1:
             msg = f"limit must be at least 1, not {limit}"
             raise ValueError(msg)
         self._nursery = nursery
         self._limit = limit
+        self._shared = shared
         self._running = 0
         self._scopes: set[trio.CancelScope] = set()
         self._changed = trio.Event()
@@ -166,19 +197,22 @@ class PartWindow:
         if self._nursery is None:
             await send()
             return
-        waited = False
         while self._running >= self._limit and self._error is None:
             await self._changed.wait()
-            waited = True
         self.raise_failure()
-        if not waited:
-            await trio.lowlevel.checkpoint()
+        shared = self._shared or _shared_limiter()
+        token = object()
+        await shared.acquire_on_behalf_of(token)
+        release = functools.partial(shared.release_on_behalf_of, token)
+        if self._error is not None:  # a send failed while this one waited
+            release()
+            self.raise_failure()
         self._running += 1
         # Made here, not in the task: a stop() before the task first runs
         # must still reach it.
         scope = trio.CancelScope()
         self._scopes.add(scope)
-        self._nursery.start_soon(self._run, send, scope)
+        self._nursery.start_soon(self._run, send, scope, release)
 
     async def drain(self) -> None:
         """Wait until nothing is in flight; raises the first failed send's error."""
@@ -193,7 +227,12 @@ class PartWindow:
         while self._running:
             await self._changed.wait()
 
-    async def _run(self, send: Callable[[], Awaitable[Any]], scope: trio.CancelScope) -> None:
+    async def _run(
+        self,
+        send: Callable[[], Awaitable[Any]],
+        scope: trio.CancelScope,
+        release: Callable[[], None],
+    ) -> None:
         try:
             with scope:
                 await send()
@@ -204,6 +243,7 @@ class PartWindow:
             for other in self._scopes:
                 other.cancel()
         finally:
+            release()
             self._scopes.discard(scope)
             self._running -= 1
             self._changed.set()
