@@ -15,6 +15,10 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels /wheels/pipeline-
 # Numeric, so the runtime can tell it is not root without reading /etc/passwd.
 USER 10001
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HEALTH_PORT=8080 SERVICE_MODE=all
+# glibc: buffers of a few MiB (inflated pieces, parts) come from the heap and
+# are reused, instead of a fresh mmap each, whose every page faults on first
+# write (one fault per 4 KiB inflated; docs/decisions.md, issue 10).
+ENV MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=134217728
 EXPOSE 8080
 # Fargate sends SIGTERM and waits for the task's stopTimeout; the service
 # drains within SHUTDOWN_GRACE_SECONDS (25 by default), hands back what did

@@ -343,7 +343,8 @@ async def _stream_entries(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reader)
         try:
-            await _upload_entries(receive, lookup, export_id, deps, tally)
+            # The nursery also runs the open entry's multipart parts in flight.
+            await _upload_entries(receive, lookup, export_id, deps, tally, nursery)
         except PermanentError as err:
             failure.error = err
             nursery.cancel_scope.cancel()
@@ -368,13 +369,14 @@ async def _upload_entries(
     export_id: str,
     deps: Deps,
     tally: FileTally,
+    parts: trio.Nursery,
 ) -> None:
     current: _OpenEntry | None = None
     try:
         async with receive:
             async for event in receive:
                 if isinstance(event, EntryOpened):
-                    current = await _open_entry(event.entry, lookup, export_id, deps)
+                    current = await _open_entry(event.entry, lookup, export_id, deps, parts)
                 elif isinstance(event, EntryData):
                     if current is not None and current.upload is not None:
                         await current.upload.write(event.data)
@@ -401,6 +403,7 @@ async def _open_entry(
     lookup: Callable[[str], Awaitable[MetadataItem | None]],
     export_id: str,
     deps: Deps,
+    parts: trio.Nursery,
 ) -> _OpenEntry:
     item = await lookup(entry.name)
     opened = _OpenEntry(entry=entry, item=item)
@@ -420,6 +423,7 @@ async def _open_entry(
         key=key,
         expected_sha256=item.sha256,
         policy=deps.aws_policy,
+        parts=parts,
     )
     return opened
 
@@ -429,7 +433,7 @@ async def _close_entry(current: _OpenEntry, digest: EntryDigest, tally: FileTall
     if item is None:
         tally.count(EntryOutcome.SKIPPED, path=entry.name, has_item=False)
         return
-    reason = item.problem or _mismatch(item, digest.size, digest.sha256_hex)
+    reason = item.problem or item.mismatch(digest.size, digest.sha256_hex)
     if reason is not None:
         if current.upload is not None:
             await current.upload.abort()
@@ -439,12 +443,3 @@ async def _close_entry(current: _OpenEntry, digest: EntryDigest, tally: FileTall
     if current.upload is not None:
         await current.upload.commit(digest.sha256_hex)
     tally.count(EntryOutcome.UPLOADED, path=entry.name, has_item=True, size=digest.size)
-
-
-def _mismatch(item: MetadataItem, size: int, sha256_hex: str) -> str | None:
-    """Why an entry does not match its metadata item, or ``None`` when it does."""
-    if item.size_bytes is not None and item.size_bytes != size:
-        return f"size {size} differs from the metadata's {item.size_bytes}"
-    if item.sha256 is not None and item.sha256.lower() != sha256_hex:
-        return "SHA-256 differs from the metadata's"
-    return None

@@ -14,11 +14,9 @@ from botocore.exceptions import ClientError
 import pipeline._adapters.aws.s3sink as s3sink_module
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline._adapters.aws.s3sink import (
-    _SEND_CHUNK,
     MIN_PART_SIZE,
     STAGING_PREFIX,
     EntryUpload,
-    _Body,
     existing_sha256,
     open_entry_upload,
 )
@@ -54,6 +52,11 @@ async def write_all(upload: EntryUpload, data: bytes) -> int:
         await upload.write(data[start : start + CHUNK])
         most = max(most, upload.buffered_bytes)
     return most
+
+
+async def write_and_commit(upload: EntryUpload, data: bytes, digest: str) -> None:
+    await write_all(upload, data)
+    await upload.commit(digest)
 
 
 async def get(clients: AwsClients, bucket: str, key: str) -> tuple[bytes, dict[str, Any]]:
@@ -254,11 +257,6 @@ class TestRetries:
         assert (await get(clients, bucket, "flaky.bin"))[0] == data
         assert (await get(clients, bucket, "flaky-small.bin"))[0] == b"small"
 
-    def test_body_is_sent_in_large_pieces(self) -> None:
-        """A request body iterates in big pieces, not in lines."""
-        data = b"\n" * (_SEND_CHUNK + 10)
-        assert [len(piece) for piece in _Body(data)] == [_SEND_CHUNK, 10]
-
 
 class TestStagedEntries:
     async def test_unknown_digest_is_staged_then_copied_once(
@@ -299,3 +297,103 @@ class TestStagedEntries:
         ) as direct:
             assert await keys(direct, bucket) == []
             assert await open_uploads(direct, bucket) == []
+
+
+class CountingS3:
+    """The real S3 client, counting upload_part calls in flight; one part may fail for good."""
+
+    def __init__(self, s3: Any, fail_part: int | None = None) -> None:
+        self._s3 = s3
+        self._fail_part = fail_part
+        self.in_flight = 0
+        self.most = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    async def upload_part(self, **kwargs: Any) -> Any:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await trio.sleep(0.05)  # parts overlap only if they are sent side by side
+            if kwargs["PartNumber"] == self._fail_part:
+                error: Any = {"Error": {"Code": "AccessDenied"}}
+                error["ResponseMetadata"] = {"HTTPStatusCode": 403}
+                raise ClientError(error, "UploadPart")
+            return await self._s3.upload_part(**kwargs)
+        finally:
+            self.in_flight -= 1
+
+
+class TestPartsInFlight:
+    async def test_parts_go_up_side_by_side(self, clients: AwsClients, bucket: str) -> None:
+        """Given a nursery, up to parts_in_flight parts are sent at once; the object is exact."""
+        data = os.urandom(6 * PART + 321)
+        digest = hashlib.sha256(data).hexdigest()
+        s3 = CountingS3(clients.s3)
+        async with trio.open_nursery() as nursery:
+            upload = await open_entry_upload(
+                s3,
+                bucket=bucket,
+                key="wide.bin",
+                expected_sha256=digest,
+                policy=FAST,
+                part_size=PART,
+                parts=nursery,
+                parts_in_flight=3,
+            )
+            most = await write_all(upload, data)
+            assert upload.parts_in_flight <= 3
+            await upload.commit(digest)
+        assert s3.most == 3
+        assert most <= PART + CHUNK
+        body, response = await get(clients, bucket, "wide.bin")
+        assert body == data
+        assert response["Metadata"] == {"sha256": digest}
+        assert await open_uploads(clients, bucket) == []
+
+    async def test_a_failed_part_aborts_the_upload(self, clients: AwsClients, bucket: str) -> None:
+        """A part refused for good surfaces from write or commit, and nothing is left in S3."""
+        data = os.urandom(5 * PART)
+        digest = hashlib.sha256(data).hexdigest()
+        s3 = CountingS3(clients.s3, fail_part=2)
+        async with trio.open_nursery() as nursery:
+            upload = await open_entry_upload(
+                s3,
+                bucket=bucket,
+                key="lost.bin",
+                expected_sha256=digest,
+                policy=FAST,
+                part_size=PART,
+                parts=nursery,
+            )
+            with pytest.raises(PipelineError, match="AccessDenied"):
+                await write_and_commit(upload, data, digest)
+            assert upload.parts_in_flight == 0
+        assert await keys(clients, bucket) == []
+        assert await open_uploads(clients, bucket) == []
+
+    async def test_cancelled_mid_upload_leaves_nothing(
+        self, clients: AwsClients, bucket: str
+    ) -> None:
+        """Cancelling the nursery with parts in flight still aborts the upload."""
+        s3 = CountingS3(clients.s3)
+        async with trio.open_nursery() as nursery:
+            upload = await open_entry_upload(
+                s3,
+                bucket=bucket,
+                key="cut.bin",
+                expected_sha256=None,
+                policy=FAST,
+                part_size=PART,
+                parts=nursery,
+            )
+            try:
+                await write_all(upload, os.urandom(3 * PART))
+                assert upload.parts_in_flight > 0
+                nursery.cancel_scope.cancel()
+                await trio.sleep(1)
+            finally:
+                await upload.abort()
+        assert await keys(clients, bucket) == []
+        assert await open_uploads(clients, bucket) == []

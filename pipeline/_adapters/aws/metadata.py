@@ -48,6 +48,14 @@ class MetadataItem:
     sha256: str | None = None
     problem: str | None = None
 
+    def mismatch(self, size: int, sha256_hex: str) -> str | None:
+        """Why an entry of ``size`` and ``sha256_hex`` does not match, ``None`` when it does."""
+        if self.size_bytes is not None and self.size_bytes != size:
+            return f"size {size} differs from the metadata's {self.size_bytes}"
+        if self.sha256 is not None and self.sha256.lower() != sha256_hex:
+            return "SHA-256 differs from the metadata's"
+        return None
+
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 

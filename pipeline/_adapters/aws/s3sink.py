@@ -7,9 +7,16 @@ written in one of two ways, chosen by its size as it streams in:
 - up to one part (:data:`PART_SIZE`): the bytes are buffered and sent with a
   single PutObject at :meth:`EntryUpload.commit`;
 - larger: a multipart upload is started when the buffer first outgrows one
-  part, and every full part is sent as it fills, so memory stays at about one
-  part whatever the entry's size. :meth:`EntryUpload.abort` (or a failure)
-  aborts the upload, and S3 discards its parts.
+  part, and every full part is sent as it fills, up to :data:`PARTS_IN_FLIGHT`
+  at once given a nursery (the next part is inflated while S3 takes the last
+  ones); the writer waits for a free slot, so memory stays at a few parts
+  whatever the entry's size. :meth:`EntryUpload.abort` (or a failure) stops
+  the parts in flight and aborts the upload; S3 discards its parts.
+
+The written bytes are never copied into a part: a part is a list of them
+(:mod:`pipeline._adapters.aws.s3parts`). Each part and each PutObject carries
+``x-amz-checksum-crc32``, computed with isal, which S3 checks on arrival; no
+payload is signed (see :mod:`pipeline._adapters.aws.clients`).
 
 The object's user metadata ``sha256`` must hold the digest of its bytes. A
 multipart upload fixes its metadata at CreateMultipartUpload, before the bytes
@@ -33,10 +40,8 @@ removes them; :func:`pipeline.ops.provisioning.provision` installs one.
 
 from __future__ import annotations
 
-import io
 import re
 import uuid
-from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -44,11 +49,13 @@ import structlog
 import trio
 
 from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.s3parts import PartBody, PartWindow, Pieces, crc32_checksum
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, PipelineError
 
 __all__ = [
     "MIN_PART_SIZE",
+    "PARTS_IN_FLIGHT",
     "PART_SIZE",
     "STAGING_PREFIX",
     "EntryUpload",
@@ -64,32 +71,17 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 # per-request overhead is small; small enough that 20 entries in flight hold
 # a few hundred MiB at most.
 PART_SIZE = 8 * 1024 * 1024
+# Parts of one entry in flight at once (given a nursery): enough to keep S3
+# busy while the next part is inflated, each one part of memory.
+PARTS_IN_FLIGHT = 3
 # Where large entries without a known digest are assembled before their one
 # copy to the export's prefix; outside every export, expired by a lifecycle rule.
 STAGING_PREFIX = ".pipeline-staging/"
 # Aborting is cleanup: it gets a short deadline of its own, shielded.
 _ABORT_DEADLINE = 2.0
 _ABORT_POLICY = Backoff(max_attempts=3, base=0.2, cap=1.0)
-# Bytes per socket write of a request body.
-_SEND_CHUNK = 256 * 1024
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
-
-
-class _Body(io.BytesIO):
-    """A request body that aiobotocore's httpx session sends in large pieces.
-
-    Given ``bytes``, botocore wraps them in a ``BytesIO``, and the httpx
-    session then iterates that object, which yields *lines*: random data
-    went out in ~250-byte writes, one scheduler round-trip each, about 5 MB/s
-    of pure CPU. Iterating this subclass yields :data:`_SEND_CHUNK` bytes at
-    a time instead. A fresh body is made for every attempt, because an
-    attempt that failed leaves the stream's position at its end.
-    """
-
-    def __iter__(self) -> Iterator[bytes]:
-        while chunk := self.read(_SEND_CHUNK):
-            yield chunk
 
 
 def _check_sha256(value: str, name: str) -> None:
@@ -117,6 +109,7 @@ class EntryUpload:
         expected_sha256: str | None,
         policy: Backoff,
         part_size: int,
+        window: PartWindow,
     ) -> None:
         self._s3 = s3
         self._bucket = bucket
@@ -127,9 +120,11 @@ class EntryUpload:
         self._upload_key = key if expected_sha256 is not None else _staging_key()
         self._policy = policy
         self._part_size = part_size
-        self._buffer = bytearray()
+        self._buffer = Pieces()
+        self._window = window
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._next_part = 1
+        self._parts: dict[int, dict[str, Any]] = {}
         self._written = 0
         self._closed = False
         self._committed = False
@@ -141,8 +136,13 @@ class EntryUpload:
 
     @property
     def buffered_bytes(self) -> int:
-        """Bytes held in memory right now (at most about one part)."""
-        return len(self._buffer)
+        """Bytes written and not yet in a part (at most about one part)."""
+        return self._buffer.size
+
+    @property
+    def parts_in_flight(self) -> int:
+        """Parts being sent right now (at most :data:`PARTS_IN_FLIGHT`)."""
+        return self._window.in_flight
 
     @property
     def committed(self) -> bool:
@@ -158,20 +158,20 @@ class EntryUpload:
     async def write(self, data: bytes) -> None:
         """Add the entry's next bytes; sends a part whenever one is full.
 
-        On failure the upload is aborted before the error propagates.
+        ``data`` is kept, not copied, until its part is sent: it must not
+        change meanwhile (``bytes`` cannot). A part sent earlier that failed
+        raises here. On failure the upload is aborted before the error
+        propagates.
         """
         self._check_open("write to")
-        self._buffer += data
+        self._buffer.add(data)
         self._written += len(data)
-        # Strictly more than one part: an entry of exactly one part stays a
-        # single PutObject.
         try:
-            while len(self._buffer) > self._part_size:
-                # One copy out of the buffer (a slice of a bytearray would be two).
-                with memoryview(self._buffer) as view:
-                    part = bytes(view[: self._part_size])
-                del self._buffer[: self._part_size]
-                await self._send_part(part)
+            self._window.raise_failure()
+            # Strictly more than one part: an entry of exactly one part stays
+            # a single PutObject.
+            while self._buffer.size > self._part_size:
+                await self._send_part(self._buffer.take(self._part_size))
         except BaseException:
             await self.abort()
             raise
@@ -184,27 +184,43 @@ class EntryUpload:
             "s3 create multipart upload",
             self._s3.create_multipart_upload,
             policy=self._policy,
+            # Each part then carries its CRC-32, and the completion lists them.
+            ChecksumAlgorithm="CRC32",
             **kwargs,
         )
         upload_id = str(response["UploadId"])
         self._upload_id = upload_id
         return upload_id
 
-    async def _send_part(self, part: bytes) -> None:
+    async def _send_part(self, part: list[bytes | memoryview]) -> None:
+        """Send ``part`` as the next part number, in the window (waits for a free slot)."""
         upload_id = self._upload_id or await self._start_multipart()
-        number = len(self._parts) + 1
+        number = self._next_part
+        self._next_part += 1
 
-        async def attempt() -> Any:
+        async def attempt(checksum: str) -> Any:
             return await self._s3.upload_part(
                 Bucket=self._bucket,
                 Key=self._upload_key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=_Body(part),
+                Body=PartBody(part),
+                ContentLength=sum(map(len, part)),
+                ChecksumCRC32=checksum,
             )
 
-        response = await aws_call(f"s3 upload part {number}", attempt, policy=self._policy)
-        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        async def send() -> None:
+            checksum = crc32_checksum(part)
+            response = await aws_call(
+                f"s3 upload part {number}", attempt, checksum, policy=self._policy
+            )
+            self._parts[number] = {
+                "PartNumber": number,
+                "ETag": response["ETag"],
+                "ChecksumCRC32": checksum,
+            }
+
+        await self._window.submit(send)
 
     async def commit(self, sha256_hex: str) -> int:
         """Make the object visible with metadata ``sha256``; returns the bytes written.
@@ -233,17 +249,20 @@ class EntryUpload:
             await self.abort()
             raise
         self._closed = self._committed = True
-        self._buffer = bytearray()
+        self._buffer.clear()
         return self._written
 
     async def _put(self, sha256_hex: str) -> None:
-        data = bytes(self._buffer)
+        data = self._buffer.take(self._buffer.size)
+        checksum = crc32_checksum(data)
 
         async def attempt() -> Any:
             return await self._s3.put_object(
                 Bucket=self._bucket,
                 Key=self._key,
-                Body=_Body(data),
+                Body=PartBody(data),
+                ContentLength=sum(map(len, data)),
+                ChecksumCRC32=checksum,
                 Metadata={"sha256": sha256_hex},
             )
 
@@ -251,10 +270,10 @@ class EntryUpload:
 
     async def _complete(self, sha256_hex: str) -> None:
         assert self._upload_id is not None
-        if self._buffer:
-            last = bytes(self._buffer)
-            self._buffer = bytearray()
-            await self._send_part(last)
+        if self._buffer.size:
+            await self._send_part(self._buffer.take(self._buffer.size))
+        await self._window.drain()
+        parts = [self._parts[number] for number in sorted(self._parts)]
         try:
             await aws_call(
                 "s3 complete multipart upload",
@@ -263,7 +282,7 @@ class EntryUpload:
                 Bucket=self._bucket,
                 Key=self._upload_key,
                 UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts},
+                MultipartUpload={"Parts": parts},
             )
         except AwsRejected as err:
             # A retried Complete whose first answer was lost finds the upload
@@ -288,6 +307,8 @@ class EntryUpload:
                 CopySource=staged,
                 MetadataDirective="REPLACE",
                 Metadata={"sha256": sha256_hex},
+                # The copy's own checksum, of the whole object (not the parts').
+                ChecksumAlgorithm="CRC32",
             )
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_DEADLINE):
@@ -312,19 +333,22 @@ class EntryUpload:
     async def abort(self) -> None:
         """Drop the upload; a no-op after commit or a previous abort.
 
-        A started multipart upload is aborted shielded from cancellation with
-        its own short deadline. If that fails, the failure is logged, not
-        raised: nothing is visible anyway, and the bucket's lifecycle rule
-        removes the parts later.
+        Parts in flight are cancelled and waited for, then a started multipart
+        upload is aborted, shielded from cancellation with its own short
+        deadline. A failure is logged, not raised: nothing is visible anyway,
+        and the bucket's lifecycle rule removes the parts later.
         """
         if self._closed:
             return
         self._closed = True
-        self._buffer = bytearray()
+        self._buffer.clear()
         upload_id, self._upload_id = self._upload_id, None
-        if upload_id is None:
+        if upload_id is None:  # nothing was sent, nothing is in flight
             return
         with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_DEADLINE) as scope:
+            # A part that lands after the abort would be kept by S3 until the
+            # lifecycle rule: none may be in flight.
+            await self._window.stop()
             try:
                 await aws_call(
                     "s3 abort multipart upload",
@@ -362,12 +386,16 @@ async def open_entry_upload(
     expected_sha256: str | None,
     policy: Backoff = AWS_POLICY,
     part_size: int = PART_SIZE,
+    parts: trio.Nursery | None = None,
+    parts_in_flight: int = PARTS_IN_FLIGHT,
 ) -> EntryUpload:
     """Start streaming one object to ``s3://bucket/key``; nothing is sent yet.
 
     ``expected_sha256`` (lower-case hex) is the digest the metadata item
     promises, when it gives one: it saves a copy for large entries.
-    ``part_size`` must be at least S3's 5 MiB minimum.
+    ``part_size`` must be at least S3's 5 MiB minimum. With ``parts``, a
+    nursery that outlives the upload, up to ``parts_in_flight`` parts are
+    sent at once as its tasks; without, one after another by the writer.
     """
     if expected_sha256 is not None:
         _check_sha256(expected_sha256, "expected_sha256")
@@ -384,6 +412,7 @@ async def open_entry_upload(
         expected_sha256=expected_sha256,
         policy=policy,
         part_size=part_size,
+        window=PartWindow(parts, parts_in_flight),
     )
 
 
