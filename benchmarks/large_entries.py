@@ -64,7 +64,19 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from small_exports import TOKEN, _cpu_seconds, _FinishedJobs, _profile, _wait_ready, moto
+from harness import (
+    TOKEN,
+    FinishedJobs,
+    bench_env,
+    cpu_seconds,
+    minor_faults,
+    moto,
+    own_cpu,
+    profile,
+    sys_seconds,
+    vm_hwm_kb,
+    wait_ready,
+)
 from zip_throughput import FINAL_BLOCK, MIB, chain_crc, compress_segment
 
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
@@ -218,7 +230,7 @@ def plain(config: dict[str, Any]) -> dict[str, Any]:
     s3 = session.client("s3", endpoint_url=config["endpoint"])
     dynamodb = session.client("dynamodb", endpoint_url=config["endpoint"])
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    started, cpu_started = time.monotonic(), _own_cpu()
+    started, cpu_started = time.monotonic(), own_cpu()
     sys_started = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     uploaded = 0
     with httpx.Client(timeout=60) as http:
@@ -250,34 +262,11 @@ def plain(config: dict[str, Any]) -> dict[str, Any]:
                         uploaded += 1
     return {
         "seconds": time.monotonic() - started,
-        "cpu": _own_cpu() - cpu_started,
+        "cpu": own_cpu() - cpu_started,
         "sys": resource.getrusage(resource.RUSAGE_SELF).ru_stime - sys_started,
         "uploaded": uploaded,
-        "hwm_kb": _vm_hwm_kb("self"),
+        "hwm_kb": vm_hwm_kb("self"),
     }
-
-
-def _sys_seconds(pid: int) -> float:
-    """System (kernel) CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
-
-
-def _minor_faults(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
-
-
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _vm_hwm_kb(pid: int | str) -> int:
-    """Peak RSS (VmHWM) of a process, in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return -1
 
 
 # -- running both --
@@ -319,21 +308,9 @@ async def _prepare(
     items = [MetadataItem(path=e.name, size_bytes=e.size, sha256=e.sha256) for e in fixture.entries]
     await seed_metadata(aws.dynamodb, f"metadata-{name}", EXPORT_ID, items)
     simulator.add_export(EXPORT_ID, [("part-0001.zip", fixture.data)])
-    env = {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_REGION": "us-east-1",
-        "SQS_EXPORT_JOBS_URL": urls.export_jobs_url,
-        "S3_BUCKET_NAME": f"bench-{name}",
-        "DYNAMODB_METADATA_TABLE": f"metadata-{name}",
-        "DYNAMODB_JOBS_TABLE": f"jobs-{name}",
-        "EXPORT_API_BASE_URL": api.api_url,
-        "EXPORT_API_TOKEN": TOKEN,
-        "EXPORT_DOWNLOAD_ALLOWED_HOSTS": api.download_netloc,
-        "LOG_LEVEL": "info",
-        **image_malloc_env(),
-    }
+    env = bench_env(
+        endpoint, name, urls.export_jobs_url, api, LOG_LEVEL="info", **image_malloc_env()
+    )
     return Stack(env, aws, endpoint, moto_pid)
 
 
@@ -353,16 +330,16 @@ async def run_service(stack: Stack, fixture: Fixture) -> Measured:
             env={**os.environ, **env, "HEALTH_PORT": str(port)},
             stdout=subprocess.PIPE,
         )
-        finished = _FinishedJobs()
+        finished = FinishedJobs()
         assert proc.stdout is not None
         nursery.start_soon(finished.count_from, proc.stdout)
         spy: trio.Process | None = None
         try:
-            await _wait_ready(port, proc)
-            spy = await _profile(proc.pid, "large")
-            ready_kb = _vm_hwm_kb(proc.pid)
-            cpu0, moto0 = _cpu_seconds(proc.pid), _cpu_seconds(stack.moto_pid)
-            sys0, faults0 = _sys_seconds(proc.pid), _minor_faults(proc.pid)
+            await wait_ready(port, proc)
+            spy = await profile(proc.pid, "large")
+            ready_kb = vm_hwm_kb(proc.pid)
+            cpu0, moto0 = cpu_seconds(proc.pid), cpu_seconds(stack.moto_pid)
+            sys0, faults0 = sys_seconds(proc.pid), minor_faults(proc.pid)
             started = trio.current_time()
             await stack.aws.sqs.send_message(
                 QueueUrl=env["SQS_EXPORT_JOBS_URL"],
@@ -371,11 +348,11 @@ async def run_service(stack: Stack, fixture: Fixture) -> Measured:
             with trio.fail_after(1800):
                 await finished.wait_for(1)
             seconds = trio.current_time() - started
-            cpu = _cpu_seconds(proc.pid) - cpu0
-            system = _sys_seconds(proc.pid) - sys0
-            faults = _minor_faults(proc.pid) - faults0
-            moto_cpu = _cpu_seconds(stack.moto_pid) - moto0
-            hwm = _vm_hwm_kb(proc.pid)
+            cpu = cpu_seconds(proc.pid) - cpu0
+            system = sys_seconds(proc.pid) - sys0
+            faults = minor_faults(proc.pid) - faults0
+            moto_cpu = cpu_seconds(stack.moto_pid) - moto0
+            hwm = vm_hwm_kb(proc.pid)
         finally:
             proc.terminate()
             with trio.move_on_after(30):
@@ -414,12 +391,12 @@ async def run_plain(stack: Stack, fixture: Fixture, api: Any, workdir: Path) -> 
     }
     config_file, out_file = workdir / "plain.json", workdir / "plain.out.json"
     config_file.write_text(json.dumps(config))
-    moto0 = _cpu_seconds(stack.moto_pid)
+    moto0 = cpu_seconds(stack.moto_pid)
     await trio.run_process(
         [sys.executable, __file__, "--plain", str(config_file), str(out_file)],
         env={**os.environ, **stack.env},
     )
-    moto_cpu = _cpu_seconds(stack.moto_pid) - moto0
+    moto_cpu = cpu_seconds(stack.moto_pid) - moto0
     out = json.loads(out_file.read_text())
     print(f"plain: of its CPU {out['sys']:.2f} s in the kernel", flush=True)
     await _check_objects(stack, fixture, config["bucket"], "plain/")

@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import signal
 import subprocess
 import sys
@@ -43,14 +42,22 @@ import tempfile
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
 import httpx
 import trio
+from harness import (
+    TOKEN,
+    FinishedJobs,
+    bench_env,
+    cpu_seconds,
+    moto,
+    own_cpu,
+    profile,
+    wait_ready,
+)
 
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline._adapters.aws.jobstore import JobStore
@@ -61,11 +68,9 @@ from pipeline.testing.demo import build_zip, metadata_for, records
 from pipeline.testing.moto import free_port
 from pipeline.testing.simulator import Simulator, serve_simulator
 
-TOKEN = "bench-token"
 ENTRY_BYTES = 3 * 1024
 ENTRIES_PER_SMALL_EXPORT = 5
 CONCURRENCY = 20
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- counting AWS calls (used inside the service and the plain loop) --
@@ -125,7 +130,7 @@ def _plain_loop(config: dict[str, Any]) -> dict[str, Any]:
     s3 = session.client("s3", endpoint_url=endpoint)
     dynamodb = session.client("dynamodb", endpoint_url=endpoint)
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    started, cpu_started = time.monotonic(), _own_cpu()
+    started, cpu_started = time.monotonic(), own_cpu()
     entries = 0
     with httpx.Client(timeout=30) as http:
         for export_id in config["exportIds"]:
@@ -188,24 +193,13 @@ def _plain_loop(config: dict[str, Any]) -> dict[str, Any]:
             )
     return {
         "seconds": time.monotonic() - started,
-        "cpu": _own_cpu() - cpu_started,
+        "cpu": own_cpu() - cpu_started,
         "entries": entries,
         "counts": dict(counter.counts),
     }
 
 
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 # -- measuring --
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 @attrs.frozen
@@ -236,95 +230,6 @@ class Result:
             f"moto {self.per_entry_ms(self.moto_cpu):5.1f} ms/entry  "
             f"AWS calls {calls / self.entries:5.2f}/entry"
         )
-
-
-def _serve_moto(port: str) -> int:
-    """moto's server, with a transaction's rollback copy cut to the items it touches.
-
-    moto backs up every table a ``TransactWriteItems`` names with a deep copy,
-    so each transaction costs moto time (and memory: 8 GB within minutes at
-    2,000 result items) in proportion to the whole table; DynamoDB's cost
-    does not grow with the table. Here the backup shares the items the
-    transaction does not name and copies the ones it does, which restores the
-    same state when a transaction is cancelled.
-    """
-    import copy as copy_module
-
-    from moto.dynamodb import models
-    from moto.dynamodb.models.dynamo_type import DynamoType
-    from moto.server import main as moto_main
-
-    touched: set[tuple[Any, Any]] = set()
-    original = models.DynamoDBBackend.transact_write_items
-
-    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
-        touched.clear()
-        for item in transact_items:
-            op = next(iter(item.values()))
-            table = self.tables[op["TableName"]]
-            key = op.get("Key") or op["Item"]
-            range_key = table.range_key_attr
-            touched.add(
-                (
-                    DynamoType(key[table.hash_key_attr]),
-                    DynamoType(key[range_key]) if range_key else None,
-                )
-            )
-        original(self, transact_items)
-
-    class LeanCopy:
-        @staticmethod
-        def deepcopy(value: Any) -> Any:
-            if not isinstance(value, models.Table):
-                return copy_module.deepcopy(value)
-            table = copy_module.copy(value)
-            table.items = collections.defaultdict(dict)
-            for hash_key, by_range in value.items.items():
-                if not isinstance(by_range, dict):
-                    table.items[hash_key] = _copy(by_range, (hash_key, None))
-                    continue
-                table.items[hash_key] = {
-                    r: _copy(item, (hash_key, r)) for r, item in by_range.items()
-                }
-            return table
-
-    def _copy(item: Any, key: tuple[Any, Any]) -> Any:
-        return copy_module.deepcopy(item) if key in touched else item
-
-    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-    models.copy = LeanCopy  # type: ignore[assignment]
-    moto_main(["-H", "127.0.0.1", "-p", port])
-    return 0
-
-
-@contextmanager
-def moto() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A moto server subprocess (its pid is needed for its CPU time)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--moto", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/moto-api/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @attrs.frozen
@@ -388,21 +293,14 @@ async def _prepare(
     for export_id, zips, entries in exports.exports:
         await seed_metadata(aws.dynamodb, f"metadata-{name}", export_id, metadata_for(entries))
         simulator.add_export(export_id, zips)
-    env = {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_REGION": "us-east-1",
-        "SQS_EXPORT_JOBS_URL": urls.export_jobs_url,
-        "S3_BUCKET_NAME": f"bench-{name}",
-        "DYNAMODB_METADATA_TABLE": f"metadata-{name}",
-        "DYNAMODB_JOBS_TABLE": f"jobs-{name}",
-        "EXPORT_API_BASE_URL": api.api_url,
-        "EXPORT_API_TOKEN": TOKEN,
-        "EXPORT_DOWNLOAD_ALLOWED_HOSTS": api.download_netloc,
-        "MAX_CONCURRENT_JOBS": str(CONCURRENCY),
-        "LOG_LEVEL": "info",
-    }
+    env = bench_env(
+        endpoint,
+        name,
+        urls.export_jobs_url,
+        api,
+        MAX_CONCURRENT_JOBS=str(CONCURRENCY),
+        LOG_LEVEL="info",
+    )
     return Phase(name, env, JobStore(aws.dynamodb, f"jobs-{name}", AWS_POLICY))
 
 
@@ -417,41 +315,6 @@ async def _snapshot(proc: trio.Process, calls_file: Path, seq: int) -> dict[str,
             if data["seq"] >= seq:
                 return dict(data["counts"])
             await trio.sleep(0.02)
-
-
-async def _wait_ready(port: int, proc: trio.Process) -> None:
-    async with httpx.AsyncClient() as client:
-        with trio.fail_after(60):
-            while True:
-                if proc.poll() is not None:
-                    msg = f"service exited with {proc.returncode} before it was ready"
-                    raise RuntimeError(msg)
-                try:
-                    if (await client.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await trio.sleep(0.2)
-
-
-@attrs.define
-class _FinishedJobs:
-    """Counts "job finished" lines in the service's log as they are written."""
-
-    count: int = 0
-    changed: trio.Event = attrs.field(factory=trio.Event)
-
-    async def count_from(self, stdout: trio.abc.ReceiveStream) -> None:
-        partial = b""
-        async for chunk in stdout:
-            *lines, partial = (partial + chunk).split(b"\n")
-            self.count += sum(b'"msg": "job finished"' in line for line in lines)
-            self.changed.set()
-            self.changed = trio.Event()
-
-    async def wait_for(self, jobs: int) -> None:
-        while self.count < jobs:
-            await self.changed.wait()
 
 
 async def _queue_drained(aws: AwsClients, url: str) -> None:
@@ -491,15 +354,15 @@ async def run_service_phase(
         )
         # Jobs are counted from the service's own "job finished" log lines:
         # polling the jobs table would load moto, which the service shares.
-        finished = _FinishedJobs()
+        finished = FinishedJobs()
         assert proc.stdout is not None
         nursery.start_soon(finished.count_from, proc.stdout)
         spy: trio.Process | None = None
         try:
-            await _wait_ready(port, proc)
-            spy = await _profile(proc.pid, phase.name)
+            await wait_ready(port, proc)
+            spy = await profile(proc.pid, phase.name)
             before = await _snapshot(proc, calls_file, 1)
-            cpu0, moto0 = _cpu_seconds(proc.pid), _cpu_seconds(moto_pid)
+            cpu0, moto0 = cpu_seconds(proc.pid), cpu_seconds(moto_pid)
             started = trio.current_time()
             ids = [export_id for export_id, _, _ in exports.exports]
             for start in range(0, len(ids), 10):
@@ -513,7 +376,7 @@ async def run_service_phase(
             with trio.fail_after(1800):
                 await finished.wait_for(len(ids))
             seconds = trio.current_time() - started
-            cpu, moto_cpu = _cpu_seconds(proc.pid) - cpu0, _cpu_seconds(moto_pid) - moto0
+            cpu, moto_cpu = cpu_seconds(proc.pid) - cpu0, cpu_seconds(moto_pid) - moto0
             # The message is deleted just after its job is final: wait for it,
             # so the calls counted are the whole work of the exports.
             await _queue_drained(aws, phase.env["SQS_EXPORT_JOBS_URL"])
@@ -536,22 +399,6 @@ async def run_service_phase(
     return Result(label, units, count, exports.entries, seconds, cpu, moto_cpu, _nonzero(calls))
 
 
-async def _profile(pid: int, name: str) -> trio.Process | None:
-    """With BENCH_PROFILE_DIR set, sample the service with py-spy until it exits.
-
-    The folded stacks (``service-<phase>.folded``) say where its CPU goes.
-    """
-    profile_dir = os.environ.get("BENCH_PROFILE_DIR")
-    if not profile_dir:
-        return None
-    out = Path(profile_dir) / f"service-{name}.folded"
-    return await trio.lowlevel.open_process(
-        ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 async def run_plain_phase(
     aws: AwsClients, endpoint: str, moto_pid: int, exports: Exports, workdir: Path
 ) -> Result:
@@ -570,12 +417,12 @@ async def run_plain_phase(
         config_file = workdir / f"plain-{phase.name}.json"
         config_file.write_text(json.dumps(config))
         out_file = workdir / f"plain-{phase.name}.out.json"
-        moto0 = _cpu_seconds(moto_pid)
+        moto0 = cpu_seconds(moto_pid)
         await trio.run_process(
             [sys.executable, __file__, "--plain", str(config_file), str(out_file)],
             env={**os.environ, **phase.env},
         )
-        moto_cpu = _cpu_seconds(moto_pid) - moto0
+        moto_cpu = cpu_seconds(moto_pid) - moto0
         nursery.cancel_scope.cancel()
     out = json.loads(out_file.read_text())
     return Result(
@@ -654,8 +501,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--serve"]:
         return _serve_counted(argv[1], argv[2:])
-    if argv[:1] == ["--moto"]:
-        return _serve_moto(argv[1])
     if argv[:1] == ["--plain"]:
         out = _plain_loop(json.loads(Path(argv[1]).read_text()))
         Path(argv[2]).write_text(json.dumps(out))

@@ -28,15 +28,11 @@ import os
 import random
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import attrs
-import httpx
 import trio
+from harness import TOKEN, bench_env, cpu_seconds, moto, wait_ready
 
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
@@ -49,7 +45,6 @@ from pipeline.testing.demo import build_zip, metadata_for, records
 from pipeline.testing.moto import free_port
 from pipeline.testing.simulator import Simulator, serve_simulator
 
-TOKEN = "bench-token"
 # Each ZIP holds this many entries; ~16 MB of JSON lines split in four is
 # closer to real exports than one huge entry, and exercises per-entry work.
 ENTRIES_PER_ZIP = 4
@@ -57,7 +52,6 @@ ENTRIES_PER_ZIP = 4
 # receive, so with the default (20) one worker would take all eight files
 # before the second one asked; four per worker lets two workers share them.
 WORKER_CONCURRENCY = 4
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @attrs.frozen
@@ -110,53 +104,6 @@ def make_load(files: int, mb: int, seed: int = 5) -> Load:
     return Load(zips=zips, entries=entries)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-@contextmanager
-def moto() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A moto server subprocess (its pid is needed for its CPU time)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/moto-api/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield url, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-async def _wait_ready(port: int, proc: trio.Process) -> None:
-    async with httpx.AsyncClient() as client:
-        with trio.fail_after(60):
-            while True:
-                if proc.poll() is not None:
-                    msg = f"service exited with {proc.returncode} before it was ready"
-                    raise RuntimeError(msg)
-                try:
-                    if (await client.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await trio.sleep(0.2)
-
-
 async def run_phase(
     aws: AwsClients,
     endpoint: str,
@@ -183,20 +130,15 @@ async def run_phase(
         sim_urls = await nursery.start(serve_simulator, simulator)
         env = {
             **os.environ,
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_REGION": "us-east-1",
-            "SQS_EXPORT_JOBS_URL": urls.export_jobs_url,
-            "SQS_DOWNLOAD_TASKS_URL": str(urls.download_tasks_url),
-            "S3_BUCKET_NAME": f"bench-{name}",
-            "DYNAMODB_METADATA_TABLE": f"metadata-{name}",
-            "DYNAMODB_JOBS_TABLE": f"jobs-{name}",
-            "EXPORT_API_BASE_URL": sim_urls.api_url,
-            "EXPORT_API_TOKEN": TOKEN,
-            "EXPORT_DOWNLOAD_ALLOWED_HOSTS": sim_urls.download_netloc,
-            "MAX_CONCURRENT_JOBS": str(WORKER_CONCURRENCY),
-            "LOG_LEVEL": "warning",
+            **bench_env(
+                endpoint,
+                name,
+                urls.export_jobs_url,
+                sim_urls,
+                SQS_DOWNLOAD_TASKS_URL=str(urls.download_tasks_url),
+                MAX_CONCURRENT_JOBS=str(WORKER_CONCURRENCY),
+                LOG_LEVEL="warning",
+            ),
         }
         procs: dict[str, trio.Process] = {}
         try:
@@ -209,11 +151,11 @@ async def run_phase(
                     env={**env, "HEALTH_PORT": str(port)},
                     stdout=subprocess.DEVNULL,
                 )
-                await _wait_ready(port, procs[label])
+                await wait_ready(port, procs[label])
             jobs = JobStore(aws.dynamodb, f"jobs-{name}", AWS_POLICY)
             pids = {"moto": moto_proc.pid, **{k: p.pid for k, p in procs.items()}}
             pids["bench+simulator"] = os.getpid()
-            cpu_before = {label: _cpu_seconds(pid) for label, pid in pids.items()}
+            cpu_before = {label: cpu_seconds(pid) for label, pid in pids.items()}
             started = trio.current_time()
             await _sqs.send(
                 aws.sqs,
@@ -228,7 +170,7 @@ async def run_phase(
                         break
                     await trio.sleep(0.05)
             seconds = trio.current_time() - started
-            cpu = {label: _cpu_seconds(pid) - cpu_before[label] for label, pid in pids.items()}
+            cpu = {label: cpu_seconds(pid) - cpu_before[label] for label, pid in pids.items()}
         finally:
             for proc in procs.values():
                 proc.terminate()

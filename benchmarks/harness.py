@@ -1,0 +1,238 @@
+"""What the benchmarks share: a moto server to measure, the service as a process, /proc.
+
+Each benchmark runs the service (``python -m pipeline``) as a subprocess
+against a moto server subprocess and the Export API simulator, and reads CPU
+time, peak RSS and page faults of those processes from ``/proc``. The moto
+server here has one change, for a pathology of moto's that DynamoDB does not
+have (see :func:`serve_moto`).
+
+    python benchmarks/harness.py --moto PORT     # the moto server alone
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from pipeline.testing.moto import free_port
+
+TOKEN = "bench-token"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def bench_env(
+    endpoint: str, name: str, export_jobs_url: str, api: Any, **extra: str
+) -> dict[str, str]:
+    """The service's environment for resources provisioned under ``name``."""
+    return {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": "us-east-1",
+        "SQS_EXPORT_JOBS_URL": export_jobs_url,
+        "S3_BUCKET_NAME": f"bench-{name}",
+        "DYNAMODB_METADATA_TABLE": f"metadata-{name}",
+        "DYNAMODB_JOBS_TABLE": f"jobs-{name}",
+        "EXPORT_API_BASE_URL": api.api_url,
+        "EXPORT_API_TOKEN": TOKEN,
+        "EXPORT_DOWNLOAD_ALLOWED_HOSTS": api.download_netloc,
+        **extra,
+    }
+
+
+# -- /proc --
+
+
+def own_cpu() -> float:
+    """User plus system CPU seconds of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def sys_seconds(pid: int) -> float:
+    """System (kernel) CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[12]) / CLK_TCK
+
+
+def minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+def vm_hwm_kb(pid: int | str) -> int:
+    """Peak RSS (VmHWM) of a process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return -1
+
+
+# -- moto --
+
+
+def serve_moto(port: str) -> int:
+    """moto's server, with a transaction's rollback copy cut to the items it touches.
+
+    moto backs up every table a ``TransactWriteItems`` names with a deep copy,
+    so each transaction costs moto time (and memory: 8 GB within minutes at
+    2,000 result items) in proportion to the whole table; DynamoDB's cost
+    does not grow with the table. Here the backup shares the items the
+    transaction does not name and copies the ones it does, which restores the
+    same state when a transaction is cancelled.
+    """
+    import copy as copy_module
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.server import main as moto_main
+
+    touched: set[tuple[Any, Any]] = set()
+    original = models.DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        touched.clear()
+        for item in transact_items:
+            op = next(iter(item.values()))
+            table = self.tables[op["TableName"]]
+            key = op.get("Key") or op["Item"]
+            range_key = table.range_key_attr
+            touched.add(
+                (
+                    DynamoType(key[table.hash_key_attr]),
+                    DynamoType(key[range_key]) if range_key else None,
+                )
+            )
+        original(self, transact_items)
+
+    class LeanCopy:
+        @staticmethod
+        def deepcopy(value: Any) -> Any:
+            if not isinstance(value, models.Table):
+                return copy_module.deepcopy(value)
+            table = copy_module.copy(value)
+            table.items = collections.defaultdict(dict)
+            for hash_key, by_range in value.items.items():
+                if not isinstance(by_range, dict):
+                    table.items[hash_key] = _copy(by_range, (hash_key, None))
+                    continue
+                table.items[hash_key] = {
+                    r: _copy(item, (hash_key, r)) for r, item in by_range.items()
+                }
+            return table
+
+    def _copy(item: Any, key: tuple[Any, Any]) -> Any:
+        return copy_module.deepcopy(item) if key in touched else item
+
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    models.copy = LeanCopy  # type: ignore[assignment]
+    moto_main(["-H", "127.0.0.1", "-p", port])
+    return 0
+
+
+@contextmanager
+def moto() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A moto server subprocess (its pid is needed for its CPU time)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--moto", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/moto-api/", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- the service as a process --
+
+
+async def wait_ready(port: int, proc: trio.Process) -> None:
+    async with httpx.AsyncClient() as client:
+        with trio.fail_after(60):
+            while True:
+                if proc.poll() is not None:
+                    msg = f"service exited with {proc.returncode} before it was ready"
+                    raise RuntimeError(msg)
+                try:
+                    if (await client.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.2)
+
+
+@attrs.define
+class FinishedJobs:
+    """Counts "job finished" lines in the service's log as they are written."""
+
+    count: int = 0
+    changed: trio.Event = attrs.field(factory=trio.Event)
+
+    async def count_from(self, stdout: trio.abc.ReceiveStream) -> None:
+        partial = b""
+        async for chunk in stdout:
+            *lines, partial = (partial + chunk).split(b"\n")
+            self.count += sum(b'"msg": "job finished"' in line for line in lines)
+            self.changed.set()
+            self.changed = trio.Event()
+
+    async def wait_for(self, jobs: int) -> None:
+        while self.count < jobs:
+            await self.changed.wait()
+
+
+async def profile(pid: int, name: str) -> trio.Process | None:
+    """With BENCH_PROFILE_DIR set, sample the service with py-spy until it exits.
+
+    The folded stacks (``service-<phase>.folded``) say where its CPU goes.
+    """
+    profile_dir = os.environ.get("BENCH_PROFILE_DIR")
+    if not profile_dir:
+        return None
+    out = Path(profile_dir) / f"service-{name}.folded"
+    return await trio.lowlevel.open_process(
+        ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--moto"] or len(sys.argv) != 3:
+        sys.exit("usage: python benchmarks/harness.py --moto PORT")
+    sys.exit(serve_moto(sys.argv[2]))
