@@ -17,6 +17,7 @@ import resource
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,10 +27,29 @@ import attrs
 import httpx
 import trio
 
+from pipeline._adapters.aws.clients import AwsClients
+from pipeline.ops.provisioning import ProvisionedUrls, provision
 from pipeline.testing.moto import free_port
 
 TOKEN = "bench-token"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+async def provision_bench(
+    aws: AwsClients, *, visibility_timeout: int, download_tasks: bool = False
+) -> tuple[str, ProvisionedUrls]:
+    """Fresh queues, tables and bucket under a new name: the name and the queue URLs."""
+    name = uuid.uuid4().hex[:10]
+    urls = await provision(
+        aws,
+        bucket=f"bench-{name}",
+        metadata_table=f"metadata-{name}",
+        jobs_table=f"jobs-{name}",
+        export_jobs_queue=f"jobs-{name}",
+        download_tasks_queue=f"tasks-{name}" if download_tasks else None,
+        visibility_timeout=visibility_timeout,
+    )
+    return name, urls
 
 
 def bench_env(

@@ -52,7 +52,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 import zipfile
 import zlib
 from pathlib import Path
@@ -73,6 +72,7 @@ from harness import (
     moto,
     own_cpu,
     profile,
+    provision_bench,
     sys_seconds,
     vm_hwm_kb,
     wait_ready,
@@ -84,7 +84,7 @@ from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.aws.metadata import MetadataItem
 from pipeline._core.backoff import AWS_POLICY
 from pipeline._logging import configure_logging
-from pipeline.ops.provisioning import provision, seed_metadata
+from pipeline.ops.provisioning import seed_metadata
 from pipeline.testing.moto import free_port
 from pipeline.testing.simulator import Simulator, serve_simulator
 
@@ -296,15 +296,7 @@ class Stack:
 async def _prepare(
     aws: AwsClients, endpoint: str, moto_pid: int, fixture: Fixture, simulator: Simulator, api: Any
 ) -> Stack:
-    name = uuid.uuid4().hex[:10]
-    urls = await provision(
-        aws,
-        bucket=f"bench-{name}",
-        metadata_table=f"metadata-{name}",
-        jobs_table=f"jobs-{name}",
-        export_jobs_queue=f"jobs-{name}",
-        visibility_timeout=300,
-    )
+    name, urls = await provision_bench(aws, visibility_timeout=300)
     items = [MetadataItem(path=e.name, size_bytes=e.size, sha256=e.sha256) for e in fixture.entries]
     await seed_metadata(aws.dynamodb, f"metadata-{name}", EXPORT_ID, items)
     simulator.add_export(EXPORT_ID, [("part-0001.zip", fixture.data)])

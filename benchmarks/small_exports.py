@@ -40,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,7 @@ from harness import (
     moto,
     own_cpu,
     profile,
+    provision_bench,
     wait_ready,
 )
 
@@ -63,7 +63,7 @@ from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._core.backoff import AWS_POLICY
 from pipeline._logging import configure_logging
-from pipeline.ops.provisioning import provision, seed_metadata
+from pipeline.ops.provisioning import seed_metadata
 from pipeline.testing.demo import build_zip, metadata_for, records
 from pipeline.testing.moto import free_port
 from pipeline.testing.simulator import Simulator, serve_simulator
@@ -281,15 +281,7 @@ class Phase:
 async def _prepare(
     aws: AwsClients, endpoint: str, exports: Exports, simulator: Simulator, api: Any
 ) -> Phase:
-    name = uuid.uuid4().hex[:10]
-    urls = await provision(
-        aws,
-        bucket=f"bench-{name}",
-        metadata_table=f"metadata-{name}",
-        jobs_table=f"jobs-{name}",
-        export_jobs_queue=f"jobs-{name}",
-        visibility_timeout=60,
-    )
+    name, urls = await provision_bench(aws, visibility_timeout=60)
     for export_id, zips, entries in exports.exports:
         await seed_metadata(aws.dynamodb, f"metadata-{name}", export_id, metadata_for(entries))
         simulator.add_export(export_id, zips)

@@ -28,11 +28,10 @@ import os
 import random
 import subprocess
 import sys
-import uuid
 
 import attrs
 import trio
-from harness import TOKEN, bench_env, cpu_seconds, moto, wait_ready
+from harness import TOKEN, bench_env, cpu_seconds, moto, provision_bench, wait_ready
 
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
@@ -40,7 +39,7 @@ from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._core.accounting import JobStatus
 from pipeline._core.backoff import AWS_POLICY
 from pipeline._logging import configure_logging
-from pipeline.ops.provisioning import provision, seed_metadata
+from pipeline.ops.provisioning import seed_metadata
 from pipeline.testing.demo import build_zip, metadata_for, records
 from pipeline.testing.moto import free_port
 from pipeline.testing.simulator import Simulator, serve_simulator
@@ -112,16 +111,7 @@ async def run_phase(
     workers: int,
 ) -> Phase:
     """Provision fresh resources, start the processes, time one export end to end."""
-    name = uuid.uuid4().hex[:10]
-    urls = await provision(
-        aws,
-        bucket=f"bench-{name}",
-        metadata_table=f"metadata-{name}",
-        jobs_table=f"jobs-{name}",
-        export_jobs_queue=f"jobs-{name}",
-        download_tasks_queue=f"tasks-{name}",
-        visibility_timeout=60,
-    )
+    name, urls = await provision_bench(aws, visibility_timeout=60, download_tasks=True)
     export_id = f"exp-bench-{name}"
     await seed_metadata(aws.dynamodb, f"metadata-{name}", export_id, metadata_for(load.entries))
     simulator = Simulator(token=TOKEN)
