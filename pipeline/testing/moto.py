@@ -3,6 +3,14 @@
 A subprocess rather than moto's in-process threaded server, so that its work
 does not compete with the service for the GIL: the local demo's MB/s then
 measures the service, not moto sharing its interpreter.
+
+One change to moto (``python -m pipeline.testing.moto PORT``): its DynamoDB
+answers one request at a time. moto applies the items of a
+``TransactWriteItems`` one after another while other requests run in other
+threads, so a reader could see a transaction's result item without the counts
+the same transaction adds: DynamoDB's transactions are atomic and serializable
+with reads, and the job store relies on it (a file refused as "recorded
+already" finds the counts of the record that beat it).
 """
 
 from __future__ import annotations
@@ -10,9 +18,11 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
@@ -35,7 +45,7 @@ def moto_server(port: int | None = None) -> Iterator[str]:
     """Run moto's server in a subprocess; yields its URL."""
     port = port or free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "pipeline.testing.moto", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -58,3 +68,23 @@ def moto_server(port: int | None = None) -> Iterator[str]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def serve(port: int) -> None:
+    """moto's server on ``port``, its DynamoDB one request at a time (see above)."""
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.server import main
+
+    one_at_a_time = threading.Lock()
+    call_action = DynamoHandler.call_action
+
+    def atomic_call_action(self: Any) -> Any:
+        with one_at_a_time:
+            return call_action(self)
+
+    DynamoHandler.call_action = atomic_call_action  # type: ignore[method-assign]
+    main(["-H", "127.0.0.1", "-p", str(port)])
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
