@@ -22,13 +22,12 @@ from typing import Any
 import attrs
 
 from pipeline._adapters.aws import sqs as _sqs
-from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.batchget import batch_get
+from pipeline._adapters.aws.clients import AwsClient
 from pipeline._adapters.aws.jobitems import FILE_PREFIX, JOB_SK, JobItem, decode_item
 from pipeline._adapters.aws.jobstore import JobStore
-from pipeline._adapters.retry import pause
 from pipeline._core.accounting import JobStatus
 from pipeline._core.messages import ExportJob, encode_export_job
-from pipeline._errors import Fault, RetriesExhausted
 
 __all__ = [
     "CANCEL_REASON",
@@ -42,8 +41,6 @@ __all__ = [
 ]
 
 CANCEL_REASON = "cancelled through the control API"
-# BatchGetItem takes at most 100 keys a call.
-_BATCH_KEYS = 100
 
 
 class Verdict(enum.Enum):
@@ -127,42 +124,19 @@ async def file_state(jobs: JobStore, export_id: str, file_id: str) -> FileState:
 async def _batch_get(
     jobs: JobStore, keys: list[tuple[str, str]], projection: str
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """The items of ``keys`` that exist, by key, retrying what DynamoDB leaves unprocessed."""
+    """The items of ``keys`` that exist, by key (consistent reads)."""
+    raw_items = await batch_get(
+        jobs.dynamodb,
+        jobs.table,
+        [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in keys],
+        what="dynamodb jobs batch get",
+        policy=jobs.policy,
+        projection=projection,
+        names={"#status": "status"},
+        consistent=True,
+    )
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for start in range(0, len(keys), _BATCH_KEYS):
-        chunk = keys[start : start + _BATCH_KEYS]
-        pending = [{"pk": {"S": pk}, "sk": {"S": sk}} for pk, sk in chunk]
-        attempt = 0
-        while pending:
-            response = await aws_call(
-                "dynamodb jobs batch get",
-                jobs.dynamodb.batch_get_item,
-                policy=jobs.policy,
-                RequestItems={
-                    jobs.table: {
-                        "Keys": pending,
-                        "ProjectionExpression": projection,
-                        "ExpressionAttributeNames": {"#status": "status"},
-                        "ConsistentRead": True,
-                    }
-                },
-            )
-            for raw in (response.get("Responses") or {}).get(jobs.table, []):
-                values = decode_item(raw)
-                found[values["pk"], values.get("sk", JOB_SK)] = values
-            left = ((response.get("UnprocessedKeys") or {}).get(jobs.table) or {}).get("Keys")
-            if not left:
-                break
-            attempt = 1 if len(left) < len(pending) else attempt + 1
-            if jobs.policy.gives_up_after(attempt):
-                msg = f"dynamodb jobs batch get: {len(left)} keys unprocessed after {attempt} tries"
-                raise RetriesExhausted(msg, fault=Fault.INFRASTRUCTURE)
-            pending = left
-            await pause(
-                jobs.policy,
-                attempt,
-                dependency="dynamodb",
-                what="dynamodb jobs batch get",
-                error=f"{len(left)} keys unprocessed",
-            )
+    for raw in raw_items:
+        values = decode_item(raw)
+        found[values["pk"], values.get("sk", JOB_SK)] = values
     return found

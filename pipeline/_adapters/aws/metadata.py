@@ -21,15 +21,12 @@ from typing import Any
 
 import attrs
 
+from pipeline._adapters.aws.batchget import batch_get
 from pipeline._adapters.aws.clients import AwsClient, aws_call
-from pipeline._adapters.retry import pause
 from pipeline._core.backoff import AWS_POLICY, Backoff
-from pipeline._errors import Fault, RetriesExhausted
 
 __all__ = ["MetadataItem", "all_paths", "lookup", "to_attributes"]
 
-# DynamoDB's limit of keys per BatchGetItem.
-_BATCH_GET_KEYS = 100
 # "path" is a DynamoDB reserved word; every name goes through a placeholder.
 _NAMES = {"#p": "path", "#s": "sizeBytes", "#h": "sha256"}
 
@@ -107,58 +104,18 @@ async def lookup(
     twice is asked for once. Raises :class:`RetriesExhausted` when DynamoDB
     keeps every remaining key unprocessed through ``policy``'s attempts.
     """
-    unique = list(dict.fromkeys(paths))
-    found: dict[str, MetadataItem] = {}
-    for start in range(0, len(unique), _BATCH_GET_KEYS):
-        chunk = unique[start : start + _BATCH_GET_KEYS]
-        keys = [{"exportId": {"S": export_id}, "path": {"S": path}} for path in chunk]
-        await _batch_get(dynamodb, table, keys, found, policy)
-    return found
-
-
-async def _batch_get(
-    dynamodb: AwsClient,
-    table: str,
-    keys: list[dict[str, Any]],
-    found: dict[str, MetadataItem],
-    policy: Backoff,
-) -> None:
-    attempt = 0
-    while keys:
-        response = await aws_call(
-            "dynamodb metadata batch get",
-            dynamodb.batch_get_item,
-            policy=policy,
-            RequestItems={
-                table: {
-                    "Keys": keys,
-                    "ProjectionExpression": "#p, #s, #h",
-                    "ExpressionAttributeNames": _NAMES,
-                }
-            },
-        )
-        for raw in (response.get("Responses") or {}).get(table, []):
-            item = _from_attributes(raw)
-            found[item.path] = item
-        unprocessed = ((response.get("UnprocessedKeys") or {}).get(table) or {}).get("Keys") or []
-        if not unprocessed:
-            return
-        # Progress restarts the count: only rounds that achieve nothing add up.
-        attempt = 1 if len(unprocessed) < len(keys) else attempt + 1
-        if policy.gives_up_after(attempt):
-            msg = (
-                f"dynamodb metadata batch get: {len(unprocessed)} keys still "
-                f"unprocessed after {attempt} attempts"
-            )
-            raise RetriesExhausted(msg, fault=Fault.INFRASTRUCTURE)
-        keys = unprocessed
-        await pause(
-            policy,
-            attempt,
-            dependency="dynamodb",
-            what="dynamodb metadata batch get",
-            error=f"{len(unprocessed)} keys unprocessed",
-        )
+    keys = [{"exportId": {"S": export_id}, "path": {"S": path}} for path in dict.fromkeys(paths)]
+    raw_items = await batch_get(
+        dynamodb,
+        table,
+        keys,
+        what="dynamodb metadata batch get",
+        policy=policy,
+        projection="#p, #s, #h",
+        names=_NAMES,
+    )
+    items = (_from_attributes(raw) for raw in raw_items)
+    return {item.path: item for item in items}
 
 
 async def all_paths(
