@@ -87,6 +87,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User plus system CPU seconds so far of each thread of a process, summed by thread name.
+
+    The main thread is named for the process (``python``); trio's worker
+    threads for their job (``trio.to_thread.run_sync``).
+    """
+    totals: dict[str, float] = collections.defaultdict(float)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:  # the thread ended
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        totals[name] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return dict(totals)
+
+
 def sys_seconds(pid: int) -> float:
     """System (kernel) CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -100,10 +118,30 @@ def minor_faults(pid: int) -> int:
 
 def vm_hwm_kb(pid: int | str) -> int:
     """Peak RSS (VmHWM) of a process, in KiB."""
+    return _status_kb(pid, "VmHWM")
+
+
+def vm_rss_kb(pid: int | str) -> int:
+    """Current RSS (VmRSS) of a process, in KiB."""
+    return _status_kb(pid, "VmRSS")
+
+
+def _status_kb(pid: int | str, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return -1
+
+
+async def sample_rss(pid: int, samples: list[tuple[float, int]], interval: float = 0.05) -> None:
+    """Append (seconds, VmRSS KiB) of a process to ``samples`` every ``interval``."""
+    started = trio.current_time()
+    while True:
+        try:
+            samples.append((trio.current_time() - started, vm_rss_kb(pid)))
+        except FileNotFoundError:  # the process is gone
+            return
+        await trio.sleep(interval)
 
 
 # -- moto --
@@ -239,14 +277,18 @@ class FinishedJobs:
 async def profile(pid: int, name: str) -> trio.Process | None:
     """With BENCH_PROFILE_DIR set, sample the service with py-spy until it exits.
 
-    The folded stacks (``service-<phase>.folded``) say where its CPU goes.
+    The folded stacks (``service-<phase>.folded``) say where its CPU goes;
+    ``BENCH_PROFILE_ARGS`` adds py-spy options (``--rate 1000 --native``).
     """
     profile_dir = os.environ.get("BENCH_PROFILE_DIR")
     if not profile_dir:
         return None
     out = Path(profile_dir) / f"service-{name}.folded"
     return await trio.lowlevel.open_process(
-        ["py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(out)],
+        [
+            *("py-spy", "record", "--pid", str(pid), "--format", "raw", "-o", str(out)),
+            *os.environ.get("BENCH_PROFILE_ARGS", "").split(),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

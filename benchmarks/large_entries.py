@@ -73,8 +73,11 @@ from harness import (
     own_cpu,
     profile,
     provision_bench,
+    sample_rss,
     sys_seconds,
+    thread_cpu_seconds,
     vm_hwm_kb,
+    vm_rss_kb,
     wait_ready,
 )
 from zip_throughput import FINAL_BLOCK, MIB, chain_crc, compress_segment
@@ -329,8 +332,11 @@ async def run_service(stack: Stack, fixture: Fixture) -> Measured:
         try:
             await wait_ready(port, proc)
             spy = await profile(proc.pid, "large")
-            ready_kb = vm_hwm_kb(proc.pid)
+            ready_kb, ready_rss_kb = vm_hwm_kb(proc.pid), vm_rss_kb(proc.pid)
+            rss_samples: list[tuple[float, int]] = []
+            nursery.start_soon(sample_rss, proc.pid, rss_samples)
             cpu0, moto0 = cpu_seconds(proc.pid), cpu_seconds(stack.moto_pid)
+            threads0 = thread_cpu_seconds(proc.pid)
             sys0, faults0 = sys_seconds(proc.pid), minor_faults(proc.pid)
             started = trio.current_time()
             await stack.aws.sqs.send_message(
@@ -341,6 +347,7 @@ async def run_service(stack: Stack, fixture: Fixture) -> Measured:
                 await finished.wait_for(1)
             seconds = trio.current_time() - started
             cpu = cpu_seconds(proc.pid) - cpu0
+            threads = thread_cpu_seconds(proc.pid)
             system = sys_seconds(proc.pid) - sys0
             faults = minor_faults(proc.pid) - faults0
             moto_cpu = cpu_seconds(stack.moto_pid) - moto0
@@ -360,10 +367,18 @@ async def run_service(stack: Stack, fixture: Fixture) -> Measured:
         raise RuntimeError(f"the job ended {job.status.value}: {job.error} {job.summary}")
     await _check_objects(stack, fixture, env["S3_BUCKET_NAME"], "exports/exp-large/")
     print(
-        f"service: peak RSS {ready_kb / 1024:.0f} MB once ready, before the export; "
+        f"service: peak RSS {ready_kb / 1024:.0f} MB once ready "
+        f"(RSS {ready_rss_kb / 1024:.0f} MB), before the export; "
         f"of its CPU {system:.2f} s in the kernel; {faults} minor page faults",
         flush=True,
     )
+    by_thread = ", ".join(
+        f"{name} {seconds - threads0.get(name, 0.0):.2f} s"
+        for name, seconds in sorted(threads.items(), key=lambda item: -item[1])
+    )
+    print(f"service: CPU by thread: {by_thread}", flush=True)
+    timeline = " ".join(f"{kb / 1024:.0f}" for _, kb in rss_samples[::4])
+    print(f"service: RSS (MB) every 0.2 s during the export: {timeline}", flush=True)
     return Measured("service (--mode all)", seconds, cpu, moto_cpu, hwm)
 
 

@@ -63,10 +63,10 @@ __all__ = ["process_file", "run_file_workers"]
 
 log = structlog.get_logger("pipeline.files")
 
-# Events between the reader and the uploader of one file. Two keeps the
-# uploader busy while the reader inflates the next piece, and bounds memory to
-# a few data chunks per file in flight.
-ZIP_EVENTS_BUFFER = 2
+# Events between the reader and the uploader of one file: none, a rendezvous.
+# The uploader only files a piece away (a part is sent in the background), so
+# a buffer gained no speed and cost two pieces of memory per file (issue 10).
+ZIP_EVENTS_BUFFER = 0
 # Above this size an entry whose metadata gives a SHA-256 is first checked
 # against the object already in S3 (a redelivery): a HEAD is cheap next to
 # re-uploading it, and not worth it for small objects.

@@ -52,6 +52,7 @@ from pipeline._adapters.http.health import (
     readiness_checks,
     serve_health,
 )
+from pipeline._adapters.httpreads import use_large_reads
 from pipeline._adapters.retry import observe_retries
 from pipeline._config import Mode, Settings
 from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker
@@ -110,6 +111,7 @@ def _pacing(settings: Settings) -> list[Callable[[httpx.Request], Awaitable[None
 @asynccontextmanager
 async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     """Open the long-lived clients (AWS, Export API) for the lifetime of the service."""
+    use_large_reads()
     connections = settings.max_concurrent_jobs * 2 + 10
     async with (
         open_aws_clients(

@@ -10,6 +10,7 @@ import zipfile
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 import structlog
@@ -17,7 +18,6 @@ import trio
 
 from pipeline._adapters import exportapi
 from pipeline._adapters.exportapi import ExportApi, ExportFile, ExportStatus, boundary
-from pipeline._adapters.exportapi.client import DOWNLOAD_CHUNK_BYTES
 from pipeline._adapters.retry import observe_retries
 from pipeline._core.backoff import Backoff, CircuitBreaker
 from pipeline._errors import (
@@ -578,7 +578,7 @@ class TestDownload:
         assert "\n" not in message
 
     async def test_throughput(self, sim: Simulator, make_api: MakeApi) -> None:
-        """A 64 MiB generated file streams through in bounded chunks (throughput is printed)."""
+        """A 64 MiB file streams through in chunks of at most one read each (throughput printed)."""
         from pipeline.testing.simulator import patterned_body
 
         size = 64 << 20
@@ -593,7 +593,7 @@ class TestDownload:
                 biggest = max(biggest, len(chunk))
         elapsed = time.perf_counter() - started
         assert total == size
-        assert biggest <= DOWNLOAD_CHUNK_BYTES
+        assert biggest <= httpcore.AsyncHTTP11Connection.READ_NUM_BYTES
         print(f"download throughput: {size / elapsed / 1e6:.0f} MB/s over loopback")
 
 

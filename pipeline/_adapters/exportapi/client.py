@@ -62,15 +62,11 @@ from pipeline._errors import (
     PermanentError,
 )
 
-__all__ = ["DOWNLOAD_CHUNK_BYTES", "ExportApi", "FileListing"]
+__all__ = ["ExportApi", "FileListing"]
 
 T = TypeVar("T")
 log = structlog.get_logger("pipeline._adapters.exportapi")
 
-# Big enough that per-chunk overhead (a task switch, a channel send downstream)
-# is noise next to inflating the bytes, small enough that a handful of files in
-# flight hold only a few MiB.
-DOWNLOAD_CHUNK_BYTES = 256 * 1024
 # A listing that keeps answering empty pages with fresh cursors is looping in
 # a way cursor repetition cannot see; real empty pages come one or two at a time.
 MAX_EMPTY_PAGES_IN_A_ROW = 100
@@ -85,6 +81,10 @@ class ExportApi:
     per request who gets the token. ``allowed_hosts`` holds ``host`` or
     ``host:port`` entries (case-insensitive) besides the API's own host.
 
+    Downloads come in chunks as read from the socket (at most httpcore's read
+    size, see :mod:`pipeline._adapters.httpreads`); ``chunk_size`` cuts them
+    into pieces of that size instead, at the cost of a copy.
+
     Cancellation is never caught; a cancelled call leaves no open response.
     """
 
@@ -98,7 +98,7 @@ class ExportApi:
         policy: Backoff,
         breaker: CircuitBreaker,
         page_size: int = 100,
-        chunk_size: int = DOWNLOAD_CHUNK_BYTES,
+        chunk_size: int | None = None,
         rng: random.Random | None = None,
     ) -> None:
         base = httpx.URL(base_url)
@@ -108,7 +108,7 @@ class ExportApi:
         if not 1 <= page_size <= 100:
             msg = f"page_size must be 1..100, not {page_size}"
             raise ValueError(msg)
-        if chunk_size < 1:
+        if chunk_size is not None and chunk_size < 1:
             msg = f"chunk_size must be positive, not {chunk_size}"
             raise ValueError(msg)
         if "authorization" in http.headers:

@@ -67,12 +67,13 @@ __all__ = [
 # hops take 9-17 % of the time, at 1 MiB under 3 %; 2 MiB and more are slower
 # again (a bounded inflater call copies its unconsumed input).
 BATCH_BYTES = 1024 * 1024
-# Most uncompressed bytes one call produces and one EntryData carries. With
-# the uploader's 2-event channel and its 8 MiB part buffer this bounds a
-# file's memory to some 20-30 MiB. Measured: 8 MiB pieces ran at 0.7x the
-# speed of 4 MiB ones on one thread and scaled 1.4x instead of 1.9x on two
-# (allocator and cache effects); 1 MiB pieces cost more hops for no gain.
-MAX_DATA_CHUNK = 4 * 1024 * 1024
+# Most uncompressed bytes one call produces and one EntryData carries: the
+# pieces waiting for a part to fill and their fragments in the allocator are
+# most of an entry's memory. Measured: 8 MiB pieces ran at 0.7x the speed of
+# 4 MiB ones on one thread (allocator and cache effects); 2 MiB pieces cost
+# the same CPU as 4 MiB ones end to end and take 9 MB less peak RSS with the
+# rendezvous channel of the file stage (issue 10); 1 MiB ones cost more hops.
+MAX_DATA_CHUNK = 2 * 1024 * 1024
 # Without sizes up front the ratio is checked on the bytes consumed so far;
 # a file may well begin far more compressible than it ends, so this much
 # output is allowed beyond the ratio before the running check refuses.
