@@ -379,7 +379,7 @@ async def _upload_entries(
                     current = await _open_entry(event.entry, lookup, export_id, deps, parts)
                 elif isinstance(event, EntryData):
                     if current is not None and current.upload is not None:
-                        await current.upload.write(event.data)
+                        await current.upload.write(event.data, event.crc32)
                 elif isinstance(event, EntryClosed):
                     if current is not None:
                         await _close_entry(current, event.digest, tally)

@@ -47,9 +47,14 @@ class EntryOpened:
 
 @attrs.frozen
 class EntryData:
-    """A piece of the open entry's uncompressed content, at most :data:`MAX_DATA_CHUNK` bytes."""
+    """A piece of the open entry's uncompressed content, at most :data:`MAX_DATA_CHUNK` bytes.
+
+    ``crc32`` is the piece's own CRC-32, computed while decoding: the uploader
+    builds S3's part checksums from it rather than reading the bytes again.
+    """
 
     data: bytes
+    crc32: int
 
 
 @attrs.frozen
@@ -251,7 +256,7 @@ class _Reading:
                     )
                 data = b""
                 if piece and not silent:
-                    await self._send.send(EntryData(piece))
+                    await self._send.send(EntryData(piece, decoder.last_crc32))
                 if not decoder.has_pending:
                     break
         except LimitExceeded as err:

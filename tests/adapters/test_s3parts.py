@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import random
 import zlib
 
 import pytest
@@ -65,9 +66,10 @@ class TestPieces:
             pieces.add(data)
         assert pieces.size == 10
         part = pieces.take(6)
-        assert b"".join(bytes(p) for p in part) == b"012345"
+        assert b"".join(bytes(p) for p in part.buffers) == b"012345"
+        assert part.size == 6
         assert pieces.size == 4
-        assert b"".join(bytes(p) for p in pieces.take(4)) == b"6789"
+        assert b"".join(bytes(p) for p in pieces.take(4).buffers) == b"6789"
         assert pieces.size == 0
 
     def test_whole_pieces_are_not_copied(self) -> None:
@@ -76,7 +78,26 @@ class TestPieces:
         data = b"x" * 100
         pieces.add(data)
         pieces.add(b"y")
-        assert pieces.take(100)[0] is data
+        assert pieces.take(100).buffers[0] is data
+
+    @pytest.mark.parametrize("with_crcs", [True, False])
+    def test_part_crc_is_the_crc_of_its_bytes(self, with_crcs: bool) -> None:
+        """A part's CRC-32 is its bytes', from the pieces' CRCs or read, also across cut pieces."""
+        rng = random.Random(7)
+        written = [rng.randbytes(rng.randrange(1, 5000)) for _ in range(40)]
+        pieces = Pieces()
+        for data in written:
+            pieces.add(data, zlib.crc32(data) if with_crcs else None)
+        stream = b"".join(written)
+        at = 0
+        while pieces.size:
+            part = pieces.take(min(pieces.size, rng.randrange(1, 9000)))
+            expected = stream[at : at + part.size]
+            assert b"".join(bytes(p) for p in part.buffers) == expected
+            assert part.crc32 == zlib.crc32(expected)
+            assert part.checksum == crc32_checksum([expected])
+            at += part.size
+        assert at == len(stream)
 
 
 class TestPartWindow:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+import zlib
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from pipeline._adapters.aws.s3sink import (
     open_entry_upload,
 )
 from pipeline._core.backoff import Backoff
-from pipeline._errors import PipelineError
+from pipeline._errors import AwsRejected, PipelineError
 from tests.support.faultproxy import Fault, FaultProxy, serve_fault_proxy
 
 FAST = Backoff(max_attempts=3, base=0.001, cap=0.01)
@@ -45,11 +46,12 @@ async def open_upload(
     )
 
 
-async def write_all(upload: EntryUpload, data: bytes) -> int:
-    """Write in chunks; returns the most bytes the upload ever buffered."""
+async def write_all(upload: EntryUpload, data: bytes, *, with_crcs: bool = False) -> int:
+    """Write in chunks (with their CRC-32s if asked); returns the most bytes ever buffered."""
     most = 0
     for start in range(0, len(data), CHUNK):
-        await upload.write(data[start : start + CHUNK])
+        chunk = data[start : start + CHUNK]
+        await upload.write(chunk, zlib.crc32(chunk) if with_crcs else None)
         most = max(most, upload.buffered_bytes)
     return most
 
@@ -99,15 +101,16 @@ class TestCommit:
         assert response["Metadata"] == {"sha256": digest}
         assert "-" not in response["ETag"]  # not a multipart ETag
 
+    @pytest.mark.parametrize("with_crcs", [True, False])
     @pytest.mark.parametrize("expected", [True, False])
     async def test_large_entry_is_multipart(
-        self, clients: AwsClients, bucket: str, expected: bool
+        self, clients: AwsClients, bucket: str, expected: bool, with_crcs: bool
     ) -> None:
-        """Over one part: a multipart upload, byte-identical, sha256 set either way."""
+        """Over one part: a multipart upload, byte-identical, sha256 set, pieces' CRCs or not."""
         data = os.urandom(2 * PART + 12345)
         digest = hashlib.sha256(data).hexdigest()
         upload = await open_upload(clients, bucket, "big.bin", digest if expected else None)
-        most = await write_all(upload, data)
+        most = await write_all(upload, data, with_crcs=with_crcs)
         assert most <= PART + CHUNK  # memory bounded by about one part
         assert await upload.commit(digest) == len(data)
         body, response = await get(clients, bucket, "big.bin")
@@ -397,3 +400,44 @@ class TestPartsInFlight:
                 await upload.abort()
         assert await keys(clients, bucket) == []
         assert await open_uploads(clients, bucket) == []
+
+
+class TestPartChecksums:
+    """Through the fault proxy, which checks x-amz-checksum-crc32 against the body as S3 does."""
+
+    async def test_split_pieces_keep_checksums_right(self, aws_endpoint: str, bucket: str) -> None:
+        """Pieces cut by part boundaries still give every part the CRC-32 of its bytes."""
+        proxy = FaultProxy(aws_endpoint)
+        data = os.urandom(2 * PART + 777)
+        digest = hashlib.sha256(data).hexdigest()
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_fault_proxy, proxy)
+            async with open_aws_clients(region="us-east-1", endpoint_url=url, pool_size=2) as aws:
+                upload = await open_upload(aws, bucket, "split.bin", digest)
+                step = 300_007  # never a divisor of the part size: pieces are cut
+                for start in range(0, len(data), step):
+                    piece = data[start : start + step]
+                    await upload.write(piece, zlib.crc32(piece))
+                await upload.commit(digest)
+                body, _ = await get(aws, bucket, "split.bin")
+            nursery.cancel_scope.cancel()
+        assert body == data
+        assert proxy.calls[("s3", "UploadPart")] == 3
+        assert proxy.bad_digests == 0
+
+    async def test_a_wrong_crc_fails_its_part(self, aws_endpoint: str, bucket: str) -> None:
+        """A piece given a wrong CRC-32 makes its part's checksum wrong: S3 refuses it."""
+        proxy = FaultProxy(aws_endpoint)
+        data = os.urandom(PART + 10)
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_fault_proxy, proxy)
+            async with open_aws_clients(region="us-east-1", endpoint_url=url, pool_size=2) as aws:
+                upload = await open_upload(aws, bucket, "bad.bin")
+                # The first part is read (the piece is cut there); the wrong
+                # CRC-32 reaches the last part, sent at commit.
+                await upload.write(data, zlib.crc32(data) ^ 1)
+                with pytest.raises(AwsRejected, match="BadDigest"):
+                    await upload.commit(hashlib.sha256(data).hexdigest())
+                assert await keys(aws, bucket) == []
+            nursery.cancel_scope.cancel()
+        assert proxy.bad_digests == 1

@@ -227,6 +227,29 @@ class TestEntryDecoder:
             decoder.finish()
 
 
+class TestPieceCrc:
+    @pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+    def test_each_piece_carries_its_crc(self, method: int) -> None:
+        """last_crc32 is each piece's own CRC-32, and the digest's CRC-32 is the whole entry's."""
+        content = random.Random(3).randbytes(700_000) + TEXT
+        data = make_zip([("a.bin", content)], method=method)
+        (entry,) = directory(data)
+        decoder = EntryDecoder(entry, LIMITS)
+        start = entry.local_header_offset + 30 + len(entry.name)
+        packed = data[start : start + entry.compressed_size]
+        pieces = []
+        piece = decoder.decode(packed, 100_000)
+        while True:
+            assert decoder.last_crc32 == zlib.crc32(piece)
+            pieces.append(piece)
+            if not decoder.has_pending:
+                break
+            piece = decoder.decode(b"", 100_000)
+        assert len(pieces) > 1
+        assert b"".join(pieces) == content
+        assert decoder.finish().crc32 == zlib.crc32(content)
+
+
 # -- read_zip -------------------------------------------------------------------
 
 
@@ -295,6 +318,7 @@ async def collect(
             async for event in receive:
                 if isinstance(event, EntryData):
                     assert 0 < len(event.data) <= MAX_DATA_CHUNK
+                    assert event.crc32 == zlib.crc32(event.data)
                 result.events.append(event)
     return result
 
@@ -510,7 +534,7 @@ class TestReadZip:
             await read_zip(chunks(), None, send, limits=LIMITS, limiter=trio.CapacityLimiter(1))
         assert scope.cancelled_caught
         with pytest.raises(trio.ClosedResourceError):
-            send.send_nowait(EntryData(b"x"))
+            send.send_nowait(EntryData(b"x", zlib.crc32(b"x")))
         receive.close()
 
     async def test_stops_after_the_last_entry(self) -> None:

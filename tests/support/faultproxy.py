@@ -9,14 +9,20 @@ operation, as botocore calls them, and what to do instead:
 * ``reset``: declare a body and break the connection before it is complete;
 * ``stall``: wait before forwarding (a slow dependency).
 
+Like S3 and unlike moto, the proxy checks an S3 request's
+``x-amz-checksum-crc32`` against its body and answers 400 ``BadDigest`` when
+they differ (counted in ``bad_digests``).
+
 The operation is read the way AWS routes it: the ``X-Amz-Target`` header for
 the JSON protocols (SQS, DynamoDB), the method and query for S3's REST API.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -116,6 +122,7 @@ class FaultProxy:
     faults: list[Fault] = attrs.field(factory=list)
     calls: Counter[tuple[str, str]] = attrs.field(factory=Counter)
     injected: Counter[tuple[str, str, str]] = attrs.field(factory=Counter)
+    bad_digests: int = 0
     _client: httpx.AsyncClient | None = None
 
     def add(self, fault: Fault) -> Fault:
@@ -143,6 +150,13 @@ class FaultProxy:
         path = _origin_form(scope["path"])
         service, operation = classify(scope["method"], path, scope["query_string"], headers)
         self.calls[(service, operation)] += 1
+        claimed = headers.get("x-amz-checksum-crc32")
+        if service == "s3" and claimed is not None and claimed != _crc32_base64(body):
+            self.bad_digests += 1
+            await _aws_error(
+                send, service, Fault(service, operation, "status", 1, 400, "BadDigest")
+            )
+            return
         fault = next((f for f in self.faults if f.claims(service, operation)), None)
         if fault is not None:
             fault.hits += 1
@@ -192,6 +206,10 @@ class FaultProxy:
             }
         )
         await send({"type": "http.response.body", "body": upstream.content})
+
+
+def _crc32_base64(body: bytes) -> str:
+    return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
 
 
 def _origin_form(target: str) -> str:

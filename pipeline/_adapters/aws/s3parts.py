@@ -20,12 +20,22 @@ from typing import Any
 
 import trio
 
+_crc32_combine: Callable[[int, int, int], int] | None
 try:
     from isal.isal_zlib import crc32 as _crc32
+    from isal.isal_zlib import crc32_combine as _crc32_combine
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
     _crc32 = zlib.crc32
+    _crc32_combine = None
 
-__all__ = ["PROCESS_PARTS_IN_FLIGHT", "PartBody", "PartWindow", "Pieces", "crc32_checksum"]
+__all__ = [
+    "PROCESS_PARTS_IN_FLIGHT",
+    "Part",
+    "PartBody",
+    "PartWindow",
+    "Pieces",
+    "crc32_checksum",
+]
 
 Buffer = bytes | memoryview
 
@@ -53,42 +63,89 @@ def crc32_checksum(pieces: Sequence[Buffer]) -> str:
     crc = 0
     for piece in pieces:
         crc = _crc32(piece, crc)
+    return _base64_crc(crc)
+
+
+def _base64_crc(crc: int) -> str:
     return base64.b64encode(crc.to_bytes(4, "big")).decode()
 
 
+class Part:
+    """The buffers of one part as they were written, and their CRC-32."""
+
+    def __init__(self, buffers: list[Buffer], crc32: int) -> None:
+        self.buffers = buffers
+        self.crc32 = crc32
+        self.size = sum(len(buffer) for buffer in buffers)
+
+    @property
+    def checksum(self) -> str:
+        """The CRC-32, base64 as S3's ``x-amz-checksum-crc32`` wants."""
+        return _base64_crc(self.crc32)
+
+
 class Pieces:
-    """Bytes written and not yet sent, held as written: never joined, never copied."""
+    """Bytes written and not yet sent, held as written: never joined, never copied.
+
+    A piece may come with its CRC-32 (the decoder computes it anyway); a
+    part's CRC-32 is then joined from its pieces' (``crc32_combine``), and
+    only where a part boundary splits a piece are bytes read again, those of
+    the piece's first side. A piece without one is read once when taken.
+    """
 
     def __init__(self) -> None:
-        self._pieces: deque[Buffer] = deque()
+        self._pieces: deque[tuple[Buffer, int | None]] = deque()
         self.size = 0
 
-    def add(self, data: bytes) -> None:
-        """Keep ``data`` (which must not change until it is sent: ``bytes`` cannot)."""
+    def add(self, data: bytes, crc32: int | None = None) -> None:
+        """Keep ``data`` (which must not change until it is sent: ``bytes`` cannot).
+
+        ``crc32``, when given, must be the CRC-32 of ``data``.
+        """
         if data:
-            self._pieces.append(data)
+            self._pieces.append((data, crc32))
             self.size += len(data)
 
-    def take(self, size: int) -> list[Buffer]:
+    def take(self, size: int) -> Part:
         """The first ``size`` bytes (at most :attr:`size`), as the buffers or views holding them."""
-        part: list[Buffer] = []
+        buffers: list[Buffer] = []
+        crc = 0
         need = size
         while need:
-            piece = self._pieces[0]
+            piece, piece_crc = self._pieces[0]
             if len(piece) <= need:
-                part.append(self._pieces.popleft())
+                self._pieces.popleft()
                 need -= len(piece)
             else:
                 view = memoryview(piece)
-                part.append(view[:need])
-                self._pieces[0] = view[need:]
+                piece, rest = view[:need], view[need:]
+                head_crc = _crc32(piece)
+                self._pieces[0] = (rest, _rest_crc(piece_crc, head_crc, len(rest)))
+                piece_crc = head_crc
                 need = 0
+            buffers.append(piece)
+            crc = _join_crc(crc, piece, piece_crc)
         self.size -= size
-        return part
+        return Part(buffers, crc)
 
     def clear(self) -> None:
         self._pieces.clear()
         self.size = 0
+
+
+def _join_crc(crc: int, piece: Buffer, piece_crc: int | None) -> int:
+    """The CRC-32 of the bytes behind ``crc`` followed by ``piece``."""
+    if _crc32_combine is None or piece_crc is None:
+        return _crc32(piece, crc)
+    return _crc32_combine(crc, piece_crc, len(piece))
+
+
+def _rest_crc(whole: int | None, head: int, rest_size: int) -> int | None:
+    """The CRC-32 of a piece's bytes after its head, from the whole's and the head's."""
+    if whole is None or _crc32_combine is None:
+        return None
+    # combine(head, rest, n) = shift(head, n) ^ rest, and shift(head, n) = combine(head, 0, n).
+    return whole ^ _crc32_combine(head, 0, rest_size)
 
 
 class PartBody:

@@ -49,7 +49,7 @@ import structlog
 import trio
 
 from pipeline._adapters.aws.clients import AwsClient, aws_call
-from pipeline._adapters.aws.s3parts import PartBody, PartWindow, Pieces, crc32_checksum
+from pipeline._adapters.aws.s3parts import Part, PartBody, PartWindow, Pieces
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, PipelineError
 
@@ -155,16 +155,17 @@ class EntryUpload:
             msg = f"cannot {action} s3://{self._bucket}/{self._key}: upload already {state}"
             raise RuntimeError(msg)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, crc32: int | None = None) -> None:
         """Add the entry's next bytes; sends a part whenever one is full.
 
         ``data`` is kept, not copied, until its part is sent: it must not
-        change meanwhile (``bytes`` cannot). A part sent earlier that failed
-        raises here. On failure the upload is aborted before the error
-        propagates.
+        change meanwhile (``bytes`` cannot). ``crc32``, the CRC-32 of ``data``
+        when the caller has it, spares reading the bytes again for the part
+        checksums. A part sent earlier that failed raises here. On failure
+        the upload is aborted before the error propagates.
         """
         self._check_open("write to")
-        self._buffer.add(data)
+        self._buffer.add(data, crc32)
         self._written += len(data)
         try:
             self._window.raise_failure()
@@ -192,7 +193,7 @@ class EntryUpload:
         self._upload_id = upload_id
         return upload_id
 
-    async def _send_part(self, part: list[bytes | memoryview]) -> None:
+    async def _send_part(self, part: Part) -> None:
         """Send ``part`` as the next part number, in the window (waits for a free slot)."""
         upload_id = self._upload_id or await self._start_multipart()
         number = self._next_part
@@ -204,13 +205,13 @@ class EntryUpload:
                 Key=self._upload_key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=PartBody(part),
-                ContentLength=sum(map(len, part)),
+                Body=PartBody(part.buffers),
+                ContentLength=part.size,
                 ChecksumCRC32=checksum,
             )
 
         async def send() -> None:
-            checksum = crc32_checksum(part)
+            checksum = part.checksum
             response = await aws_call(
                 f"s3 upload part {number}", attempt, checksum, policy=self._policy
             )
@@ -254,14 +255,14 @@ class EntryUpload:
 
     async def _put(self, sha256_hex: str) -> None:
         data = self._buffer.take(self._buffer.size)
-        checksum = crc32_checksum(data)
+        checksum = data.checksum
 
         async def attempt() -> Any:
             return await self._s3.put_object(
                 Bucket=self._bucket,
                 Key=self._key,
-                Body=PartBody(data),
-                ContentLength=sum(map(len, data)),
+                Body=PartBody(data.buffers),
+                ContentLength=data.size,
                 ChecksumCRC32=checksum,
                 Metadata={"sha256": sha256_hex},
             )

@@ -11,9 +11,10 @@ gathered into batches of :data:`BATCH_BYTES` (1 MiB, which inflates for 3-10 ms)
 and each call turns out at most :data:`MAX_DATA_CHUNK` bytes: memory per entry
 is one batch plus one output piece whatever the entry's size or ratio, and a
 bomb never materialises more than one piece. CRC-32, SHA-256 and the size are
-updated on each piece in the same thread call, and the limits are enforced on
-the bytes actually produced, each call asking the inflater for no more than
-one byte past the limit.
+updated on each piece in the same thread call (the piece's own CRC-32 is kept
+for the uploader's part checksums: :attr:`EntryDecoder.last_crc32`), and the
+limits are enforced on the bytes actually produced, each call asking the
+inflater for no more than one byte past the limit.
 
 Limits: when the entry's sizes are known up front (from the central
 directory, or a local header without descriptor), the output may not exceed
@@ -52,6 +53,10 @@ except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fall
     _INFLATE_ERRORS = (zlib.error,)
 
 _crc32 = _inflater_module.crc32
+# isal can join two CRC-32s (zlib's C function; Python's zlib does not offer
+# it): each piece is then run through CRC-32 once, for its own CRC, which the
+# uploader reuses for S3's part checksums, and the entry's follows by joining.
+_crc32_combine: Any = getattr(_inflater_module, "crc32_combine", None)
 
 __all__ = [
     "BATCH_BYTES",
@@ -135,6 +140,7 @@ class EntryDecoder:
         self._taken = 0
         self._size = 0
         self._crc = 0
+        self._last_crc = 0
         self._sha = hashlib.sha256()
         # The most output that is not yet an error of one kind or the other.
         known = entry.sizes_known
@@ -166,6 +172,11 @@ class EntryDecoder:
         """Uncompressed bytes produced so far."""
         return self._size
 
+    @property
+    def last_crc32(self) -> int:
+        """CRC-32 of the piece the last :meth:`decode` returned (0 for none)."""
+        return self._last_crc
+
     def decode(self, data: bytes, max_output: int) -> bytes:
         """Take ``data`` and return at most ``max_output`` uncompressed bytes."""
         if max_output <= 0:
@@ -181,9 +192,15 @@ class EntryDecoder:
             out = self._inflate(data, max_output)
         if out:
             self._size += len(out)
-            self._crc = _crc32(out, self._crc)
+            self._last_crc = _crc32(out)
+            if _crc32_combine is not None:
+                self._crc = _crc32_combine(self._crc, self._last_crc, len(out))
+            else:  # pragma: no cover - zlib fallback: a second pass instead
+                self._crc = _crc32(out, self._crc)
             self._sha.update(out)
             self._check_limits()
+        else:
+            self._last_crc = 0
         return out
 
     def _pass_through(self, data: bytes, max_output: int) -> bytes:
