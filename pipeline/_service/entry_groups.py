@@ -61,9 +61,15 @@ StreamEntries = Callable[
 ]
 
 
-def streams_per_file(settings: Settings) -> int:
-    """Downloads one file may read at once: :data:`STREAMS_PER_FILE`, within WORKER_POOL_SIZE."""
-    return min(STREAMS_PER_FILE, settings.worker_pool_size)
+def streams_per_file(settings: Settings, files_in_flight: int) -> int:
+    """Downloads a file may read at once: :data:`STREAMS_PER_FILE`, within WORKER_POOL_SIZE.
+
+    A second stream only while the file workers are not all busy
+    (``files_in_flight``, this file included, below MAX_CONCURRENT_JOBS): a
+    full pool is already parallel, and its memory stays one stream a file.
+    """
+    idle = settings.max_concurrent_jobs - files_in_flight
+    return max(1, min(STREAMS_PER_FILE, settings.worker_pool_size, 1 + idle))
 
 
 async def read_entries(
@@ -85,7 +91,10 @@ async def read_entries(
         [range(len(entries))]
         if end is None
         else plan_groups(
-            entries, end, streams=streams_per_file(deps.settings), min_bytes=min_group_bytes
+            entries,
+            end,
+            streams=streams_per_file(deps.settings, deps.pool.in_flight),
+            min_bytes=min_group_bytes,
         )
     )
     if len(groups) == 1:

@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from pipeline._adapters.exportapi import ExportFile
+from pipeline._config import Mode, load_settings
 from pipeline._core.accounting import FileResult
 from pipeline._core.zip.format import TAIL_BYTES
 from pipeline._service import entry_groups as _entry_groups
@@ -76,6 +77,26 @@ class TestSurface:
         """Every listed public name exists."""
         for name in _entry_groups.__all__:
             assert hasattr(_entry_groups, name)
+
+
+class TestStreamsPerFile:
+    BASE = {
+        "SQS_EXPORT_JOBS_URL": "https://sqs.us-east-1.amazonaws.com/1/jobs",
+        "S3_BUCKET_NAME": "bucket",
+        "EXPORT_API_BASE_URL": "https://api.example.com",
+        "MAX_CONCURRENT_JOBS": "4",
+    }
+
+    @pytest.mark.parametrize(
+        ("pool", "in_flight", "streams"),
+        [("2", 1, 2), ("8", 1, 2), ("1", 1, 1), ("2", 3, 2), ("2", 4, 1), ("4", 9, 1)],
+    )
+    def test_two_streams_within_threads_and_idle_workers(
+        self, pool: str, in_flight: int, streams: int
+    ) -> None:
+        """Two streams a file, not more than inflate threads, and one when every worker is busy."""
+        settings = load_settings({**self.BASE, "WORKER_POOL_SIZE": pool}, Mode.ALL)
+        assert _entry_groups.streams_per_file(settings, in_flight) == streams
 
 
 class TestGroups:
