@@ -100,7 +100,7 @@ async def read_entries(
     if len(groups) == 1:
         await _read_group(file, entries, directory.first_offset, None, export_id, deps, stream)
         return
-    log.info("entries read in groups", groups=len(groups), sizes=[len(g) for g in groups])
+    log.info("entries read in groups", entriesPerGroup=[len(g) for g in groups])
     faults: dict[int, Exception] = {}
     scopes = [trio.CancelScope() for _ in groups]
 
