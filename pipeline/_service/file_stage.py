@@ -3,11 +3,11 @@
 Per file, the reading is directory-first: one ranged request fetches the tail
 (end-of-central-directory and usually the whole directory), so before a byte of
 entry data arrives the worker knows every entry's name, sizes and method. It
-looks up the metadata items of all entries at once (BatchGetItem, 100 a call),
-then streams the body. Two tasks share the file's nursery: the ZIP reader
+streams the body, a ZIP of several large entries as groups over downloads of
+their own (entry_groups.py). Two tasks share a stream's nursery: the ZIP reader
 (download, inflate in worker threads, CRC-32 and SHA-256) and the uploader
-(S3 writes), joined by a small bounded channel, so a slow S3 slows the download
-instead of filling memory.
+(S3 writes, metadata looked up a window ahead: lookahead.py), joined by a
+rendezvous channel, so a slow S3 slows the download instead of filling memory.
 
 Failure rules (contract 4): an entry is uploaded only when its size and SHA-256
 match its metadata item, and it becomes visible only after that check. A ZIP
@@ -19,6 +19,7 @@ that was open at the fault.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ from pipeline._core.zip.compact import CompactDirectory
 from pipeline._core.zip.decoder import EntryDigest
 from pipeline._core.zip.directory import DirectoryParser, locate_directory
 from pipeline._core.zip.format import TAIL_BYTES, CentralEntry
+from pipeline._core.zip.groups import MIN_GROUP_BYTES
 from pipeline._errors import (
     DownloadRefused,
     PermanentError,
@@ -46,6 +48,7 @@ from pipeline._errors import (
 from pipeline._logging import bound
 from pipeline._service.deps import Deps
 from pipeline._service.dispatch import FileTask
+from pipeline._service.entry_groups import read_entries
 from pipeline._service.finalize import finalize_if_done
 from pipeline._service.inflate import (
     EntryClosed,
@@ -56,7 +59,6 @@ from pipeline._service.inflate import (
     read_zip,
 )
 from pipeline._service.lease import LeaseKeeper
-from pipeline._service.lookahead import AheadLookup
 from pipeline._service.receiver import Slots
 
 __all__ = ["process_file", "run_file_workers"]
@@ -220,17 +222,20 @@ def _log_result(result: FileResult, seconds: float) -> None:
         log.error("file failed", error=result.error, **fields)
 
 
-async def process_file(file: ExportFile, export_id: str, deps: Deps) -> FileResult:
+async def process_file(
+    file: ExportFile, export_id: str, deps: Deps, *, min_group_bytes: int = MIN_GROUP_BYTES
+) -> FileResult:
     """Read one ZIP file of ``export_id`` into S3; never raises for a bad file.
 
     A file that cannot be processed for good (refused, corrupt, the Export
     API's retries spent) gives a failed result with a one-line reason. An
     error of our own infrastructure (AWS past its retries) is raised instead:
-    it is no verdict on the file, which is tried again later.
+    it is no verdict on the file, which is tried again later. Large entries may
+    be read over several downloads at once (see entry_groups.py).
     """
     tally = FileTally(file_id=file.file_id, name=file.name, size_bytes=file.size_bytes)
     try:
-        await _read_file(file, export_id, deps, tally)
+        await _read_file(file, export_id, deps, tally, min_group_bytes)
     except PermanentError as err:
         if not err.verdict:
             raise  # our infrastructure failed, not the file: it is tried again later
@@ -245,7 +250,9 @@ async def process_file(file: ExportFile, export_id: str, deps: Deps) -> FileResu
     return tally.result()
 
 
-async def _read_file(file: ExportFile, export_id: str, deps: Deps, tally: FileTally) -> None:
+async def _read_file(
+    file: ExportFile, export_id: str, deps: Deps, tally: FileTally, min_group_bytes: int
+) -> None:
     limit = deps.settings.max_file_size
     if file.size_bytes > limit:
         mb = deps.settings.max_file_size_mb
@@ -260,21 +267,13 @@ async def _read_file(file: ExportFile, export_id: str, deps: Deps, tally: FileTa
         log.info("range not honoured; streaming without the central directory")
         lookup = _LazyLookup(deps, export_id)
         async with tail.stream() as chunks:
-            await _stream_entries(chunks, None, lookup.get, export_id, deps, tally)
+            await _stream_entries(export_id, deps, tally, chunks, None, lookup.get)
         return
     directory = await _read_directory(file, tail, deps)
     if all(entry.is_dir for entry in directory):
         return
-    # Looked up a window ahead of the reader, not all at once: see lookahead.py.
-    ahead = AheadLookup(
-        deps.aws.dynamodb,
-        deps.settings.dynamodb_metadata_table,
-        export_id,
-        directory.by_offset,
-        policy=deps.aws_policy,
-    )
-    async with deps.api.download(file, start=directory.first_offset) as chunks:
-        await _stream_entries(chunks, directory, ahead.get, export_id, deps, tally)
+    stream = functools.partial(_stream_entries, export_id, deps, tally)
+    await read_entries(file, directory, export_id, deps, stream, min_group_bytes=min_group_bytes)
 
 
 async def _read_directory(file: ExportFile, tail: RangeResult, deps: Deps) -> CompactDirectory:
@@ -320,12 +319,13 @@ class _Failure:
 
 
 async def _stream_entries(
-    chunks: AsyncIterable[bytes],
-    directory: Sequence[CentralEntry] | None,
-    lookup: Callable[[str], Awaitable[MetadataItem | None]],
     export_id: str,
     deps: Deps,
     tally: FileTally,
+    chunks: AsyncIterable[bytes],
+    directory: Sequence[CentralEntry] | None,
+    lookup: Callable[[str], Awaitable[MetadataItem | None]],
+    following: CentralEntry | None = None,
 ) -> None:
     send, receive = trio.open_memory_channel[ZipOutput](ZIP_EVENTS_BUFFER)
     failure = _Failure()
@@ -335,7 +335,12 @@ async def _stream_entries(
         # already read (complete entries stay) and aborts the open one.
         try:
             await read_zip(
-                chunks, directory, send, limits=deps.zip_limits, limiter=deps.inflate_limiter
+                chunks,
+                directory,
+                send,
+                limits=deps.zip_limits,
+                limiter=deps.inflate_limiter,
+                following=following,
             )
         except PermanentError as err:
             failure.error = err

@@ -90,6 +90,7 @@ async def read_zip(
     limiter: trio.CapacityLimiter,
     batch_bytes: int = BATCH_BYTES,
     max_data_chunk: int = MAX_DATA_CHUNK,
+    following: CentralEntry | None = None,
 ) -> None:
     """Read a ZIP from ``chunks`` and send its entries' verified content to ``send``.
 
@@ -101,7 +102,10 @@ async def read_zip(
     there). Directory entries are read and verified but nothing is sent for
     them. Reading stops after the last entry: the rest of ``chunks`` (the
     central directory) is not consumed, and an async generator given as
-    ``chunks`` is closed (``aclose``) whenever reading stops.
+    ``chunks`` is closed (``aclose``) whenever reading stops. ``directory``
+    may be a run of the archive's entries in stream order, read while other
+    readers read the rest; ``following`` is then the entry after the run,
+    where reading stops (see :class:`~pipeline._core.zip.stream.ZipStreamReader`).
 
     ``send`` is closed on return, so the consumer sees ``EndOfChannel`` after
     the last event; a slow consumer slows the reading, as at most one piece is
@@ -113,7 +117,12 @@ async def read_zip(
         raise ValueError(msg)
     async with send:
         reading = _Reading(
-            ZipStreamReader(directory, limits), send, limits, limiter, batch_bytes, max_data_chunk
+            ZipStreamReader(directory, limits, following=following),
+            send,
+            limits,
+            limiter,
+            batch_bytes,
+            max_data_chunk,
         )
         await reading.run(chunks)
 

@@ -268,6 +268,32 @@ class TestCompact:
         assert directory.first_offset == 0
         assert [e.name for e in directory][:2] == ["u0", "u1"]
 
+    @pytest.mark.parametrize("unordered", [False, True])
+    def test_stream_run_is_a_view_in_stream_order(self, unordered: bool) -> None:
+        """A run of the entries in stream order reads like that slice, and the reader keeps it."""
+        offsets = [i * 40 for i in range(20)]
+        if unordered:
+            offsets.reverse()
+        directory = CompactDirectory(expected=20, entries_end=800)
+        for index, offset in enumerate(offsets):
+            self.add(
+                directory, CentralEntry(f"r{index}", f"r{index}".encode(), 0, 0, 0, 0, 0, offset)
+            )
+        directory.seal()
+        run = directory.stream_run(5, 12)
+        assert list(run) == list(directory.by_offset)[5:12]
+        assert run[-1] == directory.by_offset[11]
+        assert in_stream_order(run) is run
+        with pytest.raises(IndexError):
+            run[7]
+        assert directory.entries_end == 800
+
+    def test_parsed_directory_knows_where_the_entries_end(self) -> None:
+        """The parser gives the directory's offset as the end of the entries' data."""
+        data = build_zip([RawEntry("a", b"a" * 100), RawEntry("b", b"b")])
+        location = locate_directory(data, 0, len(data))
+        assert parse_directory(data[location.offset :], location).entries_end == location.offset
+
     def test_small_files_cost_fourteen_bytes_each(self) -> None:
         """10,000 empty files with 7-byte names take 14 bytes per entry, names included."""
         data = build_zip([RawEntry(f"{i:07d}", b"", method=0) for i in range(10_000)])

@@ -503,3 +503,61 @@ def test_a_fault_is_raised_again_on_every_later_call() -> None:
     with pytest.raises(ZipCorrupt) as again:
         reader.close()
     assert not isinstance(again.value, ReadFault)
+
+
+class TestRuns:
+    """A run of the directory's entries, read while another reader reads the rest."""
+
+    def _read_run(self, data: bytes, start: int, stop: int) -> Outcome:
+        listed = directory(data)
+        run, following = listed[start:stop], (listed[stop] if stop < len(listed) else None)
+        reader = ZipStreamReader(run, LIMITS, following=following)
+        outcome = Outcome()
+        for chunk in one_byte_chunks(data, run[0].local_header_offset):
+            for event in reader.feed(chunk):
+                if isinstance(event, EntryEnd):
+                    outcome.entries.append((event.entry, b""))
+            if reader.done:
+                break
+        assert reader.done
+        assert reader.close() == []
+        return outcome
+
+    @pytest.mark.parametrize(("start", "stop"), [(0, 1), (0, 2), (1, 2), (1, 3), (2, 3)])
+    def test_a_run_stops_at_the_following_entry(self, start: int, stop: int) -> None:
+        """Each run gives its own entries and is done where the next run begins."""
+        data = build_zip([RawEntry(name, name.encode() * 40) for name in ("a", "b", "c")])
+        outcome = self._read_run(data, start, stop)
+        assert [entry.name for entry, _ in outcome.entries] == ["a", "b", "c"][start:stop]
+
+    def test_unlisted_entry_before_the_following_is_corrupt(self) -> None:
+        """Bytes between a run and the following entry are checked as a gap is."""
+        hidden = RawEntry("hidden.exe", b"MZ" * 100, listed=False)
+        data = build_zip([RawEntry("a", b"a"), hidden, RawEntry("b", b"b")])
+        first, second = directory(data)
+        with pytest.raises(ZipCorrupt, match="not in the central directory"):
+            ZipStreamReader([first], LIMITS, following=second).feed(data)
+
+    def test_run_overlapping_the_following_is_corrupt(self) -> None:
+        """A run's last entry reaching past the following entry's start is an overlap."""
+        data = build_zip([RawEntry("a", b"a" * 50), RawEntry("b", b"b")])
+        first, second = directory(data)
+        bent = attrs.evolve(second, local_header_offset=first.local_header_offset + 10)
+        with pytest.raises(ZipCorrupt, match="entries overlap: 'a' runs to offset"):
+            ZipStreamReader([first], LIMITS, following=bent).feed(data)
+
+    def test_run_ending_before_the_following_is_truncated(self) -> None:
+        """Input that ends between the run and the following entry names that entry."""
+        data = build_zip([RawEntry("a", b"a" * 50), RawEntry("b", b"b")])
+        first, second = directory(data)
+        gap = attrs.evolve(second, local_header_offset=second.local_header_offset + 100)
+        reader = ZipStreamReader([first], LIMITS, following=gap)
+        reader.feed(data[: second.local_header_offset])
+        with pytest.raises(ZipCorrupt, match="ends before entry 'b'"):
+            reader.close()
+
+    def test_without_following_a_run_meets_the_next_entry_as_corrupt(self) -> None:
+        """Without ``following``, what comes after the last listed entry must be no entry."""
+        data = build_zip([RawEntry("a", b"a"), RawEntry("b", b"b")])
+        with pytest.raises(ZipCorrupt, match="follows the last entry"):
+            ZipStreamReader(directory(data)[:1], LIMITS).feed(data)

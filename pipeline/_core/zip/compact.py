@@ -73,7 +73,10 @@ class CompactDirectory(Sequence[CentralEntry]):
     order through :attr:`by_offset`.
     """
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self, expected: int, *, entries_end: int | None = None) -> None:
+        # Where the entries' data ends (the directory's offset; no entry may
+        # reach past it), when the parser knows it.
+        self.entries_end = entries_end
         # In stream order (the usual case) offsets are kept as their steps;
         # the first one out of order turns them into a plain column.
         self._offsets: Ascending | array[int] = Ascending()
@@ -274,6 +277,10 @@ class CompactDirectory(Sequence[CentralEntry]):
         """The entries in stream order (ascending ``local_header_offset``)."""
         return _ByOffset(self, self._order)
 
+    def stream_run(self, start: int, stop: int) -> Sequence[CentralEntry]:
+        """Entries ``start`` to ``stop - 1`` of :attr:`by_offset`, as a view in stream order."""
+        return _ByOffset(self, self._order, range(len(self))[start:stop])
+
     @property
     def first_offset(self) -> int:
         """The smallest ``local_header_offset``, where the stream must start (0 when empty)."""
@@ -351,12 +358,15 @@ class Ascending:
 class _ByOffset(Sequence[CentralEntry]):
     """A directory's entries in stream order, through its permutation when it has one."""
 
-    def __init__(self, directory: CompactDirectory, order: array[int] | None) -> None:
+    def __init__(
+        self, directory: CompactDirectory, order: array[int] | None, run: range | None = None
+    ) -> None:
         self._directory = directory
         self._order = order
+        self._run = range(len(directory)) if run is None else run
 
     def __len__(self) -> int:
-        return len(self._directory)
+        return len(self._run)
 
     @overload
     def __getitem__(self, index: int) -> CentralEntry: ...
@@ -365,9 +375,8 @@ class _ByOffset(Sequence[CentralEntry]):
     def __getitem__(self, index: int | slice) -> CentralEntry | Sequence[CentralEntry]:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        if self._order is None:
-            return self._directory[index]
-        return self._directory[self._order[index]]
+        at = self._run[index]  # IndexError past the run, as a sequence must
+        return self._directory[at if self._order is None else self._order[at]]
 
 
 def in_stream_order(directory: Sequence[CentralEntry] | None) -> Sequence[CentralEntry] | None:
@@ -376,6 +385,8 @@ def in_stream_order(directory: Sequence[CentralEntry] | None) -> Sequence[Centra
         return None
     if isinstance(directory, CompactDirectory):
         return directory.by_offset
+    if isinstance(directory, _ByOffset):  # already in stream order
+        return directory
     return sorted(directory, key=lambda entry: entry.local_header_offset)
 
 

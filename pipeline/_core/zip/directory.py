@@ -163,7 +163,7 @@ class DirectoryParser:
 
     def __init__(self, location: DirectoryLocation) -> None:
         self._location = location
-        self._directory = CompactDirectory(location.entries)
+        self._directory = CompactDirectory(location.entries, entries_end=location.offset)
         self._buf = bytearray()
         # Directory bytes before _buf[0], and records parsed so far.
         self._consumed = 0

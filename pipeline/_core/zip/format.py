@@ -44,6 +44,7 @@ __all__ = [
     "ZipLimits",
     "decode_name",
     "extra_fields",
+    "local_entry",
     "parse_local_header",
     "refusal",
     "resolve_zip64",
@@ -312,6 +313,38 @@ def parse_local_header(buf: bytes | bytearray | memoryview, pos: int) -> LocalHe
         zip64=zip64 is not None,
         size=size,
     )
+
+
+def local_entry(local: LocalHeader, offset: int) -> CentralEntry:
+    """The entry a local header at ``offset`` describes, for reading without the directory.
+
+    Sizes and CRC-32 deferred to a data descriptor are 0 and ``sizes_known``
+    false. A stored entry whose two declared sizes differ raises :class:`ZipCorrupt`.
+    """
+    deferred = local.has_data_descriptor
+    entry = CentralEntry(
+        name=decode_name(local.raw_name, local.flags),
+        raw_name=local.raw_name,
+        method=local.method,
+        flags=local.flags,
+        crc32=0 if deferred else local.crc32,
+        compressed_size=0 if deferred else local.compressed_size,
+        uncompressed_size=0 if deferred else local.uncompressed_size,
+        local_header_offset=offset,
+        sizes_known=not deferred,
+    )
+    if (
+        not deferred
+        and local.method == METHOD_STORED
+        and not local.flags & FLAG_ENCRYPTED
+        and local.compressed_size != local.uncompressed_size
+    ):
+        msg = (
+            f"stored entry {entry.name!r} declares {local.compressed_size} bytes "
+            f"stored but {local.uncompressed_size} bytes of content"
+        )
+        raise ZipCorrupt(msg)
+    return entry
 
 
 def refusal(entry: CentralEntry, limits: ZipLimits) -> str | None:

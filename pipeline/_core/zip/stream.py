@@ -24,7 +24,6 @@ from pipeline._core.zip.descriptor import (
 )
 from pipeline._core.zip.events import EntryCompressed, EntryEnd, EntryRefused, EntryStart, ZipEvent
 from pipeline._core.zip.format import (
-    FLAG_ENCRYPTED,
     METHOD_STORED,
     SIG_CENTRAL,
     SIG_DESCRIPTOR,
@@ -33,7 +32,7 @@ from pipeline._core.zip.format import (
     CentralEntry,
     LocalHeader,
     ZipLimits,
-    decode_name,
+    local_entry,
     parse_local_header,
     refusal,
 )
@@ -69,11 +68,22 @@ class ZipStreamReader(StreamBuffer):
     :attr:`awaiting_end` is true after a call, report where the deflate
     stream ended with :meth:`end_found`. Once a call raised
     :class:`ZipCorrupt`, every later call raises it again.
+
+    ``directory`` may be a run of the archive's entries; then ``following`` is
+    the entry after the run, which another reader reads: the bytes up to it
+    are checked as before any next entry, and the reader is done there.
     """
 
-    def __init__(self, directory: Sequence[CentralEntry] | None, limits: ZipLimits) -> None:
+    def __init__(
+        self,
+        directory: Sequence[CentralEntry] | None,
+        limits: ZipLimits,
+        *,
+        following: CentralEntry | None = None,
+    ) -> None:
         self._limits = limits
         self._directory = in_stream_order(directory)
+        self._following = following
         self._next = 0
         super().__init__(0 if not self._directory else self._directory[0].local_header_offset)
         self._state = _State.HEADER
@@ -190,18 +200,25 @@ class ZipStreamReader(StreamBuffer):
         if self._state is _State.HEADER:
             if self._directory is None:
                 return "archive is truncated: it ends before its central directory"
-            missing = self._directory[self._next].name
-            return f"archive is truncated: it ends before entry {missing!r}"
+            missing = self._listed_next()
+            assert missing is not None
+            return f"archive is truncated: it ends before entry {missing.name!r}"
         return f"archive is truncated: it ends inside entry {name!r}"
 
     # -- directory-first mode -------------------------------------------------
 
-    def _directory_header(self) -> bool:
+    def _listed_next(self) -> CentralEntry | None:
+        """The next entry to read, or the one after the run; None after the last of all."""
         assert self._directory is not None
-        if self._next == len(self._directory):
+        if self._next < len(self._directory):
+            return self._directory[self._next]
+        return self._following
+
+    def _directory_header(self) -> bool:
+        central = self._listed_next()
+        if central is None:
             self._state = _State.TRAILER
             return True
-        central = self._directory[self._next]
         target = central.local_header_offset
         if self._position > target:
             previous = self._entry.name if self._entry is not None else "the stream's start"
@@ -212,6 +229,9 @@ class ZipStreamReader(StreamBuffer):
             raise ZipCorrupt(msg)
         if self._position < target:
             return self._skip_gap(target)
+        if self._next == len(self._directory or ()):  # the following entry: another reader's
+            self._state = _State.DONE
+            return True
         if self._available < SIG_LENGTH:
             return False
         if self._buf[self._off : self._off + SIG_LENGTH] != SIG_LOCAL:
@@ -299,28 +319,7 @@ class ZipStreamReader(StreamBuffer):
         if local is None:
             return False
         deferred = local.has_data_descriptor
-        entry = CentralEntry(
-            name=decode_name(local.raw_name, local.flags),
-            raw_name=local.raw_name,
-            method=local.method,
-            flags=local.flags,
-            crc32=0 if deferred else local.crc32,
-            compressed_size=0 if deferred else local.compressed_size,
-            uncompressed_size=0 if deferred else local.uncompressed_size,
-            local_header_offset=self._position,
-            sizes_known=not deferred,
-        )
-        if (
-            not deferred
-            and local.method == METHOD_STORED
-            and not local.flags & FLAG_ENCRYPTED
-            and local.compressed_size != local.uncompressed_size
-        ):
-            msg = (
-                f"stored entry {entry.name!r} declares {local.compressed_size} bytes "
-                f"stored but {local.uncompressed_size} bytes of content"
-            )
-            raise ZipCorrupt(msg)
+        entry = local_entry(local, self._position)
         self._off += local.size
         self._begin(entry, local)
         if not deferred:
