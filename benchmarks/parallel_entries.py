@@ -9,7 +9,9 @@ in ``large_entries.py``) reads it twice in the same run, on fresh resources:
 
 * **two streams**: ``WORKER_POOL_SIZE=2``; the file stage cuts the entries
   into two groups (``pipeline/_service/entry_groups.py``), each fetched with
-  its own ranged GET and inflated beside the other;
+  its own ranged GET and inflated beside the other (the second starts as
+  soon as the first group's reader is seen waiting on its download, which a
+  per-connection rate makes it do);
 * **one stream**: ``WORKER_POOL_SIZE=1``; streams per file are
   ``min(2, WORKER_POOL_SIZE)``, so the file is one download, read exactly as
   before groups existed. For one file this costs nothing else: one stream

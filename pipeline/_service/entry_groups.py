@@ -11,6 +11,13 @@ thread no longer bound the file. The group's reader stops at the entry the
 next group begins with and the response is closed there. A ZIP that cannot be
 cut into large groups is read as one stream, exactly as before.
 
+A group's stream starts only where that is faster: when the previous group's
+reader turns out to spend most of its time waiting for its download
+(:class:`DownloadMeter`), or when the previous group ends. A download faster
+than the reader (inflate, or S3 pushing back on the parts, is the slower
+side) then reads its groups one after another, as one stream would, without
+a second stream's memory and CPU.
+
 The file's tally is shared (the counts do not depend on the order). Failure
 follows what one stream would have done: a verdict on the file (a corrupt
 entry) in one group lets the groups before it finish, since one stream would
@@ -23,6 +30,7 @@ shutdown) reaches every group through the nursery.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 
 import structlog
@@ -39,7 +47,17 @@ from pipeline._logging import bound
 from pipeline._service.deps import Deps
 from pipeline._service.lookahead import AheadLookup
 
-__all__ = ["STREAMS_PER_FILE", "Lookup", "StreamEntries", "read_entries", "streams_per_file"]
+__all__ = [
+    "JUDGE_BYTES",
+    "JUDGE_SECONDS",
+    "NETWORK_BOUND_SHARE",
+    "STREAMS_PER_FILE",
+    "DownloadMeter",
+    "Lookup",
+    "StreamEntries",
+    "read_entries",
+    "streams_per_file",
+]
 
 log = structlog.get_logger("pipeline.files")
 
@@ -49,6 +67,14 @@ log = structlog.get_logger("pipeline.files")
 # threads gain nothing; two already overlap one connection's latency and
 # rate with the other's and keep two threads busy on one file.
 STREAMS_PER_FILE = 2
+
+# The next group's stream starts when the reader of this one waited for its
+# download at least this share of a window: of JUDGE_BYTES, or of JUDGE_SECONDS
+# on a slow link. Short, so a slow download is doubled early; long enough to
+# span many chunks.
+NETWORK_BOUND_SHARE = 0.5
+JUDGE_BYTES = 4 * 1024 * 1024
+JUDGE_SECONDS = 0.25
 
 # A metadata lookup: the item of an entry's path, or None when it has none.
 Lookup = Callable[[str], Awaitable[MetadataItem | None]]
@@ -103,26 +129,86 @@ async def read_entries(
     log.info("entries read in groups", entriesPerGroup=[len(g) for g in groups])
     faults: dict[int, Exception] = {}
     scopes = [trio.CancelScope() for _ in groups]
+    # Group i begins once group i-1 turns out to wait on its download, or ends.
+    may_start = [trio.Event() for _ in groups]
+    may_start[0].set()
 
     async def read(index: int, group: range) -> None:
         run = directory.stream_run(group.start, group.stop)
         following = entries[group.stop] if group.stop < len(entries) else None
         start = run[0].local_header_offset
+        after = may_start[index + 1] if index + 1 < len(groups) else None
         with scopes[index], bound(group=str(index + 1)):
             try:
-                await _read_group(file, run, start, following, export_id, deps, stream)
+                await may_start[index].wait()
+                meter = None if after is None else functools.partial(DownloadMeter, after=after)
+                await _read_group(file, run, start, following, export_id, deps, stream, meter)
             except Exception as err:
                 faults[index] = err
                 verdict = isinstance(err, PermanentError) and err.verdict
                 for other, scope in enumerate(scopes):
                     if other > index or not verdict:
                         scope.cancel()
+            finally:
+                if after is not None:
+                    after.set()
 
     async with trio.open_nursery() as nursery:
         for index, group in enumerate(groups):
             nursery.start_soon(read, index, group)
     if faults:
         raise faults[min(faults)]
+
+
+class DownloadMeter:
+    """A group's chunks, passed on as they come, timed: is the reader waiting on the download?
+
+    A second stream pays off only when one download is slower than the file's
+    reader and uploader can go: then the reader spends most of its time
+    waiting for bytes. When the reader is the slower side (inflate, or S3
+    pushing back on the parts) a second stream only adds memory, CPU for the
+    threads to contend over and a request. So each window of
+    :data:`JUDGE_BYTES` or :data:`JUDGE_SECONDS`, whichever ends first, the
+    share of it spent waiting for the next chunk is measured, and the first
+    window over :data:`NETWORK_BOUND_SHARE` sets ``after``, which lets the
+    next group begin.
+    """
+
+    def __init__(self, chunks: AsyncIterable[bytes], after: trio.Event) -> None:
+        self._chunks = aiter(chunks)
+        self._network_bound = after
+        self._window_start: float | None = None
+        self._window_bytes = 0
+        self._waited = 0.0
+
+    def __aiter__(self) -> DownloadMeter:
+        return self
+
+    async def __anext__(self) -> bytes:
+        asked = trio.current_time()
+        if self._window_start is None:
+            self._window_start = asked
+        chunk = await anext(self._chunks)
+        now = trio.current_time()
+        self._waited += now - asked
+        self._window_bytes += len(chunk)
+        elapsed = now - self._window_start
+        if self._window_bytes >= JUDGE_BYTES or elapsed >= JUDGE_SECONDS:
+            share = self._waited / elapsed if elapsed > 0 else 0.0
+            if share >= NETWORK_BOUND_SHARE and not self._network_bound.is_set():
+                log.info(
+                    "download is the slower side; next group starts",
+                    waitedShare=round(share, 2),
+                    windowBytes=self._window_bytes,
+                )
+                self._network_bound.set()
+            self._window_start, self._window_bytes, self._waited = now, 0, 0.0
+        return chunk
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _read_group(
@@ -133,6 +219,7 @@ async def _read_group(
     export_id: str,
     deps: Deps,
     stream: StreamEntries,
+    meter: Callable[[AsyncIterable[bytes]], AsyncIterable[bytes]] | None = None,
 ) -> None:
     # Looked up a window ahead of this group's reader, not all at once: see lookahead.py.
     ahead = AheadLookup(
@@ -143,4 +230,4 @@ async def _read_group(
         policy=deps.aws_policy,
     )
     async with deps.api.download(file, start=start) as chunks:
-        await stream(chunks, entries, ahead.get, following)
+        await stream(chunks if meter is None else meter(chunks), entries, ahead.get, following)

@@ -6,16 +6,19 @@ import functools
 import io
 import random
 import zipfile
+from collections.abc import AsyncIterator
 
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from pipeline._adapters.exportapi import ExportFile
 from pipeline._config import Mode, load_settings
 from pipeline._core.accounting import FileResult
 from pipeline._core.zip.format import TAIL_BYTES
 from pipeline._service import entry_groups as _entry_groups
+from pipeline._service.entry_groups import JUDGE_BYTES, JUDGE_SECONDS, DownloadMeter
 from pipeline._service.file_stage import process_file
 from pipeline._service.graph import open_deps
 from pipeline.testing.demo import build_zip, metadata_for
@@ -99,6 +102,56 @@ class TestStreamsPerFile:
         assert _entry_groups.streams_per_file(settings, in_flight) == streams
 
 
+async def timed_chunks(
+    count: int, pause: float, closed: list[bool] | None = None
+) -> AsyncIterator[bytes]:
+    """``count`` chunks of 64 KiB, each ``pause`` seconds after the last (a download's pace)."""
+    try:
+        for _ in range(count):
+            await trio.sleep(pause)
+            yield bytes(64 * 1024)
+    finally:
+        if closed is not None:
+            closed.append(True)
+
+
+class TestDownloadMeter:
+    async def test_a_download_slower_than_its_reader_lets_the_next_group_start(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A reader that waits for every chunk sets the event within the first window."""
+        after = trio.Event()
+        meter = DownloadMeter(timed_chunks(100, 0.01), after)
+        got = 0
+        async for chunk in meter:
+            got += len(chunk)
+            if after.is_set():
+                break
+        assert after.is_set()
+        assert got <= JUDGE_BYTES
+        assert trio.current_time() <= JUDGE_SECONDS + 0.02
+
+    async def test_a_reader_slower_than_its_download_keeps_one_stream(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A reader busy between chunks that come at once never sets the event."""
+        after = trio.Event()
+        got = 0
+        async for chunk in DownloadMeter(timed_chunks(200, 0.0), after):
+            got += len(chunk)
+            await trio.sleep(0.01)  # inflating, or S3 pushing back on the parts
+        assert got == 200 * 64 * 1024
+        assert not after.is_set()
+
+    async def test_closing_the_meter_closes_the_download(self) -> None:
+        """aclose reaches the download underneath (read_zip closes what it stops reading)."""
+        closed: list[bool] = []
+        meter = DownloadMeter(timed_chunks(5, 0.0, closed), trio.Event())
+        assert len(await anext(meter)) == 64 * 1024
+        await meter.aclose()
+        assert closed == [True]
+
+
 class TestGroups:
     async def test_two_groups_give_the_one_stream_result(self, aws_endpoint: str) -> None:
         """Two groups, one ranged download each: the same objects and counts as one stream."""
@@ -171,8 +224,10 @@ class TestGroups:
         assert TAIL_BYTES < cut < len(data) - second
         async with open_stack(aws_endpoint) as stack:
             await stack.seed("exp-break", metadata_for(content))
-            # The tail's request takes the first (too short to break), each group's one the next.
-            stack.simulator.inject_break("exp-break", "exp-break-f0001", cut, times=3)
+            # Every request is cut at 400 kB: the tail and the second group's
+            # resume are shorter, the first group's resume is closed by its
+            # reader before (its group ends first), whichever order they come in.
+            stack.simulator.inject_break("exp-break", "exp-break-f0001", cut, times=10)
             result, ranges = await process(stack, "exp-break", data)
             assert result.ok, result.error
             assert result.entries_uploaded == 4
@@ -189,7 +244,9 @@ class TestGroups:
         async with open_stack(aws_endpoint) as stack:
             await stack.seed("exp-stop", metadata_for(content))
             [file_id] = stack.simulator.add_export("exp-stop", [("part.zip", data)])
-            # An entry takes 1.5 s at this rate: both groups are inside their first.
+            # An entry takes 1.5 s at this rate: the first group's reader waits
+            # on its download, so the second starts at once; both are inside
+            # their first entry when the cancel comes.
             stack.simulator.set_throttle("exp-stop", file_id, 200_000)
             file = ExportFile(
                 file_id=file_id,
