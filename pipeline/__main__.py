@@ -19,7 +19,6 @@ and a summary (see ``pipeline/testing/local.py``).
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import signal
 import sys
@@ -106,11 +105,6 @@ async def serve_until_signalled(settings: Settings, mode: Mode) -> None:
     """Run the service until SIGTERM or SIGINT, then wind it down gracefully."""
     from pipeline._service.graph import run_service
 
-    # Everything imported by now lives as long as the process: out of the
-    # cyclic collector's sight, a full collection no longer walks it all
-    # (about a tenth of the CPU spent on a large entry, issue 10).
-    gc.collect()
-    gc.freeze()
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:

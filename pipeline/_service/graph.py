@@ -56,6 +56,7 @@ from pipeline._adapters.httpreads import use_large_reads
 from pipeline._adapters.retry import observe_retries
 from pipeline._config import Mode, Settings
 from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker
+from pipeline._memory import settle as settle_memory
 from pipeline._service.deps import Deps
 from pipeline._service.dispatch import FileDispatch, FileTask, LocalDispatch, QueueDispatch
 from pipeline._service.file_stage import run_file_workers
@@ -160,6 +161,8 @@ async def run_service(
 ) -> None:
     """Run the service in ``mode`` until ``stop`` is set and the work has wound down."""
     async with open_deps(settings) as deps:
+        # What is set up by now lasts as long as the process (see _memory.py).
+        settle_memory()
         # Every retry and breaker change below is counted in this service's metrics.
         with observe_retries(deps.metrics):
             await _serve(settings, mode, stop, deps, task_status)
