@@ -121,7 +121,7 @@ async def serve_until_signalled(settings: Settings, mode: Mode) -> None:
                     nursery.cancel_scope.cancel()
 
             nursery.start_soon(stop_on_signal)
-            await run_service(settings, mode, stop)
+            await run_service(settings, mode, stop, settle=True)
             nursery.cancel_scope.cancel()
 
 

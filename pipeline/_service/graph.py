@@ -157,12 +157,18 @@ async def run_service(
     mode: Mode,
     stop: trio.Event,
     *,
+    settle: bool = False,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the service in ``mode`` until ``stop`` is set and the work has wound down."""
+    """Run the service in ``mode`` until ``stop`` is set and the work has wound down.
+
+    With ``settle`` (the process's own entry point; not the tests, which run
+    many services in one process) the memory is settled once the clients are
+    open: see :mod:`pipeline._memory`.
+    """
     async with open_deps(settings) as deps:
-        # What is set up by now lasts as long as the process (see _memory.py).
-        settle_memory()
+        if settle:
+            settle_memory()
         # Every retry and breaker change below is counted in this service's metrics.
         with observe_retries(deps.metrics):
             await _serve(settings, mode, stop, deps, task_status)
