@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 import pipeline._adapters.aws.s3parts as s3parts_module
-from pipeline._adapters.aws.s3parts import PartBody, PartWindow, Pieces, crc32_checksum
+from pipeline._adapters.aws.s3parts import Part, PartBody, PartWindow, Pieces
 
 
 def test_public_surface_is_complete() -> None:
@@ -50,12 +50,14 @@ class TestPartBody:
         assert b"".join([bytes(piece) async for piece in body]) == b"xyz"
 
 
-def test_crc32_checksum_is_s3s_base64_of_the_whole() -> None:
-    """The checksum of pieces is the base64 big-endian CRC-32 of their concatenation."""
-    pieces = [b"hello ", memoryview(b"big world")[4:]]
+def test_part_checksum_is_s3s_base64_of_the_whole() -> None:
+    """A part's checksum is the base64 big-endian CRC-32 of its pieces' concatenation."""
+    pieces = Pieces()
+    pieces.add(b"hello ")
+    pieces.add(b"world", zlib.crc32(b"world"))
     crc = zlib.crc32(b"hello world")
-    assert crc32_checksum(pieces) == base64.b64encode(crc.to_bytes(4, "big")).decode()
-    assert crc32_checksum([]) == "AAAAAA=="
+    assert pieces.take(11).checksum == base64.b64encode(crc.to_bytes(4, "big")).decode()
+    assert Part([], 0).checksum == "AAAAAA=="
 
 
 class TestPieces:
@@ -95,7 +97,7 @@ class TestPieces:
             expected = stream[at : at + part.size]
             assert b"".join(bytes(p) for p in part.buffers) == expected
             assert part.crc32 == zlib.crc32(expected)
-            assert part.checksum == crc32_checksum([expected])
+            assert base64.b64decode(part.checksum) == zlib.crc32(expected).to_bytes(4, "big")
             at += part.size
         assert at == len(stream)
 

@@ -1,8 +1,9 @@
-"""The pieces of an S3 upload that carry its bytes: zero-copy bodies, checksums, parts in flight.
+r"""The pieces of an S3 upload that carry its bytes: zero-copy bodies, checksums, parts in flight.
 
 :class:`PartBody` sends buffers already in memory as one request body without
-joining them; :func:`crc32_checksum` is the part's ``x-amz-checksum-crc32``,
-computed here with isal (several GB/s) so botocore computes nothing per byte;
+joining them; :class:`Pieces` cuts them into :class:`Part`\ s, each with the
+CRC-32 for its ``x-amz-checksum-crc32``, joined from the pieces' own CRC-32s
+(isal) so that neither botocore nor we read the bytes again;
 :class:`PartWindow` keeps a bounded number of an upload's parts in flight as
 tasks of the caller's nursery, as boto3's transfer manager does with threads,
 and the process as a whole at most :data:`PROCESS_PARTS_IN_FLIGHT`, so its
@@ -34,7 +35,6 @@ __all__ = [
     "PartBody",
     "PartWindow",
     "Pieces",
-    "crc32_checksum",
 ]
 
 Buffer = bytes | memoryview
@@ -58,18 +58,6 @@ def _shared_limiter() -> trio.CapacityLimiter:
         return limiter
 
 
-def crc32_checksum(pieces: Sequence[Buffer]) -> str:
-    """The CRC-32 of the pieces, one after another, base64 as S3's checksum headers want."""
-    crc = 0
-    for piece in pieces:
-        crc = _crc32(piece, crc)
-    return _base64_crc(crc)
-
-
-def _base64_crc(crc: int) -> str:
-    return base64.b64encode(crc.to_bytes(4, "big")).decode()
-
-
 class Part:
     """The buffers of one part as they were written, and their CRC-32."""
 
@@ -81,7 +69,7 @@ class Part:
     @property
     def checksum(self) -> str:
         """The CRC-32, base64 as S3's ``x-amz-checksum-crc32`` wants."""
-        return _base64_crc(self.crc32)
+        return base64.b64encode(self.crc32.to_bytes(4, "big")).decode()
 
 
 class Pieces:
