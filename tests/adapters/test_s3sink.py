@@ -6,6 +6,8 @@ import hashlib
 import os
 import uuid
 import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -76,6 +78,16 @@ async def keys(clients: AwsClients, bucket: str) -> list[str]:
 async def open_uploads(clients: AwsClients, bucket: str) -> list[dict[str, Any]]:
     listing = await clients.s3.list_multipart_uploads(Bucket=bucket)
     return list(listing.get("Uploads", []))
+
+
+@asynccontextmanager
+async def clients_through(proxy: FaultProxy) -> AsyncIterator[AwsClients]:
+    """AWS clients whose every call goes through ``proxy`` (served for the block)."""
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve_fault_proxy, proxy)
+        async with open_aws_clients(region="us-east-1", endpoint_url=url, pool_size=2) as aws:
+            yield aws
+        nursery.cancel_scope.cancel()
 
 
 def test_public_surface_is_complete() -> None:
@@ -287,14 +299,11 @@ class TestStagedEntries:
         # The copy is the only PutObject-shaped call of a staged upload.
         proxy.add(Fault("s3", "PutObject", "status", times=100))
         data = os.urandom(PART + 99)
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_fault_proxy, proxy)
-            async with open_aws_clients(region="us-east-1", endpoint_url=url, pool_size=2) as aws:
-                upload = await open_upload(aws, bucket, "exports/e/half.bin")
-                await write_all(upload, data)
-                with pytest.raises(PipelineError):
-                    await upload.commit(hashlib.sha256(data).hexdigest())
-            nursery.cancel_scope.cancel()
+        async with clients_through(proxy) as aws:
+            upload = await open_upload(aws, bucket, "exports/e/half.bin")
+            await write_all(upload, data)
+            with pytest.raises(PipelineError):
+                await upload.commit(hashlib.sha256(data).hexdigest())
         async with open_aws_clients(
             region="us-east-1", endpoint_url=aws_endpoint, pool_size=2
         ) as direct:
@@ -410,17 +419,14 @@ class TestPartChecksums:
         proxy = FaultProxy(aws_endpoint)
         data = os.urandom(2 * PART + 777)
         digest = hashlib.sha256(data).hexdigest()
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_fault_proxy, proxy)
-            async with open_aws_clients(region="us-east-1", endpoint_url=url, pool_size=2) as aws:
-                upload = await open_upload(aws, bucket, "split.bin", digest)
-                step = 300_007  # never a divisor of the part size: pieces are cut
-                for start in range(0, len(data), step):
-                    piece = data[start : start + step]
-                    await upload.write(piece, zlib.crc32(piece))
-                await upload.commit(digest)
-                body, _ = await get(aws, bucket, "split.bin")
-            nursery.cancel_scope.cancel()
+        async with clients_through(proxy) as aws:
+            upload = await open_upload(aws, bucket, "split.bin", digest)
+            step = 300_007  # never a divisor of the part size: pieces are cut
+            for start in range(0, len(data), step):
+                piece = data[start : start + step]
+                await upload.write(piece, zlib.crc32(piece))
+            await upload.commit(digest)
+            body, _ = await get(aws, bucket, "split.bin")
         assert body == data
         assert proxy.calls[("s3", "UploadPart")] == 3
         assert proxy.bad_digests == 0
@@ -429,15 +435,12 @@ class TestPartChecksums:
         """A piece given a wrong CRC-32 makes its part's checksum wrong: S3 refuses it."""
         proxy = FaultProxy(aws_endpoint)
         data = os.urandom(PART + 10)
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_fault_proxy, proxy)
-            async with open_aws_clients(region="us-east-1", endpoint_url=url, pool_size=2) as aws:
-                upload = await open_upload(aws, bucket, "bad.bin")
-                # The first part is read (the piece is cut there); the wrong
-                # CRC-32 reaches the last part, sent at commit.
-                await upload.write(data, zlib.crc32(data) ^ 1)
-                with pytest.raises(AwsRejected, match="BadDigest"):
-                    await upload.commit(hashlib.sha256(data).hexdigest())
-                assert await keys(aws, bucket) == []
-            nursery.cancel_scope.cancel()
+        async with clients_through(proxy) as aws:
+            upload = await open_upload(aws, bucket, "bad.bin")
+            # The first part is read (the piece is cut there); the wrong
+            # CRC-32 reaches the last part, sent at commit.
+            await upload.write(data, zlib.crc32(data) ^ 1)
+            with pytest.raises(AwsRejected, match="BadDigest"):
+                await upload.commit(hashlib.sha256(data).hexdigest())
+            assert await keys(aws, bucket) == []
         assert proxy.bad_digests == 1
