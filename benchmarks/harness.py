@@ -16,8 +16,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,8 +26,8 @@ import httpx
 import trio
 
 from pipeline._adapters.aws.clients import AwsClients
-from pipeline.ops.provisioning import ProvisionedUrls, provision
-from pipeline.testing.moto import free_port
+from pipeline.ops.provisioning import ProvisionedUrls
+from pipeline.testing.moto import free_port, moto_process, provision_fresh
 
 TOKEN = "bench-token"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -38,18 +36,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 async def provision_bench(
     aws: AwsClients, *, visibility_timeout: int, download_tasks: bool = False
 ) -> tuple[str, ProvisionedUrls]:
-    """Fresh queues, tables and bucket under a new name: the name and the queue URLs."""
-    name = uuid.uuid4().hex[:10]
-    urls = await provision(
+    """Fresh queues, tables and bucket (``bench-<name>``) under a new name: the name and URLs."""
+    return await provision_fresh(
         aws,
-        bucket=f"bench-{name}",
-        metadata_table=f"metadata-{name}",
-        jobs_table=f"jobs-{name}",
-        export_jobs_queue=f"jobs-{name}",
-        download_tasks_queue=f"tasks-{name}" if download_tasks else None,
+        bucket_prefix="bench",
         visibility_timeout=visibility_timeout,
+        with_task_queue=download_tasks,
     )
-    return name, urls
 
 
 def bench_env(
@@ -210,30 +203,8 @@ def serve_moto(port: str) -> int:
 def moto() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A moto server subprocess (its pid is needed for its CPU time)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--moto", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/moto-api/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-        yield url, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with moto_process([sys.executable, __file__, "--moto", str(port)], port) as running:
+        yield running
 
 
 # -- the service as a process --

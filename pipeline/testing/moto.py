@@ -1,4 +1,6 @@
-"""A moto server in a subprocess: the AWS of the local mode and of the tests.
+"""A moto server in a subprocess: the AWS of the local mode, the tests and the benchmarks.
+
+:func:`provision_fresh` gives a test or a benchmark resources of its own in it.
 
 A subprocess rather than moto's in-process threaded server, so that its work
 does not compete with the service for the GIL: the local demo's MB/s then
@@ -20,13 +22,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-__all__ = ["free_port", "moto_server"]
+if TYPE_CHECKING:  # the moto subprocess runs this module; it needs no AWS client code
+    from pipeline._adapters.aws.clients import AwsClients
+    from pipeline.ops.provisioning import ProvisionedUrls
+
+__all__ = ["free_port", "moto_process", "moto_server", "provision_fresh"]
 
 # moto imports every service's models on start; on a busy CI machine that
 # takes several seconds.
@@ -44,11 +51,19 @@ def free_port(host: str = "127.0.0.1") -> int:
 def moto_server(port: int | None = None) -> Iterator[str]:
     """Run moto's server in a subprocess; yields its URL."""
     port = port or free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.testing.moto", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with moto_process([sys.executable, "-m", "pipeline.testing.moto", str(port)], port) as (url, _):
+        yield url
+
+
+@contextmanager
+def moto_process(
+    command: Sequence[str], port: int
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``command``, a moto server listening on ``port``; yields its URL and its process.
+
+    Returns once the server answers; the process is stopped when the block exits.
+    """
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -61,13 +76,41 @@ def moto_server(port: int | None = None) -> Iterator[str]:
                     msg = "moto server did not start (is moto[server] installed?)"
                     raise RuntimeError(msg) from None
                 time.sleep(0.1)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+
+
+async def provision_fresh(
+    aws: AwsClients,
+    *,
+    bucket_prefix: str = "bucket",
+    visibility_timeout: int = 30,
+    with_task_queue: bool = False,
+) -> tuple[str, ProvisionedUrls]:
+    """A bucket, tables and queues of their own under a new random name; the name and the URLs.
+
+    For ``name``: bucket ``<bucket_prefix>-<name>``, tables ``metadata-<name>``
+    and ``jobs-<name>``, queues ``jobs-<name>`` and (asked for) ``tasks-<name>``.
+    """
+    from pipeline.ops.provisioning import provision
+
+    name = uuid.uuid4().hex[:10]
+    urls = await provision(
+        aws,
+        bucket=f"{bucket_prefix}-{name}",
+        metadata_table=f"metadata-{name}",
+        jobs_table=f"jobs-{name}",
+        export_jobs_queue=f"jobs-{name}",
+        download_tasks_queue=f"tasks-{name}" if with_task_queue else None,
+        visibility_timeout=visibility_timeout,
+    )
+    return name, urls
 
 
 def serve(port: int) -> None:

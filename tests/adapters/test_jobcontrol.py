@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 
@@ -20,7 +19,7 @@ from pipeline._adapters.aws.jobcontrol import (
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._core.accounting import FileResult, JobStatus
 from pipeline._core.backoff import Backoff
-from pipeline.ops.provisioning import provision
+from pipeline.testing.moto import provision_fresh
 
 FAST = Backoff(max_attempts=3, base=0.001, cap=0.01)
 
@@ -28,16 +27,7 @@ FAST = Backoff(max_attempts=3, base=0.001, cap=0.01)
 @pytest.fixture
 async def provisioned(clients: AwsClients) -> tuple[JobStore, str]:
     """A fresh jobs table and export-job queue: the store and the queue's URL."""
-    name = uuid.uuid4().hex[:10]
-    urls = await provision(
-        clients,
-        bucket=f"bucket-{name}",
-        metadata_table=f"metadata-{name}",
-        jobs_table=f"jobs-{name}",
-        export_jobs_queue=f"jobs-{name}",
-        download_tasks_queue=None,
-        visibility_timeout=30,
-    )
+    name, urls = await provision_fresh(clients)
     return JobStore(clients.dynamodb, f"jobs-{name}", FAST), urls.export_jobs_url
 
 

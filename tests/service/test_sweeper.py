@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from pipeline._adapters.aws import sqs as _sqs
@@ -11,7 +10,7 @@ from pipeline._adapters.aws.clients import AwsClients
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._core.accounting import JobStatus
 from pipeline._service.sweeper import STALE_AFTER_SECONDS, sweep_once
-from pipeline.ops.provisioning import provision
+from pipeline.testing.moto import provision_fresh
 
 START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
@@ -28,16 +27,7 @@ class Clock:
 
 async def test_only_quiet_running_jobs_are_submitted_again(clients: AwsClients) -> None:
     """A RUNNING job quiet past the threshold is sent again; fresh, waiting and final ones not."""
-    name = uuid.uuid4().hex[:10]
-    urls = await provision(
-        clients,
-        bucket=f"bucket-{name}",
-        metadata_table=f"metadata-{name}",
-        jobs_table=f"jobs-{name}",
-        export_jobs_queue=f"jobs-{name}",
-        download_tasks_queue=None,
-        visibility_timeout=30,
-    )
+    name, urls = await provision_fresh(clients)
     clock = Clock()
     jobs = JobStore(clients.dynamodb, f"jobs-{name}", clock=clock)
     await jobs.begin_job("exp-stranded", "c-stranded", JobStatus.RUNNING)

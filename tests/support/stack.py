@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,8 +26,8 @@ from pipeline._adapters.aws.metadata import MetadataItem
 from pipeline._config import Mode, Settings, load_settings
 from pipeline._core.backoff import AWS_POLICY
 from pipeline._service.graph import run_service
-from pipeline.ops.provisioning import provision, seed_metadata
-from pipeline.testing.moto import free_port
+from pipeline.ops.provisioning import seed_metadata
+from pipeline.testing.moto import free_port, provision_fresh
 from pipeline.testing.simulator import Simulator, serve_simulator
 
 TOKEN = "test-token-1234"
@@ -151,16 +150,9 @@ async def open_stack(
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Provision fresh resources and start the simulator; the service is started by the test."""
-    name = uuid.uuid4().hex[:10]
     async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=20) as aws:
-        urls = await provision(
-            aws,
-            bucket=f"bucket-{name}",
-            metadata_table=f"metadata-{name}",
-            jobs_table=f"jobs-{name}",
-            export_jobs_queue=f"jobs-{name}",
-            download_tasks_queue=f"tasks-{name}" if with_task_queue else None,
-            visibility_timeout=visibility_timeout,
+        name, urls = await provision_fresh(
+            aws, visibility_timeout=visibility_timeout, with_task_queue=with_task_queue
         )
         simulator = Simulator(token=TOKEN)
         async with trio.open_nursery() as nursery:
