@@ -76,8 +76,7 @@ def own_cpu() -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return _cpu(_stat_fields(Path(f"/proc/{pid}/stat").read_text()))
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
@@ -93,20 +92,27 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
         except FileNotFoundError:  # the thread ended
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        totals[name] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        totals[name] += _cpu(_stat_fields(stat))
     return dict(totals)
 
 
 def sys_seconds(pid: int) -> float:
     """System (kernel) CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[12]) / CLK_TCK
+    return int(_stat_fields(Path(f"/proc/{pid}/stat").read_text())[12]) / CLK_TCK
 
 
 def minor_faults(pid: int) -> int:
     """Minor page faults of a process so far."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+    return int(_stat_fields(Path(f"/proc/{pid}/stat").read_text())[7])
+
+
+def _stat_fields(stat: str) -> list[str]:
+    """The fields of a ``stat`` line after the command name (which may hold spaces)."""
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _cpu(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def vm_hwm_kb(pid: int | str) -> int:
