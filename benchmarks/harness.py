@@ -16,8 +16,8 @@ import os
 import resource
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,49 @@ class FinishedJobs:
     async def wait_for(self, jobs: int) -> None:
         while self.count < jobs:
             await self.changed.wait()
+
+
+@attrs.frozen
+class ServiceProcess:
+    """The service running as a subprocess, ready; its finished jobs counted as they are logged."""
+
+    proc: trio.Process
+    finished: FinishedJobs
+    # For the caller's own tasks beside the service (say, sampling its RSS).
+    nursery: trio.Nursery
+
+
+@asynccontextmanager
+async def service_process(
+    command: list[str], env: dict[str, str], profile_name: str
+) -> AsyncIterator[ServiceProcess]:
+    """Run ``command`` (the service) with ``env`` until the block exits, once it is ready.
+
+    Jobs are counted from the service's own "job finished" log lines: polling
+    the jobs table would load moto, which the service shares. With
+    BENCH_PROFILE_DIR set, py-spy samples it (:func:`profile`). The service is
+    sent SIGTERM when the block exits and given 30 s to stop.
+    """
+    port = free_port()
+    async with trio.open_nursery() as nursery:
+        proc = await trio.lowlevel.open_process(
+            command, env={**os.environ, **env, "HEALTH_PORT": str(port)}, stdout=subprocess.PIPE
+        )
+        finished = FinishedJobs()
+        assert proc.stdout is not None
+        nursery.start_soon(finished.count_from, proc.stdout)
+        spy: trio.Process | None = None
+        try:
+            await wait_ready(port, proc)
+            spy = await profile(proc.pid, profile_name)
+            yield ServiceProcess(proc, finished, nursery)
+        finally:
+            proc.terminate()
+            with trio.move_on_after(30):
+                await proc.wait()
+                if spy is not None:  # it writes its file once the service is gone
+                    await spy.wait()
+        nursery.cancel_scope.cancel()
 
 
 async def profile(pid: int, name: str) -> trio.Process | None:

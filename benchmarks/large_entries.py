@@ -48,7 +48,6 @@ import random
 import re
 import resource
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,20 +64,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import (
     TOKEN,
-    FinishedJobs,
     bench_env,
     cpu_seconds,
     minor_faults,
     moto,
     own_cpu,
-    profile,
     provision_bench,
     sample_rss,
+    service_process,
     sys_seconds,
     thread_cpu_seconds,
     vm_hwm_kb,
     vm_rss_kb,
-    wait_ready,
 )
 from zip_throughput import FINAL_BLOCK, MIB, chain_crc, compress_segment
 
@@ -88,7 +85,6 @@ from pipeline._adapters.aws.metadata import MetadataItem
 from pipeline._core.backoff import AWS_POLICY
 from pipeline._logging import configure_logging
 from pipeline.ops.provisioning import seed_metadata
-from pipeline.testing.moto import free_port
 from pipeline.testing.simulator import Simulator, serve_simulator
 
 EXPORT_ID = "exp-large"
@@ -318,47 +314,29 @@ def image_malloc_env() -> dict[str, str]:
 
 async def run_service(stack: Stack, fixture: Fixture) -> Measured:
     env = stack.env
-    port = free_port()
-    async with trio.open_nursery() as nursery:
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "pipeline", "--mode", "all"],
-            env={**os.environ, **env, "HEALTH_PORT": str(port)},
-            stdout=subprocess.PIPE,
+    command = [sys.executable, "-m", "pipeline", "--mode", "all"]
+    async with service_process(command, env, "large") as service:
+        pid = service.proc.pid
+        ready_kb, ready_rss_kb = vm_hwm_kb(pid), vm_rss_kb(pid)
+        rss_samples: list[tuple[float, int]] = []
+        service.nursery.start_soon(sample_rss, pid, rss_samples)
+        cpu0, moto0 = cpu_seconds(pid), cpu_seconds(stack.moto_pid)
+        threads0 = thread_cpu_seconds(pid)
+        sys0, faults0 = sys_seconds(pid), minor_faults(pid)
+        started = trio.current_time()
+        await stack.aws.sqs.send_message(
+            QueueUrl=env["SQS_EXPORT_JOBS_URL"],
+            MessageBody=json.dumps({"exportIds": [EXPORT_ID]}),
         )
-        finished = FinishedJobs()
-        assert proc.stdout is not None
-        nursery.start_soon(finished.count_from, proc.stdout)
-        spy: trio.Process | None = None
-        try:
-            await wait_ready(port, proc)
-            spy = await profile(proc.pid, "large")
-            ready_kb, ready_rss_kb = vm_hwm_kb(proc.pid), vm_rss_kb(proc.pid)
-            rss_samples: list[tuple[float, int]] = []
-            nursery.start_soon(sample_rss, proc.pid, rss_samples)
-            cpu0, moto0 = cpu_seconds(proc.pid), cpu_seconds(stack.moto_pid)
-            threads0 = thread_cpu_seconds(proc.pid)
-            sys0, faults0 = sys_seconds(proc.pid), minor_faults(proc.pid)
-            started = trio.current_time()
-            await stack.aws.sqs.send_message(
-                QueueUrl=env["SQS_EXPORT_JOBS_URL"],
-                MessageBody=json.dumps({"exportIds": [EXPORT_ID]}),
-            )
-            with trio.fail_after(1800):
-                await finished.wait_for(1)
-            seconds = trio.current_time() - started
-            cpu = cpu_seconds(proc.pid) - cpu0
-            threads = thread_cpu_seconds(proc.pid)
-            system = sys_seconds(proc.pid) - sys0
-            faults = minor_faults(proc.pid) - faults0
-            moto_cpu = cpu_seconds(stack.moto_pid) - moto0
-            hwm = vm_hwm_kb(proc.pid)
-        finally:
-            proc.terminate()
-            with trio.move_on_after(30):
-                await proc.wait()
-                if spy is not None:  # it writes its file once the service is gone
-                    await spy.wait()
-        nursery.cancel_scope.cancel()
+        with trio.fail_after(1800):
+            await service.finished.wait_for(1)
+        seconds = trio.current_time() - started
+        cpu = cpu_seconds(pid) - cpu0
+        threads = thread_cpu_seconds(pid)
+        system = sys_seconds(pid) - sys0
+        faults = minor_faults(pid) - faults0
+        moto_cpu = cpu_seconds(stack.moto_pid) - moto0
+        hwm = vm_hwm_kb(pid)
     job = await JobStore(stack.aws.dynamodb, env["DYNAMODB_JOBS_TABLE"], AWS_POLICY).get_job(
         EXPORT_ID
     )

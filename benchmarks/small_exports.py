@@ -36,7 +36,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,14 +48,12 @@ import httpx
 import trio
 from harness import (
     TOKEN,
-    FinishedJobs,
     bench_env,
     cpu_seconds,
     moto,
     own_cpu,
-    profile,
     provision_bench,
-    wait_ready,
+    service_process,
 )
 
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
@@ -65,7 +62,6 @@ from pipeline._core.backoff import AWS_POLICY
 from pipeline._logging import configure_logging
 from pipeline.ops.provisioning import seed_metadata
 from pipeline.testing.demo import build_zip, metadata_for, records
-from pipeline.testing.moto import free_port
 from pipeline.testing.simulator import Simulator, serve_simulator
 
 ENTRY_BYTES = 3 * 1024
@@ -337,22 +333,10 @@ async def run_service_phase(
     async with trio.open_nursery() as nursery:
         api = await nursery.start(serve_simulator, simulator)
         phase = await _prepare(aws, endpoint, exports, simulator, api)
-        port = free_port()
         calls_file = workdir / f"calls-{phase.name}.json"
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, __file__, "--serve", str(calls_file), "--mode", "all"],
-            env={**os.environ, **phase.env, "HEALTH_PORT": str(port)},
-            stdout=subprocess.PIPE,
-        )
-        # Jobs are counted from the service's own "job finished" log lines:
-        # polling the jobs table would load moto, which the service shares.
-        finished = FinishedJobs()
-        assert proc.stdout is not None
-        nursery.start_soon(finished.count_from, proc.stdout)
-        spy: trio.Process | None = None
-        try:
-            await wait_ready(port, proc)
-            spy = await profile(proc.pid, phase.name)
+        command = [sys.executable, __file__, "--serve", str(calls_file), "--mode", "all"]
+        async with service_process(command, phase.env, phase.name) as service:
+            proc = service.proc
             before = await _snapshot(proc, calls_file, 1)
             cpu0, moto0 = cpu_seconds(proc.pid), cpu_seconds(moto_pid)
             started = trio.current_time()
@@ -366,19 +350,13 @@ async def run_service_phase(
                     ],
                 )
             with trio.fail_after(1800):
-                await finished.wait_for(len(ids))
+                await service.finished.wait_for(len(ids))
             seconds = trio.current_time() - started
             cpu, moto_cpu = cpu_seconds(proc.pid) - cpu0, cpu_seconds(moto_pid) - moto0
             # The message is deleted just after its job is final: wait for it,
             # so the calls counted are the whole work of the exports.
             await _queue_drained(aws, phase.env["SQS_EXPORT_JOBS_URL"])
             after = await _snapshot(proc, calls_file, 2)
-        finally:
-            proc.terminate()
-            with trio.move_on_after(30):
-                await proc.wait()
-                if spy is not None:  # it writes its file once the service is gone
-                    await spy.wait()
         nursery.cancel_scope.cancel()
     for export_id, _, entries in exports.exports:
         job = await phase.jobs.get_job(export_id)
