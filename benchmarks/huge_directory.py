@@ -175,7 +175,7 @@ def child_service(path: str) -> dict[str, Any]:
     import httpx
     import trio
 
-    from pipeline._adapters.exportapi import ExportApi, ExportFile
+    from pipeline._adapters.exportapi import ExportApi, ExportApiSession, ExportFile
     from pipeline._core.backoff import Backoff, CircuitBreaker
     from pipeline._core.zip.format import TAIL_BYTES, ZipLimits
     from pipeline._service import file_stage
@@ -191,7 +191,7 @@ def child_service(path: str) -> dict[str, Any]:
 
     async def run() -> None:
         async with httpx.AsyncClient(timeout=httpx.Timeout(60.0)) as client:
-            api = ExportApi(
+            session = ExportApiSession(
                 client,
                 base_url=url,
                 token=None,
@@ -199,6 +199,7 @@ def child_service(path: str) -> dict[str, Any]:
                 policy=Backoff(max_attempts=1, base=0.1, cap=0.1),
                 breaker=CircuitBreaker(),
             )
+            api = ExportApi(session)
             file = ExportFile(file_id="f", name="f.zip", download_url=url, size_bytes=size)
             result["rss_imports_mb"] = vmhwm_mb()
             began = time.perf_counter()

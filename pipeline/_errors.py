@@ -12,6 +12,8 @@ to be tried again later (``err.verdict`` is false).
     ├── TransientError              trying again later may succeed
     │   ├── ExportApiUnavailable    429, 5xx, timeout, body broken off   export
     │   ├── CircuitOpen             the breaker refuses calls for a while export
+    │   ├── ExportApiExhausted      one call's attempts spent, or the breaker
+    │   │                           open too long: hand the work back      export
     │   ├── AwsUnavailable          throttling, 5xx, connection trouble  infrastructure
     │   └── FilesUnrecorded         files of a message ended without a result  infrastructure
     └── PermanentError              trying again gives the same answer
@@ -39,6 +41,7 @@ __all__ = [
     "AwsUnavailable",
     "CircuitOpen",
     "DownloadRefused",
+    "ExportApiExhausted",
     "ExportApiRejected",
     "ExportApiUnavailable",
     "ExportNotFound",
@@ -108,6 +111,17 @@ class ExportApiUnavailable(TransientError):
 
 class CircuitOpen(TransientError):
     """Most recent Export API calls failed; calls are refused for a while."""
+
+    fault = Fault.EXPORT
+
+
+class ExportApiExhausted(TransientError):
+    """One Export API call failed transiently on every attempt, or waited on the breaker too long.
+
+    Transient, not a verdict: the work is handed back and tried again later
+    (contract 2). Only a job older than ``EXPORT_MAX_WAIT_SECONDS`` is failed
+    by it, with this error's line as the reason.
+    """
 
     fault = Fault.EXPORT
 

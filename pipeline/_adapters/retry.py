@@ -20,10 +20,10 @@ from typing import Protocol, TypeVar
 import structlog
 import trio
 
-from pipeline._core.backoff import Backoff
-from pipeline._errors import CircuitOpen, RetriesExhausted, TransientError
+from pipeline._core.backoff import Backoff, DependencyHealth
+from pipeline._errors import CircuitOpen, PermanentError, RetriesExhausted, TransientError
 
-__all__ = ["RetryObserver", "observe_retries", "pause", "retry"]
+__all__ = ["RetryObserver", "observe_health", "observe_retries", "pause", "retry"]
 
 T = TypeVar("T")
 log = structlog.get_logger("pipeline.backoff")
@@ -56,6 +56,26 @@ def observe_retries(observer: RetryObserver) -> Iterator[None]:
         yield
     finally:
         _OBSERVER.reset(token)
+
+
+# The health view every retried call reports its attempts to (the intake gate reads it).
+_HEALTH: ContextVar[DependencyHealth | None] = ContextVar("pipeline_health", default=None)
+
+
+@contextlib.contextmanager
+def observe_health(health: DependencyHealth) -> Iterator[None]:
+    """Record the outcome of every attempt made by :func:`retry` in this block in ``health``."""
+    token = _HEALTH.set(health)
+    try:
+        yield
+    finally:
+        _HEALTH.reset(token)
+
+
+def _attempted(dependency: str, *, ok: bool) -> None:
+    health = _HEALTH.get()
+    if health is not None:
+        health.record(dependency, ok=ok)
 
 
 def circuit_changed(dependency: str, is_open: bool) -> None:
@@ -116,8 +136,13 @@ async def retry(
     while True:
         attempt += 1
         try:
-            return await call()
+            result = await call()
+        except PermanentError:
+            # A refusal is the dependency answering: it is up.
+            _attempted(dependency, ok=True)
+            raise
         except TransientError as err:
+            _attempted(dependency, ok=False)
             if policy.gives_up_after(attempt):
                 msg = f"{what}: gave up after {attempt} attempts: {err}"
                 raise RetriesExhausted(msg, fault=err.fault) from err
@@ -131,3 +156,6 @@ async def retry(
                 circuit_open=isinstance(err, CircuitOpen),
                 rng=rng,
             )
+        else:
+            _attempted(dependency, ok=True)
+            return result

@@ -16,7 +16,7 @@ from collections import deque
 
 import attrs
 
-__all__ = ["AWS_POLICY", "Backoff", "CircuitBreaker", "redelivery_delay"]
+__all__ = ["AWS_POLICY", "Backoff", "CircuitBreaker", "DependencyHealth", "redelivery_delay"]
 
 
 @attrs.frozen
@@ -152,3 +152,26 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         """Whether the breaker is currently refusing (or about to half-open)."""
         return self._open_until is not None
+
+
+@attrs.define
+class DependencyHealth:
+    """Which dependencies are failing, as the attempts of their calls tell.
+
+    A dependency is failing once ``threshold`` attempts in a row, across all
+    its calls, failed transiently (by default as many as one call's whole
+    retry policy); any answer clears it. A throttling burst that some calls
+    ride out therefore never counts, an outage does within seconds. The
+    intake gate reads it; it decides nothing by itself.
+    """
+
+    threshold: int = AWS_POLICY.max_attempts
+    _streaks: dict[str, int] = attrs.field(init=False, factory=dict)
+
+    def record(self, dependency: str, *, ok: bool) -> None:
+        """One attempt of a call to ``dependency`` answered (``ok``) or failed transiently."""
+        self._streaks[dependency] = 0 if ok else self._streaks.get(dependency, 0) + 1
+
+    def is_failing(self, dependency: str) -> bool:
+        """Whether ``dependency`` has failed ``threshold`` attempts in a row."""
+        return self._streaks.get(dependency, 0) >= self.threshold

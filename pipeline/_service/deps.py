@@ -18,6 +18,7 @@ from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._core.pool import PoolFigures
 from pipeline._core.zip.format import ZipLimits
 from pipeline._service.cancel import CancelWatch
+from pipeline._service.intake import IntakeGate
 from pipeline._service.metrics import ServiceMetrics
 
 __all__ = ["Deps"]
@@ -40,6 +41,8 @@ class Deps:
     metrics: ServiceMetrics = attrs.field(factory=ServiceMetrics)
     # The exports cancelled, and the cancel scopes of the work on them here.
     cancels: CancelWatch = attrs.field(factory=CancelWatch)
+    # What the receivers wait on before taking messages (no reason: always open).
+    intake: IntakeGate = attrs.field(factory=IntakeGate)
 
     @property
     def zip_limits(self) -> ZipLimits:

@@ -40,6 +40,7 @@ from pipeline._core.zip.format import TAIL_BYTES, CentralEntry
 from pipeline._core.zip.groups import MIN_GROUP_BYTES
 from pipeline._errors import (
     DownloadRefused,
+    ExportApiExhausted,
     PermanentError,
     TransientError,
     describe,
@@ -59,6 +60,7 @@ from pipeline._service.inflate import (
     read_zip,
 )
 from pipeline._service.lease import LeaseKeeper
+from pipeline._service.outage import dependency_down, hand_back_soon, outlived_max_wait
 from pipeline._service.receiver import Slots
 
 __all__ = ["process_file", "run_file_workers"]
@@ -129,7 +131,7 @@ async def _run_file_task(
     recorded = False
     # ...and whether that finished the job was checked after it.
     settled = False
-    failed = False
+    failure: Exception | None = None
     try:
         with trio.CancelScope() as scope:
             if lease is not None:
@@ -159,7 +161,7 @@ async def _run_file_task(
                 log.info("file stopped: its export is cancelled")
                 settled = True
     except Exception as err:
-        failed = True
+        failure = err
         what = "job not checked after the file" if recorded else "file result not recorded"
         log.error(f"{what}; will be tried again", error=describe(err), exc_info=is_bug(err))
     finally:
@@ -171,7 +173,9 @@ async def _run_file_task(
                 slots.give_back()
             if settled:
                 await keeper.complete(lease)
-            elif failed:
+            elif failure is not None and dependency_down(failure):
+                await hand_back_soon(keeper, lease, describe(failure))
+            elif failure is not None:
                 await keeper.retry_later(lease)
             else:
                 await keeper.hand_back([lease])
@@ -227,10 +231,10 @@ async def process_file(
 ) -> FileResult:
     """Read one ZIP file of ``export_id`` into S3; never raises for a bad file.
 
-    A file that cannot be processed for good (refused, corrupt, the Export
-    API's retries spent) gives a failed result with a one-line reason. An
-    error of our own infrastructure (AWS past its retries) is raised instead:
-    it is no verdict on the file, which is tried again later. Large entries may
+    A file that cannot be processed for good (refused, corrupt, the Export API
+    down past ``EXPORT_MAX_WAIT_SECONDS`` of the job) gives a failed result
+    with a one-line reason. The API down for less, or our own infrastructure
+    (AWS past its retries), is raised: no verdict, the file is tried again later. Large entries may
     be read over several downloads at once (see entry_groups.py).
     """
     tally = FileTally(file_id=file.file_id, name=file.name, size_bytes=file.size_bytes)
@@ -240,6 +244,10 @@ async def process_file(
         if not err.verdict:
             raise  # our infrastructure failed, not the file: it is tried again later
         return tally.result(error=str(err))
+    except ExportApiExhausted as err:
+        if await outlived_max_wait(deps, export_id, None):
+            return tally.result(error=str(err))
+        raise
     except TransientError:
         raise  # not a verdict on the file: it is tried again
     except Exception as err:
@@ -265,9 +273,17 @@ async def _read_file(
     if not tail.ranged:
         # The server ignored Range: stream what it sent, trusting local headers.
         log.info("range not honoured; streaming without the central directory")
-        lookup = _LazyLookup(deps, export_id)
+
+        async def lookup(name: str) -> MetadataItem | None:
+            # Entry by entry: without the directory there is no window to read ahead.
+            table = deps.settings.dynamodb_metadata_table
+            found = await _metadata.lookup(
+                deps.aws.dynamodb, table, export_id, [name], policy=deps.aws_policy
+            )
+            return found.get(name)
+
         async with tail.stream() as chunks:
-            await _stream_entries(export_id, deps, tally, chunks, None, lookup.get)
+            await _stream_entries(export_id, deps, tally, chunks, None, lookup)
         return
     directory = await _read_directory(file, tail, deps)
     if all(entry.is_dir for entry in directory):
@@ -291,24 +307,6 @@ async def _read_directory(file: ExportFile, tail: RangeResult, deps: Deps) -> Co
                 if parser.complete:
                     break
     return parser.close()
-
-
-@attrs.define
-class _LazyLookup:
-    """Metadata looked up entry by entry, when the directory is not known upfront."""
-
-    deps: Deps
-    export_id: str
-
-    async def get(self, name: str) -> MetadataItem | None:
-        found = await _metadata.lookup(
-            self.deps.aws.dynamodb,
-            self.deps.settings.dynamodb_metadata_table,
-            self.export_id,
-            [name],
-            policy=self.deps.aws_policy,
-        )
-        return found.get(name)
 
 
 @attrs.define

@@ -43,7 +43,7 @@ from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import open_aws_clients
 from pipeline._adapters.aws.jobcontrol import job_statuses
 from pipeline._adapters.aws.jobstore import JobStore
-from pipeline._adapters.exportapi import ExportApi
+from pipeline._adapters.exportapi import ExportApi, ExportApiSession
 from pipeline._adapters.exportapi.pacing import Pacer
 from pipeline._adapters.http.control import Control, add_control_routes
 from pipeline._adapters.http.health import (
@@ -53,13 +53,14 @@ from pipeline._adapters.http.health import (
     serve_health,
 )
 from pipeline._adapters.httpreads import use_large_reads
-from pipeline._adapters.retry import observe_retries
+from pipeline._adapters.retry import observe_health, observe_retries
 from pipeline._config import Mode, Settings
-from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker
+from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker, DependencyHealth
 from pipeline._memory import settle as settle_memory
 from pipeline._service.deps import Deps
 from pipeline._service.dispatch import FileDispatch, FileTask, LocalDispatch, QueueDispatch
 from pipeline._service.file_stage import run_file_workers
+from pipeline._service.intake import AwsFailing, ExportApiBreaker, IntakeGate
 from pipeline._service.job_stage import JobStageDeps, run_job_stage
 from pipeline._service.lease import Delivery, LeaseKeeper
 from pipeline._service.receiver import Slots, run_receiver
@@ -86,11 +87,12 @@ def file_task_buffer(settings: Settings) -> int:
     return settings.max_concurrent_jobs
 
 
-def _status(deps: Deps, mode: Mode) -> dict[str, Any]:
-    """What GET /health says of this process: its mode and its pool's figures."""
+def _status(deps: Deps, mode: Mode, queues: list[str]) -> dict[str, Any]:
+    """What GET /health says of this process: its mode, its pool's figures, its intake."""
     pool, limiter = deps.pool, deps.inflate_limiter
     return {
         "mode": mode.value,
+        "intake": deps.intake.status(queues),
         "pool": {
             "size": deps.settings.worker_pool_size,
             "active": limiter.borrowed_tokens,
@@ -101,6 +103,17 @@ def _status(deps: Deps, mode: Mode) -> dict[str, Any]:
             "avgProcessingMs": pool.avg_processing_ms,
         },
     }
+
+
+def export_api_breaker() -> CircuitBreaker:
+    """The Export API's breaker: five failures of five open it, a probe every 5 s.
+
+    One call's attempts failing alone opens it, so the intake gate holds new
+    work back at once; the short cooldown lets work resume within seconds of
+    the API answering again (contract 2), at the cost of one probe request per
+    cooldown while it does not.
+    """
+    return CircuitBreaker(window=10, min_calls=5, cooldown=5.0)
 
 
 def _pacing(settings: Settings) -> list[Callable[[httpx.Request], Awaitable[None]]]:
@@ -127,21 +140,42 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             event_hooks={"request": _pacing(settings)},
         ) as http,
     ):
-        api = ExportApi(
+        session = ExportApiSession(
             http,
             base_url=settings.export_api_base_url,
             token=settings.export_api_token,
             allowed_hosts=settings.export_download_allowed_hosts,
             policy=Backoff(max_attempts=settings.export_api_max_attempts, base=1.0, cap=30.0),
-            breaker=CircuitBreaker(),
+            breaker=export_api_breaker(),
         )
-        yield Deps(
-            settings=settings,
-            aws=aws,
-            api=api,
-            jobs=JobStore(aws.dynamodb, settings.dynamodb_jobs_table, AWS_POLICY),
-            inflate_limiter=trio.CapacityLimiter(settings.worker_pool_size),
+        health = DependencyHealth()
+        checks = readiness_checks(settings, aws)
+        # The work needs the Export API, S3 and DynamoDB; SQS trouble is the
+        # receivers' own to wait out (they are what would be paused).
+        gate = IntakeGate(
+            [
+                ExportApiBreaker(session),
+                AwsFailing(health, {name: checks[name] for name in ("s3", "dynamodb")}),
+            ]
         )
+        with observe_health(health):
+            yield Deps(
+                settings=settings,
+                aws=aws,
+                api=ExportApi(session),
+                jobs=JobStore(aws.dynamodb, settings.dynamodb_jobs_table, AWS_POLICY),
+                inflate_limiter=trio.CapacityLimiter(settings.worker_pool_size),
+                intake=gate,
+            )
+
+
+def _queue_names(takes_jobs: bool, takes_tasks: bool) -> list[str]:
+    """The queues this process receives from, by the names the keepers and /health use."""
+    return [
+        name
+        for name, taken in (("export_jobs", takes_jobs), ("download_tasks", takes_tasks))
+        if taken
+    ]
 
 
 async def _keeper_for(deps: Deps, queue_url: str, queue_name: str) -> LeaseKeeper:
@@ -193,7 +227,8 @@ async def _serve(
     async with trio.open_nursery() as top:
         health_done = trio.Event()
         app = create_health_app(
-            readiness_checks(settings, deps.aws), functools.partial(_status, deps, mode)
+            readiness_checks(settings, deps.aws),
+            functools.partial(_status, deps, mode, _queue_names(takes_jobs, takes_tasks)),
         )
         add_control_routes(
             app,
@@ -370,6 +405,7 @@ async def _run_intake(
                                 slots=slots,
                                 policy=AWS_POLICY,
                                 wait_seconds=deps.settings.sqs_wait_seconds,
+                                gate=deps.intake,
                             )
                         )
 

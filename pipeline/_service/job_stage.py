@@ -26,6 +26,7 @@ from pipeline._adapters.exportapi import ExportFile
 from pipeline._core.accounting import JobStatus
 from pipeline._core.messages import DownloadTask, ExportJob, decode_export_job, encode_export_job
 from pipeline._errors import (
+    ExportApiExhausted,
     ExportNotFound,
     ExportNotReady,
     FilesUnrecorded,
@@ -39,6 +40,12 @@ from pipeline._service.deps import Deps
 from pipeline._service.dispatch import FileDispatch, Outstanding
 from pipeline._service.finalize import finalize_if_done
 from pipeline._service.lease import Delivery, LeaseKeeper
+from pipeline._service.outage import (
+    OUTAGE_HAND_BACK_SECONDS,
+    dependency_down,
+    hand_back_soon,
+    outlived_max_wait,
+)
 from pipeline._service.receiver import Slots
 
 __all__ = ["EXPORTS_AT_ONCE", "JobStageDeps", "run_job_stage"]
@@ -80,7 +87,8 @@ async def run_job_stage(
 
 async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -> None:
     message, lease = delivery.message, delivery.lease
-    delete = failed = False
+    delete = failed = down = False
+    error = ""
     try:
         with trio.CancelScope() as scope, bound(messageId=message.message_id, stage="jobs"):
             lease.scope = scope
@@ -91,6 +99,7 @@ async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -
         # One message never takes the service down: hand it back, to come again
         # later (and its redrive policy ends a message that always fails).
         failed = True
+        down, error = dependency_down(err), describe(err)
         log.error(
             "message handed back after an error",
             messageId=message.message_id,
@@ -101,6 +110,8 @@ async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -
         stage.slots.give_back()
         if delete:
             await stage.keeper.complete(lease)
+        elif down:
+            await hand_back_soon(stage.keeper, lease, error)
         elif failed:
             await stage.keeper.retry_later(lease)
         else:
@@ -119,22 +130,25 @@ async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) 
     with bound(correlationId=job.correlation_id):
         log.info("export job received", exportIds=list(job.export_ids))
         pending: list[str] = []
+        # Exports whose Export API calls ran out of attempts: they come again
+        # in seconds, kept in SQS by the intake gate while the API is down.
+        later: list[str] = []
         limiter = trio.CapacityLimiter(EXPORTS_AT_ONCE)
         async with trio.open_nursery() as nursery:
             for export_id in job.export_ids:
                 nursery.start_soon(
-                    _run_export_logged, export_id, job, deps, stage, pending, limiter
+                    _run_export_logged, export_id, job, deps, stage, (pending, later), limiter
                 )
         if pending:
-            await _hand_back_pending(pending, job, deps, stage)
+            delay = int(min(deps.settings.export_poll_interval_seconds, MAX_SQS_DELAY))
+            await _hand_back_pending(pending, job, deps, delay)
+        if later:
+            await _hand_back_pending(later, job, deps, OUTAGE_HAND_BACK_SECONDS[1])
     return True
 
 
-async def _hand_back_pending(
-    pending: list[str], job: ExportJob, deps: Deps, stage: JobStageDeps
-) -> None:
-    """Send the still-pending exports as a new message, delayed by the poll interval."""
-    delay = int(min(deps.settings.export_poll_interval_seconds, MAX_SQS_DELAY))
+async def _hand_back_pending(pending: list[str], job: ExportJob, deps: Deps, delay: int) -> None:
+    """Send the exports to be tried again as a new message, delayed by ``delay`` seconds."""
     body = encode_export_job(
         ExportJob(export_ids=tuple(pending), correlation_id=job.correlation_id)
     )
@@ -153,20 +167,33 @@ async def _run_export_logged(
     job: ExportJob,
     deps: Deps,
     stage: JobStageDeps,
-    pending: list[str],
+    again: tuple[list[str], list[str]],
     limiter: trio.CapacityLimiter,
 ) -> None:
     async with limiter:
-        await _run_export_or_fail(export_id, job, deps, stage, pending)
+        await _run_export_or_fail(export_id, job, deps, stage, again)
 
 
 async def _run_export_or_fail(
-    export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps, pending: list[str]
+    export_id: str,
+    job: ExportJob,
+    deps: Deps,
+    stage: JobStageDeps,
+    again: tuple[list[str], list[str]],
 ) -> None:
+    """Run the export; ``again`` collects the exports to send again: (pending, later)."""
+    pending, later = again
     with bound(exportId=export_id):
         try:
             if await _run_export(export_id, job, deps, stage):
                 pending.append(export_id)
+        except ExportApiExhausted as err:
+            # Not a verdict (contract 2) until the job is older than allowed.
+            if await outlived_max_wait(deps, export_id, job.correlation_id):
+                await _fail_job(deps, export_id, job.correlation_id, str(err))
+            else:
+                log.warning("Export API did not answer; export tried again later", error=str(err))
+                later.append(export_id)
         except PermanentError as err:
             if not err.verdict:
                 # Our own infrastructure failed, not the export: hand the

@@ -25,6 +25,7 @@ from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.retry import pause
 from pipeline._core.backoff import Backoff
 from pipeline._errors import PipelineError, TransientError
+from pipeline._service.intake import IntakeGate
 from pipeline._service.lease import Delivery, LeaseKeeper
 
 __all__ = ["RECEIVE_WAIT_SECONDS", "Slots", "run_receiver"]
@@ -83,18 +84,26 @@ async def run_receiver(
     slots: Slots,
     policy: Backoff,
     wait_seconds: int = RECEIVE_WAIT_SECONDS,
+    gate: IntakeGate | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Receive messages from ``keeper.queue_url`` into ``send`` until cancelled.
 
     Each delivery carries one slot; its consumer gives it back when the
-    message's work ends.
+    message's work ends. Before each receive the intake ``gate`` is asked:
+    while it is closed, messages are left in SQS.
     """
     async with send:
         task_status.started()
         failures = 0
         while True:
+            if gate is not None:
+                await gate.wait_open(keeper.queue_name)
             wanted = await slots.take(SQS_MAX_BATCH)
+            if gate is not None and gate.closed(keeper.queue_name):
+                # Closed while this receiver waited for a slot.
+                slots.give_back(wanted)
+                continue
             messages: list[_sqs.ReceivedMessage] = []
             error: PipelineError | None = None
             # Shielded, but bounded: a poll in flight is let finish (see above).

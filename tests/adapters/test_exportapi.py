@@ -17,18 +17,23 @@ import structlog
 import trio
 
 from pipeline._adapters import exportapi
-from pipeline._adapters.exportapi import ExportApi, ExportFile, ExportStatus, boundary
+from pipeline._adapters.exportapi import (
+    ExportApi,
+    ExportApiSession,
+    ExportFile,
+    ExportStatus,
+    boundary,
+)
 from pipeline._adapters.retry import observe_retries
 from pipeline._core.backoff import Backoff, CircuitBreaker
 from pipeline._errors import (
-    CircuitOpen,
     DownloadRefused,
+    ExportApiExhausted,
     ExportApiRejected,
     ExportApiUnavailable,
     ExportNotFound,
     ExportNotReady,
     ListingFault,
-    RetriesExhausted,
 )
 from pipeline.testing.simulator import Simulator, SimulatorUrls, serve_simulator
 from tests.support.observer import Recorder
@@ -79,7 +84,8 @@ def make_api(http: httpx.AsyncClient, urls: SimulatorUrls) -> MakeApi:
         }
         options.update(overrides)
         client = options.pop("http", http)
-        return ExportApi(client, **options)
+        page_size = options.pop("page_size")
+        return ExportApi(ExportApiSession(client, **options), page_size=page_size)
 
     return make
 
@@ -244,11 +250,11 @@ class TestTransientFailures:
         assert sim.count("status") == 2
 
     async def test_5xx_retried_then_exhausted(self, sim: Simulator, make_api: MakeApi) -> None:
-        """500/502/503/504 are retried up to max_attempts; RetriesExhausted names the last error."""
+        """500/502/503/504 are retried up to max_attempts; ExportApiExhausted names the last one."""
         sim.add_export("exp-1", [])
         for status in (500, 502, 503, 504):
             sim.inject_status("status", status)
-        with pytest.raises(RetriesExhausted) as caught:
+        with pytest.raises(ExportApiExhausted) as caught:
             await make_api(policy=Backoff(max_attempts=4, base=0.001, cap=0.002)).get_status(
                 "exp-1"
             )
@@ -275,11 +281,11 @@ class TestTransientFailures:
         assert sim.count("status") == 2
 
     async def test_connection_refused_is_transient(self, http: httpx.AsyncClient) -> None:
-        """Nobody listening is ExportApiUnavailable, retried, then RetriesExhausted."""
+        """Nobody listening is ExportApiUnavailable, retried, then ExportApiExhausted."""
         with trio.socket.socket() as sock:
             await sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        api = ExportApi(
+        session = ExportApiSession(
             http,
             base_url=f"http://127.0.0.1:{port}",
             token=None,
@@ -287,7 +293,8 @@ class TestTransientFailures:
             policy=FAST,
             breaker=CircuitBreaker(),
         )
-        with pytest.raises(RetriesExhausted, match="connection failed") as caught:
+        api = ExportApi(session)
+        with pytest.raises(ExportApiExhausted, match="connection failed") as caught:
             await api.get_status("exp-1")
         assert isinstance(caught.value.__cause__, ExportApiUnavailable)
 
@@ -321,25 +328,36 @@ class TestPermanentFailures:
 
 class TestCircuitBreaker:
     async def test_open_breaker_makes_no_request(self, sim: Simulator, make_api: MakeApi) -> None:
-        """When most calls failed, calls get CircuitOpen and make no request until cooldown."""
+        """While the breaker is open a call makes no request and spends no attempt: it waits."""
         sim.add_export("exp-1", [])
         breaker = CircuitBreaker(window=4, min_calls=2, failure_ratio=0.5, cooldown=0.3)
         api = make_api(policy=Backoff(max_attempts=1), breaker=breaker)
         sim.inject_status("status", 503, times=2)
         for _ in range(2):
-            with pytest.raises(RetriesExhausted):
+            with pytest.raises(ExportApiExhausted):
                 await api.get_status("exp-1")
         assert breaker.is_open
-        with pytest.raises(RetriesExhausted) as caught:
-            await api.get_status("exp-1")
-        cause = caught.value.__cause__
-        assert isinstance(cause, CircuitOpen)
-        assert cause.retry_after is not None
-        assert 0 < cause.retry_after <= 0.3
-        assert sim.count("status") == 2
-        await trio.sleep(0.3)
+        started = trio.current_time()
+        # One attempt allowed, and the call still succeeds: the wait was not one.
         assert (await api.get_status("exp-1")).status == "READY"
+        assert trio.current_time() - started >= 0.25
+        assert sim.count("status") == 3
         assert not breaker.is_open
+
+    async def test_breaker_open_too_long_hands_the_work_back(
+        self, sim: Simulator, make_api: MakeApi
+    ) -> None:
+        """A call that waits on the breaker longer than allowed raises ExportApiExhausted."""
+        sim.add_export("exp-1", [])
+        breaker = CircuitBreaker(window=4, min_calls=2, failure_ratio=0.5, cooldown=10)
+        api = make_api(policy=Backoff(max_attempts=1), breaker=breaker, max_breaker_wait=0.2)
+        sim.inject_status("status", 503, times=2)
+        for _ in range(2):
+            with pytest.raises(ExportApiExhausted):
+                await api.get_status("exp-1")
+        with pytest.raises(ExportApiExhausted, match="circuit breaker open"):
+            await api.get_status("exp-1")
+        assert sim.count("status") == 2
 
     async def test_a_call_waits_out_the_breaker(self, sim: Simulator, make_api: MakeApi) -> None:
         """With attempts to spare, a call refused by the breaker waits for half-open, succeeds."""
@@ -508,13 +526,13 @@ class TestDownload:
     async def test_resumes_count_against_the_attempts(
         self, sim: Simulator, make_api: MakeApi
     ) -> None:
-        """A body that keeps breaking ends in RetriesExhausted after max_attempts requests."""
+        """A body that keeps breaking ends in ExportApiExhausted after max_attempts requests."""
         data = build_zip(200_000)
         sim.add_export("exp-1", [("a.zip", data)])
         api = make_api()
         file = await first_file(api, "exp-1")
         sim.inject_break("exp-1", file.file_id, 10_000, times=10)
-        with pytest.raises(RetriesExhausted, match="gave up after 3 attempts"):
+        with pytest.raises(ExportApiExhausted, match="gave up after 3 attempts"):
             await download_all(api, file)
         assert sim.count("download") == 3
 
