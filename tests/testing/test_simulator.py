@@ -396,6 +396,19 @@ class TestDownloads:
 
 
 class TestFaults:
+    async def test_outage_answers_every_request_until_it_ends(
+        self, sim: Simulator, urls: SimulatorUrls, http: httpx.AsyncClient
+    ) -> None:
+        """begin_outage answers every request on both hosts with 503 until end_outage."""
+        sim.add_export("exp-1", [("a.zip", b"x")])
+        sim.begin_outage()
+        status = await http.get(f"{urls.api_url}/exports/exp-1", headers=AUTH)
+        files = await http.get(f"{urls.api_url}/exports/exp-1/files", headers=AUTH)
+        root = await http.get(f"{urls.download_url}/", headers=AUTH)
+        assert [a.status_code for a in (status, files, root)] == [503, 503, 503]
+        sim.end_outage()
+        assert (await http.get(f"{urls.api_url}/exports/exp-1", headers=AUTH)).status_code == 200
+
     async def test_status_fault_with_retry_after(
         self, sim: Simulator, urls: SimulatorUrls, http: httpx.AsyncClient
     ) -> None:

@@ -215,7 +215,10 @@ async def _answer(
     file_id: str | None,
     response: _Response,
 ) -> None:
-    """Auth, method, injected faults, then the route itself: the order a gateway uses."""
+    """Outage, auth, method, injected faults, then the route: the order a gateway uses."""
+    if sim.outage_status is not None:
+        await response.error(sim.outage_status, "outage")
+        return
     if request.listener == "api" and sim.token is not None:
         expected = f"Bearer {sim.token}"
         given = request.headers.get("authorization", "")

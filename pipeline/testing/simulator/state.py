@@ -145,6 +145,8 @@ class Simulator:
         self._authorization_on_download_host = False
         self._secret = secrets.token_bytes(16)
         self._urls: SimulatorUrls | None = None
+        # While set, every request to either host answers this status (an outage).
+        self.outage_status: int | None = None
 
     # -- exports --
 
@@ -287,6 +289,14 @@ class Simulator:
     def set_throttle(self, export_id: str, file_id: str, bytes_per_second: float | None) -> None:
         """Serve the file at about ``bytes_per_second`` (None: as fast as possible)."""
         self._file(self._exports[export_id], file_id).bytes_per_second = bytes_per_second
+
+    def begin_outage(self, status: int = 503) -> None:
+        """Every request to either host answers ``status`` until :meth:`end_outage`."""
+        self.outage_status = status
+
+    def end_outage(self) -> None:
+        """The outage is over: requests are answered as before."""
+        self.outage_status = None
 
     def clear_faults(self) -> None:
         """Forget every injected fault not yet used."""
