@@ -113,6 +113,7 @@ class IntakeGate:
 
     reasons: Sequence[GateReason] = ()
     _probing: trio.Lock = attrs.field(init=False, factory=trio.Lock)
+    _probed_at: float = attrs.field(init=False, default=-PROBE_SECONDS)
     _closed_since: dict[str, float] = attrs.field(init=False, factory=dict)
 
     def closed(self, queue_name: str) -> list[str]:
@@ -144,10 +145,11 @@ class IntakeGate:
             log.info("intake resumed", queue=queue_name, paused_seconds=paused)
 
     async def _probe(self) -> None:
-        # Several receivers wait at once; one probe per round is enough.
-        if self._probing.locked():
+        # Several receivers wait at once; one probe a round is enough.
+        if self._probing.locked() or trio.current_time() - self._probed_at < PROBE_SECONDS:
             return
         async with self._probing:
+            self._probed_at = trio.current_time()
             for reason in self.reasons:
                 if any(reason.closes(queue) for queue in self._closed_since):
                     await reason.probe()

@@ -71,7 +71,6 @@ def failures(count: int) -> Callable[[], Script]:
     return lambda: Script(*(unavailable() for _ in range(count)))
 
 
-
 class TestAttempts:
     async def test_transient_failures_are_retried(
         self, autojump_clock: Clock, http: httpx.AsyncClient
@@ -88,7 +87,7 @@ class TestAttempts:
         """EXPORT_API_MAX_ATTEMPTS failed requests raise ExportApiExhausted, a transient error."""
         session = make_session(http, attempts=3, breaker=CircuitBreaker(min_calls=100))
         script = failures(10)()
-        with pytest.raises(ExportApiExhausted, match="gave up after 3 attempts: .*503") as caught:
+        with pytest.raises(ExportApiExhausted, match=r"gave up after 3 attempts: .*503") as caught:
             await session.run("GET /exports/x", script)
         assert caught.value.transient
         assert len(script.at) == 3
@@ -127,7 +126,7 @@ class TestBreakerWait:
     async def test_calls_ride_out_a_ten_second_outage(
         self, autojump_clock: Clock, http: httpx.AsyncClient
     ) -> None:
-        """Ten calls in a 10 s outage all succeed within a cooldown of its end, few requests made."""
+        """Ten calls in a 10 s outage succeed within a cooldown of its end, with few requests."""
         session = make_session(http, attempts=5)
         ends_at = trio.current_time() + 10.0
         requests: list[float] = []

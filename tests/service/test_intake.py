@@ -1,4 +1,4 @@
-"""The intake gate: closed while a dependency fails, probing it, open again at once; on trio's clock."""
+"""The intake gate: closed while a dependency fails, probing it, open at once; on trio's clock."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class TestGate:
     async def test_failing_dependency_closes_until_its_probe_answers(
         self, autojump_clock: Clock
     ) -> None:
-        """DynamoDB failing closes intake; the gate probes it each second and opens on its answer."""
+        """DynamoDB failing closes intake; the gate probes it each second, opens on its answer."""
         check = ScriptedCheck(answers_at=4.5)
         health = failing_health("dynamodb")
         gate = IntakeGate([AwsFailing(health, {"dynamodb": check, "s3": ScriptedCheck(0.0)})])
@@ -144,7 +144,7 @@ class TestExportApiReason:
     async def test_closed_while_the_breaker_is_open_or_half_open(
         self, autojump_clock: Clock, session: ExportApiSession
     ) -> None:
-        """The breaker open closes every queue; past its cooldown, still closed until a probe answers."""
+        """An open breaker closes every queue; past its cooldown, until a probe has answered."""
         reason = ExportApiBreaker(session)
         assert reason.closes("export_jobs") is None
         for _ in range(2):
