@@ -159,7 +159,7 @@ async def _hand_back_pending(pending: list[str], job: ExportJob, deps: Deps, del
         delay_seconds=delay,
         policy=deps.aws_policy,
     )
-    log.info("pending exports handed back", exportIds=pending, delay_seconds=delay)
+    log.info("exports handed back as a new message", exportIds=pending, delay_seconds=delay)
 
 
 async def _run_export_logged(

@@ -158,3 +158,25 @@ async def test_dynamodb_outage_resumes_within_seconds(aws_endpoint: str) -> None
             assert all(job.summary.files_done == 2 for job in finals)
             assert await stack.queue_depth(stack.urls.export_jobs_dlq_url) == 0
         outer.cancel_scope.cancel()
+
+
+async def test_transient_errors_fail_the_job_only_past_max_wait(aws_endpoint: str) -> None:
+    """An export whose status keeps answering 503 is tried again, then FAILED past the max wait."""
+    async with open_stack(aws_endpoint) as stack:
+        stack.simulator.add_export("exp-sick", [])
+        # This export alone: the API's root answers, so each hand-back comes again.
+        stack.simulator.inject_status("status", 503, times=1_000, export_id="exp-sick")
+        settings = stack.settings(
+            Mode.ALL, EXPORT_API_MAX_ATTEMPTS="2", EXPORT_MAX_WAIT_SECONDS="4"
+        )
+        stop = trio.Event()
+        stack.nursery.start_soon(run_service, settings, Mode.ALL, stop)
+        await stack.send_job(["exp-sick"])
+        job = await stack.wait_final("exp-sick", within=60)
+        stop.set()
+        assert job.status is JobStatus.FAILED
+        assert "gave up after 2 attempts" in (job.error or "")
+        assert "503" in (job.error or "")
+        # More than one delivery's attempts: the first ones handed the work back.
+        assert stack.simulator.count("status", export_id="exp-sick") > 2
+        assert await stack.queue_depth(stack.urls.export_jobs_dlq_url) == 0
