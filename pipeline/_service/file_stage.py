@@ -311,9 +311,9 @@ async def _read_directory(file: ExportFile, tail: RangeResult, deps: Deps) -> Co
 
 @attrs.define
 class _Failure:
-    """The first permanent error of a file's reader or uploader."""
+    """The first permanent error of a file's reader or uploader (or the API gone)."""
 
-    error: PermanentError | None = None
+    error: PermanentError | ExportApiExhausted | None = None
 
 
 async def _stream_entries(
@@ -340,7 +340,7 @@ async def _stream_entries(
                 limiter=deps.inflate_limiter,
                 following=following,
             )
-        except PermanentError as err:
+        except (PermanentError, ExportApiExhausted) as err:
             failure.error = err
 
     async with trio.open_nursery() as nursery:

@@ -180,3 +180,25 @@ async def test_transient_errors_fail_the_job_only_past_max_wait(aws_endpoint: st
         # More than one delivery's attempts: the first ones handed the work back.
         assert stack.simulator.count("status", export_id="exp-sick") > 2
         assert await stack.queue_depth(stack.urls.export_jobs_dlq_url) == 0
+
+
+async def test_a_download_fails_its_file_only_past_max_wait(aws_endpoint: str) -> None:
+    """A download that keeps answering 503 is handed back, then fails its file past the max wait."""
+    entries = [("a.txt", b"alpha" * 100)]
+    async with open_stack(aws_endpoint) as stack:
+        stack.simulator.add_export("exp-sick-file", [("p.zip", build_zip(entries))])
+        await stack.seed("exp-sick-file", metadata_for(entries))
+        stack.simulator.inject_status("download", 503, times=1_000, export_id="exp-sick-file")
+        settings = stack.settings(
+            Mode.ALL, EXPORT_API_MAX_ATTEMPTS="2", EXPORT_MAX_WAIT_SECONDS="4"
+        )
+        stop = trio.Event()
+        stack.nursery.start_soon(run_service, settings, Mode.ALL, stop)
+        await stack.send_job(["exp-sick-file"])
+        job = await stack.wait_final("exp-sick-file", within=60)
+        stop.set()
+        assert job.status is JobStatus.FAILED
+        assert job.summary.files_failed == 1
+        assert "gave up after 2 attempts" in (job.error or "")
+        assert stack.simulator.count("download", export_id="exp-sick-file") > 2
+        assert await stack.queue_depth(stack.urls.export_jobs_dlq_url) == 0
