@@ -4,7 +4,9 @@ For each message: decode it (a poison body goes to the dead-letter queue, once),
 then for each export ask the Export API for its status. A ``READY`` export is
 listed page by page and each file handed to the dispatch; ``PENDING`` exports
 are handed back as a new delayed message instead of holding a slot or a lease
-for hours; ``FAILED`` or unknown exports fail their job.
+for hours; ``FAILED`` or unknown exports fail their job. An export whose
+Export API calls ran out of attempts is sent again the same way, a few seconds
+later, until its job is older than ``EXPORT_MAX_WAIT_SECONDS`` (outage.py).
 
 The message is deleted once all its work is done (all mode: its files are
 processed; orchestrator mode: its files are queued). If its work is cancelled
@@ -141,13 +143,13 @@ async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) 
                 )
         if pending:
             delay = int(min(deps.settings.export_poll_interval_seconds, MAX_SQS_DELAY))
-            await _hand_back_pending(pending, job, deps, delay)
+            await _send_again(pending, job, deps, delay)
         if later:
-            await _hand_back_pending(later, job, deps, OUTAGE_HAND_BACK_SECONDS[1])
+            await _send_again(later, job, deps, OUTAGE_HAND_BACK_SECONDS[1])
     return True
 
 
-async def _hand_back_pending(pending: list[str], job: ExportJob, deps: Deps, delay: int) -> None:
+async def _send_again(pending: list[str], job: ExportJob, deps: Deps, delay: int) -> None:
     """Send the exports to be tried again as a new message, delayed by ``delay`` seconds."""
     body = encode_export_job(
         ExportJob(export_ids=tuple(pending), correlation_id=job.correlation_id)
