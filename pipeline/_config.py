@@ -149,6 +149,13 @@ class Settings:
     sqs_download_tasks_url: str | None = _env(
         "SQS_DOWNLOAD_TASKS_URL", default=None, validator=_http_url
     )
+    # The high lane (contract 8, Priority); unset = one lane.
+    sqs_export_jobs_high_url: str | None = _env(
+        "SQS_EXPORT_JOBS_HIGH_URL", default=None, validator=_http_url
+    )
+    sqs_download_tasks_high_url: str | None = _env(
+        "SQS_DOWNLOAD_TASKS_HIGH_URL", default=None, validator=_http_url
+    )
     s3_prefix: str = _env("S3_PREFIX", default="exports/")
     dynamodb_metadata_table: str = _env("DYNAMODB_METADATA_TABLE", default="export-metadata")
     dynamodb_jobs_table: str = _env("DYNAMODB_JOBS_TABLE", default="export-jobs")
@@ -224,5 +231,9 @@ def load_settings(environ: Mapping[str, str], mode: Mode) -> Settings:
             raise ConfigError(msg) from None
     if mode is not Mode.ALL and "sqs_download_tasks_url" not in values:
         msg = f"SQS_DOWNLOAD_TASKS_URL is required in {mode.value} mode but not set"
+        raise ConfigError(msg)
+    if "sqs_download_tasks_high_url" in values and "sqs_download_tasks_url" not in values:
+        # High files need the normal task queue's side: workers read both lanes.
+        msg = "SQS_DOWNLOAD_TASKS_HIGH_URL is set but SQS_DOWNLOAD_TASKS_URL is not"
         raise ConfigError(msg)
     return Settings(**values)

@@ -34,6 +34,8 @@ class TestDefaults:
         assert settings.worker_pool_size >= 1
         assert settings.export_download_allowed_hosts == frozenset()
         assert settings.export_api_token is None
+        assert settings.sqs_export_jobs_high_url is None
+        assert settings.sqs_download_tasks_high_url is None
 
     def test_values_are_parsed(self) -> None:
         """Numbers, host lists and the empty prefix are read as typed values."""
@@ -51,6 +53,18 @@ class TestDefaults:
         assert settings.export_download_allowed_hosts == {"files.example.com", "127.0.0.2:9000"}
         assert settings.s3_prefix == ""
         assert settings.log_level == "debug"
+
+    def test_high_lane(self) -> None:
+        """The high queues are read when set (the task one with the normal task queue)."""
+        env = {
+            **BASE,
+            "SQS_EXPORT_JOBS_HIGH_URL": "http://127.0.0.1:5000/123/jobs-high",
+            "SQS_DOWNLOAD_TASKS_URL": "http://127.0.0.1:5000/123/tasks",
+            "SQS_DOWNLOAD_TASKS_HIGH_URL": "http://127.0.0.1:5000/123/tasks-high",
+        }
+        settings = load_settings(env, Mode.WORKER)
+        assert settings.sqs_export_jobs_high_url == env["SQS_EXPORT_JOBS_HIGH_URL"]
+        assert settings.sqs_download_tasks_high_url == env["SQS_DOWNLOAD_TASKS_HIGH_URL"]
 
     def test_token_not_in_repr(self) -> None:
         """The API token never appears in the settings' repr (and so in logs)."""
@@ -100,6 +114,12 @@ class TestErrors:
             ("OVERLOAD_BACKLOG", "-5", "OVERLOAD_BACKLOG must not be negative"),
             ("SQS_WAIT_SECONDS", "0", "SQS_WAIT_SECONDS must be 1 to 20 seconds"),
             ("SQS_WAIT_SECONDS", "21", "SQS_WAIT_SECONDS must be 1 to 20 seconds"),
+            ("SQS_EXPORT_JOBS_HIGH_URL", "jobs-high", "SQS_EXPORT_JOBS_HIGH_URL must be an"),
+            (
+                "SQS_DOWNLOAD_TASKS_HIGH_URL",
+                "http://127.0.0.1:5000/123/tasks-high",
+                "SQS_DOWNLOAD_TASKS_HIGH_URL is set but SQS_DOWNLOAD_TASKS_URL is not",
+            ),
         ],
     )
     def test_malformed(self, name: str, value: str, pattern: str) -> None:

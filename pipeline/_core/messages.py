@@ -8,11 +8,18 @@ wrapped in an SNS notification envelope, which is unwrapped first.
 The download task is this service's own message between the orchestrator and
 the workers (``docs/contract.md``); it carries a version so that a newer
 orchestrator and an older worker can be deployed side by side and disagree
-loudly instead of silently.
+loudly instead of silently. A task carries its export's priority, which a
+version-1 reader without it ignores.
+
+An export job may ask for the high lane (``"priority": "high"``) and for a
+delayed start (``"notBefore"``, an ISO-8601 time with its zone); both are
+checked like the rest of the body, and written back out when the service
+sends the job on (a pending export, a parked delayed one).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import uuid
@@ -20,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from pipeline._core.lanes import Priority
 from pipeline._errors import PoisonMessage
 
 __all__ = [
@@ -30,6 +38,7 @@ __all__ = [
     "decode_export_job",
     "encode_download_task",
     "encode_export_job",
+    "iso_utc",
 ]
 
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -47,6 +56,9 @@ class ExportJob:
 
     export_ids: tuple[str, ...]
     correlation_id: str
+    priority: Priority = Priority.NORMAL
+    # No file of the job starts before this time (UTC); None: at once.
+    not_before: dt.datetime | None = None
 
 
 @attrs.frozen
@@ -59,6 +71,7 @@ class DownloadTask:
     name: str
     download_url: str
     size_bytes: int
+    priority: Priority = Priority.NORMAL
 
 
 def _parse_json(body: str) -> Any:
@@ -112,12 +125,63 @@ def decode_export_job(body: str, *, new_correlation_id: str | None = None) -> Ex
         raise PoisonMessage(msg)
     # A resubmitted body may name an export twice; once is enough.
     unique = tuple(dict.fromkeys(ids))
-    return ExportJob(export_ids=unique, correlation_id=correlation_id)
+    return ExportJob(
+        export_ids=unique,
+        correlation_id=correlation_id,
+        priority=_priority(document),
+        not_before=_not_before(document.get("notBefore")),
+    )
+
+
+def _priority(document: dict[str, Any]) -> Priority:
+    value = document.get("priority", Priority.NORMAL.value)
+    try:
+        return Priority(value)
+    except ValueError:
+        shown = json.dumps(value)[:40]
+        msg = f'\'priority\' must be "high" or "normal", not {shown}'
+        raise PoisonMessage(msg) from None
+
+
+def _not_before(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    when = None
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            when = dt.datetime.fromisoformat(value)
+        except ValueError:
+            when = None
+    if when is None or when.tzinfo is None:
+        shown = json.dumps(value)[:70]
+        msg = (
+            "'notBefore' must be an ISO-8601 time with its zone"
+            f" (e.g. 2026-01-31T22:00:00Z), not {shown}"
+        )
+        raise PoisonMessage(msg)
+    return when.astimezone(dt.UTC)
+
+
+def iso_utc(when: dt.datetime) -> str:
+    """An aware time as ISO-8601 UTC with a ``Z`` (how ``notBefore`` is written)."""
+    return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def encode_export_job(job: ExportJob) -> str:
-    """The body of an export-job message (used to hand back pending exports)."""
-    return json.dumps({"exportIds": list(job.export_ids), "correlationId": job.correlation_id})
+    """The body of an export-job message (used to hand back pending exports).
+
+    ``priority`` and ``notBefore`` are written only when they are not the
+    defaults, so a plain job's body stays as the contract shows it.
+    """
+    document: dict[str, Any] = {
+        "exportIds": list(job.export_ids),
+        "correlationId": job.correlation_id,
+    }
+    if job.priority is not Priority.NORMAL:
+        document["priority"] = job.priority.value
+    if job.not_before is not None:
+        document["notBefore"] = iso_utc(job.not_before)
+    return json.dumps(document)
 
 
 def encode_download_task(task: DownloadTask) -> str:
@@ -127,6 +191,7 @@ def encode_download_task(task: DownloadTask) -> str:
             "version": DOWNLOAD_TASK_VERSION,
             "exportId": task.export_id,
             "correlationId": task.correlation_id,
+            "priority": task.priority.value,
             "file": {
                 "fileId": task.file_id,
                 "name": task.name,
@@ -170,4 +235,5 @@ def decode_download_task(body: str) -> DownloadTask:
         name=file["name"],
         download_url=file["downloadUrl"],
         size_bytes=file["sizeBytes"],
+        priority=_priority(document),
     )

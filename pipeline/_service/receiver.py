@@ -11,10 +11,16 @@ sent to SQS is shielded and allowed to finish (at most ``SQS_WAIT_SECONDS``):
 cancelling it mid-flight could drop messages SQS had already handed us, leaving
 them invisible until their timeout. Whatever such a poll returns, and whatever
 was not yet passed on, is handed back at once.
+
+Two lanes: where a high queue is configured, its receivers and the normal
+queue's share the stage's :class:`Slots`, which hands free slots out as
+``_core/lanes.py`` decides (high first, at least one in four to normal, an
+idle lane polling with one slot it keeps between empty polls).
 """
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import attrs
@@ -24,6 +30,7 @@ import trio
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.retry import pause
 from pipeline._core.backoff import Backoff
+from pipeline._core.lanes import LanePolicy, Priority
 from pipeline._errors import PipelineError, TransientError
 from pipeline._service.intake import IntakeGate
 from pipeline._service.lease import Delivery, LeaseKeeper
@@ -41,31 +48,77 @@ SQS_MAX_BATCH = 10
 
 
 @attrs.define(eq=False)
+class _Taker:
+    """A receiver waiting in :meth:`Slots.take`."""
+
+    lane: Priority
+    up_to: int
+    granted: int = 0
+    given: trio.Event = attrs.field(factory=trio.Event)
+
+
+@attrs.define(eq=False)
 class Slots:
-    """Capacity shared by the receivers of one stage: one slot per message in flight."""
+    """Capacity shared by the receivers of one stage: one slot per message in flight.
+
+    With a high lane the receivers of both queues share it, and
+    :class:`~pipeline._core.lanes.LanePolicy` says whose receiver takes a
+    free slot (waiting receivers are served in turn within a lane).
+    """
 
     total: int
+    lanes: tuple[Priority, ...] = (Priority.NORMAL,)
     _free: int = attrs.field(init=False)
-    _lot: trio.lowlevel.ParkingLot = attrs.field(init=False, factory=trio.lowlevel.ParkingLot)
+    _policy: LanePolicy = attrs.field(init=False)
+    _waiting: dict[Priority, collections.deque[_Taker]] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.total < 1:
             msg = f"Slots needs at least one slot, not {self.total}"
             raise ValueError(msg)
         self._free = self.total
+        self._policy = LanePolicy.of(self.lanes)
+        self._waiting = {lane: collections.deque() for lane in self._policy.lanes}
 
     @property
     def in_use(self) -> int:
         return self.total - self._free
 
-    async def take(self, up_to: int) -> int:
-        """Wait for at least one free slot, then take up to ``up_to`` of them."""
+    async def take(self, up_to: int, lane: Priority = Priority.NORMAL) -> int:
+        """Wait until ``lane`` may take slots, then take up to ``up_to`` of them.
+
+        The slots are held for a poll: the receiver then calls :meth:`polled`.
+        """
         await trio.lowlevel.checkpoint()
-        while self._free == 0:
-            await self._lot.park()
-        taken = min(up_to, self._free)
-        self._free -= taken
-        return taken
+        taker = _Taker(lane, up_to)
+        self._waiting[lane].append(taker)
+        self._hand_out()
+        if taker.granted:
+            return taker.granted
+        try:
+            await taker.given.wait()
+        except trio.Cancelled:
+            if taker.granted:
+                self.stopped(lane, taker.granted)
+            else:
+                self._waiting[lane].remove(taker)
+            raise
+        return taker.granted
+
+    def polled(self, lane: Priority, held: int, received: int | None) -> int:
+        """A poll with ``held`` slots got ``received`` messages (None: it failed).
+
+        Each message keeps its slot; of the others, the lane may keep some for
+        its next poll (returned), and the rest are given back.
+        """
+        kept = self._policy.polled(lane, held, received)
+        self.give_back(held - (received or 0) - kept)
+        return kept
+
+    def stopped(self, lane: Priority, held: int) -> None:
+        """A receiver holding ``held`` slots for a poll ends without polling."""
+        self._policy.stopped(lane)
+        self.give_back(held)
 
     def give_back(self, count: int = 1) -> None:
         """Return ``count`` slots."""
@@ -73,7 +126,18 @@ class Slots:
         if self._free > self.total:
             msg = "more slots given back than taken"
             raise RuntimeError(msg)
-        self._lot.unpark_all()
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self._free > 0:
+            waiting = {lane: queue[0].up_to for lane, queue in self._waiting.items() if queue}
+            grant = self._policy.grant(self._free, waiting)
+            if grant is None:
+                return
+            taker = self._waiting[grant.lane].popleft()
+            taker.granted = grant.count
+            self._free -= grant.count
+            taker.given.set()
 
 
 async def run_receiver(
@@ -85,67 +149,79 @@ async def run_receiver(
     policy: Backoff,
     wait_seconds: int = RECEIVE_WAIT_SECONDS,
     gate: IntakeGate | None = None,
+    lane: Priority = Priority.NORMAL,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Receive messages from ``keeper.queue_url`` into ``send`` until cancelled.
 
     Each delivery carries one slot; its consumer gives it back when the
     message's work ends. Before each receive the intake ``gate`` is asked:
-    while it is closed, messages are left in SQS.
+    while it is closed, messages are left in SQS. ``lane`` is the queue's lane
+    among the receivers sharing ``slots``.
     """
     async with send:
         task_status.started()
         failures = 0
-        while True:
-            if gate is not None:
-                await gate.wait_open(keeper.queue_name)
-            wanted = await slots.take(SQS_MAX_BATCH)
-            if gate is not None and gate.closed(keeper.queue_name):
-                # Closed while this receiver waited for a slot.
-                slots.give_back(wanted)
-                continue
-            messages: list[_sqs.ReceivedMessage] = []
-            error: PipelineError | None = None
-            # Shielded, but bounded: a poll in flight is let finish (see above).
-            with trio.CancelScope(shield=True) as poll:
-                poll.deadline = trio.current_time() + wait_seconds + 10
-                try:
-                    messages = await _sqs.receive(
-                        sqs,
-                        keeper.queue_url,
-                        max_messages=wanted,
-                        wait_seconds=wait_seconds,
-                        policy=policy,
+        # Slots kept from an empty poll for the next one (an idle lane's poller).
+        held = 0
+        try:
+            while True:
+                if held:
+                    await trio.lowlevel.checkpoint()
+                else:
+                    if gate is not None:
+                        await gate.wait_open(keeper.queue_name)
+                    held = await slots.take(SQS_MAX_BATCH, lane)
+                if gate is not None and gate.closed(keeper.queue_name):
+                    # Closed while this receiver waited for a slot, or held one.
+                    slots.stopped(lane, held)
+                    held = 0
+                    continue
+                messages: list[_sqs.ReceivedMessage] = []
+                error: PipelineError | None = None
+                # Shielded, but bounded: a poll in flight is let finish (see above).
+                with trio.CancelScope(shield=True) as poll:
+                    poll.deadline = trio.current_time() + wait_seconds + 10
+                    try:
+                        messages = await _sqs.receive(
+                            sqs,
+                            keeper.queue_url,
+                            max_messages=held,
+                            wait_seconds=wait_seconds,
+                            policy=policy,
+                        )
+                    except PipelineError as err:
+                        error = err
+                if error is not None or poll.cancelled_caught:
+                    # SQS unreachable for a while: the receiver waits and tries
+                    # again; the service stays up and its work in flight goes on.
+                    held = slots.polled(lane, held, None)
+                    failures += 1
+                    retry_after = error.retry_after if isinstance(error, TransientError) else None
+                    reason = str(error) if error is not None else "receive timed out"
+                    log.warning("receive failed", error=reason, failures=failures)
+                    # The policy's attempts were spent inside receive(); this loop
+                    # never gives up, so its count only picks the wait's ceiling.
+                    await pause(
+                        policy,
+                        min(failures, policy.max_attempts),
+                        dependency="sqs",
+                        what="sqs receive",
+                        error=reason,
+                        retry_after=retry_after,
                     )
-                except PipelineError as err:
-                    error = err
-            if error is not None or poll.cancelled_caught:
-                # SQS unreachable for a while: the receiver waits and tries
-                # again; the service stays up and its work in flight goes on.
-                slots.give_back(wanted)
-                failures += 1
-                retry_after = error.retry_after if isinstance(error, TransientError) else None
-                reason = str(error) if error is not None else "receive timed out"
-                log.warning("receive failed", error=reason, failures=failures)
-                # The policy's attempts were spent inside receive(); this loop
-                # never gives up, so its count only picks the wait's ceiling.
-                await pause(
-                    policy,
-                    min(failures, policy.max_attempts),
-                    dependency="sqs",
-                    what="sqs receive",
-                    error=reason,
-                    retry_after=retry_after,
-                )
-                continue
-            failures = 0
-            slots.give_back(wanted - len(messages))
-            deliveries = [Delivery(message, keeper.hold(message)) for message in messages]
-            for sent, delivery in enumerate(deliveries):
-                try:
-                    await send.send(delivery)
-                except trio.Cancelled:
-                    rest = deliveries[sent:]
-                    slots.give_back(len(rest))
-                    await keeper.hand_back(d.lease for d in rest)
-                    raise
+                    continue
+                failures = 0
+                held = slots.polled(lane, held, len(messages))
+                deliveries = [Delivery(message, keeper.hold(message)) for message in messages]
+                for sent, delivery in enumerate(deliveries):
+                    try:
+                        await send.send(delivery)
+                    except trio.Cancelled:
+                        rest = deliveries[sent:]
+                        slots.give_back(len(rest))
+                        await keeper.hand_back(d.lease for d in rest)
+                        raise
+        finally:
+            if held:
+                slots.stopped(lane, held)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
+import attrs
 import pytest
 
+from pipeline._core.lanes import Priority
 from pipeline._core.messages import (
     DownloadTask,
     ExportJob,
@@ -66,6 +69,14 @@ class TestExportJob:
             ('{"exportIds": ["a"], "correlationId": 5}', "correlationId"),
             ('{"Type": "Notification", "Message": 5}', "SNS envelope"),
             ('{"Type": "Notification", "Message": "nope"}', "not valid JSON"),
+            ('{"exportIds": ["a"], "priority": "urgent"}', "'priority' must be"),
+            ('{"exportIds": ["a"], "priority": "HIGH"}', "'priority' must be"),
+            ('{"exportIds": ["a"], "priority": 1}', "'priority' must be"),
+            ('{"exportIds": ["a"], "notBefore": "tomorrow"}', "'notBefore' must be"),
+            ('{"exportIds": ["a"], "notBefore": 1767225600}', "'notBefore' must be"),
+            ('{"exportIds": ["a"], "notBefore": "2026-13-01T00:00:00Z"}', "'notBefore' must be"),
+            # No zone: whose 22:00 would it be?
+            ('{"exportIds": ["a"], "notBefore": "2026-01-31T22:00:00"}', "with its zone"),
         ],
     )
     def test_poison(self, body: str, reason: str) -> None:
@@ -79,6 +90,23 @@ class TestExportJob:
         export_id = "A0._:-" * 21 + "ab"
         assert len(export_id) == 128
         assert decode_export_job(json.dumps({"exportIds": [export_id]})).export_ids == (export_id,)
+
+    def test_priority_and_not_before(self) -> None:
+        """priority and notBefore are read (a zone other than Z is turned into UTC),
+        and written back only when they are not the defaults."""
+        job = decode_export_job(
+            '{"exportIds": ["a"], "priority": "high", "notBefore": "2026-01-31T23:30:00+01:00"}'
+        )
+        assert job.priority is Priority.HIGH
+        assert job.not_before == dt.datetime(2026, 1, 31, 22, 30, tzinfo=dt.UTC)
+        assert decode_export_job(encode_export_job(job)) == job
+        assert '"notBefore": "2026-01-31T22:30:00Z"' in encode_export_job(job)
+        plain = decode_export_job('{"exportIds": ["a"], "correlationId": "c"}')
+        assert plain.priority is Priority.NORMAL
+        assert plain.not_before is None
+        assert json.loads(encode_export_job(plain)) == {"exportIds": ["a"], "correlationId": "c"}
+        explicit = decode_export_job('{"exportIds": ["a"], "priority": "normal"}')
+        assert explicit.priority is Priority.NORMAL
 
 
 class TestDownloadTask:
@@ -97,6 +125,15 @@ class TestDownloadTask:
         assert json.loads(body)["version"] == 1
         assert decode_download_task(body) == self.task
 
+    def test_priority(self) -> None:
+        """A task carries its export's priority; one written without it (by an
+        older orchestrator) is normal."""
+        high = DownloadTask(**{**attrs.asdict(self.task), "priority": Priority.HIGH})
+        assert decode_download_task(encode_download_task(high)).priority is Priority.HIGH
+        document = json.loads(encode_download_task(self.task))
+        del document["priority"]
+        assert decode_download_task(json.dumps(document)).priority is Priority.NORMAL
+
     @pytest.mark.parametrize(
         "change",
         [
@@ -104,6 +141,7 @@ class TestDownloadTask:
             {"exportId": "bad id"},
             {"file": {"fileId": "f"}},
             {"correlationId": None},
+            {"priority": "urgent"},
         ],
     )
     def test_poison(self, change: dict[str, object]) -> None:

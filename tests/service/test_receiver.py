@@ -11,6 +11,7 @@ import trio.testing
 
 from pipeline._adapters.aws.clients import open_aws_clients
 from pipeline._core.backoff import Backoff
+from pipeline._core.lanes import Priority
 from pipeline._service.lease import Delivery, LeaseKeeper
 from pipeline._service.receiver import Slots, run_receiver
 from tests.support.faultproxy import Fault, FaultProxy, serve_fault_proxy
@@ -56,6 +57,53 @@ class TestSlots:
         """A stage with no capacity is refused up front."""
         with pytest.raises(ValueError, match="at least one slot"):
             Slots(0)
+
+
+class TestLanes:
+    async def test_freed_slot_goes_to_high_first(self) -> None:
+        """Receivers of both lanes waiting: a slot given back goes to the high one."""
+        slots = Slots(2, lanes=(Priority.NORMAL, Priority.HIGH))
+        for lane in (Priority.HIGH, Priority.NORMAL):
+            assert await slots.take(10, lane) == 1
+            # Each lane's poll found one message: both lanes have work.
+            assert slots.polled(lane, 1, 1) == 0
+        got: list[Priority] = []
+
+        async def taker(lane: Priority) -> None:
+            await slots.take(10, lane)
+            got.append(lane)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(taker, Priority.NORMAL)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(taker, Priority.HIGH)
+            await trio.testing.wait_all_tasks_blocked()
+            slots.give_back()
+            await trio.testing.wait_all_tasks_blocked()
+            assert got == [Priority.HIGH]
+            slots.give_back()
+        assert got == [Priority.HIGH, Priority.NORMAL]
+
+    async def test_idle_lane_keeps_one_slot(self) -> None:
+        """An empty poll of an idle lane keeps one slot for its next poll and gives back
+        the rest; a receiver ending with it gives it back."""
+        slots = Slots(4, lanes=(Priority.NORMAL, Priority.HIGH))
+        assert await slots.take(10, Priority.HIGH) == 1
+        assert slots.polled(Priority.HIGH, 1, 0) == 1
+        assert slots.in_use == 1
+        slots.stopped(Priority.HIGH, 1)
+        assert slots.in_use == 0
+
+    async def test_cancelled_taker_takes_nothing(self) -> None:
+        """A receiver cancelled while it waits leaves the slots to the others."""
+        slots = Slots(1, lanes=(Priority.NORMAL, Priority.HIGH))
+        assert await slots.take(10, Priority.NORMAL) == 1
+        slots.polled(Priority.NORMAL, 1, 1)
+        with trio.move_on_after(0.01):
+            await slots.take(10, Priority.HIGH)
+        slots.give_back()
+        assert slots.in_use == 0
+        assert await slots.take(10, Priority.NORMAL) == 1
 
 
 class TestReceiver:
