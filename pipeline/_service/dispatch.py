@@ -6,7 +6,9 @@ In ``orchestrator`` mode they go to the download-task queue, batched, and the
 message is done once they are safely queued. With ``--mode all`` and a
 download-task queue configured, files that do not fit the local channel right
 now overflow to that queue, where any process (this one included) picks them
-up: several ``all`` processes then share a burst.
+up: several ``all`` processes then share a burst. With a high lane, a high
+export's files go the same ways, with the high task queue for the queue
+(:class:`LaneDispatch`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,18 @@ import trio
 
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._core.backoff import Backoff
+from pipeline._core.lanes import Priority
 from pipeline._core.messages import DownloadTask, encode_download_task
-from pipeline._service.lease import Lease
+from pipeline._service.lease import Lease, LeaseKeeper
 
-__all__ = ["FileDispatch", "FileTask", "LocalDispatch", "Outstanding", "QueueDispatch"]
+__all__ = [
+    "FileDispatch",
+    "FileTask",
+    "LaneDispatch",
+    "LocalDispatch",
+    "Outstanding",
+    "QueueDispatch",
+]
 
 log = structlog.get_logger("pipeline.dispatch")
 
@@ -67,8 +77,10 @@ class FileTask:
     """One file for a file worker, with whatever must happen when it ends."""
 
     task: DownloadTask
-    # Worker mode: the download-task message's lease (deleted when done).
+    # Worker mode: the download-task message's lease (deleted when done) and
+    # the keeper of its queue (the normal or the high one).
     lease: Lease | None = None
+    keeper: LeaseKeeper | None = None
     # All mode: tells the export-job message's task that this file is done.
     outstanding: Outstanding | None = None
     # Listed by this process just now as having no recorded result, so the
@@ -165,3 +177,20 @@ class LocalDispatch:
             await self.overflow.flush(outstanding)
         else:
             await trio.lowlevel.checkpoint()
+
+
+@attrs.frozen
+class LaneDispatch:
+    """Sends each file the way of its export's lane: a high one's to ``high``."""
+
+    normal: FileDispatch
+    high: FileDispatch
+
+    async def submit(self, task: DownloadTask, outstanding: Outstanding) -> None:
+        lane = self.high if task.priority is Priority.HIGH else self.normal
+        await lane.submit(task, outstanding)
+
+    async def flush(self, outstanding: Outstanding) -> None:
+        # An export's files all take one lane; the other has nothing pending.
+        await self.normal.flush(outstanding)
+        await self.high.flush(outstanding)

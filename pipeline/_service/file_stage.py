@@ -59,7 +59,6 @@ from pipeline._service.inflate import (
     ZipOutput,
     read_zip,
 )
-from pipeline._service.lease import LeaseKeeper
 from pipeline._service.outage import dependency_down, hand_back_soon, outlived_max_wait
 from pipeline._service.receiver import Slots
 
@@ -81,26 +80,22 @@ async def run_file_workers(
     receive: trio.MemoryReceiveChannel[FileTask],
     *,
     deps: Deps,
-    keeper: LeaseKeeper | None = None,
     slots: Slots | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``MAX_CONCURRENT_JOBS`` file workers on ``receive`` until it ends.
 
-    ``keeper`` and ``slots`` belong to the download-task queue: files that came
-    from it carry a lease, deleted when the file is done or handed back.
+    ``slots`` belong to the download-task queues: files that came from one
+    carry a lease and its keeper, deleted when done, or handed back.
     """
     async with receive, trio.open_nursery() as nursery:
         for _ in range(deps.settings.max_concurrent_jobs):
-            nursery.start_soon(_file_worker, receive.clone(), deps, keeper, slots)
+            nursery.start_soon(_file_worker, receive.clone(), deps, slots)
         task_status.started()
 
 
 async def _file_worker(
-    receive: trio.MemoryReceiveChannel[FileTask],
-    deps: Deps,
-    keeper: LeaseKeeper | None,
-    slots: Slots | None,
+    receive: trio.MemoryReceiveChannel[FileTask], deps: Deps, slots: Slots | None
 ) -> None:
     async with receive:
         async for file_task in receive:
@@ -115,17 +110,15 @@ async def _file_worker(
                 began = trio.current_time()
                 outcome: bool | None = None
                 try:
-                    outcome = await _run_file_task(file_task, deps, keeper, slots)
+                    outcome = await _run_file_task(file_task, deps, slots)
                 finally:
                     deps.pool.finished(ok=outcome, seconds=trio.current_time() - began)
 
 
-async def _run_file_task(
-    file_task: FileTask, deps: Deps, keeper: LeaseKeeper | None, slots: Slots | None
-) -> bool | None:
+async def _run_file_task(file_task: FileTask, deps: Deps, slots: Slots | None) -> bool | None:
     """Process one file task; whether its file is done (True) or failed for good (False),
     None when it was not recorded here (handed back, or recorded before)."""
-    task, lease = file_task.task, file_task.lease
+    task, lease, keeper = file_task.task, file_task.lease, file_task.keeper
     outcome: bool | None = None
     # The file's result is stored (by this delivery or an earlier one)...
     recorded = False

@@ -30,6 +30,7 @@ downstream and every nursery ends.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -39,7 +40,6 @@ import httpx
 import structlog
 import trio
 
-from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import open_aws_clients
 from pipeline._adapters.aws.jobcontrol import job_statuses
 from pipeline._adapters.aws.jobstore import JobStore
@@ -58,11 +58,18 @@ from pipeline._config import Mode, Settings
 from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker, DependencyHealth
 from pipeline._memory import settle as settle_memory
 from pipeline._service.deps import Deps
-from pipeline._service.dispatch import FileDispatch, FileTask, LocalDispatch, QueueDispatch
+from pipeline._service.dispatch import (
+    FileDispatch,
+    FileTask,
+    LaneDispatch,
+    LocalDispatch,
+    QueueDispatch,
+)
 from pipeline._service.file_stage import run_file_workers
 from pipeline._service.intake import AwsFailing, ExportApiBreaker, IntakeGate
 from pipeline._service.job_stage import JobStageDeps, run_job_stage
-from pipeline._service.lease import Delivery, LeaseKeeper
+from pipeline._service.lease import Delivery
+from pipeline._service.queues import StageQueue, lanes_of, open_stage_queues, queue_names
 from pipeline._service.receiver import Slots, run_receiver
 from pipeline._service.sweeper import run_sweeper
 from pipeline._service.task_stage import run_task_stage
@@ -169,23 +176,6 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             )
 
 
-def _queue_names(takes_jobs: bool, takes_tasks: bool) -> list[str]:
-    """The queues this process receives from, by the names the keepers and /health use."""
-    return [
-        name
-        for name, taken in (("export_jobs", takes_jobs), ("download_tasks", takes_tasks))
-        if taken
-    ]
-
-
-async def _keeper_for(deps: Deps, queue_url: str, queue_name: str) -> LeaseKeeper:
-    sqs = deps.aws.sqs
-    timeout = await _sqs.queue_visibility_timeout(sqs, queue_url, policy=AWS_POLICY)
-    return LeaseKeeper(
-        sqs, queue_url, timeout, AWS_POLICY, metrics=deps.metrics, queue_name=queue_name
-    )
-
-
 async def run_service(
     settings: Settings,
     mode: Mode,
@@ -228,7 +218,7 @@ async def _serve(
         health_done = trio.Event()
         app = create_health_app(
             readiness_checks(settings, deps.aws),
-            functools.partial(_status, deps, mode, _queue_names(takes_jobs, takes_tasks)),
+            functools.partial(_status, deps, mode, queue_names(settings, takes_jobs, takes_tasks)),
         )
         add_control_routes(
             app,
@@ -236,6 +226,7 @@ async def _serve(
                 jobs=deps.jobs,
                 sqs=deps.aws.sqs,
                 export_jobs_url=settings.sqs_export_jobs_url,
+                export_jobs_high_url=settings.sqs_export_jobs_high_url,
                 download_tasks_url=settings.sqs_download_tasks_url,
                 admin_token=settings.admin_token,
                 overload_backlog=settings.overload_backlog,
@@ -246,28 +237,35 @@ async def _serve(
         add_metrics_route(app, deps.metrics.text)
         await top.start(serve_health, app, settings.health_port, health_done)
 
-        job_keeper = (
-            await _keeper_for(deps, settings.sqs_export_jobs_url, "export_jobs")
-            if takes_jobs
-            else None
-        )
-        task_keeper = None
+        job_queues: list[StageQueue] = []
+        if takes_jobs:
+            job_queues = await open_stage_queues(
+                deps,
+                normal=settings.sqs_export_jobs_url,
+                high=settings.sqs_export_jobs_high_url,
+                name="export_jobs",
+            )
+        task_queues: list[StageQueue] = []
         if takes_tasks and settings.sqs_download_tasks_url is not None:
-            task_keeper = await _keeper_for(deps, settings.sqs_download_tasks_url, "download_tasks")
+            task_queues = await open_stage_queues(
+                deps,
+                normal=settings.sqs_download_tasks_url,
+                high=settings.sqs_download_tasks_high_url,
+                name="download_tasks",
+            )
+        keepers_of = [queue.keeper for queue in job_queues + task_queues]
 
         async with trio.open_nursery() as keepers:
-            for keeper in (job_keeper, task_keeper):
-                if keeper is not None:
-                    await keepers.start(keeper.run)
+            for keeper in keepers_of:
+                await keepers.start(keeper.run)
             # Cancels taken by other processes reach the work here through the job items.
             keepers.start_soon(deps.cancels.run, functools.partial(job_statuses, deps.jobs))
             with trio.CancelScope() as work_scope:
                 async with trio.open_nursery() as work:
-                    await _start_work(work, deps, mode, stop, work_scope, job_keeper, task_keeper)
+                    await _start_work(work, deps, mode, stop, work_scope, job_queues, task_queues)
                     task_status.started()
-            for keeper in (job_keeper, task_keeper):
-                if keeper is not None:
-                    await keeper.hand_back_remaining()
+            for keeper in keepers_of:
+                await keeper.hand_back_remaining()
             keepers.cancel_scope.cancel()
         health_done.set()
 
@@ -278,8 +276,8 @@ async def _start_work(
     mode: Mode,
     stop: trio.Event,
     work_scope: trio.CancelScope,
-    job_keeper: LeaseKeeper | None,
-    task_keeper: LeaseKeeper | None,
+    job_queues: list[StageQueue],
+    task_queues: list[StageQueue],
 ) -> None:
     settings = deps.settings
     intake_scope = trio.CancelScope()
@@ -289,95 +287,102 @@ async def _start_work(
     file_send: trio.MemorySendChannel[FileTask] | None = None
     if mode is not Mode.ORCHESTRATOR:
         file_send, file_receive = trio.open_memory_channel[FileTask](file_task_buffer(settings))
-        task_slots = Slots(settings.max_concurrent_jobs)
+        task_slots = Slots(settings.max_concurrent_jobs, lanes=lanes_of(task_queues))
         await work.start(
-            functools.partial(
-                run_file_workers, file_receive, deps=deps, keeper=task_keeper, slots=task_slots
-            )
+            functools.partial(run_file_workers, file_receive, deps=deps, slots=task_slots)
         )
 
-    receivers: list[tuple[LeaseKeeper, Slots, trio.MemorySendChannel[Delivery]]] = []
-    if job_keeper is not None:
-        job_slots = Slots(settings.max_concurrent_jobs)
-        export_send, export_receive = trio.open_memory_channel[Delivery](DELIVERY_BUFFER)
-        queue = None
-        if settings.sqs_download_tasks_url is not None:
-            queue = QueueDispatch(deps.aws.sqs, settings.sqs_download_tasks_url, AWS_POLICY)
-        dispatch: FileDispatch
-        job_files: trio.MemorySendChannel[FileTask] | None = None
-        if file_send is None:
-            assert queue is not None  # orchestrator mode requires the queue (config)
-            dispatch = queue
-        else:
-            job_files = file_send.clone()
-            dispatch = LocalDispatch(job_files, overflow=queue)
-        stage = JobStageDeps(
-            keeper=job_keeper,
-            slots=job_slots,
-            dispatch=dispatch,
-            dead_letter_url=await _sqs.dead_letter_queue_url(
-                deps.aws.sqs, job_keeper.queue_url, policy=AWS_POLICY
-            ),
-            waits_for_files=file_send is not None,
-        )
-        await work.start(
-            functools.partial(
-                _run_job_stage_then_close, export_receive, deps=deps, stage=stage, files=job_files
+    receivers: list[tuple[StageQueue, Slots, trio.MemorySendChannel[Delivery]]] = []
+    if job_queues:
+        job_slots = Slots(settings.max_concurrent_jobs, lanes=lanes_of(job_queues))
+        job_files = None if file_send is None else file_send.clone()
+        dispatch = _file_dispatch(deps, job_files)
+        stages: list[tuple[trio.MemoryReceiveChannel[Delivery], JobStageDeps]] = []
+        for queue in job_queues:
+            export_send, export_receive = trio.open_memory_channel[Delivery](DELIVERY_BUFFER)
+            stage = JobStageDeps(
+                keeper=queue.keeper,
+                slots=job_slots,
+                dispatch=dispatch,
+                dead_letter_url=queue.dead_letter_url,
+                waits_for_files=file_send is not None,
             )
-        )
-        receivers.append((job_keeper, job_slots, export_send))
-
-    if task_keeper is not None and file_send is not None:
-        task_send, task_receive = trio.open_memory_channel[Delivery](DELIVERY_BUFFER)
+            stages.append((export_receive, stage))
+            receivers.append((queue, job_slots, export_send))
         await work.start(
-            functools.partial(
-                run_task_stage,
-                task_receive,
-                file_send.clone(),
-                keeper=task_keeper,
-                slots=task_slots,
-                dead_letter_url=await _sqs.dead_letter_queue_url(
-                    deps.aws.sqs, task_keeper.queue_url, policy=AWS_POLICY
-                ),
-            )
+            functools.partial(_run_job_stages_then_close, stages, deps=deps, files=job_files)
         )
-        receivers.append((task_keeper, task_slots, task_send))
 
     if file_send is not None:
+        for queue in task_queues:
+            task_send, task_receive = trio.open_memory_channel[Delivery](DELIVERY_BUFFER)
+            await work.start(
+                functools.partial(
+                    run_task_stage,
+                    task_receive,
+                    file_send.clone(),
+                    keeper=queue.keeper,
+                    slots=task_slots,
+                    dead_letter_url=queue.dead_letter_url,
+                )
+            )
+            receivers.append((queue, task_slots, task_send))
         # The clones above are the only senders; closing this one lets the
         # workers end once the job and task stages have ended.
         await file_send.aclose()
     # Where export jobs are taken, stranded jobs are looked for too.
     work.start_soon(
-        functools.partial(_run_intake, intake_scope, receivers, deps, sweeps=job_keeper is not None)
+        functools.partial(_run_intake, intake_scope, receivers, deps, sweeps=bool(job_queues))
     )
     log.info("service started", mode=mode.value)
 
 
-async def _run_job_stage_then_close(
-    receive: trio.MemoryReceiveChannel[Delivery],
+def _file_dispatch(deps: Deps, job_files: trio.MemorySendChannel[FileTask] | None) -> FileDispatch:
+    """Where the job stages send listed files: this process's workers (overflow to
+    the task queue, if any), or the task queue; a high export's to the high
+    task queue when there is one."""
+    settings, sqs = deps.settings, deps.aws.sqs
+
+    def towards(url: str | None) -> FileDispatch:
+        queue = None if url is None else QueueDispatch(sqs, url, AWS_POLICY)
+        if job_files is None:
+            assert queue is not None  # orchestrator mode requires the queue (config)
+            return queue
+        return LocalDispatch(job_files, overflow=queue)
+
+    normal = towards(settings.sqs_download_tasks_url)
+    if settings.sqs_download_tasks_high_url is None:
+        return normal
+    return LaneDispatch(normal=normal, high=towards(settings.sqs_download_tasks_high_url))
+
+
+async def _run_job_stages_then_close(
+    stages: list[tuple[trio.MemoryReceiveChannel[Delivery], JobStageDeps]],
     *,
     deps: Deps,
-    stage: JobStageDeps,
     files: trio.MemorySendChannel[FileTask] | None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """The job stage, closing its sender of local files when it ends.
+    """The job stage of each lane, closing their sender of local files when all end.
 
     The workers end when every sender of their channel is closed; if the job
-    stage's stayed open, an idle service would wait out the whole shutdown
+    stages' stayed open, an idle service would wait out the whole shutdown
     grace period on workers that have nothing left to do.
     """
-    if files is None:
-        await run_job_stage(receive, deps=deps, stage=stage, task_status=task_status)
-        return
-    async with files:
-        await run_job_stage(receive, deps=deps, stage=stage, task_status=task_status)
+    async with contextlib.AsyncExitStack() as stack:
+        if files is not None:
+            await stack.enter_async_context(files)
+        async with trio.open_nursery() as nursery:
+            for receive, stage in stages:
+                await nursery.start(
+                    functools.partial(run_job_stage, receive, deps=deps, stage=stage)
+                )
+            task_status.started()
 
 
 async def _run_intake(
     intake_scope: trio.CancelScope,
-    receivers: list[tuple[LeaseKeeper, Slots, trio.MemorySendChannel[Delivery]]],
+    receivers: list[tuple[StageQueue, Slots, trio.MemorySendChannel[Delivery]]],
     deps: Deps,
     *,
     sweeps: bool,
@@ -393,7 +398,7 @@ async def _run_intake(
                         export_jobs_url=deps.settings.sqs_export_jobs_url,
                     )
                 )
-            for keeper, slots, send in receivers:
+            for queue, slots, send in receivers:
                 async with send:
                     for _ in range(RECEIVERS_PER_QUEUE):
                         await intake.start(
@@ -401,11 +406,12 @@ async def _run_intake(
                                 run_receiver,
                                 send.clone(),
                                 sqs=deps.aws.sqs,
-                                keeper=keeper,
+                                keeper=queue.keeper,
                                 slots=slots,
                                 policy=AWS_POLICY,
                                 wait_seconds=deps.settings.sqs_wait_seconds,
                                 gate=deps.intake,
+                                lane=queue.lane,
                             )
                         )
 

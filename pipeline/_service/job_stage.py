@@ -7,6 +7,10 @@ are handed back as a new delayed message instead of holding a slot or a lease
 for hours; ``FAILED`` or unknown exports fail their job. An export whose
 Export API calls ran out of attempts is sent again the same way, a few seconds
 later, until its job is older than ``EXPORT_MAX_WAIT_SECONDS`` (outage.py).
+A job whose ``notBefore`` has not come is parked the same way, before any
+status call: WAITING, sent back delayed by what is left (at most SQS's 15
+minutes, so a far one comes round again), and the message deleted. All go
+back to the queue the message came from, priority and start time kept.
 
 The message is deleted once all its work is done (all mode: its files are
 processed; orchestrator mode: its files are queued). If its work is cancelled
@@ -17,6 +21,7 @@ at once; the job store makes the second run cheap and exact.
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import attrs
 import structlog
@@ -26,7 +31,13 @@ from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.jobstore import JobItem
 from pipeline._adapters.exportapi import ExportFile
 from pipeline._core.accounting import JobStatus
-from pipeline._core.messages import DownloadTask, ExportJob, decode_export_job, encode_export_job
+from pipeline._core.messages import (
+    DownloadTask,
+    ExportJob,
+    decode_export_job,
+    encode_export_job,
+    iso_utc,
+)
 from pipeline._errors import (
     ExportApiExhausted,
     ExportNotFound,
@@ -142,24 +153,24 @@ async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) 
                     _run_export_logged, export_id, job, deps, stage, (pending, later), limiter
                 )
         if pending:
-            delay = int(min(deps.settings.export_poll_interval_seconds, MAX_SQS_DELAY))
-            await _send_again(pending, job, deps, delay)
+            wait = deps.settings.export_poll_interval_seconds
+            if (left := _left_to_wait(job)) > 0:
+                # Parked until notBefore: back when its time has come.
+                wait = math.ceil(left)
+            await _send_again(pending, job, deps, stage, int(min(wait, MAX_SQS_DELAY)))
         if later:
-            await _send_again(later, job, deps, OUTAGE_HAND_BACK_SECONDS[1])
+            await _send_again(later, job, deps, stage, OUTAGE_HAND_BACK_SECONDS[1])
     return True
 
 
-async def _send_again(pending: list[str], job: ExportJob, deps: Deps, delay: int) -> None:
-    """Send the exports to be tried again as a new message, delayed by ``delay`` seconds."""
-    body = encode_export_job(
-        ExportJob(export_ids=tuple(pending), correlation_id=job.correlation_id)
-    )
+async def _send_again(
+    pending: list[str], job: ExportJob, deps: Deps, stage: JobStageDeps, delay: int
+) -> None:
+    """Send the exports to be tried again as a new message to the queue the job
+    came from (its priority and start time kept), delayed by ``delay`` seconds."""
+    body = encode_export_job(attrs.evolve(job, export_ids=tuple(pending)))
     await _sqs.send(
-        deps.aws.sqs,
-        deps.settings.sqs_export_jobs_url,
-        body,
-        delay_seconds=delay,
-        policy=deps.aws_policy,
+        deps.aws.sqs, stage.keeper.queue_url, body, delay_seconds=delay, policy=deps.aws_policy
     )
     log.info("exports handed back as a new message", exportIds=pending, delay_seconds=delay)
 
@@ -222,9 +233,24 @@ async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStag
     return False
 
 
+def _left_to_wait(job: ExportJob) -> float:
+    """Seconds until the job may start (``notBefore``); 0 or less: it may."""
+    if job.not_before is None:
+        return 0.0
+    return (job.not_before - dt.datetime.now(dt.UTC)).total_seconds()
+
+
 async def _run_active_export(
     export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps, existing: JobItem | None
 ) -> bool:
+    if job.not_before is not None and _left_to_wait(job) > 0:
+        # Not yet: WAITING, holding nothing; the message comes back (pending).
+        if existing is None or existing.status is not JobStatus.WAITING:
+            await deps.jobs.begin_job(
+                export_id, job.correlation_id, JobStatus.WAITING, before=existing, read=False
+            )
+        log.info("export waits for its start time", notBefore=iso_utc(job.not_before))
+        return True
     try:
         status = await deps.api.get_status(export_id)
     except ExportNotFound:
@@ -305,6 +331,7 @@ async def _submit(
         name=file.name,
         download_url=file.download_url,
         size_bytes=file.size_bytes,
+        priority=job.priority,
     )
     await stage.dispatch.submit(task, outstanding)
 
@@ -319,6 +346,8 @@ async def _still_pending(
     # Counted from when this submission began to wait: a resubmitted export
     # gets its own EXPORT_MAX_WAIT_SECONDS, whenever its job was first created.
     since = stored.waiting_since or stored.created_at
+    # A delayed start waits from its start time, not from when it was parked.
+    since = max(since, job.not_before or since)
     waited = (dt.datetime.now(dt.UTC) - since).total_seconds()
     if waited > deps.settings.export_max_wait_seconds:
         limit = int(deps.settings.export_max_wait_seconds)

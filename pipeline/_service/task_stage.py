@@ -40,7 +40,7 @@ async def run_task_stage(
                 slots.give_back()
                 continue
             try:
-                await send.send(FileTask(task=task, lease=delivery.lease))
+                await send.send(FileTask(task=task, lease=delivery.lease, keeper=keeper))
             except trio.Cancelled:
                 slots.give_back()
                 await keeper.hand_back([delivery.lease])

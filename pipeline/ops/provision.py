@@ -3,10 +3,12 @@
 The deployment's one-shot step (``compose.yaml``'s ``provision`` service, a CI
 job against moto or LocalStack): it reads the same variables as the service
 (contract 5), so the names can never drift from what the service is told to
-use. Queue names are the last segment of ``SQS_EXPORT_JOBS_URL`` and
-``SQS_DOWNLOAD_TASKS_URL``; table and bucket names are taken as they are, with
-the service's defaults. The work itself is :func:`pipeline.ops.provisioning.provision`,
-idempotent, so running it at every start is safe.
+use. Queue names are the last segment of ``SQS_EXPORT_JOBS_URL``,
+``SQS_DOWNLOAD_TASKS_URL`` and, for the high lane, ``SQS_EXPORT_JOBS_HIGH_URL``
+and ``SQS_DOWNLOAD_TASKS_HIGH_URL`` (each made only when set); table and
+bucket names are taken as they are, with the service's defaults. The work
+itself is :func:`pipeline.ops.provisioning.provision`, idempotent, so running
+it at every start is safe.
 
 A backend that is still starting (compose starts moto and this together) is
 waited for, up to ``--wait`` seconds, instead of failing at the first refused
@@ -49,6 +51,8 @@ class ProvisionRequest:
     jobs_table: str
     export_jobs_queue: str
     download_tasks_queue: str | None
+    export_jobs_high_queue: str | None = None
+    download_tasks_high_queue: str | None = None
 
 
 def _default(name: str) -> str:
@@ -80,7 +84,11 @@ def request_from_env(environ: Mapping[str, str]) -> ProvisionRequest:
     if bucket is None:
         msg = "S3_BUCKET_NAME is required but not set"
         raise ConfigError(msg)
-    tasks_url = get("SQS_DOWNLOAD_TASKS_URL")
+
+    def queue(variable: str) -> str | None:
+        url = get(variable)
+        return None if url is None else _queue_name(variable, url)
+
     return ProvisionRequest(
         region=get("AWS_REGION") or _default("aws_region"),
         endpoint_url=get("AWS_ENDPOINT_URL"),
@@ -88,9 +96,9 @@ def request_from_env(environ: Mapping[str, str]) -> ProvisionRequest:
         metadata_table=get("DYNAMODB_METADATA_TABLE") or _default("dynamodb_metadata_table"),
         jobs_table=get("DYNAMODB_JOBS_TABLE") or _default("dynamodb_jobs_table"),
         export_jobs_queue=_queue_name("SQS_EXPORT_JOBS_URL", jobs_url),
-        download_tasks_queue=(
-            None if tasks_url is None else _queue_name("SQS_DOWNLOAD_TASKS_URL", tasks_url)
-        ),
+        download_tasks_queue=queue("SQS_DOWNLOAD_TASKS_URL"),
+        export_jobs_high_queue=queue("SQS_EXPORT_JOBS_HIGH_URL"),
+        download_tasks_high_queue=queue("SQS_DOWNLOAD_TASKS_HIGH_URL"),
     )
 
 
@@ -119,6 +127,8 @@ async def run(
                     jobs_table=request.jobs_table,
                     export_jobs_queue=request.export_jobs_queue,
                     download_tasks_queue=request.download_tasks_queue,
+                    export_jobs_high_queue=request.export_jobs_high_queue,
+                    download_tasks_high_queue=request.download_tasks_high_queue,
                     visibility_timeout=visibility_timeout,
                     max_receive_count=max_receive_count,
                 )
@@ -179,8 +189,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     print(f"bucket {request.bucket}")
     print(f"tables {request.metadata_table}, {request.jobs_table}")
     print(f"queue {urls.export_jobs_url} (dead letters: {urls.export_jobs_dlq_url})")
-    if urls.download_tasks_url is not None:
-        print(f"queue {urls.download_tasks_url} (dead letters: {urls.download_tasks_dlq_url})")
+    for url, dlq in (
+        (urls.download_tasks_url, urls.download_tasks_dlq_url),
+        (urls.export_jobs_high_url, urls.export_jobs_high_dlq_url),
+        (urls.download_tasks_high_url, urls.download_tasks_high_dlq_url),
+    ):
+        if url is not None:
+            print(f"queue {url} (dead letters: {dlq})")
     return 0
 
 

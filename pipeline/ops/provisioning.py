@@ -43,6 +43,11 @@ class ProvisionedUrls:
     export_jobs_dlq_url: str
     download_tasks_url: str | None = None
     download_tasks_dlq_url: str | None = None
+    # The high lane's queues, when asked for.
+    export_jobs_high_url: str | None = None
+    export_jobs_high_dlq_url: str | None = None
+    download_tasks_high_url: str | None = None
+    download_tasks_high_dlq_url: str | None = None
 
 
 async def _queue_with_dlq(
@@ -180,15 +185,18 @@ async def provision(
     jobs_table: str,
     export_jobs_queue: str,
     download_tasks_queue: str | None = None,
+    export_jobs_high_queue: str | None = None,
+    download_tasks_high_queue: str | None = None,
     visibility_timeout: int = 60,
     max_receive_count: int = 5,
     policy: Backoff = AWS_POLICY,
 ) -> ProvisionedUrls:
     """Create (or find) every resource; safe to run again with the same names.
 
-    Queues are given by name; their dead-letter queues are named
-    ``<name>-dlq``. Raises :class:`AwsRejected` when a resource cannot be
-    made (a bucket name owned by someone else, a bad name).
+    Queues are given by name (the high lane's only when asked for); their
+    dead-letter queues are named ``<name>-dlq``. Raises :class:`AwsRejected`
+    when a resource cannot be made (a bucket name owned by someone else, a
+    bad name).
     """
     if max_receive_count < 1:
         msg = f"max_receive_count must be at least 1, not {max_receive_count}"
@@ -196,28 +204,26 @@ async def provision(
     await _bucket(clients.s3, bucket, policy)
     await _table(clients.dynamodb, metadata_table, "exportId", "path", policy)
     await _table(clients.dynamodb, jobs_table, "pk", "sk", policy)
-    jobs_url, jobs_dlq = await _queue_with_dlq(
-        clients.sqs,
-        export_jobs_queue,
-        visibility_timeout=visibility_timeout,
-        max_receive_count=max_receive_count,
-        policy=policy,
-    )
-    tasks_url = tasks_dlq = None
-    if download_tasks_queue is not None:
-        tasks_url, tasks_dlq = await _queue_with_dlq(
+
+    async def queue(name: str) -> tuple[str, str]:
+        return await _queue_with_dlq(
             clients.sqs,
-            download_tasks_queue,
+            name,
             visibility_timeout=visibility_timeout,
             max_receive_count=max_receive_count,
             policy=policy,
         )
-    return ProvisionedUrls(
-        export_jobs_url=jobs_url,
-        export_jobs_dlq_url=jobs_dlq,
-        download_tasks_url=tasks_url,
-        download_tasks_dlq_url=tasks_dlq,
-    )
+
+    jobs_url, jobs_dlq = await queue(export_jobs_queue)
+    optional: dict[str, str] = {}
+    for kind, name in (
+        ("download_tasks", download_tasks_queue),
+        ("export_jobs_high", export_jobs_high_queue),
+        ("download_tasks_high", download_tasks_high_queue),
+    ):
+        if name is not None:
+            optional[f"{kind}_url"], optional[f"{kind}_dlq_url"] = await queue(name)
+    return ProvisionedUrls(export_jobs_url=jobs_url, export_jobs_dlq_url=jobs_dlq, **optional)
 
 
 async def seed_metadata(

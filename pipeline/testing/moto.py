@@ -92,11 +92,14 @@ async def provision_fresh(
     bucket_prefix: str = "bucket",
     visibility_timeout: int = 30,
     with_task_queue: bool = False,
+    with_high_queues: bool = False,
 ) -> tuple[str, ProvisionedUrls]:
     """A bucket, tables and queues of their own under a new random name; the name and the URLs.
 
     For ``name``: bucket ``<bucket_prefix>-<name>``, tables ``metadata-<name>``
-    and ``jobs-<name>``, queues ``jobs-<name>`` and (asked for) ``tasks-<name>``.
+    and ``jobs-<name>``, queues ``jobs-<name>`` and (asked for) ``tasks-<name>``;
+    with the high lane ``jobs-high-<name>`` (and ``tasks-high-<name>`` beside
+    the task queue).
     """
     from pipeline.ops.provisioning import provision
 
@@ -108,6 +111,10 @@ async def provision_fresh(
         jobs_table=f"jobs-{name}",
         export_jobs_queue=f"jobs-{name}",
         download_tasks_queue=f"tasks-{name}" if with_task_queue else None,
+        export_jobs_high_queue=f"jobs-high-{name}" if with_high_queues else None,
+        download_tasks_high_queue=(
+            f"tasks-high-{name}" if with_high_queues and with_task_queue else None
+        ),
         visibility_timeout=visibility_timeout,
     )
     return name, urls

@@ -31,6 +31,8 @@ def names() -> dict[str, Any]:
         "jobs_table": f"jobs-{tag}",
         "export_jobs_queue": f"export-jobs-{tag}",
         "download_tasks_queue": f"download-tasks-{tag}",
+        "export_jobs_high_queue": f"export-jobs-high-{tag}",
+        "download_tasks_high_queue": f"download-tasks-high-{tag}",
     }
 
 
@@ -41,14 +43,18 @@ def test_public_surface_is_complete() -> None:
 
 
 async def test_provision_creates_everything(clients: AwsClients) -> None:
-    """Queues get their DLQ and redrive policy; tables their key schemas; bucket its rule."""
+    """Queues (the high lane's too) get their DLQ and redrive policy; tables their key
+    schemas; bucket its rule."""
     given = names()
     urls = await provision(clients, visibility_timeout=45, max_receive_count=3, **given)
-    assert urls.download_tasks_url is not None
     for url, dlq in [
         (urls.export_jobs_url, urls.export_jobs_dlq_url),
         (urls.download_tasks_url, urls.download_tasks_dlq_url),
+        (urls.export_jobs_high_url, urls.export_jobs_high_dlq_url),
+        (urls.download_tasks_high_url, urls.download_tasks_high_dlq_url),
     ]:
+        assert url is not None
+        assert dlq is not None
         assert await dead_letter_queue_url(clients.sqs, url) == dlq
         assert await queue_visibility_timeout(clients.sqs, url) == 45
         attrs = await clients.sqs.get_queue_attributes(
@@ -69,11 +75,13 @@ async def test_provision_creates_everything(clients: AwsClients) -> None:
 async def test_provision_is_idempotent(clients: AwsClients) -> None:
     """A second run with the same names succeeds and finds the same queues."""
     given = names()
-    del given["download_tasks_queue"]
+    for optional in ("download_tasks_queue", "export_jobs_high_queue", "download_tasks_high_queue"):
+        del given[optional]
     first = await provision(clients, **given, policy=FAST)
     second = await provision(clients, **given, visibility_timeout=90, policy=FAST)
     assert first == second
     assert first.download_tasks_url is None
+    assert first.export_jobs_high_url is None
     assert await queue_visibility_timeout(clients.sqs, first.export_jobs_url) == 90
 
 

@@ -25,6 +25,7 @@ def _env(aws_endpoint: str, tag: str, *, tasks: bool = True) -> dict[str, str]:
     }
     if tasks:
         env["SQS_DOWNLOAD_TASKS_URL"] = f"{aws_endpoint}/123456789012/tasks-{tag}"
+        env["SQS_DOWNLOAD_TASKS_HIGH_URL"] = f"{aws_endpoint}/123456789012/tasks-high-{tag}"
     return env
 
 
@@ -45,6 +46,8 @@ def test_names_come_from_the_environment() -> None:
     )
     assert request.export_jobs_queue == "export-jobs"
     assert request.download_tasks_queue is None
+    assert request.export_jobs_high_queue is None
+    assert request.download_tasks_high_queue is None
     assert (request.metadata_table, request.jobs_table) == ("export-metadata", "export-jobs")
     assert request.region == "us-east-1"
     assert request.endpoint_url is None
@@ -56,6 +59,14 @@ def test_names_come_from_the_environment() -> None:
         ({"S3_BUCKET_NAME": "b"}, "SQS_EXPORT_JOBS_URL"),
         ({"SQS_EXPORT_JOBS_URL": "http://h/1/q"}, "S3_BUCKET_NAME"),
         ({"SQS_EXPORT_JOBS_URL": "queue", "S3_BUCKET_NAME": "b"}, "SQS_EXPORT_JOBS_URL"),
+        (
+            {
+                "SQS_EXPORT_JOBS_URL": "http://h/1/q",
+                "S3_BUCKET_NAME": "b",
+                "SQS_EXPORT_JOBS_HIGH_URL": "high",
+            },
+            "SQS_EXPORT_JOBS_HIGH_URL",
+        ),
     ],
 )
 def test_bad_environment_names_the_variable(environ: dict[str, str], named: str) -> None:
@@ -81,7 +92,7 @@ async def test_creates_everything_twice(aws_endpoint: str) -> None:
         status = await trio.to_thread.run_sync(functools.partial(cli.main, argv, env))
         assert status == 0
     async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=2) as aws:
-        for name in (f"jobs-{tag}", f"tasks-{tag}"):
+        for name in (f"jobs-{tag}", f"tasks-{tag}", f"tasks-high-{tag}"):
             url = (await aws.sqs.get_queue_url(QueueName=name))["QueueUrl"]
             attributes = (await aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]))[
                 "Attributes"

@@ -147,12 +147,19 @@ async def open_stack(
     *,
     visibility_timeout: int = 30,
     with_task_queue: bool = False,
+    with_high_queues: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
-    """Provision fresh resources and start the simulator; the service is started by the test."""
+    """Provision fresh resources and start the simulator; the service is started by the test.
+
+    ``with_high_queues``: the high lane's queues too (the task one with the task queue).
+    """
     async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=20) as aws:
         name, urls = await provision_fresh(
-            aws, visibility_timeout=visibility_timeout, with_task_queue=with_task_queue
+            aws,
+            visibility_timeout=visibility_timeout,
+            with_task_queue=with_task_queue,
+            with_high_queues=with_high_queues,
         )
         simulator = Simulator(token=TOKEN)
         async with trio.open_nursery() as nursery:
@@ -175,8 +182,13 @@ async def open_stack(
                 "LOG_LEVEL": "warning",
                 **(env or {}),
             }
-            if urls.download_tasks_url is not None:
-                settings_env["SQS_DOWNLOAD_TASKS_URL"] = urls.download_tasks_url
+            for variable, url in (
+                ("SQS_DOWNLOAD_TASKS_URL", urls.download_tasks_url),
+                ("SQS_EXPORT_JOBS_HIGH_URL", urls.export_jobs_high_url),
+                ("SQS_DOWNLOAD_TASKS_HIGH_URL", urls.download_tasks_high_url),
+            ):
+                if url is not None:
+                    settings_env[variable] = url
             stack = Stack(
                 aws=aws,
                 simulator=simulator,

@@ -2,7 +2,8 @@
 
 Reading is open: ``GET /jobs/{exportId}`` (the job item, its progress and an
 estimate of the time left) and ``GET /queues`` (depths, and whether either
-queue is over ``OVERLOAD_BACKLOG``). ``POST /jobs`` (submit),
+queue is over ``OVERLOAD_BACKLOG``). ``POST /jobs`` (submit; a body with
+``"priority": "high"`` goes to the high queue when there is one),
 ``POST /jobs/{exportId}/cancel`` and ``POST /jobs/{exportId}/retry`` change
 something, so they need ``Authorization: Bearer <ADMIN_TOKEN>``, compared in
 constant time: with no ``ADMIN_TOKEN`` configured the calls are off (403), a
@@ -29,7 +30,8 @@ from pipeline._adapters.aws.jobcontrol import Answer, Verdict, cancel_job, retry
 from pipeline._adapters.aws.jobitems import JobItem, converter, format_time, utc_now
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._core.accounting import JobStatus
-from pipeline._core.messages import ExportJob, decode_export_job, encode_export_job
+from pipeline._core.lanes import Priority
+from pipeline._core.messages import decode_export_job, encode_export_job
 from pipeline._errors import PipelineError, PoisonMessage
 
 __all__ = ["Control", "add_control_routes", "job_view", "overloaded"]
@@ -52,6 +54,8 @@ class Control:
     download_tasks_url: str | None
     admin_token: str | None
     overload_backlog: int
+    # Where POST /jobs sends a high job; None: to export_jobs_url like the rest.
+    export_jobs_high_url: str | None = None
     # This process's own work on an export stops at once on a cancel taken
     # here, and forgets it on a retry (other processes see the job item).
     on_cancel: Callable[[str], None] = lambda export_id: None
@@ -154,8 +158,10 @@ def add_control_routes(app: QuartTrio, control: Control) -> None:
             job = decode_export_job(body)
         except PoisonMessage as err:
             return {"error": str(err)}, 400
-        message = ExportJob(export_ids=job.export_ids, correlation_id=job.correlation_id)
-        await sqs.send(control.sqs, control.export_jobs_url, encode_export_job(message))
+        url = control.export_jobs_url
+        if job.priority is Priority.HIGH and control.export_jobs_high_url is not None:
+            url = control.export_jobs_high_url
+        await sqs.send(control.sqs, url, encode_export_job(job))
         return {"correlationId": job.correlation_id}, 202
 
     def answered(answer: Answer, status: int) -> tuple[dict[str, Any], int]:
