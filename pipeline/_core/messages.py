@@ -39,6 +39,7 @@ __all__ = [
     "encode_download_task",
     "encode_export_job",
     "iso_utc",
+    "parse_not_before",
 ]
 
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -129,7 +130,7 @@ def decode_export_job(body: str, *, new_correlation_id: str | None = None) -> Ex
         export_ids=unique,
         correlation_id=correlation_id,
         priority=_priority(document),
-        not_before=_not_before(document.get("notBefore")),
+        not_before=parse_not_before(document.get("notBefore")),
     )
 
 
@@ -143,7 +144,9 @@ def _priority(document: dict[str, Any]) -> Priority:
         raise PoisonMessage(msg) from None
 
 
-def _not_before(value: Any) -> dt.datetime | None:
+def parse_not_before(value: Any) -> dt.datetime | None:
+    """A ``notBefore`` value as an aware UTC time (None for None); raise
+    :class:`PoisonMessage` when it is not ISO-8601 with a zone."""
     if value is None:
         return None
     when = None

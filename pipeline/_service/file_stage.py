@@ -163,7 +163,7 @@ async def _run_file_task(file_task: FileTask, deps: Deps, slots: Slots | None) -
         # A file from the download-task queue holds a lease and one of its slots.
         if lease is not None and keeper is not None:
             if slots is not None:
-                slots.give_back()
+                slots.give_back(lane=keeper.lane)
             if settled:
                 await keeper.complete(lease)
             elif failure is not None and dependency_down(failure):

@@ -411,7 +411,6 @@ async def _run_intake(
                                 policy=AWS_POLICY,
                                 wait_seconds=deps.settings.sqs_wait_seconds,
                                 gate=deps.intake,
-                                lane=queue.lane,
                             )
                         )
 

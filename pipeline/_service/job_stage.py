@@ -120,7 +120,7 @@ async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -
             exc_info=is_bug(err),
         )
     finally:
-        stage.slots.give_back()
+        stage.slots.give_back(lane=stage.keeper.lane)
         if delete:
             await stage.keeper.complete(lease)
         elif down:

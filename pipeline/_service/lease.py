@@ -37,6 +37,7 @@ import trio
 
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._core.backoff import Backoff, redelivery_delay
+from pipeline._core.lanes import Priority
 from pipeline._errors import PipelineError
 from pipeline._service.metrics import ServiceMetrics
 
@@ -96,6 +97,8 @@ class LeaseKeeper:
     # Counted in GET /metrics under this queue name, when given.
     metrics: ServiceMetrics | None = None
     queue_name: str = "queue"
+    # The queue's lane (normal, or high): whose slots its messages hold.
+    lane: Priority = Priority.NORMAL
     _leases: set[Lease] = attrs.field(init=False, factory=set)
     _rng: random.Random = attrs.field(init=False, factory=random.Random)
 

@@ -43,7 +43,7 @@ async def open_stage_queues(
     for lane, url, queue_name in lanes:
         timeout = await _sqs.queue_visibility_timeout(sqs, url, policy=AWS_POLICY)
         keeper = LeaseKeeper(
-            sqs, url, timeout, AWS_POLICY, metrics=deps.metrics, queue_name=queue_name
+            sqs, url, timeout, AWS_POLICY, metrics=deps.metrics, queue_name=queue_name, lane=lane
         )
         dead_letter_url = await _sqs.dead_letter_queue_url(sqs, url, policy=AWS_POLICY)
         found.append(StageQueue(lane, keeper, dead_letter_url))

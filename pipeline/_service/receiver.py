@@ -77,7 +77,7 @@ class Slots:
             msg = f"Slots needs at least one slot, not {self.total}"
             raise ValueError(msg)
         self._free = self.total
-        self._policy = LanePolicy.of(self.lanes)
+        self._policy = LanePolicy.of(self.lanes, self.total)
         self._waiting = {lane: collections.deque() for lane in self._policy.lanes}
 
     @property
@@ -112,20 +112,21 @@ class Slots:
         its next poll (returned), and the rest are given back.
         """
         kept = self._policy.polled(lane, held, received)
-        self.give_back(held - (received or 0) - kept)
+        self.give_back(held - (received or 0) - kept, lane=lane)
         return kept
 
     def stopped(self, lane: Priority, held: int) -> None:
         """A receiver holding ``held`` slots for a poll ends without polling."""
         self._policy.stopped(lane)
-        self.give_back(held)
+        self.give_back(held, lane=lane)
 
-    def give_back(self, count: int = 1) -> None:
-        """Return ``count`` slots."""
-        self._free += count
-        if self._free > self.total:
+    def give_back(self, count: int = 1, *, lane: Priority = Priority.NORMAL) -> None:
+        """Return ``count`` slots taken by ``lane``'s receivers."""
+        if self._free + count > self.total:
             msg = "more slots given back than taken"
             raise RuntimeError(msg)
+        self._policy.released(lane, count)
+        self._free += count
         self._hand_out()
 
     def _hand_out(self) -> None:
@@ -149,16 +150,16 @@ async def run_receiver(
     policy: Backoff,
     wait_seconds: int = RECEIVE_WAIT_SECONDS,
     gate: IntakeGate | None = None,
-    lane: Priority = Priority.NORMAL,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Receive messages from ``keeper.queue_url`` into ``send`` until cancelled.
 
     Each delivery carries one slot; its consumer gives it back when the
     message's work ends. Before each receive the intake ``gate`` is asked:
-    while it is closed, messages are left in SQS. ``lane`` is the queue's lane
-    among the receivers sharing ``slots``.
+    while it is closed, messages are left in SQS. The keeper's lane is the
+    queue's among the receivers sharing ``slots``.
     """
+    lane = keeper.lane
     async with send:
         task_status.started()
         failures = 0
@@ -219,7 +220,7 @@ async def run_receiver(
                         await send.send(delivery)
                     except trio.Cancelled:
                         rest = deliveries[sent:]
-                        slots.give_back(len(rest))
+                        slots.give_back(len(rest), lane=lane)
                         await keeper.hand_back(d.lease for d in rest)
                         raise
         finally:

@@ -37,11 +37,11 @@ async def run_task_stage(
             except PoisonMessage as err:
                 lease, body = delivery.lease, delivery.message.body
                 await keeper.dead_letter(lease, body, str(err), dead_letter_url)
-                slots.give_back()
+                slots.give_back(lane=keeper.lane)
                 continue
             try:
                 await send.send(FileTask(task=task, lease=delivery.lease, keeper=keeper))
             except trio.Cancelled:
-                slots.give_back()
+                slots.give_back(lane=keeper.lane)
                 await keeper.hand_back([delivery.lease])
                 raise

@@ -4,9 +4,10 @@ Speaks to AWS with the service's own environment (``SQS_EXPORT_JOBS_URL``,
 ``DYNAMODB_JOBS_TABLE``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``), so it works
 from any shell that can run the service, whether or not a service is up:
 
-- ``submit EXPORT_ID... [--wait]`` sends one export-job message; with
-  ``--wait`` it shows each job's progress live until every job has ended, and
-  exits 0 only when all ended ``COMPLETED``;
+- ``submit EXPORT_ID... [--wait] [--priority high] [--not-before TIME]``
+  sends one export-job message (a high one to ``SQS_EXPORT_JOBS_HIGH_URL``
+  when set); with ``--wait`` it shows each job's progress live until every
+  job has ended, and exits 0 only when all ended ``COMPLETED``;
 - ``status EXPORT_ID... [--json]`` shows the job items as a table, or as the
   JSON ``GET /jobs/{exportId}`` answers;
 - ``cancel EXPORT_ID`` and ``retry EXPORT_ID`` do what their HTTP calls do.
@@ -15,6 +16,7 @@ from any shell that can run the service, whether or not a service is up:
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -35,8 +37,9 @@ from pipeline._adapters.aws.jobitems import JobItem, utc_now
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.http.control import job_view
 from pipeline._core.accounting import JobStatus
-from pipeline._core.messages import ExportJob, encode_export_job
-from pipeline._errors import PipelineError
+from pipeline._core.lanes import Priority
+from pipeline._core.messages import ExportJob, encode_export_job, parse_not_before
+from pipeline._errors import PipelineError, PoisonMessage
 
 __all__ = ["VERBS", "main", "watch_jobs"]
 
@@ -56,6 +59,7 @@ class _Env:
     endpoint_url: str | None
     jobs_table: str
     export_jobs_url: str | None
+    export_jobs_high_url: str | None = None
 
     @classmethod
     def read(cls, env: Mapping[str, str]) -> _Env:
@@ -64,7 +68,18 @@ class _Env:
             endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip() or None,
             jobs_table=env.get("DYNAMODB_JOBS_TABLE", "").strip() or "export-jobs",
             export_jobs_url=env.get("SQS_EXPORT_JOBS_URL", "").strip() or None,
+            export_jobs_high_url=env.get("SQS_EXPORT_JOBS_HIGH_URL", "").strip() or None,
         )
+
+
+def _start_time(value: str) -> dt.datetime:
+    """``--not-before``: read as the message's ``notBefore`` is, or refused (exit 2)."""
+    try:
+        when = parse_not_before(value)
+    except PoisonMessage as err:
+        raise argparse.ArgumentTypeError(str(err).replace("'notBefore'", "the time")) from None
+    assert when is not None
+    return when
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,6 +92,19 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--correlation-id", default=None, help="default: a new UUID")
     submit.add_argument(
         "--wait", action="store_true", help="show live progress until every job has ended"
+    )
+    submit.add_argument(
+        "--priority",
+        choices=[priority.value for priority in Priority],
+        default=Priority.NORMAL.value,
+        help="high: through the high lane, ahead of normal work",
+    )
+    submit.add_argument(
+        "--not-before",
+        type=_start_time,
+        default=None,
+        metavar="TIME",
+        help="no file starts before this ISO-8601 time with its zone (e.g. 2026-01-31T22:00:00Z)",
     )
     status = verbs.add_parser("status", help="show jobs")
     status.add_argument("export_ids", nargs="+", metavar="EXPORT_ID")
@@ -144,8 +172,16 @@ async def _submit(
         if (job := await jobs.get_job(export_id)) is not None
         and job.status in (JobStatus.COMPLETED, JobStatus.CANCELLED)
     }
-    body = encode_export_job(ExportJob(export_ids=tuple(export_ids), correlation_id=correlation_id))
-    await sqs.send(aws.sqs, env.export_jobs_url, body)
+    message = ExportJob(
+        export_ids=tuple(export_ids),
+        correlation_id=correlation_id,
+        priority=Priority(args.priority),
+        not_before=args.not_before,
+    )
+    url = env.export_jobs_url
+    if message.priority is Priority.HIGH and env.export_jobs_high_url is not None:
+        url = env.export_jobs_high_url
+    await sqs.send(aws.sqs, url, encode_export_job(message))
     console.print(f"submitted {', '.join(export_ids)} (correlationId {correlation_id})")
     for export_id, job in settled.items():
         hint = " (retry it to run again)" if job.status is JobStatus.CANCELLED else ""

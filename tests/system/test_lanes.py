@@ -1,0 +1,174 @@
+"""The high lane and delayed starts, against running services (moto and the simulator).
+
+The 20-minute delayed start is watched for ``LANES_WATCH_SECONDS`` (default
+12 s, to keep the suite short); the contract's one-minute watch is::
+
+    LANES_WATCH_SECONDS=60 python -m pytest -n 0 -q tests/system/test_lanes.py -k far_ahead
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+from collections.abc import Awaitable, Callable
+
+import httpx
+import pytest
+import trio
+
+from pipeline._adapters.aws import sqs as _sqs
+from pipeline._config import Mode
+from pipeline._core.accounting import JobStatus
+from pipeline._core.messages import iso_utc
+from pipeline.testing.demo import build_zip, metadata_for, records
+from pipeline.testing.moto import free_port
+from tests.support.stack import Stack, open_stack
+
+pytestmark = pytest.mark.slow
+
+ENTRIES = [(f"rows-{i}.jsonl", records(random.Random(i), 20_000)) for i in range(2)]
+NORMAL_JOBS = 200
+HIGH_JOBS = 12
+# Each normal file is served in about this long, so the backlog outlasts the test.
+NORMAL_FILE_SECONDS = 1.0
+WATCH_SECONDS = float(os.environ.get("LANES_WATCH_SECONDS", "12"))
+
+
+async def _serve(stack: Stack, export_id: str) -> str:
+    """Serve an export of one small ZIP with its metadata; returns its file ID."""
+    zip_bytes = build_zip(ENTRIES)
+    (file_id,) = stack.simulator.add_export(export_id, [("p.zip", zip_bytes)])
+    await stack.seed(export_id, metadata_for(ENTRIES))
+    return file_id
+
+
+def _body(export_id: str, **extra: str) -> str:
+    return json.dumps({"exportIds": [export_id], "correlationId": f"c-{export_id}", **extra})
+
+
+def _downloads(stack: Stack, export_ids: list[str]) -> int:
+    return sum(stack.simulator.count("download", export_id=e) for e in export_ids)
+
+
+async def _until(check: Callable[[], Awaitable[bool]], within: float) -> None:
+    """Poll ``check`` until it is true; fails the test after ``within`` seconds."""
+    with trio.fail_after(within):
+        while True:
+            if await check():
+                return
+            await trio.sleep(0.1)
+
+
+async def test_high_jobs_overtake_a_backlog_and_normal_work_keeps_moving(
+    aws_endpoint: str,
+) -> None:
+    """Orchestrator and worker with both lanes, 200 normal jobs queued: high jobs sent
+    behind them (POST /jobs with "priority": "high") start within seconds and all end
+    long before the backlog, while normal files still start meanwhile."""
+    async with open_stack(aws_endpoint, with_task_queue=True, with_high_queues=True) as stack:
+        normal = [f"exp-n{i:03d}" for i in range(NORMAL_JOBS)]
+        high = [f"exp-h{i:02d}" for i in range(HIGH_JOBS)]
+        for export_id in normal:
+            file_id = await _serve(stack, export_id)
+            size = len(build_zip(ENTRIES))
+            stack.simulator.set_throttle(export_id, file_id, size / NORMAL_FILE_SECONDS)
+        for export_id in high:
+            await _serve(stack, export_id)
+        await _sqs.send_batch(stack.aws.sqs, stack.urls.export_jobs_url, [_body(e) for e in normal])
+        limits = {"MAX_CONCURRENT_JOBS": "4", "ADMIN_TOKEN": "admin-token-1234"}
+        port = free_port()
+        stops = [
+            await stack.run_service(Mode.ORCHESTRATOR, HEALTH_PORT=str(port), **limits),
+            await stack.run_service(Mode.WORKER, HEALTH_PORT=str(free_port()), **limits),
+        ]
+
+        async def busy() -> bool:
+            return _downloads(stack, normal) >= 8
+
+        # The workers are busy with the backlog before the high jobs come.
+        await _until(busy, within=60)
+        submitted = dt.datetime.now(dt.UTC)
+        normal_before = _downloads(stack, normal)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as control:
+            for export_id in high:
+                answer = await control.post(
+                    "/jobs",
+                    content=_body(export_id, priority="high"),
+                    headers={"Authorization": "Bearer admin-token-1234"},
+                )
+                assert answer.status_code == 202, answer.text
+        finals = [await stack.wait_final(export_id, within=60) for export_id in high]
+        normal_during = _downloads(stack, normal) - normal_before
+        unfinished = [e for e in normal if (await stack.jobs.get_job(e)) is None]
+        for stop in stops:
+            stop.set()
+    assert all(job.status is JobStatus.COMPLETED for job in finals), [j.error for j in finals]
+    first = min((job.created_at - submitted).total_seconds() for job in finals)
+    started = max((job.created_at - submitted).total_seconds() for job in finals)
+    ended = max((job.updated_at - submitted).total_seconds() for job in finals)
+    print(f"high jobs: first started {first:.1f} s, last started {started:.1f} s,")
+    print(f"last ended {ended:.1f} s after sending; meanwhile {normal_during} normal files")
+    print(f"started, and {len(unfinished)} normal jobs were not begun")
+    # Seconds, not the backlog's minutes (200 files of 1 s on four slots); loose
+    # bounds, for a loaded machine: the orders of magnitude are what is checked.
+    assert first < 10
+    assert started < 20
+    assert len(unfinished) > NORMAL_JOBS / 2
+    # Not starved: normal files kept starting while the high jobs ran.
+    assert normal_during >= 2
+
+
+async def test_far_ahead_start_waits_and_holds_no_slot(aws_endpoint: str) -> None:
+    """A job with notBefore 20 minutes ahead stays WAITING, with no request for it to the
+    Export API, its message parked as a delayed one, while a job sent after it runs on
+    the only slot there is."""
+    async with open_stack(aws_endpoint) as stack:
+        await _serve(stack, "exp-later")
+        await _serve(stack, "exp-now")
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=20)
+        await stack.send_raw(_body("exp-later", notBefore=iso_utc(later)))
+        stop = await stack.run_service(MAX_CONCURRENT_JOBS="1")
+
+        async def parked() -> bool:
+            return (await stack.jobs.get_job("exp-later")) is not None
+
+        await _until(parked, within=30)
+        await stack.send_raw(_body("exp-now"))
+        now_job = await stack.wait_final("exp-now", within=30)
+        waited = 0.0
+        while waited < WATCH_SECONDS:
+            job = await stack.jobs.get_job("exp-later")
+            assert job is not None
+            assert job.status is JobStatus.WAITING
+            assert stack.simulator.count(export_id="exp-later") == 0
+            await trio.sleep(1.0)
+            waited += 1.0
+        depths = await stack.aws.sqs.get_queue_attributes(
+            QueueUrl=stack.urls.export_jobs_url,
+            AttributeNames=["ApproximateNumberOfMessagesDelayed"],
+        )
+        stop.set()
+    assert now_job.status is JobStatus.COMPLETED
+    assert int(depths["Attributes"]["ApproximateNumberOfMessagesDelayed"]) == 1
+
+
+async def test_start_in_thirty_seconds(aws_endpoint: str) -> None:
+    """A job with notBefore 30 s ahead makes no request to the Export API before that
+    time and starts within 10 s after it."""
+    async with open_stack(aws_endpoint) as stack:
+        await _serve(stack, "exp-soon")
+        stop = await stack.run_service()
+        sent_wall, sent_clock = dt.datetime.now(dt.UTC), trio.current_time()
+        not_before = sent_wall + dt.timedelta(seconds=30)
+        await stack.send_raw(_body("exp-soon", notBefore=iso_utc(not_before)))
+        job = await stack.wait_final("exp-soon", within=60)
+        first_request = min(r.at for r in stack.simulator.requests if r.export_id == "exp-soon")
+        stop.set()
+    assert job.status is JobStatus.COMPLETED, job.error
+    # The simulator stamps requests on this process's trio clock.
+    started = first_request - sent_clock
+    print(f"first request for the job {started:.2f} s after sending (notBefore: 30 s)")
+    assert started >= 30 - 0.05
+    assert started <= 30 + 10
