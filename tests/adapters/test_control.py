@@ -58,6 +58,47 @@ class TestJobs:
         assert view["progress"] == 1.0
         assert view["correlationId"] == "c-ctl"
 
+    async def test_submit_high_goes_to_the_high_queue(self, aws_endpoint: str) -> None:
+        """POST /jobs with "priority": "high" sends the job, priority and start time kept,
+        to the high export-job queue (where the service parks it until its time); a bad
+        priority is 400."""
+        async with open_stack(aws_endpoint, with_high_queues=True) as stack:
+            base, stop = await _service(stack, ADMIN_TOKEN=ADMIN)
+            auth = {"Authorization": f"Bearer {ADMIN}"}
+            document = {
+                "exportIds": ["exp-hi"],
+                "correlationId": "c-hi",
+                "priority": "high",
+                "notBefore": "2030-01-01T00:00:00Z",
+            }
+            async with httpx.AsyncClient(base_url=base) as client:
+                sent = await client.post("/jobs", content=json.dumps(document), headers=auth)
+                bad = await client.post(
+                    "/jobs", content='{"exportIds": ["x"], "priority": "soon"}', headers=auth
+                )
+            # Parked: sent back to its queue delayed, the message taken deleted.
+            with trio.fail_after(30):
+                while True:
+                    high = await stack.aws.sqs.get_queue_attributes(
+                        QueueUrl=stack.urls.export_jobs_high_url, AttributeNames=["All"]
+                    )
+                    depths = high["Attributes"]
+                    if (
+                        depths["ApproximateNumberOfMessagesDelayed"],
+                        depths["ApproximateNumberOfMessagesNotVisible"],
+                    ) == ("1", "0"):
+                        break
+                    await trio.sleep(0.1)
+            job = await stack.jobs.get_job("exp-hi")
+            stop.set()
+            normal = await stack.queue_depth(stack.urls.export_jobs_url)
+        assert sent.status_code == 202
+        assert job is not None
+        assert job.status is JobStatus.WAITING
+        assert normal == 0
+        assert bad.status_code == 400
+        assert "'priority' must be" in bad.json()["error"]
+
     async def test_unknown_export_is_404(self, aws_endpoint: str) -> None:
         """GET /jobs/{id} of an export never seen answers 404."""
         async with open_stack(aws_endpoint) as stack:

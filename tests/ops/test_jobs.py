@@ -82,3 +82,41 @@ async def test_status_cancel_and_retry(
     (view,) = json.loads(json_out)
     assert (view["exportId"], view["status"]) == ("exp-op", "WAITING")
     assert depth == 1
+
+
+async def test_submit_high_and_delayed(
+    aws_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """submit --priority high sends to the high queue when there is one (else to the
+    normal queue), with --not-before in the body; a bad time exits 2, nothing sent."""
+
+    async def submit(env: dict[str, str], *args: str) -> int:
+        code = await trio.to_thread.run_sync(main, ["submit", *args], env)
+        capsys.readouterr()
+        return code
+
+    async def bodies(url: str) -> list[dict[str, object]]:
+        got = await stack.aws.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+        return [json.loads(m["Body"]) for m in got.get("Messages", [])]
+
+    async with open_stack(aws_endpoint, with_high_queues=True) as stack:
+        high_url = stack.urls.export_jobs_high_url
+        when = "2030-01-31T23:00:00+01:00"
+        args = ("exp-hi", "--priority", "high", "--not-before", when, "--correlation-id", "c-hi")
+        assert await submit(stack.env, *args) == 0
+        one_lane = {k: v for k, v in stack.env.items() if k != "SQS_EXPORT_JOBS_HIGH_URL"}
+        assert await submit(one_lane, "exp-one", "--priority", "high") == 0
+        with pytest.raises(SystemExit) as refused:
+            main(["submit", "exp-bad", "--not-before", "2030-01-31 23:00"], stack.env)
+        high, normal = await bodies(high_url), await bodies(stack.urls.export_jobs_url)
+    assert high == [
+        {
+            "exportIds": ["exp-hi"],
+            "correlationId": "c-hi",
+            "priority": "high",
+            "notBefore": "2030-01-31T22:00:00Z",
+        }
+    ]
+    assert [(b["exportIds"], b["priority"]) for b in normal] == [(["exp-one"], "high")]
+    assert refused.value.code == 2
+    assert "with its zone" in capsys.readouterr().err
