@@ -87,10 +87,16 @@ def test_parameterised_by_image_and_network(template: dict[str, Any]) -> None:
 
 
 def test_queues_have_dead_letter_queues(template: dict[str, Any]) -> None:
-    """Both work queues redrive after 3 receives into a DLQ that keeps messages 14 days."""
+    """The work queues of both lanes redrive after 3 receives into a DLQ that keeps
+    messages 14 days."""
     queues = resources(template, "AWS::SQS::Queue")
     redriven = {name: props for name, props in queues.items() if "RedrivePolicy" in props}
-    assert set(redriven) == {"ExportJobsQueue", "DownloadTasksQueue"}
+    assert set(redriven) == {
+        "ExportJobsQueue",
+        "DownloadTasksQueue",
+        "ExportJobsHighQueue",
+        "DownloadTasksHighQueue",
+    }
     for props in redriven.values():
         assert props["RedrivePolicy"]["maxReceiveCount"] == 3
         assert props["VisibilityTimeout"] == {"Ref": "VisibilityTimeoutSeconds"}
@@ -114,6 +120,37 @@ def test_tables_on_demand_with_point_in_time_recovery(template: dict[str, Any]) 
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
 
 
+def test_job_items_expire_by_ttl(template: dict[str, Any]) -> None:
+    """The jobs table's TTL is on expiresAt, and JOB_RETENTION_DAYS comes from a
+    parameter (default 30, 0 allowed) in both task definitions."""
+    tables = resources(template, "AWS::DynamoDB::Table")
+    assert tables["JobsTable"]["TimeToLiveSpecification"] == {
+        "AttributeName": "expiresAt",
+        "Enabled": True,
+    }
+    assert "TimeToLiveSpecification" not in tables["MetadataTable"]
+    parameter = template["Parameters"]["JobRetentionDays"]
+    assert (int(parameter["Default"]), int(parameter["MinValue"])) == (30, 0)
+    for env in _environments(template).values():
+        assert env["JOB_RETENTION_DAYS"] == {"Ref": "JobRetentionDays"}
+
+
+def test_exported_objects_live_as_long_as_the_operator_says(template: dict[str, Any]) -> None:
+    """An expiry rule on the bucket exists only when ExportRetentionDays is not 0 (the
+    default: for ever), and then expires objects after that many days."""
+    parameter = template["Parameters"]["ExportRetentionDays"]
+    assert int(parameter["Default"]) == 0
+    assert template["Conditions"]["ExportsExpire"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ExportRetentionDays"}, 0]}]
+    }
+    (bucket,) = resources(template, "AWS::S3::Bucket").values()
+    (conditional,) = [r for r in bucket["LifecycleConfiguration"]["Rules"] if "Fn::If" in r]
+    condition, rule, otherwise = conditional["Fn::If"]
+    assert (condition, otherwise) == ("ExportsExpire", {"Ref": "AWS::NoValue"})
+    assert rule["ExpirationInDays"] == {"Ref": "ExportRetentionDays"}
+    assert "Prefix" not in rule
+
+
 def test_bucket_is_private_encrypted_versioned_and_cleans_uploads(
     template: dict[str, Any],
 ) -> None:
@@ -128,6 +165,24 @@ def test_bucket_is_private_encrypted_versioned_and_cleans_uploads(
         if "AbortIncompleteMultipartUpload" in rule
     ]
     assert aborts == [1]
+
+
+def _environments(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each task definition's container environment, by logical ID."""
+    found = {}
+    for name, definition in resources(template, "AWS::ECS::TaskDefinition").items():
+        (container,) = definition["ContainerDefinitions"]
+        found[name] = {pair["Name"]: pair["Value"] for pair in container["Environment"]}
+    return found
+
+
+def test_both_services_know_both_lanes_and_the_bus(template: dict[str, Any]) -> None:
+    """Both task definitions get the high queues' URLs and the event bus's name."""
+    bus = {"Fn::If": ["OwnEventBus", {"Ref": "EventBus"}, {"Ref": "EventBusName"}]}
+    for env in _environments(template).values():
+        assert env["SQS_EXPORT_JOBS_HIGH_URL"] == {"Ref": "ExportJobsHighQueue"}
+        assert env["SQS_DOWNLOAD_TASKS_HIGH_URL"] == {"Ref": "DownloadTasksHighQueue"}
+        assert env["EVENT_BUS_NAME"] == bus
 
 
 def test_services_and_task_definitions(template: dict[str, Any]) -> None:
@@ -171,6 +226,14 @@ def test_workers_scale_on_backlog_per_task(template: dict[str, Any]) -> None:
     (expression,) = [m["Expression"] for m in metrics["Metrics"] if m.get("ReturnData")]
     assert "/" in expression
     assert "tasks" in expression
+    # Both lanes' backlogs: every queue metric in the expression, each on a task queue.
+    watched = {
+        m["Id"]: m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for m in metrics["Metrics"]
+        if "MetricStat" in m and m["MetricStat"]["Metric"]["Namespace"] == "AWS/SQS"
+    }
+    assert set(watched.values()) == {"DownloadTasksQueue", "DownloadTasksHighQueue"}
+    assert all(metric_id in expression for metric_id in watched)
 
 
 def _iam_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -216,15 +279,65 @@ def test_every_role_reads_every_queue_depth(template: dict[str, Any]) -> None:
 
 
 def test_each_role_consumes_only_its_own_queue(template: dict[str, Any]) -> None:
-    """The orchestrator receives export jobs, the worker download tasks, and nothing else."""
-    assert _granted(template, "OrchestratorTaskRole", "sqs:ReceiveMessage") == {"ExportJobsQueue"}
-    assert _granted(template, "WorkerTaskRole", "sqs:ReceiveMessage") == {"DownloadTasksQueue"}
+    """The orchestrator receives export jobs, the worker download tasks (of both lanes),
+    and nothing else."""
+    assert _granted(template, "OrchestratorTaskRole", "sqs:ReceiveMessage") == {
+        "ExportJobsQueue",
+        "ExportJobsHighQueue",
+    }
+    assert _granted(template, "WorkerTaskRole", "sqs:ReceiveMessage") == {
+        "DownloadTasksQueue",
+        "DownloadTasksHighQueue",
+    }
     assert _granted(template, "OrchestratorTaskRole", "s3:PutObject") == set()
 
 
+def test_events_go_to_one_bus_only(template: dict[str, Any]) -> None:
+    """Each task role may put events, on the configured bus (or the stack's own) and
+    nowhere else; no other events action is granted."""
+    own_or_named = {
+        "Fn::If": [
+            "OwnEventBus",
+            {"Fn::GetAtt": ["EventBus", "Arn"]},
+            {
+                "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}"
+                ":event-bus/${EventBusName}"
+            },
+        ]
+    }
+    assert template["Resources"]["EventBus"]["Condition"] == "OwnEventBus"
+    for role in ("OrchestratorTaskRole", "WorkerTaskRole"):
+        granted = [
+            statement
+            for name, statement in _iam_statements(template)
+            if name == role and any(str(a).startswith("events:") for a in _actions(statement))
+        ]
+        assert [(_actions(s), s["Resource"]) for s in granted] == [
+            (["events:PutEvents"], own_or_named)
+        ]
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    actions = statement["Action"]
+    return actions if isinstance(actions, list) else [actions]
+
+
 def test_alarms_watch_dead_letters_age_and_maximum(template: dict[str, Any]) -> None:
-    """Alarms: a DLQ not empty, the age of the oldest message, the workers at their maximum."""
+    """Alarms: a DLQ not empty (each of the four), the age of the oldest message, the
+    workers at their maximum."""
     alarms = resources(template, "AWS::CloudWatch::Alarm").values()
+    dead_letter_queues = {
+        name
+        for name, props in resources(template, "AWS::SQS::Queue").items()
+        if "RedrivePolicy" not in props
+    }
+    alarmed = {
+        alarm["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for alarm in alarms
+        if alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    }
+    assert alarmed == dead_letter_queues
+    assert len(dead_letter_queues) == 4
     watched = {alarm["MetricName"] for alarm in alarms}
     assert watched == {
         "ApproximateNumberOfMessagesVisible",
@@ -234,7 +347,8 @@ def test_alarms_watch_dead_letters_age_and_maximum(template: dict[str, Any]) -> 
 
 
 def _operations_the_service_calls(*only: str) -> dict[str, str]:
-    """IAM actions of every SQS, S3 and DynamoDB operation the running service names.
+    """IAM actions of every SQS, S3, DynamoDB and EventBridge operation the running
+    service names.
 
     Found in the source (``pipeline/`` minus ``ops/``, run by operators, and
     ``testing/``; or only the modules named in ``only``) as attributes named
@@ -243,7 +357,7 @@ def _operations_the_service_calls(*only: str) -> dict[str, str]:
     """
     session = botocore.session.get_session()
     operations: dict[str, list[str]] = {}
-    for service in ("sqs", "s3", "dynamodb"):
+    for service in ("sqs", "s3", "dynamodb", "events"):
         for operation in session.get_service_model(service).operation_names:
             operations.setdefault(xform_name(operation), []).append(f"{service}:{operation}")
     called: dict[str, str] = {}
