@@ -90,6 +90,8 @@ async def _prepare_aws(
             jobs_table="export-jobs",
             export_jobs_queue="export-jobs",
             download_tasks_queue=None,
+            # The high lane too, so `submit --priority high` works against it.
+            export_jobs_high_queue="export-jobs-high",
             visibility_timeout=30,
         )
         for export in exports:
@@ -102,6 +104,7 @@ async def _prepare_aws(
     environ = {
         "AWS_ENDPOINT_URL": endpoint,
         "SQS_EXPORT_JOBS_URL": urls.export_jobs_url,
+        "SQS_EXPORT_JOBS_HIGH_URL": str(urls.export_jobs_high_url),
         "S3_BUCKET_NAME": "pipeline-local",
         "EXPORT_API_BASE_URL": api_url,
         "EXPORT_API_TOKEN": "local-demo-token",
