@@ -43,6 +43,7 @@ from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import open_aws_clients
 from pipeline._adapters.aws.jobcontrol import job_statuses
 from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.aws.queues import SqsQueues
 from pipeline._adapters.exportapi import ExportApi, ExportApiSession
 from pipeline._adapters.exportapi.pacing import Pacer
 from pipeline._adapters.http.control import Control, add_control_routes
@@ -182,7 +183,7 @@ async def _keeper_for(deps: Deps, queue_url: str, queue_name: str) -> LeaseKeepe
     sqs = deps.aws.sqs
     timeout = await _sqs.queue_visibility_timeout(sqs, queue_url, policy=AWS_POLICY)
     return LeaseKeeper(
-        sqs, queue_url, timeout, AWS_POLICY, metrics=deps.metrics, queue_name=queue_name
+        SqsQueues(sqs), queue_url, timeout, AWS_POLICY, metrics=deps.metrics, queue_name=queue_name
     )
 
 
@@ -389,7 +390,7 @@ async def _run_intake(
                     functools.partial(
                         run_sweeper,
                         jobs=deps.jobs,
-                        sqs=deps.aws.sqs,
+                        sqs=SqsQueues(deps.aws.sqs),
                         export_jobs_url=deps.settings.sqs_export_jobs_url,
                     )
                 )
@@ -400,7 +401,7 @@ async def _run_intake(
                             functools.partial(
                                 run_receiver,
                                 send.clone(),
-                                sqs=deps.aws.sqs,
+                                sqs=keeper.sqs,
                                 keeper=keeper,
                                 slots=slots,
                                 policy=AWS_POLICY,

@@ -15,13 +15,12 @@ was not yet passed on, is handed back at once.
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import structlog
 import trio
 
 from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.queues import Queues
 from pipeline._adapters.retry import pause
 from pipeline._core.backoff import Backoff
 from pipeline._errors import PipelineError, TransientError
@@ -79,7 +78,7 @@ class Slots:
 async def run_receiver(
     send: trio.MemorySendChannel[Delivery],
     *,
-    sqs: Any,
+    sqs: Queues,
     keeper: LeaseKeeper,
     slots: Slots,
     policy: Backoff,
@@ -110,8 +109,7 @@ async def run_receiver(
             with trio.CancelScope(shield=True) as poll:
                 poll.deadline = trio.current_time() + wait_seconds + 10
                 try:
-                    messages = await _sqs.receive(
-                        sqs,
+                    messages = await sqs.receive(
                         keeper.queue_url,
                         max_messages=wanted,
                         wait_seconds=wait_seconds,

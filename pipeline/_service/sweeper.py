@@ -27,11 +27,10 @@ from datetime import datetime, timedelta
 import structlog
 import trio
 
-from pipeline._adapters.aws import sqs as _sqs
-from pipeline._adapters.aws.clients import AwsClient
 from pipeline._adapters.aws.jobitems import utc_now
 from pipeline._adapters.aws.jobscan import running_jobs_idle_since
 from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.aws.queues import Queues
 from pipeline._core.backoff import AWS_POLICY
 from pipeline._core.messages import ExportJob, encode_export_job
 from pipeline._errors import PipelineError
@@ -48,7 +47,7 @@ SWEEP_EVERY_SECONDS = 10 * 60
 
 
 async def sweep_once(
-    jobs: JobStore, sqs: AwsClient, export_jobs_url: str, *, now: datetime
+    jobs: JobStore, sqs: Queues, export_jobs_url: str, *, now: datetime
 ) -> list[str]:
     """Submit again every RUNNING job quiet since ``now - STALE_AFTER_SECONDS``; their IDs."""
     cutoff = now - timedelta(seconds=STALE_AFTER_SECONDS)
@@ -57,7 +56,7 @@ async def sweep_once(
         body = encode_export_job(
             ExportJob(export_ids=(job.export_id,), correlation_id=job.correlation_id or "sweeper")
         )
-        await _sqs.send(sqs, export_jobs_url, body, policy=AWS_POLICY)
+        await sqs.send(export_jobs_url, body, policy=AWS_POLICY)
         log.warning(
             "job quiet too long; submitted again",
             exportId=job.export_id,
@@ -71,7 +70,7 @@ async def sweep_once(
 async def run_sweeper(
     *,
     jobs: JobStore,
-    sqs: AwsClient,
+    sqs: Queues,
     export_jobs_url: str,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
