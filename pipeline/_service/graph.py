@@ -303,7 +303,9 @@ async def _start_work(
         export_send, export_receive = trio.open_memory_channel[Delivery](DELIVERY_BUFFER)
         queue = None
         if settings.sqs_download_tasks_url is not None:
-            queue = QueueDispatch(deps.aws.sqs, settings.sqs_download_tasks_url, AWS_POLICY)
+            queue = QueueDispatch(
+                SqsQueues(deps.aws.sqs), settings.sqs_download_tasks_url, AWS_POLICY
+            )
         dispatch: FileDispatch
         job_files: trio.MemorySendChannel[FileTask] | None = None
         if file_send is None:
