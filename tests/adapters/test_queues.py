@@ -21,16 +21,16 @@ from tests.support.fakesqs import FakeSqs
 
 
 @pytest.fixture(params=["moto", "fake"])
-async def queue(
-    request: pytest.FixtureRequest, aws_endpoint: str
-) -> AsyncIterator[tuple[Queues, str]]:
+async def queue(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Queues, str]]:
     """A fresh queue with a 60 s visibility timeout, on moto or on the fake."""
     name = f"seam-{uuid.uuid4().hex[:10]}"
     if request.param == "fake":
         fake = FakeSqs()
         yield fake, fake.create_queue(name, visibility_timeout=60)
         return
-    async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=4) as aws:
+    # Only the moto runs start the moto server.
+    endpoint = request.getfixturevalue("aws_endpoint")
+    async with open_aws_clients(region="us-east-1", endpoint_url=endpoint, pool_size=4) as aws:
         created = await aws.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"})
         yield SqsQueues(aws.sqs), created["QueueUrl"]
 
