@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -47,6 +48,10 @@ class ExportJob:
 
     export_ids: tuple[str, ...]
     correlation_id: str
+    # The run of the job each export is sent for (the service's own messages:
+    # a retry, a hand-back, the sweeper): a message of an older run starts
+    # nothing (``runGenerations`` in the body; absent in messages from outside).
+    generations: Mapping[str, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -112,12 +117,28 @@ def decode_export_job(body: str, *, new_correlation_id: str | None = None) -> Ex
         raise PoisonMessage(msg)
     # A resubmitted body may name an export twice; once is enough.
     unique = tuple(dict.fromkeys(ids))
-    return ExportJob(export_ids=unique, correlation_id=correlation_id)
+    generations = _generations(document.get("runGenerations", {}), unique)
+    return ExportJob(export_ids=unique, correlation_id=correlation_id, generations=generations)
+
+
+def _generations(value: Any, export_ids: tuple[str, ...]) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(
+        export_id in export_ids and type(run) is int and run > 0 for export_id, run in value.items()
+    ):
+        msg = "'runGenerations' must map export IDs of the message to positive integers"
+        raise PoisonMessage(msg)
+    return dict(value)
 
 
 def encode_export_job(job: ExportJob) -> str:
     """The body of an export-job message (used to hand back pending exports)."""
-    return json.dumps({"exportIds": list(job.export_ids), "correlationId": job.correlation_id})
+    document: dict[str, Any] = {
+        "exportIds": list(job.export_ids),
+        "correlationId": job.correlation_id,
+    }
+    if job.generations:
+        document["runGenerations"] = dict(job.generations)
+    return json.dumps(document)
 
 
 def encode_download_task(task: DownloadTask) -> str:

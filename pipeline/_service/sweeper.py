@@ -53,8 +53,15 @@ async def sweep_once(
     cutoff = now - timedelta(seconds=STALE_AFTER_SECONDS)
     resubmitted = []
     for job in await running_jobs_idle_since(jobs, cutoff):
+        # For this run only: if the job has moved on by the time it arrives
+        # (cancelled and retried), the message starts nothing.
+        generations = {job.export_id: job.generation} if job.generation else {}
         body = encode_export_job(
-            ExportJob(export_ids=(job.export_id,), correlation_id=job.correlation_id or "sweeper")
+            ExportJob(
+                export_ids=(job.export_id,),
+                correlation_id=job.correlation_id or "sweeper",
+                generations=generations,
+            )
         )
         await sqs.send(export_jobs_url, body, policy=AWS_POLICY)
         log.warning(

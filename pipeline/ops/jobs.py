@@ -30,7 +30,13 @@ from rich.table import Table
 
 from pipeline._adapters.aws import sqs
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
-from pipeline._adapters.aws.jobcontrol import Answer, Verdict, cancel_job, retry_job
+from pipeline._adapters.aws.jobcontrol import (
+    CLI_CANCEL_REASON,
+    Answer,
+    Verdict,
+    cancel_job,
+    retry_job,
+)
 from pipeline._adapters.aws.jobitems import JobItem, utc_now
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.http.control import job_view
@@ -109,10 +115,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             if args.verb == "status":
                 return await _status(jobs, args.export_ids, console, as_json=args.json)
             if args.verb == "cancel":
-                return _answered(await cancel_job(jobs, args.export_id), console)
+                answer = await cancel_job(jobs, args.export_id, CLI_CANCEL_REASON)
+                return _answered("cancel", answer, console)
             assert env.export_jobs_url is not None
             answer = await retry_job(jobs, aws.sqs, env.export_jobs_url, args.export_id)
-            return _answered(answer, console)
+            return _answered("retry", answer, console)
 
     try:
         return trio.run(run)
@@ -121,9 +128,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_NOT_OK
 
 
-def _answered(answer: Answer, console: Console) -> int:
-    if answer.verdict is not Verdict.ACCEPTED:
-        console.print(f"[red]refused[/red]: {answer.reason}")
+def _answered(verb: str, answer: Answer, console: Console) -> int:
+    """One line on the outcome; a refusal (the HTTP API's 404 or 409) exits 1, on stderr."""
+    if answer.verdict is Verdict.CONFLICT:
+        print(f"pipeline {verb}: refused (conflict): {answer.reason}", file=sys.stderr)
+        return EXIT_NOT_OK
+    if answer.verdict is Verdict.UNKNOWN:
+        print(f"pipeline {verb}: {answer.reason}", file=sys.stderr)
         return EXIT_NOT_OK
     assert answer.job is not None
     console.print(f"{answer.job.export_id}: {answer.job.status.value}")

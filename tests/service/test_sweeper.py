@@ -50,4 +50,6 @@ async def test_only_quiet_running_jobs_are_submitted_again(clients: AwsClients) 
     assert json.loads(message.body) == {
         "exportIds": ["exp-stranded"],
         "correlationId": "c-stranded",
+        # For the job's run 1 only: once retried, a late copy starts nothing.
+        "runGenerations": {"exp-stranded": 1},
     }

@@ -10,7 +10,9 @@ Items under ``pk = <exportId>``:
 
 - ``sk = "job"``: the contract's summary item (``status``, counts,
   ``correlationId``, ``createdAt``/``updatedAt`` in ISO-8601 UTC, ``error``,
-  ``bytesTotal`` once listed), plus ``listingDone``.
+  ``bytesTotal`` once listed), plus ``listingDone``, ``waitingSince``,
+  ``bytesFinished`` and ``runGeneration`` (the lifecycle's run counter,
+  :mod:`pipeline._core.lifecycle`).
 - ``sk = "file#<fileId>"`` (``kind = "file"``): ``status`` DONE/FAILED, the
   file's counts, ``name``, ``error`` and ``seenPaths``, the paths of the
   file's entries that had a metadata item, needed once, at the end, to count
@@ -37,15 +39,16 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from pipeline._core.accounting import FileResult, JobStatus, JobSummary
+from pipeline._core.lifecycle import Change, Expect
 
 __all__ = [
-    "ACTIVE",
     "FILE_PREFIX",
-    "FINAL",
     "JOB_SK",
     "PATHS_CHUNK_BYTES",
     "JobItem",
     "Update",
+    "change_condition",
+    "change_update",
     "converter",
     "decode_item",
     "encode",
@@ -63,8 +66,6 @@ __all__ = [
 PATHS_CHUNK_BYTES = 300_000
 JOB_SK = "job"
 FILE_PREFIX = "file#"
-ACTIVE = (JobStatus.WAITING, JobStatus.RUNNING)
-FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 @attrs.frozen
@@ -88,6 +89,9 @@ class JobItem:
     # Sum of the listed sizeBytes of the files with a result (the service's own
     # attribute ``bytesFinished``): the job's progress.
     bytes_finished: int = 0
+    # The job's run (``runGeneration``): 1 when created, one more per rerun;
+    # 0 for an item written before runs were counted.
+    generation: int = 0
 
     @property
     def files_total(self) -> int:
@@ -243,4 +247,50 @@ def job_from_item(raw: dict[str, Any]) -> JobItem:
         waiting_since=parse_time(values["waitingSince"]) if "waitingSince" in values else None,
         bytes_total=values.get("bytesTotal"),
         bytes_finished=values.get("bytesFinished", 0),
+        generation=values.get("runGeneration", 0),
     )
+
+
+def change_update(change: Change) -> Update:
+    """The UpdateItem of a lifecycle :class:`Change`, its condition the caller's view."""
+    update = Update()
+    at = format_time(change.at)
+    update.set("status", change.status.value)
+    update.set("runGeneration", change.generation)
+    update.set("updatedAt", at)
+    if change.new_run:
+        update.set_if_absent("createdAt", at)
+        for name, value in converter.unstructure(JobSummary()).items():
+            update.set_if_absent(name, value)
+    if change.correlation_id is not None:
+        update.set("correlationId", change.correlation_id)
+    if change.waiting_since is not None:
+        update.set("waitingSince", format_time(change.waiting_since))
+    elif not change.keep_waiting_since:
+        update.remove("waitingSince")
+    if change.error is None:
+        update.remove("error")
+    else:
+        update.set("error", change.error)
+    if change.listed is not None:
+        update.set("listingDone", change.listed)
+    if change.summary is not None:
+        for name, value in converter.unstructure(change.summary).items():
+            update.set(name, value)
+    elif change.files_total is not None:
+        update.set("filesTotal", change.files_total)
+    if change.bytes_total is not None:
+        update.set("bytesTotal", change.bytes_total)
+    return update
+
+
+def change_condition(update: Update, expect: Expect) -> str:
+    """The condition that the item is as the caller saw it."""
+    if expect.absent:
+        return f"attribute_not_exists({update.name('pk')})"
+    generation = update.name("runGeneration")
+    if expect.generation:
+        run = f"{generation} = {update.value(expect.generation)}"
+    else:
+        run = f"attribute_not_exists({generation})"
+    return f"{update.status_in(sorted(expect.statuses))} AND {run}"

@@ -8,9 +8,13 @@ only if the file has none, and ``ADD`` its counts
 redelivered or late file finds its result there and changes nothing; a file
 is counted exactly when its result exists. Whether the job is done is then
 one read of the summary item (``filesDone + filesFailed`` against
-``filesTotal``), constant work per file however wide the export. Status
-changes are conditional writes, which makes finishing a job exactly-once: of
-two processes that finish the same export, one sees ``False``.
+``filesTotal``), constant work per file however wide the export.
+
+The job's status is not decided here: :mod:`pipeline._core.lifecycle`
+decides each transition on the job as the caller saw it, and
+:meth:`JobStore.apply` carries it out as one conditional write on that view
+(status and run generation), which makes every transition exactly-once: of
+racing callers, one wins and the others decide again on what they now read.
 
 The items themselves are described in :mod:`.jobitems`.
 """
@@ -18,6 +22,7 @@ The items themselves are described in :mod:`.jobitems`.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -26,13 +31,13 @@ import attrs
 
 from pipeline._adapters.aws.clients import AwsClient, aws_call
 from pipeline._adapters.aws.jobitems import (
-    ACTIVE,
     FILE_PREFIX,
-    FINAL,
     JOB_SK,
     PATHS_CHUNK_BYTES,
     JobItem,
     Update,
+    change_condition,
+    change_update,
     converter,
     decode_item,
     encode,
@@ -43,11 +48,26 @@ from pipeline._adapters.aws.jobitems import (
     utc_now,
 )
 from pipeline._adapters.aws.jobresults import file_result_of, read_file_items
+from pipeline._core import lifecycle
 from pipeline._core.accounting import FileResult, JobStatus, JobSummary, file_counts
 from pipeline._core.backoff import AWS_POLICY, Backoff
+from pipeline._core.lifecycle import Change, Decision, Refuse
 from pipeline._errors import AwsRejected
 
-__all__ = ["PATHS_CHUNK_BYTES", "JobItem", "JobStore"]
+__all__ = ["PATHS_CHUNK_BYTES", "JobItem", "JobStore", "Outcome"]
+
+
+@attrs.frozen
+class Outcome:
+    """What a lifecycle rule decided for a job, and the job after it (as last seen)."""
+
+    decision: Decision
+    job: JobItem | None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the decision was a write, carried out."""
+        return isinstance(self.decision, Change)
 
 
 @attrs.frozen
@@ -70,23 +90,6 @@ class JobStore:
     def _key(self, export_id: str, sk: str) -> dict[str, Any]:
         return {"pk": {"S": export_id}, "sk": {"S": sk}}
 
-    async def _update(self, what: str, export_id: str, update: Update, condition: str) -> bool:
-        """Apply a conditional update; ``False`` when the condition did not hold."""
-        try:
-            await aws_call(
-                what,
-                self.dynamodb.update_item,
-                policy=self.policy,
-                TableName=self.table,
-                Key=self._key(export_id, JOB_SK),
-                **update.kwargs(condition),
-            )
-        except AwsRejected as err:
-            if err.code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
-
     async def get_job(self, export_id: str) -> JobItem | None:
         """The export's summary item, ``None`` when there is none."""
         response = await aws_call(
@@ -103,65 +106,19 @@ class JobStore:
     def _job(self, raw: dict[str, Any]) -> JobItem:
         return job_from_item(raw)
 
-    async def begin_job(
-        self,
-        export_id: str,
-        correlation_id: str,
-        status: JobStatus | str,
-        *,
-        before: JobItem | None = None,
-        read: bool = True,
-        retry: bool = False,
-    ) -> JobItem:
-        """Create the job (zero counts) or move a non-COMPLETED one to ``status``.
+    async def apply(self, export_id: str, change: Change) -> JobItem | None:
+        """Carry out one lifecycle :class:`~pipeline._core.lifecycle.Change`.
 
-        ``status`` is WAITING or RUNNING. A COMPLETED job is left alone, and
-        so is a CANCELLED one unless ``retry`` (an operator's retry). An
-        existing item keeps ``createdAt`` and its counts, takes the new
-        ``correlationId``, loses a previous ``error``, and has ``listingDone``
-        set back to false: a new delivery lists the files again, and until it
-        has, no one may conclude that every file is finished. When the job
-        had ended FAILED or CANCELLED, the results of failed files are
-        forgotten too (and taken off the counts), so the new run retries
-        those files instead of finishing at once as FAILED; results of files
-        that were done stay (doing a file again yields the same result).
-
-        ``read=False`` with ``before`` skips reading the item first, for a
-        caller that has just read it. Returns the item as stored, so the
-        caller sees whether the job was COMPLETED already.
+        One conditional UpdateItem on what the caller saw; ``None`` when the
+        item had moved on (the caller decides again on a fresh read, or
+        answers 409). After a write that starts a job's next run, the results
+        of its failed files are forgotten (only by the writer that won).
         """
-        wanted = JobStatus(status)
-        if wanted not in ACTIVE:
-            msg = f"a job begins WAITING or RUNNING, not {wanted.value}"
-            raise ValueError(msg)
-        if read:
-            before = await self.get_job(export_id)
-        kept = [JobStatus.COMPLETED] if retry else [JobStatus.COMPLETED, JobStatus.CANCELLED]
-        if before is not None and before.status in kept:
-            return before
-        if before is not None and before.status in FINAL:
-            await self._forget_failed_files(export_id)
-        now = self._now()
-        update = Update()
-        update.set("status", wanted.value)
-        update.set("correlationId", correlation_id)
-        update.set("updatedAt", now)
-        update.set_if_absent("createdAt", now)
-        update.set("listingDone", False)
-        for name, value in converter.unstructure(JobSummary()).items():
-            update.set_if_absent(name, value)
-        update.remove("error")
-        if wanted is JobStatus.WAITING:
-            if before is None or before.status is not JobStatus.WAITING:
-                update.set("waitingSince", now)
-        else:
-            update.remove("waitingSince")
-        pk = update.name("pk")
-        # Someone may finish or cancel the job between the read and this write.
-        condition = f"attribute_not_exists({pk}) OR NOT {update.status_in(kept)}"
+        update = change_update(change)
+        condition = change_condition(update, change.expect)
         try:
             response = await aws_call(
-                "dynamodb begin job",
+                "dynamodb job " + change.status.value.lower(),
                 self.dynamodb.update_item,
                 policy=self.policy,
                 TableName=self.table,
@@ -170,13 +127,96 @@ class JobStore:
                 **update.kwargs(condition),
             )
         except AwsRejected as err:
-            if err.code != "ConditionalCheckFailedException":
-                raise
-            job = await self.get_job(export_id)
-            if job is None:  # pragma: no cover - the item cannot vanish; we never delete it
-                raise
-            return job
+            if err.code == "ConditionalCheckFailedException":
+                return None
+            raise
+        if change.forget_failed:
+            await self._forget_failed_files(export_id)
+            # The counts without the forgotten files'.
+            return await self.get_job(export_id)
         return self._job(response["Attributes"])
+
+    async def transition(
+        self,
+        export_id: str,
+        decide: Callable[[JobItem | None], Decision],
+        *,
+        seen: JobItem | None = None,
+        read: bool = True,
+        attempts: int = 3,
+    ) -> Outcome:
+        """Read the job, let ``decide`` (a lifecycle rule) choose, and carry it out.
+
+        A write refused because the item moved on is decided again on a fresh
+        read, up to ``attempts`` writes; the last refusal is a
+        :class:`~pipeline._core.lifecycle.Refuse`. ``read=False`` decides on
+        ``seen``, for a caller that has just read the item. An operator's call
+        passes ``attempts=1``: it applies to the job as the operator saw it.
+        """
+        job = await self.get_job(export_id) if read else seen
+        for _ in range(attempts):
+            decision = decide(job)
+            if not isinstance(decision, Change):
+                return Outcome(decision, job)
+            written = await self.apply(export_id, decision)
+            if written is not None:
+                return Outcome(decision, written)
+            job = await self.get_job(export_id)
+        shown = "gone" if job is None else job.status.value
+        return Outcome(Refuse(f"the job changed meanwhile; it is {shown} now"), job)
+
+    async def begin_job(
+        self, export_id: str, correlation_id: str, status: JobStatus | str
+    ) -> JobItem:
+        """A delivery of the export from outside, READY (RUNNING) or PENDING (WAITING).
+
+        What :func:`~pipeline._core.lifecycle.begin` and
+        :func:`~pipeline._core.lifecycle.pending` decide, carried out; returns
+        the item as it stands after (a COMPLETED or CANCELLED job unchanged).
+        """
+        wanted = JobStatus(status)
+        now = self.clock()
+        if wanted is JobStatus.RUNNING:
+            outcome = await self.transition(
+                export_id, lambda job: lifecycle.begin(job, None, correlation_id, now)
+            )
+        elif wanted is JobStatus.WAITING:
+            outcome = await self.transition(
+                export_id,
+                lambda job: lifecycle.pending(job, None, correlation_id, now, math.inf),
+            )
+        else:
+            msg = f"a job begins WAITING or RUNNING, not {wanted.value}"
+            raise ValueError(msg)
+        if outcome.job is None:  # pragma: no cover - the item cannot vanish; we never delete it
+            msg = f"job {export_id!r} not found after beginning it"
+            raise LookupError(msg)
+        return outcome.job
+
+    async def finish_job(
+        self,
+        export_id: str,
+        status: JobStatus | str,
+        summary: JobSummary | None,
+        error: str | None,
+        *,
+        files_total: int | None = None,
+    ) -> bool:
+        """End the active run in the final ``status``, once (:func:`~pipeline._core.lifecycle.end`).
+
+        ``False`` means it was not active (finished already by another
+        process or an earlier delivery, or never begun): the caller must not
+        act as the finisher.
+        """
+        final = JobStatus(status)
+        now = self.clock()
+        outcome = await self.transition(
+            export_id,
+            lambda job: lifecycle.end(
+                job, final, now, error=error, summary=summary, files_total=files_total
+            ),
+        )
+        return outcome.changed
 
     async def _forget_failed_files(self, export_id: str) -> None:
         """Delete each failed file's result and take its counts off the job's, together."""
@@ -242,70 +282,23 @@ class JobStore:
         return update
 
     async def set_listing_done(
-        self, export_id: str, files_total: int, bytes_total: int | None = None
-    ) -> JobItem | None:
-        """Record the listed files (and their size); the job as stored, ``None`` if not active."""
-        update = Update()
-        update.set("filesTotal", files_total)
-        if bytes_total is not None:
-            update.set("bytesTotal", bytes_total)
-        update.set("listingDone", True)
-        update.set("updatedAt", self._now())
-        try:
-            response = await aws_call(
-                "dynamodb set listing done",
-                self.dynamodb.update_item,
-                policy=self.policy,
-                TableName=self.table,
-                Key=self._key(export_id, JOB_SK),
-                ReturnValues="ALL_NEW",
-                **update.kwargs(update.status_in(ACTIVE)),
-            )
-        except AwsRejected as err:
-            if err.code == "ConditionalCheckFailedException":
-                return None
-            raise
-        return self._job(response["Attributes"])
-
-    async def finish_job(
         self,
         export_id: str,
-        status: JobStatus | str,
-        summary: JobSummary | None,
-        error: str | None,
+        files_total: int,
+        bytes_total: int | None = None,
         *,
-        files_total: int | None = None,
-    ) -> bool:
-        """Write the final status, once; with ``summary``, its counts too.
+        generation: int | None = None,
+    ) -> JobItem | None:
+        """Record the listed files (and their size) on run ``generation`` (None: the current).
 
-        Without ``summary`` the counts stay as recorded so far (``files_total``
-        may still be set): files still in flight when a job fails (a listing
-        fault) or is cancelled go on adding theirs, so a final item is never a
-        stale snapshot.
-
-        Only a WAITING or RUNNING job is finished; ``False`` means it was
-        finished already (by another process, or an earlier delivery), and
-        the caller must not act as the finisher.
+        The job as stored, ``None`` if that run is not active.
         """
-        final = JobStatus(status)
-        if final not in FINAL:
-            msg = f"a job finishes COMPLETED, FAILED or CANCELLED, not {final.value}"
-            raise ValueError(msg)
-        update = Update()
-        update.set("status", final.value)
-        if summary is not None:
-            for name, value in converter.unstructure(summary).items():
-                update.set(name, value)
-        elif files_total is not None:
-            update.set("filesTotal", files_total)
-        update.set("updatedAt", self._now())
-        if error is None:
-            update.remove("error")
-        else:
-            update.set("error", " ".join(error.split()))
-        return await self._update(
-            "dynamodb finish job", export_id, update, update.status_in(ACTIVE)
+        now = self.clock()
+        outcome = await self.transition(
+            export_id,
+            lambda job: lifecycle.listing_done(job, generation, files_total, bytes_total, now),
         )
+        return outcome.job if outcome.changed else None
 
     async def recorded_file_ids(self, export_id: str) -> set[str]:
         """The IDs of the export's files that have a result, done or failed."""

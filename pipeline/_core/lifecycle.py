@@ -1,0 +1,440 @@
+"""The job's lifecycle: its states, and what each event does to a job, as pure functions.
+
+A job is its summary item in the jobs table. Many parties change it at once:
+deliveries of its export (duplicates, redeliveries after a lost lease, the
+sweeper's resubmissions), the files that finish in any process, and operators
+who cancel or retry it, through the HTTP API or the command line, as often
+and as concurrently as they like. Each rule here takes the job *as the caller
+saw it* (or ``None``: no item yet) and the time, and answers with one of:
+
+- :class:`Change`: one conditional write. Its :class:`Expect` is what the
+  caller saw: no item, or a status among some and the run generation. The
+  write is refused when the item moved on meanwhile, so of any number of
+  racing callers exactly one wins; the job store carries the write out and
+  nothing else.
+- :class:`Stay`: nothing to write, the work goes on (a PENDING export waits).
+- :class:`Skip`: nothing to write, nothing to do (the job is done, cancelled,
+  or the message belongs to an older run).
+- :class:`Refuse`: an operator's call does not apply (the HTTP API's 409).
+
+**Runs.** ``runGeneration`` counts the job's runs: 1 when it is created, one
+more each time a FAILED or CANCELLED job is run again (a retry, or a FAILED
+export submitted anew). Every write is conditioned on it, so what belongs to
+one run (its listing, its finalisation, a cancel of it) never lands on the
+next. A retry's message carries the generation it started; a message of an
+older generation (a redelivery, a stale hand-back) starts nothing.
+
+No clock is read here: ``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Protocol
+
+import attrs
+
+from pipeline._core.accounting import JobStatus, JobSummary, final_status
+
+__all__ = [
+    "ACTIVE",
+    "FINAL",
+    "Change",
+    "Decision",
+    "Expect",
+    "Refuse",
+    "SeenJob",
+    "Skip",
+    "Stay",
+    "admit",
+    "begin",
+    "cancel",
+    "end",
+    "fail",
+    "finalisation_due",
+    "finalise",
+    "listing_done",
+    "pending",
+    "retry",
+    "waited_seconds",
+]
+
+ACTIVE = frozenset({JobStatus.WAITING, JobStatus.RUNNING})
+FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class SeenJob(Protocol):
+    """The summary item as a caller read it (the job store's ``JobItem`` is one)."""
+
+    @property
+    def status(self) -> JobStatus: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def waiting_since(self) -> datetime | None: ...
+    @property
+    def listing_done(self) -> bool: ...
+    @property
+    def summary(self) -> JobSummary: ...
+
+
+@attrs.frozen
+class Expect:
+    """The condition of a write: what the caller saw.
+
+    ``statuses`` empty means no item at all; otherwise the item's status is
+    one of them and its ``runGeneration`` is ``generation`` (0: an item
+    written before generations existed has none).
+    """
+
+    statuses: frozenset[JobStatus] = frozenset()
+    generation: int = 0
+
+    @property
+    def absent(self) -> bool:
+        return not self.statuses
+
+
+@attrs.frozen
+class Change:
+    """One conditional write of the summary item, and what follows it.
+
+    ``new_run``: a run starts (a new item, or the next generation): the
+    correlation ID is the new one, ``listingDone`` false, ``error`` gone, and
+    (``forget_failed``) the results of failed files are forgotten right after
+    the write, so the run downloads exactly those files again.
+    """
+
+    expect: Expect
+    status: JobStatus
+    generation: int
+    at: datetime
+    # The status before the write (None: no item): an event is owed when they differ.
+    previous: JobStatus | None
+    new_run: bool = False
+    forget_failed: bool = False
+    correlation_id: str | None = None
+    # WAITING: when this wait began (EXPORT_MAX_WAIT_SECONDS counts from it).
+    waiting_since: datetime | None = None
+    keep_waiting_since: bool = False
+    # ``error``: a job that is not FAILED or CANCELLED has none.
+    error: str | None = None
+    # ``listingDone``: True once the run listed every file, False while a
+    # (resumed) run lists them again, None: as it stands.
+    listed: bool | None = None
+    # Set by the listing (and by a listing fault: the files it gave).
+    files_total: int | None = None
+    bytes_total: int | None = None
+    # The final counts, settled by finalisation.
+    summary: JobSummary | None = None
+
+    @property
+    def status_changed(self) -> bool:
+        return self.previous is not self.status
+
+    @property
+    def ends_job(self) -> bool:
+        """Whether the write makes the job final (retention starts)."""
+        return self.status in FINAL and self.status_changed
+
+    @property
+    def reopens_job(self) -> bool:
+        """Whether the write takes a final job back to work (retention ends)."""
+        return self.previous in FINAL and self.status in ACTIVE
+
+
+@attrs.frozen
+class Stay:
+    """No write; the work goes on as it stands (``waited``: seconds a PENDING export waited)."""
+
+    reason: str
+    waited: float = 0.0
+
+
+@attrs.frozen
+class Skip:
+    """No write and nothing to do: the reason is logged."""
+
+    reason: str
+
+
+@attrs.frozen
+class Refuse:
+    """An operator's call that does not apply to the job as it stands (HTTP 409)."""
+
+    reason: str
+
+
+Decision = Change | Stay | Skip | Refuse
+
+
+def _seen(job: SeenJob, statuses: Collection[JobStatus] | None = None) -> Expect:
+    return Expect(frozenset(statuses or {job.status}), job.generation)
+
+
+def admit(job: SeenJob | None, generation: int | None) -> Skip | None:
+    """Whether a delivery of the export may do work; a :class:`Skip` says why not.
+
+    ``generation`` is the run the message was sent for (a retry's, a
+    hand-back's, the sweeper's), ``None`` for a message from outside. A job
+    COMPLETED stays so; a CANCELLED one waits for a retry; a message of
+    another run than the job's starts nothing; a FAILED job is run again only
+    by a message from outside (an export submitted anew).
+    """
+    if job is None:
+        return None
+    if job.status is JobStatus.COMPLETED:
+        return Skip("export already completed; nothing to do")
+    if job.status is JobStatus.CANCELLED:
+        return Skip("export cancelled; nothing to do until it is retried")
+    if generation is not None and generation != job.generation:
+        return Skip(f"message of run {generation}, the job is at run {job.generation}; dropped")
+    if job.status is JobStatus.FAILED and generation is not None:
+        return Skip("export failed in the run this message was for; nothing to do")
+    return None
+
+
+def _start(
+    job: SeenJob | None,
+    status: JobStatus,
+    correlation_id: str,
+    now: datetime,
+) -> Change:
+    """A new job, or the next run of a FAILED or CANCELLED one."""
+    if job is None:
+        return Change(
+            Expect(),
+            status,
+            1,
+            now,
+            None,
+            new_run=True,
+            correlation_id=correlation_id,
+            waiting_since=now if status is JobStatus.WAITING else None,
+            listed=False,
+        )
+    return Change(
+        _seen(job),
+        status,
+        job.generation + 1,
+        now,
+        job.status,
+        new_run=True,
+        forget_failed=True,
+        correlation_id=correlation_id,
+        waiting_since=now if status is JobStatus.WAITING else None,
+        listed=False,
+    )
+
+
+def begin(
+    job: SeenJob | None, generation: int | None, correlation_id: str, now: datetime
+) -> Change | Skip:
+    """A delivery found the export READY: the job runs.
+
+    No item: created RUNNING. WAITING: RUNNING. RUNNING: a run resumed (the
+    process before may be gone): the files are listed again, so
+    ``listingDone`` goes back to false until they are, and no one concludes
+    meanwhile that every file is finished. FAILED (a message from outside): the
+    next run.
+    """
+    if (skip := admit(job, generation)) is not None:
+        return skip
+    if job is None or job.status is JobStatus.FAILED:
+        return _start(job, JobStatus.RUNNING, correlation_id, now)
+    return Change(
+        _seen(job),
+        JobStatus.RUNNING,
+        job.generation,
+        now,
+        job.status,
+        correlation_id=correlation_id,
+        listed=False,
+    )
+
+
+def pending(
+    job: SeenJob | None,
+    generation: int | None,
+    correlation_id: str,
+    now: datetime,
+    max_wait_seconds: float,
+) -> Change | Stay | Skip:
+    """A delivery found the export PENDING: the job waits, or fails once it waited too long.
+
+    The wait is counted from when this run began to wait (``waitingSince``),
+    not from the job's first ``createdAt``: a resubmitted export gets its own
+    ``EXPORT_MAX_WAIT_SECONDS``. A WAITING job that has not waited too long
+    is not written at all (a poll every 30 s for hours costs no writes).
+    """
+    if (skip := admit(job, generation)) is not None:
+        return skip
+    if job is None or job.status is JobStatus.FAILED:
+        return _start(job, JobStatus.WAITING, correlation_id, now)
+    if job.status is JobStatus.RUNNING:
+        # READY a moment ago, PENDING now: the export is being prepared again.
+        return Change(
+            _seen(job),
+            JobStatus.WAITING,
+            job.generation,
+            now,
+            job.status,
+            correlation_id=correlation_id,
+            waiting_since=now,
+            listed=False,
+        )
+    waited = waited_seconds(job, now)
+    if waited > max_wait_seconds:
+        limit = int(max_wait_seconds)
+        error = f"export still PENDING after {int(waited)} s (EXPORT_MAX_WAIT_SECONDS={limit})"
+        return end(job, JobStatus.FAILED, now, error=error)
+    return Stay("export pending", waited=waited)
+
+
+def waited_seconds(job: SeenJob, now: datetime) -> float:
+    """How long the job has been at it: since this run began to wait, else since created.
+
+    ``EXPORT_MAX_WAIT_SECONDS`` bounds it, for a PENDING export and for one
+    whose Export API calls keep failing alike (contract 2).
+    """
+    return (now - (job.waiting_since or job.created_at)).total_seconds()
+
+
+def end(
+    job: SeenJob | None,
+    status: JobStatus,
+    now: datetime,
+    *,
+    error: str | None = None,
+    summary: JobSummary | None = None,
+    files_total: int | None = None,
+) -> Change | Skip:
+    """The active run ends in the final ``status``; a job not active is left as it is.
+
+    Without ``summary`` the counts stay as recorded: files still in flight
+    when a job fails or is cancelled go on adding theirs, so a final item is
+    never a stale snapshot.
+    """
+    if status not in FINAL:
+        msg = f"a job ends COMPLETED, FAILED or CANCELLED, not {status.value}"
+        raise ValueError(msg)
+    if job is None or job.status not in ACTIVE:
+        return Skip("no active job to end" if job is None else f"job is {job.status.value}")
+    return Change(
+        _seen(job, ACTIVE),
+        status,
+        job.generation,
+        now,
+        job.status,
+        error=None if error is None else " ".join(error.split()),
+        summary=summary,
+        files_total=files_total,
+        keep_waiting_since=True,
+    )
+
+
+def fail(
+    job: SeenJob | None,
+    generation: int | None,
+    correlation_id: str,
+    error: str,
+    now: datetime,
+    *,
+    files_total: int | None = None,
+) -> Change | Skip:
+    """The export failed (the API says FAILED or 404, a listing fault): the run ends FAILED.
+
+    The counts stay as recorded: files still in flight go on adding theirs.
+    ``files_total`` (a listing fault) is how many files the listing gave.
+    A job with no item is created FAILED in the same write.
+    """
+    if job is None:
+        created = _start(None, JobStatus.FAILED, correlation_id, now)
+        return attrs.evolve(created, error=" ".join(error.split()), files_total=files_total)
+    if generation is not None and generation != job.generation:
+        return Skip(f"message of run {generation}, the job is at run {job.generation}; dropped")
+    return end(job, JobStatus.FAILED, now, error=error, files_total=files_total)
+
+
+def listing_done(
+    job: SeenJob | None,
+    generation: int | None,
+    files_total: int,
+    bytes_total: int | None,
+    now: datetime,
+) -> Change | Skip:
+    """Run ``generation`` listed every file: ``filesTotal``, ``bytesTotal``, ``listingDone``.
+
+    A listing of an older run (cancelled and retried meanwhile) is not
+    recorded on the next one.
+    """
+    if job is None:
+        return Skip("no job")
+    if generation is not None and generation != job.generation:
+        return Skip(f"listing of run {generation}, the job is at run {job.generation}")
+    if job.status not in ACTIVE:
+        return Skip(f"job is {job.status.value}; the listing is not recorded")
+    return Change(
+        _seen(job, ACTIVE),
+        job.status,
+        job.generation,
+        now,
+        job.status,
+        files_total=files_total,
+        bytes_total=bytes_total,
+        listed=True,
+        keep_waiting_since=True,
+    )
+
+
+def finalisation_due(job: SeenJob | None) -> bool:
+    """After a file finished: whether every listed file of the active run has a result.
+
+    A cancelled job takes the counts of files that finish after the cancel and
+    stays CANCELLED; a job still being listed is not done, whatever its counts.
+    """
+    if job is None or job.status not in ACTIVE or not job.listing_done:
+        return False
+    return final_status(job.summary) is not None
+
+
+def finalise(
+    job: SeenJob | None, summary: JobSummary, now: datetime, *, first_failure: str | None = None
+) -> Change | Skip:
+    """Every file has a result: the run ends COMPLETED, or FAILED naming the first failed file.
+
+    ``summary`` is derived from the file results (the live counts are only a
+    view of them). Any number of processes may finalise the same run; the
+    condition lets the first through.
+    """
+    decided = final_status(summary)
+    if decided is None or job is None or not finalisation_due(job):
+        return Skip("job is not done")
+    status, error = decided
+    if status is JobStatus.FAILED and first_failure is not None:
+        error = f"{error}; first: {first_failure}"
+    return end(job, status, now, error=error, summary=summary)
+
+
+def cancel(job: SeenJob, reason: str, now: datetime) -> Change | Refuse:
+    """An operator's cancel: a WAITING or RUNNING job ends CANCELLED with its counts so far."""
+    ended = end(job, JobStatus.CANCELLED, now, error=reason)
+    if isinstance(ended, Skip):
+        return Refuse(f"the job is {job.status.value}; only a WAITING or RUNNING job is cancelled")
+    return ended
+
+
+def retry(job: SeenJob, correlation_id: str, now: datetime) -> Change | Refuse:
+    """An operator's retry: a FAILED or CANCELLED job waits again, as its next run.
+
+    Exactly the seen status and generation are expected: of racing retries
+    one wins, and the others find the job WAITING (or already running).
+    """
+    if job.status not in RETRYABLE:
+        reason = f"the job is {job.status.value}; only FAILED or CANCELLED jobs are retried"
+        return Refuse(reason)
+    return _start(job, JobStatus.WAITING, correlation_id, now)
