@@ -1,21 +1,17 @@
 """The job's lifecycle: its states, and what each event does to a job, as pure functions.
 
-A job is its summary item in the jobs table. Many parties change it at once:
-deliveries of its export (duplicates, redeliveries after a lost lease, the
-sweeper's resubmissions), the files that finish in any process, and operators
-who cancel or retry it, through the HTTP API or the command line, as often
-and as concurrently as they like. Each rule here takes the job *as the caller
-saw it* (or ``None``: no item yet) and the time, and answers with one of:
+A job is its summary item in the jobs table, changed at once by deliveries
+of its export (duplicates, redeliveries, the sweeper's), files finishing in
+any process, and operators who cancel or retry it as often and concurrently
+as they like. Each rule takes the job *as the caller saw it* (``None``: no
+item yet) and the time, and answers with one of:
 
-- :class:`Change`: one conditional write. Its :class:`Expect` is what the
-  caller saw: no item, or a status among some and the run generation. The
-  write is refused when the item moved on meanwhile, so of any number of
-  racing callers exactly one wins; the job store carries the write out and
-  nothing else.
-- :class:`Stay`: nothing to write, the work goes on (a PENDING export waits).
-- :class:`Skip`: nothing to write, nothing to do (the job is done, cancelled,
-  or the message belongs to an older run).
-- :class:`Refuse`: an operator's call does not apply (the HTTP API's 409).
+- :class:`Change`: one conditional write on what the caller saw
+  (:class:`Expect`: no item, or a status and the run generation); refused
+  when the item moved on, so of racing callers exactly one wins;
+- :class:`Stay`: nothing to write, the work goes on (a PENDING export waits);
+- :class:`Skip`: nothing to do (a job done or cancelled, an older run's message);
+- :class:`Refuse`: an operator's call that does not apply (the HTTP API's 409).
 
 **Runs.** ``runGeneration`` counts the job's runs: 1 when it is created, one
 more each time a FAILED or CANCELLED job is run again (a retry, or a FAILED
@@ -39,6 +35,7 @@ from pipeline._core.accounting import JobStatus, JobSummary, final_status
 
 __all__ = [
     "ACTIVE",
+    "EVENT_STATUSES",
     "FINAL",
     "Change",
     "Decision",
@@ -51,6 +48,7 @@ __all__ = [
     "begin",
     "cancel",
     "end",
+    "expires_at",
     "fail",
     "finalisation_due",
     "finalise",
@@ -63,6 +61,9 @@ __all__ = [
 ACTIVE = frozenset({JobStatus.WAITING, JobStatus.RUNNING})
 FINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+# Transitions into these owe a lifecycle event (contract section 8).
+EVENT_STATUSES = frozenset({JobStatus.RUNNING, *FINAL})
+DAY_SECONDS = 86_400
 
 
 class SeenJob(Protocol):
@@ -137,6 +138,11 @@ class Change:
         return self.previous is not self.status
 
     @property
+    def owes_event(self) -> bool:
+        """Whether the write is a transition into RUNNING or a final status (an event)."""
+        return self.status_changed and self.status in EVENT_STATUSES
+
+    @property
     def ends_job(self) -> bool:
         """Whether the write makes the job final (retention starts)."""
         return self.status in FINAL and self.status_changed
@@ -145,6 +151,16 @@ class Change:
     def reopens_job(self) -> bool:
         """Whether the write takes a final job back to work (retention ends)."""
         return self.previous in FINAL and self.status in ACTIVE
+
+
+def expires_at(change: Change, retention_days: int) -> int | None:
+    """When a job this write makes final may go (epoch seconds); ``None``: keep it.
+
+    ``JOB_RETENTION_DAYS`` after the write; 0 days keeps it for ever.
+    """
+    if not change.ends_job or retention_days <= 0:
+        return None
+    return int(change.at.timestamp()) + retention_days * DAY_SECONDS
 
 
 @attrs.frozen

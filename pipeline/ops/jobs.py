@@ -38,6 +38,7 @@ from pipeline._adapters.aws.jobcontrol import (
     retry_job,
 )
 from pipeline._adapters.aws.jobitems import JobItem, utc_now
+from pipeline._adapters.aws.joboutbox import EventBus
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.http.control import job_view
 from pipeline._core.accounting import JobStatus
@@ -62,14 +63,21 @@ class _Env:
     endpoint_url: str | None
     jobs_table: str
     export_jobs_url: str | None
+    # A cancel or retry here is a transition like the service's: its event and
+    # its retention follow the same settings.
+    event_bus: str | None = None
+    retention_days: int = 30
 
     @classmethod
     def read(cls, env: Mapping[str, str]) -> _Env:
+        retention = env.get("JOB_RETENTION_DAYS", "").strip() or "30"
         return cls(
             region=env.get("AWS_REGION", "").strip() or "us-east-1",
             endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip() or None,
             jobs_table=env.get("DYNAMODB_JOBS_TABLE", "").strip() or "export-jobs",
             export_jobs_url=env.get("SQS_EXPORT_JOBS_URL", "").strip() or None,
+            event_bus=env.get("EVENT_BUS_NAME", "").strip() or None,
+            retention_days=int(retention) if retention.isdigit() else 30,
         )
 
 
@@ -107,9 +115,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     async def run() -> int:
         async with open_aws_clients(
-            region=env.region, endpoint_url=env.endpoint_url, pool_size=4
+            region=env.region,
+            endpoint_url=env.endpoint_url,
+            pool_size=4,
+            events=env.event_bus is not None,
         ) as aws:
-            jobs = JobStore(aws.dynamodb, env.jobs_table)
+            bus = None if env.event_bus is None else EventBus(aws.events, env.event_bus)
+            jobs = JobStore(
+                aws.dynamodb, env.jobs_table, events=bus, retention_days=env.retention_days
+            )
             if args.verb == "submit":
                 return await _submit(aws, jobs, env, args, console)
             if args.verb == "status":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -35,10 +36,10 @@ from pipeline._adapters.aws.jobitems import (
     JOB_SK,
     PATHS_CHUNK_BYTES,
     JobItem,
-    Update,
     change_condition,
     change_update,
     converter,
+    counts_update,
     decode_item,
     encode,
     format_time,
@@ -47,14 +48,31 @@ from pipeline._adapters.aws.jobitems import (
     piece_sk,
     utc_now,
 )
-from pipeline._adapters.aws.jobresults import file_result_of, read_file_items
+from pipeline._adapters.aws.joboutbox import EventBus, outbox_item, settle_owed
+from pipeline._adapters.aws.jobresults import (
+    delete_pieces,
+    file_result_of,
+    forget_failed_files,
+    read_file_items,
+    recorded_file_ids,
+)
 from pipeline._core import lifecycle
-from pipeline._core.accounting import FileResult, JobStatus, JobSummary, file_counts
+from pipeline._core.accounting import FileResult, JobStatus, JobSummary
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._core.lifecycle import Change, Decision, Refuse
 from pipeline._errors import AwsRejected
 
 __all__ = ["PATHS_CHUNK_BYTES", "JobItem", "JobStore", "Outcome"]
+
+
+def _own_run(change: Change, job: JobItem | None) -> bool:
+    """Whether ``job`` shows the new run ``change`` started (same run and correlation ID)."""
+    return (
+        change.new_run
+        and job is not None
+        and job.generation == change.generation
+        and job.correlation_id == change.correlation_id
+    )
 
 
 @attrs.frozen
@@ -83,6 +101,10 @@ class JobStore:
     policy: Backoff = AWS_POLICY
     paths_chunk_bytes: int = PATHS_CHUNK_BYTES
     clock: Callable[[], datetime] = utc_now
+    # Lifecycle events (EVENT_BUS_NAME; None: none are written or sent).
+    events: EventBus | None = None
+    # JOB_RETENTION_DAYS: a final job's items expire that long after (0: kept).
+    retention_days: int = 0
 
     def _now(self) -> str:
         return format_time(self.clock())
@@ -114,27 +136,63 @@ class JobStore:
         answers 409). After a write that starts a job's next run, the results
         of its failed files are forgotten (only by the writer that won).
         """
-        update = change_update(change)
+        owed = uuid.uuid4().hex if self.events is not None and change.owes_event else None
+        expires = lifecycle.expires_at(change, self.retention_days)
+        update = change_update(change, transition_id=owed, expires_at=expires)
         condition = change_condition(update, change.expect)
+        key = self._key(export_id, JOB_SK)
         try:
-            response = await aws_call(
-                "dynamodb job " + change.status.value.lower(),
-                self.dynamodb.update_item,
-                policy=self.policy,
-                TableName=self.table,
-                Key=self._key(export_id, JOB_SK),
-                ReturnValues="ALL_NEW",
-                **update.kwargs(condition),
-            )
+            if owed is None and expires is None and not change.reopens_job:
+                response = await aws_call(
+                    "dynamodb job " + change.status.value.lower(),
+                    self.dynamodb.update_item,
+                    policy=self.policy,
+                    TableName=self.table,
+                    Key=key,
+                    ReturnValues="ALL_NEW",
+                    **update.kwargs(condition),
+                )
+                raw = response["Attributes"]
+            else:
+                # Work is owed after this write: so that a sweeper finds it if
+                # this process dies, an outbox item names the job, in the same
+                # transaction (a Query finds them, no Scan of the table).
+                await aws_call(
+                    "dynamodb job " + change.status.value.lower(),
+                    self.dynamodb.transact_write_items,
+                    policy=self.policy,
+                    TransactItems=[
+                        {
+                            "Update": {
+                                "TableName": self.table,
+                                "Key": key,
+                                **update.kwargs(condition),
+                            }
+                        },
+                        {
+                            "Put": {
+                                "TableName": self.table,
+                                "Item": outbox_item(export_id, change.at),
+                            }
+                        },
+                    ],
+                )
+                raw = None
         except AwsRejected as err:
             if err.code == "ConditionalCheckFailedException":
                 return None
             raise
+        job = self._job(raw) if raw is not None else await self.get_job(export_id)
+        if job is None:  # pragma: no cover - the item cannot vanish while it is written
+            msg = f"job {export_id!r} gone right after it was written"
+            raise LookupError(msg)
         if change.forget_failed:
-            await self._forget_failed_files(export_id)
+            await forget_failed_files(self, export_id)
             # The counts without the forgotten files'.
-            return await self.get_job(export_id)
-        return self._job(response["Attributes"])
+            job = await self.get_job(export_id) or job
+        if job.events_owed or job.expiry_owed:
+            await settle_owed(self, job)
+        return job
 
     async def transition(
         self,
@@ -162,6 +220,11 @@ class JobStore:
             if written is not None:
                 return Outcome(decision, written)
             job = await self.get_job(export_id)
+            if _own_run(decision, job):
+                # Our write went through and its answer was lost: the retry of
+                # the call found its own new run.
+                assert job is not None
+                return Outcome(decision, job)
         shown = "gone" if job is None else job.status.value
         return Outcome(Refuse(f"the job changed meanwhile; it is {shown} now"), job)
 
@@ -218,69 +281,6 @@ class JobStore:
         )
         return outcome.changed
 
-    async def _forget_failed_files(self, export_id: str) -> None:
-        """Delete each failed file's result and take its counts off the job's, together."""
-        files, _ = await read_file_items(self, export_id)
-        for values in files:
-            if values["status"] == "DONE":
-                continue
-            file_id = values["fileId"]
-            result = file_result_of(export_id, values, {}, with_paths=False)
-            update = self._counts_update(result, sign=-1)
-            try:
-                await aws_call(
-                    "dynamodb forget failed file",
-                    self.dynamodb.transact_write_items,
-                    policy=self.policy,
-                    TransactItems=[
-                        {
-                            "Delete": {
-                                "TableName": self.table,
-                                "Key": self._key(export_id, FILE_PREFIX + file_id),
-                                "ConditionExpression": "#status = :failed",
-                                "ExpressionAttributeNames": {"#status": "status"},
-                                "ExpressionAttributeValues": {":failed": encode("FAILED")},
-                            }
-                        },
-                        {
-                            "Update": {
-                                "TableName": self.table,
-                                "Key": self._key(export_id, JOB_SK),
-                                **update.kwargs(None),
-                            }
-                        },
-                    ],
-                )
-            except AwsRejected as err:
-                # Someone else forgot it first: its counts are off already.
-                if err.code != "ConditionalCheckFailedException":
-                    raise
-            # The file item first: pieces without it are never read.
-            await self._delete_pieces(export_id, file_id, values["writeId"], int(values["pieces"]))
-
-    async def _delete_pieces(
-        self, export_id: str, file_id: str, write_id: str, pieces: int
-    ) -> None:
-        for n in range(1, pieces):
-            await aws_call(
-                "dynamodb delete file paths",
-                self.dynamodb.delete_item,
-                policy=self.policy,
-                TableName=self.table,
-                Key=self._key(export_id, piece_sk(file_id, write_id, n)),
-            )
-
-    def _counts_update(self, result: FileResult, *, sign: int = 1) -> Update:
-        """``ADD`` of a file's counts and size (times ``sign``) to the summary item."""
-        update = Update()
-        for name, value in converter.unstructure(file_counts(result)).items():
-            if name not in ("filesTotal", "entriesMissing") and value:
-                update.add(name, sign * value)
-        if result.size_bytes:
-            update.add("bytesFinished", sign * result.size_bytes)
-        update.set("updatedAt", self._now())
-        return update
-
     async def set_listing_done(
         self,
         export_id: str,
@@ -302,30 +302,7 @@ class JobStore:
 
     async def recorded_file_ids(self, export_id: str) -> set[str]:
         """The IDs of the export's files that have a result, done or failed."""
-        found: set[str] = set()
-        start_key: dict[str, Any] | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "TableName": self.table,
-                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-                "FilterExpression": "kind = :file",
-                "ProjectionExpression": "fileId",
-                "ExpressionAttributeValues": {
-                    ":pk": encode(export_id),
-                    ":prefix": encode(FILE_PREFIX),
-                    ":file": encode("file"),
-                },
-                "ConsistentRead": True,
-            }
-            if start_key is not None:
-                kwargs["ExclusiveStartKey"] = start_key
-            response = await aws_call(
-                "dynamodb query recorded files", self.dynamodb.query, policy=self.policy, **kwargs
-            )
-            found.update(decode_item(raw)["fileId"] for raw in response.get("Items") or [])
-            start_key = response.get("LastEvaluatedKey")
-            if not start_key:
-                return found
+        return await recorded_file_ids(self, export_id)
 
     async def record_file(self, export_id: str, result: FileResult) -> bool:
         """Store one file's result and add its counts to the job's, in one transaction.
@@ -368,7 +345,7 @@ class JobStore:
                 "updatedAt": encode(self._now()),
             }
         )
-        counts = self._counts_update(result)
+        counts = counts_update(result, self._now())
         try:
             await aws_call(
                 "dynamodb record file",
@@ -414,7 +391,7 @@ class JobStore:
         )
         stored = decode_item(response.get("Item") or {}).get("writeId")
         if stored != write_id:
-            await self._delete_pieces(export_id, file_id, write_id, pieces)
+            await delete_pieces(self, export_id, file_id, write_id, pieces)
 
     async def file_results(self, export_id: str) -> list[FileResult]:
         """Every file result of the export, with its seen paths, in file-ID order."""
