@@ -133,8 +133,11 @@ class JobStore:
 
         One conditional UpdateItem on what the caller saw; ``None`` when the
         item had moved on (the caller decides again on a fresh read, or
-        answers 409). After a write that starts a job's next run, the results
-        of its failed files are forgotten (only by the writer that won).
+        answers 409). A write that owes an event or an expiry (see
+        :mod:`.joboutbox`) carries the debt and puts the job's outbox item in
+        the same transaction, and settles it right after. After a write that
+        starts a job's next run, the results of its failed files are
+        forgotten (only by the writer that won).
         """
         owed = uuid.uuid4().hex if self.events is not None and change.owes_event else None
         expires = lifecycle.expires_at(change, self.retention_days)
