@@ -177,9 +177,10 @@ def child_service(path: str) -> dict[str, Any]:
 
     from pipeline._adapters.exportapi import ExportApi, ExportApiSession, ExportFile
     from pipeline._core.backoff import Backoff, CircuitBreaker
+    from pipeline._core.zip.events import ContentEvent, EntryClosed
     from pipeline._core.zip.format import TAIL_BYTES, ZipLimits
     from pipeline._service import file_stage
-    from pipeline._service.inflate import EntryClosed, ZipOutput, read_zip
+    from pipeline._service.inflate import read_zip
 
     _RangeHandler.path_on_disk = path
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RangeHandler)
@@ -208,7 +209,7 @@ def child_service(path: str) -> dict[str, Any]:
             directory = await file_stage._read_directory(file, tail, deps)
             result["directory_s"] = time.perf_counter() - began
             result["rss_directory_mb"] = vmhwm_mb()
-            send, receive = trio.open_memory_channel[ZipOutput](2)
+            send, receive = trio.open_memory_channel[ContentEvent](2)
             closed = 0
             first = getattr(directory, "first_offset", None)
             if first is None:  # the code before

@@ -51,8 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline._core.zip import decoder as _inflate
 from pipeline._core.zip.decoder import EntryDecoder
+from pipeline._core.zip.events import ContentEvent, EntryClosed, EntryData
 from pipeline._core.zip.format import CentralEntry, ZipLimits
-from pipeline._service.inflate import EntryClosed, EntryData, ZipOutput, read_zip
+from pipeline._service.inflate import read_zip
 
 MIB = 1024 * 1024
 CHUNK = 64 * 1024  # what an HTTP body iterator typically yields
@@ -191,7 +192,7 @@ async def http_like(parts: Iterator[bytes]) -> AsyncIterator[bytes]:
 
 async def read_one(pool: Pool, plan: Plan, limiter: trio.CapacityLimiter, **options: int) -> int:
     """Read one entry through read_zip; return the bytes received, checking the digest."""
-    send, receive = trio.open_memory_channel[ZipOutput](2)
+    send, receive = trio.open_memory_channel[ContentEvent](2)
     received = 0
     closed = False
 

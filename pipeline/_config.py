@@ -55,6 +55,8 @@ def resolve_mode(flag: str | None, environ: Mapping[str, str]) -> Mode:
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# EventBridge's own rule for bus names, or a bus ARN.
+_EVENT_BUS = re.compile(r"^([A-Za-z0-9._/-]{1,256}|arn:aws[a-z-]*:events:[^\s]+:event-bus/[^\s]+)$")
 _LOG_FORMATS = ("json", "console")
 _HOST = re.compile(r"^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
@@ -127,6 +129,12 @@ def _host_list(value: str | frozenset[str]) -> frozenset[str]:
     return frozenset(h.strip().lower() for h in value.split(",") if h.strip())
 
 
+def _event_bus(_: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and not _EVENT_BUS.match(value):
+        msg = f"{_env_name(attribute)} must be an event bus name or ARN, not {value!r}"
+        raise ConfigError(msg)
+
+
 def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -189,6 +197,10 @@ class Settings:
         "EXPORT_API_RATE_PER_SECOND", default=None, validator=_optional_positive
     )
     overload_backlog: int = _env("OVERLOAD_BACKLOG", default=1000, validator=_not_negative)
+    # Contract section 8: lifecycle events (unset: none), and how long a final
+    # job's items are kept (0: for ever).
+    event_bus_name: str | None = _env("EVENT_BUS_NAME", default=None, validator=_event_bus)
+    job_retention_days: int = _env("JOB_RETENTION_DAYS", default=30, validator=_not_negative)
     # Beyond the contract: a long poll in flight is let finish on SIGTERM, so
     # this bounds how long an idle process takes to stop.
     sqs_wait_seconds: int = _env("SQS_WAIT_SECONDS", default=5, validator=_sqs_wait)

@@ -152,3 +152,28 @@ class TestResolveMode:
         """An unknown SERVICE_MODE is a one-line ConfigError naming it and the choices."""
         with pytest.raises(ConfigError, match=r"SERVICE_MODE must be one of all, orchestrator"):
             resolve_mode(None, {"SERVICE_MODE": "turbo"})
+
+
+class TestEventsAndRetention:
+    def test_defaults_no_events_thirty_days(self) -> None:
+        """Unset: no event bus, jobs kept 30 days; 0 days and a bus name or ARN are taken."""
+        settings = load_settings(BASE, Mode.ALL)
+        assert (settings.event_bus_name, settings.job_retention_days) == (None, 30)
+        arn = "arn:aws:events:eu-west-1:123456789012:event-bus/exports"
+        for bus in ("exports", arn):
+            env = {**BASE, "EVENT_BUS_NAME": bus, "JOB_RETENTION_DAYS": "0"}
+            settings = load_settings(env, Mode.ALL)
+            assert (settings.event_bus_name, settings.job_retention_days) == (bus, 0)
+
+    @pytest.mark.parametrize(
+        ("name", "value", "said"),
+        [
+            ("JOB_RETENTION_DAYS", "-1", "JOB_RETENTION_DAYS must not be negative"),
+            ("JOB_RETENTION_DAYS", "a month", "JOB_RETENTION_DAYS must be a whole number"),
+            ("EVENT_BUS_NAME", "my bus", "EVENT_BUS_NAME must be an event bus name or ARN"),
+        ],
+    )
+    def test_bad_values_are_one_line(self, name: str, value: str, said: str) -> None:
+        """A bad value stops start-up with one line naming the variable."""
+        with pytest.raises(ConfigError, match=said):
+            load_settings({**BASE, name: value}, Mode.ALL)

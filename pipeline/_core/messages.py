@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -60,6 +61,10 @@ class ExportJob:
     priority: Priority = Priority.NORMAL
     # No file of the job starts before this time (UTC); None: at once.
     not_before: dt.datetime | None = None
+    # The run of the job each export is sent for (the service's own messages:
+    # a retry, a hand-back, the sweeper): a message of an older run starts
+    # nothing (``runGenerations`` in the body; absent in messages from outside).
+    generations: Mapping[str, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -126,12 +131,23 @@ def decode_export_job(body: str, *, new_correlation_id: str | None = None) -> Ex
         raise PoisonMessage(msg)
     # A resubmitted body may name an export twice; once is enough.
     unique = tuple(dict.fromkeys(ids))
+    generations = _generations(document.get("runGenerations", {}), unique)
     return ExportJob(
         export_ids=unique,
         correlation_id=correlation_id,
+        generations=generations,
         priority=_priority(document),
         not_before=parse_not_before(document.get("notBefore")),
     )
+
+
+def _generations(value: Any, export_ids: tuple[str, ...]) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(
+        export_id in export_ids and type(run) is int and run > 0 for export_id, run in value.items()
+    ):
+        msg = "'runGenerations' must map export IDs of the message to positive integers"
+        raise PoisonMessage(msg)
+    return dict(value)
 
 
 def _priority(document: dict[str, Any]) -> Priority:
@@ -180,6 +196,8 @@ def encode_export_job(job: ExportJob) -> str:
         "exportIds": list(job.export_ids),
         "correlationId": job.correlation_id,
     }
+    if job.generations:
+        document["runGenerations"] = dict(job.generations)
     if job.priority is not Priority.NORMAL:
         document["priority"] = job.priority.value
     if job.not_before is not None:

@@ -14,13 +14,13 @@ export's files go the same ways, with the high task queue for the queue
 from __future__ import annotations
 
 import weakref
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 import structlog
 import trio
 
-from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.queues import Queues
 from pipeline._core.backoff import Backoff
 from pipeline._core.lanes import Priority
 from pipeline._core.messages import DownloadTask, encode_download_task
@@ -110,7 +110,7 @@ class QueueDispatch:
     batch failed.
     """
 
-    sqs: Any
+    sqs: Queues
     queue_url: str
     policy: Backoff
     # Weak keys: an export that fails mid-listing never flushes, and its
@@ -136,8 +136,7 @@ class QueueDispatch:
         """
         pending = self._pending.pop(outstanding, [])
         if pending:
-            await _sqs.send_batch(
-                self.sqs,
+            await self.sqs.send_batch(
                 self.queue_url,
                 [encode_download_task(task) for task in pending],
                 policy=self.policy,

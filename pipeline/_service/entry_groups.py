@@ -36,9 +36,9 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 import structlog
 import trio
 
-from pipeline._adapters.aws.metadata import MetadataItem
 from pipeline._adapters.exportapi import ExportFile
 from pipeline._config import Settings
+from pipeline._core.verdicts import MetadataItem
 from pipeline._core.zip.compact import CompactDirectory
 from pipeline._core.zip.format import CentralEntry
 from pipeline._core.zip.groups import MIN_GROUP_BYTES, plan_groups

@@ -30,12 +30,19 @@ import trio
 from pipeline._adapters.aws import metadata as _metadata
 from pipeline._adapters.aws import s3sink as _s3sink
 from pipeline._adapters.aws.jobcontrol import FileState, file_state
-from pipeline._adapters.aws.metadata import MetadataItem
 from pipeline._adapters.exportapi import ExportFile, RangeResult
 from pipeline._core.accounting import EntryOutcome, FileResult, FileTally, JobStatus
+from pipeline._core.verdicts import MetadataItem, verdict, worth_uploading
 from pipeline._core.zip.compact import CompactDirectory
 from pipeline._core.zip.decoder import EntryDigest
 from pipeline._core.zip.directory import DirectoryParser, locate_directory
+from pipeline._core.zip.events import (
+    ContentEvent,
+    EntryClosed,
+    EntryData,
+    EntryRefused,
+    EntryStart,
+)
 from pipeline._core.zip.format import TAIL_BYTES, CentralEntry
 from pipeline._core.zip.groups import MIN_GROUP_BYTES
 from pipeline._errors import (
@@ -51,14 +58,7 @@ from pipeline._service.deps import Deps
 from pipeline._service.dispatch import FileTask
 from pipeline._service.entry_groups import read_entries
 from pipeline._service.finalize import finalize_if_done
-from pipeline._service.inflate import (
-    EntryClosed,
-    EntryData,
-    EntryOpened,
-    EntryRejected,
-    ZipOutput,
-    read_zip,
-)
+from pipeline._service.inflate import read_zip
 from pipeline._service.outage import dependency_down, hand_back_soon, outlived_max_wait
 from pipeline._service.receiver import Slots
 
@@ -318,7 +318,7 @@ async def _stream_entries(
     lookup: Callable[[str], Awaitable[MetadataItem | None]],
     following: CentralEntry | None = None,
 ) -> None:
-    send, receive = trio.open_memory_channel[ZipOutput](ZIP_EVENTS_BUFFER)
+    send, receive = trio.open_memory_channel[ContentEvent](ZIP_EVENTS_BUFFER)
     failure = _Failure()
 
     async def reader() -> None:
@@ -360,7 +360,7 @@ class _OpenEntry:
 
 
 async def _upload_entries(
-    receive: trio.MemoryReceiveChannel[ZipOutput],
+    receive: trio.MemoryReceiveChannel[ContentEvent],
     lookup: Callable[[str], Awaitable[MetadataItem | None]],
     export_id: str,
     deps: Deps,
@@ -371,7 +371,7 @@ async def _upload_entries(
     try:
         async with receive:
             async for event in receive:
-                if isinstance(event, EntryOpened):
+                if isinstance(event, EntryStart):
                     current = await _open_entry(event.entry, lookup, export_id, deps, parts)
                 elif isinstance(event, EntryData):
                     if current is not None and current.upload is not None:
@@ -380,7 +380,7 @@ async def _upload_entries(
                     if current is not None:
                         await _close_entry(current, event.digest, tally)
                     current = None
-                elif isinstance(event, EntryRejected):
+                elif isinstance(event, EntryRefused):
                     item = await lookup(event.entry.name)
                     if current is not None and current.upload is not None:
                         await current.upload.abort()
@@ -403,7 +403,7 @@ async def _open_entry(
 ) -> _OpenEntry:
     item = await lookup(entry.name)
     opened = _OpenEntry(entry=entry, item=item)
-    if item is None or item.problem is not None:
+    if not worth_uploading(item):
         return opened
     key = deps.object_key(export_id, entry.name)
     if item.sha256 is not None and entry.uncompressed_size > CHECK_EXISTING_ABOVE:
@@ -425,15 +425,14 @@ async def _open_entry(
 
 
 async def _close_entry(current: _OpenEntry, digest: EntryDigest, tally: FileTally) -> None:
-    entry, item = current.entry, current.item
-    if item is None:
+    entry, decided = current.entry, verdict(current.item, digest)
+    if decided.outcome is EntryOutcome.SKIPPED:
         tally.count(EntryOutcome.SKIPPED, path=entry.name, has_item=False)
         return
-    reason = item.problem or item.mismatch(digest.size, digest.sha256_hex)
-    if reason is not None:
+    if decided.outcome is EntryOutcome.REJECTED:
         if current.upload is not None:
             await current.upload.abort()
-        log.warning("entry rejected", path=entry.name, reason=reason)
+        log.warning("entry rejected", path=entry.name, reason=decided.reason)
         tally.count(EntryOutcome.REJECTED, path=entry.name, has_item=True)
         return
     if current.upload is not None:

@@ -7,7 +7,8 @@ the job is not done: the counts there move with every recorded file, so
 a result. Only then are the file results read, once, to settle
 ``entriesMissing`` (the metadata paths no file contained) and to name the
 first failed file; every caller computes the same summary, and the
-conditional write in the job store lets only the first one through.
+lifecycle's conditional write (:func:`pipeline._core.lifecycle.finalise`) lets
+only the first one through.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import structlog
 
 from pipeline._adapters.aws import metadata as _metadata
 from pipeline._adapters.aws.jobstore import JobItem
+from pipeline._core import lifecycle
 from pipeline._core.accounting import JobStatus, JobSummary, final_status, summarize
 from pipeline._service.deps import Deps
 
@@ -36,14 +38,11 @@ async def finalize_if_done(
     """
     if job is None:
         job = await deps.jobs.get_job(export_id)
-    if job is None or job.status.is_final or not job.listing_done:
-        return None
-    if final_status(job.summary) is None:
+    if job is None or not lifecycle.finalisation_due(job):
         return None
     results = await deps.jobs.file_results(export_id)
     derived = summarize(results, files_total=job.files_total)
-    decided = final_status(derived)
-    if decided is None:
+    if final_status(derived) is None:
         # The live counts ran ahead of the results read back: never expected,
         # since a file is counted in the same transaction that records it.
         log.error("job counts ahead of its file results; not finalised", exportId=export_id)
@@ -56,10 +55,8 @@ async def finalize_if_done(
             live=str(live),
             results=str(_moving_counts(derived)),
         )
-    status, error = decided
-    if status is JobStatus.FAILED:
-        first = next(r for r in sorted(results, key=lambda r: r.name) if not r.ok)
-        error = f"{error}; first: {first.name}: {first.error}"
+    failed = sorted((r for r in results if not r.ok), key=lambda r: r.name)
+    first = f"{failed[0].name}: {failed[0].error}" if failed else None
     metadata_paths = await _metadata.all_paths(
         deps.aws.dynamodb,
         deps.settings.dynamodb_metadata_table,
@@ -67,10 +64,20 @@ async def finalize_if_done(
         policy=deps.aws_policy,
     )
     summary = summarize(results, files_total=job.files_total, metadata_paths=metadata_paths)
-    if not await deps.jobs.finish_job(export_id, status, summary, error):
+    now = deps.jobs.clock()
+    # On the run as read: a cancel or a retry since then wins, and of two
+    # processes finalising the same run, the first.
+    outcome = await deps.jobs.transition(
+        export_id,
+        lambda seen: lifecycle.finalise(seen, summary, now, first_failure=first),
+        seen=job,
+        read=False,
+        attempts=1,
+    )
+    if not outcome.changed or outcome.job is None:
         return None
-    _log_final(export_id, status, summary, error)
-    return status
+    _log_final(export_id, outcome.job.status, summary, outcome.job.error)
+    return outcome.job.status
 
 
 def _moving_counts(summary: JobSummary) -> tuple[int, ...]:

@@ -40,9 +40,11 @@ import httpx
 import structlog
 import trio
 
-from pipeline._adapters.aws.clients import open_aws_clients
+from pipeline._adapters.aws.clients import AwsClient, open_aws_clients
 from pipeline._adapters.aws.jobcontrol import job_statuses
+from pipeline._adapters.aws.joboutbox import EventBus
 from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.aws.queues import SqsQueues
 from pipeline._adapters.exportapi import ExportApi, ExportApiSession
 from pipeline._adapters.exportapi.pacing import Pacer
 from pipeline._adapters.http.control import Control, add_control_routes
@@ -71,7 +73,7 @@ from pipeline._service.job_stage import JobStageDeps, run_job_stage
 from pipeline._service.lease import Delivery
 from pipeline._service.queues import StageQueue, lanes_of, open_stage_queues, queue_names
 from pipeline._service.receiver import Slots, run_receiver
-from pipeline._service.sweeper import run_sweeper
+from pipeline._service.sweeper import run_outbox, run_sweeper
 from pipeline._service.task_stage import run_task_stage
 
 __all__ = ["open_deps", "run_service"]
@@ -129,6 +131,13 @@ def _pacing(settings: Settings) -> list[Callable[[httpx.Request], Awaitable[None
     return [] if rate is None else [Pacer(settings.export_api_base_url, rate)]
 
 
+def _event_bus(settings: Settings, events: AwsClient | None) -> EventBus | None:
+    """Where lifecycle events go (EVENT_BUS_NAME), or None when they are off."""
+    if settings.event_bus_name is None or events is None:
+        return None
+    return EventBus(events, settings.event_bus_name, AWS_POLICY)
+
+
 @asynccontextmanager
 async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
     """Open the long-lived clients (AWS, Export API) for the lifetime of the service."""
@@ -139,6 +148,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             region=settings.aws_region,
             endpoint_url=settings.aws_endpoint_url,
             pool_size=connections,
+            events=settings.event_bus_name is not None,
         ) as aws,
         httpx.AsyncClient(
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
@@ -170,7 +180,13 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
                 settings=settings,
                 aws=aws,
                 api=ExportApi(session),
-                jobs=JobStore(aws.dynamodb, settings.dynamodb_jobs_table, AWS_POLICY),
+                jobs=JobStore(
+                    aws.dynamodb,
+                    settings.dynamodb_jobs_table,
+                    AWS_POLICY,
+                    events=_event_bus(settings, aws.events),
+                    retention_days=settings.job_retention_days,
+                ),
                 inflate_limiter=trio.CapacityLimiter(settings.worker_pool_size),
                 intake=gate,
             )
@@ -344,7 +360,7 @@ def _file_dispatch(deps: Deps, job_files: trio.MemorySendChannel[FileTask] | Non
     settings, sqs = deps.settings, deps.aws.sqs
 
     def towards(url: str | None) -> FileDispatch:
-        queue = None if url is None else QueueDispatch(sqs, url, AWS_POLICY)
+        queue = None if url is None else QueueDispatch(SqsQueues(sqs), url, AWS_POLICY)
         if job_files is None:
             assert queue is not None  # orchestrator mode requires the queue (config)
             return queue
@@ -394,10 +410,11 @@ async def _run_intake(
                     functools.partial(
                         run_sweeper,
                         jobs=deps.jobs,
-                        sqs=deps.aws.sqs,
+                        sqs=SqsQueues(deps.aws.sqs),
                         export_jobs_url=deps.settings.sqs_export_jobs_url,
                     )
                 )
+                await intake.start(functools.partial(run_outbox, jobs=deps.jobs))
             for queue, slots, send in receivers:
                 async with send:
                     for _ in range(RECEIVERS_PER_QUEUE):
@@ -405,7 +422,7 @@ async def _run_intake(
                             functools.partial(
                                 run_receiver,
                                 send.clone(),
-                                sqs=deps.aws.sqs,
+                                sqs=queue.keeper.sqs,
                                 keeper=queue.keeper,
                                 slots=slots,
                                 policy=AWS_POLICY,

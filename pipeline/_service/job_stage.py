@@ -11,6 +11,10 @@ A job whose ``notBefore`` has not come is parked the same way, before any
 status call: WAITING, sent back delayed by what is left (at most SQS's 15
 minutes, so a far one comes round again), and the message deleted. All go
 back to the queue the message came from, priority and start time kept.
+What each of these
+does to the job is :mod:`pipeline._core.lifecycle`'s decision on the job as
+read here (a message of an older run of the job does nothing); this stage
+does the I/O around it.
 
 The message is deleted once all its work is done (all mode: its files are
 processed; orchestrator mode: its files are queued). If its work is cancelled
@@ -30,7 +34,9 @@ import trio
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.jobstore import JobItem
 from pipeline._adapters.exportapi import ExportFile
+from pipeline._core import lifecycle
 from pipeline._core.accounting import JobStatus
+from pipeline._core.lifecycle import Change, Decision, Refuse, Skip, Stay
 from pipeline._core.messages import (
     DownloadTask,
     ExportJob,
@@ -142,10 +148,11 @@ async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) 
         return False
     with bound(correlationId=job.correlation_id):
         log.info("export job received", exportIds=list(job.export_ids))
-        pending: list[str] = []
+        # Still pending: each export's run, to name in the hand-back.
+        pending: dict[str, int | None] = {}
         # Exports whose Export API calls ran out of attempts: they come again
         # in seconds, kept in SQS by the intake gate while the API is down.
-        later: list[str] = []
+        later: dict[str, int | None] = {}
         limiter = trio.CapacityLimiter(EXPORTS_AT_ONCE)
         async with trio.open_nursery() as nursery:
             for export_id in job.export_ids:
@@ -164,15 +171,21 @@ async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) 
 
 
 async def _send_again(
-    pending: list[str], job: ExportJob, deps: Deps, stage: JobStageDeps, delay: int
+    exports: dict[str, int | None], job: ExportJob, deps: Deps, stage: JobStageDeps, delay: int
 ) -> None:
-    """Send the exports to be tried again as a new message to the queue the job
-    came from (its priority and start time kept), delayed by ``delay`` seconds."""
-    body = encode_export_job(attrs.evolve(job, export_ids=tuple(pending)))
+    """Send the exports to be tried again as a new message to the queue the job came
+    from (its priority and start time kept), delayed by ``delay`` seconds.
+
+    Each for the run it was tried in, where known: if the job moves on to
+    another run meanwhile (cancelled and retried), the message starts nothing.
+    """
+    ids = [export_id for export_id in job.export_ids if export_id in exports]
+    runs = {export_id: run for export_id, run in exports.items() if run is not None}
+    body = encode_export_job(attrs.evolve(job, export_ids=tuple(ids), generations=runs))
     await _sqs.send(
         deps.aws.sqs, stage.keeper.queue_url, body, delay_seconds=delay, policy=deps.aws_policy
     )
-    log.info("exports handed back as a new message", exportIds=pending, delay_seconds=delay)
+    log.info("exports handed back as a new message", exportIds=ids, delay_seconds=delay)
 
 
 async def _run_export_logged(
@@ -180,7 +193,7 @@ async def _run_export_logged(
     job: ExportJob,
     deps: Deps,
     stage: JobStageDeps,
-    again: tuple[list[str], list[str]],
+    again: tuple[dict[str, int | None], dict[str, int | None]],
     limiter: trio.CapacityLimiter,
 ) -> None:
     async with limiter:
@@ -192,45 +205,47 @@ async def _run_export_or_fail(
     job: ExportJob,
     deps: Deps,
     stage: JobStageDeps,
-    again: tuple[list[str], list[str]],
+    again: tuple[dict[str, int | None], dict[str, int | None]],
 ) -> None:
     """Run the export; ``again`` collects the exports to send again: (pending, later)."""
     pending, later = again
+    generation = job.generations.get(export_id)
     with bound(exportId=export_id):
         try:
-            if await _run_export(export_id, job, deps, stage):
-                pending.append(export_id)
+            waiting = await _run_export(export_id, job, deps, stage)
+            if waiting is not None:
+                pending[export_id] = waiting
         except ExportApiExhausted as err:
             # Not a verdict (contract 2) until the job is older than allowed.
             if await outlived_max_wait(deps, export_id, job.correlation_id):
-                await _fail_job(deps, export_id, job.correlation_id, str(err))
+                await _fail_job(deps, export_id, job, str(err), generation)
             else:
                 log.warning("Export API did not answer; export tried again later", error=str(err))
-                later.append(export_id)
+                later[export_id] = generation
         except PermanentError as err:
             if not err.verdict:
                 # Our own infrastructure failed, not the export: hand the
                 # message back to be tried again later.
                 raise
-            await _fail_job(deps, export_id, job.correlation_id, str(err))
+            await _fail_job(deps, export_id, job, str(err), generation)
 
 
-async def _run_export(export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps) -> bool:
-    """Process one export unless it is done or cancelled; True when it is still pending."""
+async def _run_export(
+    export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps
+) -> int | None:
+    """Process one export unless the lifecycle says not to; its run when still pending."""
     existing = await deps.jobs.get_job(export_id)
-    if existing is not None and existing.status is JobStatus.COMPLETED:
-        log.info("export already completed; nothing to do")
-        return False
-    if existing is not None and existing.status is JobStatus.CANCELLED:
-        log.info("export cancelled; nothing to do until it is retried")
-        return False
+    skip = lifecycle.admit(existing, job.generations.get(export_id))
+    if skip is not None:
+        log.info(skip.reason)
+        return None
     # Not cancelled (any more): a cancel remembered here was undone by a retry.
     deps.cancels.resume(export_id)
     with deps.cancels.guard(export_id) as guard:
         return await _run_active_export(export_id, job, deps, stage, existing)
     if guard.cancelled_caught:
         log.info("export cancelled; its work here stopped")
-    return False
+    return None
 
 
 def _left_to_wait(job: ExportJob) -> float:
@@ -242,39 +257,49 @@ def _left_to_wait(job: ExportJob) -> float:
 
 async def _run_active_export(
     export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps, existing: JobItem | None
-) -> bool:
+) -> int | None:
+    generation = job.generations.get(export_id)
     if job.not_before is not None and _left_to_wait(job) > 0:
         # Not yet: WAITING, holding nothing; the message comes back (pending).
-        if existing is None or existing.status is not JobStatus.WAITING:
-            await deps.jobs.begin_job(
-                export_id, job.correlation_id, JobStatus.WAITING, before=existing, read=False
-            )
+        now = deps.jobs.clock()
+        outcome = await deps.jobs.transition(
+            export_id,
+            lambda seen: lifecycle.delayed(seen, generation, job.correlation_id, now),
+            seen=existing,
+            read=False,
+        )
+        if outcome.job is None or isinstance(outcome.decision, Skip | Refuse):
+            log.info(f"export not parked: {_reason(outcome.decision)}")
+            return None
         log.info("export waits for its start time", notBefore=iso_utc(job.not_before))
-        return True
+        return outcome.job.generation
     try:
         status = await deps.api.get_status(export_id)
     except ExportNotFound:
-        await _fail_job(
-            deps, export_id, job.correlation_id, "the Export API does not know this export (404)"
-        )
-        return False
+        error = "the Export API does not know this export (404)"
+        await _fail_job(deps, export_id, job, error, generation)
+        return None
     if status.status == "FAILED":
-        await deps.jobs.begin_job(export_id, job.correlation_id, JobStatus.RUNNING)
-        await _fail_job(
-            deps, export_id, job.correlation_id, "the Export API reports the export as FAILED"
-        )
-        return False
+        error = "the Export API reports the export as FAILED"
+        await _fail_job(deps, export_id, job, error, generation)
+        return None
     if status.status == "PENDING":
         return await _still_pending(export_id, job, deps, existing)
-    begun = await deps.jobs.begin_job(
-        export_id, job.correlation_id, JobStatus.RUNNING, before=existing, read=False
+    now = deps.jobs.clock()
+    outcome = await deps.jobs.transition(
+        export_id,
+        lambda seen: lifecycle.begin(seen, generation, job.correlation_id, now),
+        seen=existing,
+        read=False,
     )
-    if begun.status is JobStatus.CANCELLED:
-        log.info("export cancelled meanwhile; nothing to do until it is retried")
-        return False
+    if not outcome.changed or outcome.job is None:
+        log.info(f"export not begun: {_reason(outcome.decision)}")
+        return None
+    begun = outcome.job
     # A job created just now has no results; otherwise files with a recorded
     # result (done, or failed in this run) are not handed out again.
-    recorded = set() if existing is None else await deps.jobs.recorded_file_ids(export_id)
+    created = isinstance(outcome.decision, Change) and outcome.decision.expect.absent
+    recorded = set() if created else await deps.jobs.recorded_file_ids(export_id)
     outstanding = Outstanding()
     total = bytes_total = 0
     try:
@@ -299,10 +324,12 @@ async def _run_active_export(
         await stage.dispatch.flush(outstanding)
         if stage.waits_for_files:
             await outstanding.wait()
-        await _fail_job(deps, export_id, job.correlation_id, str(err), files_listed=total)
-        return False
+        await _fail_job(deps, export_id, job, str(err), begun.generation, files_listed=total)
+        return None
     await stage.dispatch.flush(outstanding)
-    listed = await deps.jobs.set_listing_done(export_id, total, bytes_total)
+    listed = await deps.jobs.set_listing_done(
+        export_id, total, bytes_total, generation=begun.generation
+    )
     log.info("export listed", filesTotal=total, alreadyRecorded=len(recorded))
     if stage.waits_for_files:
         await outstanding.wait()
@@ -313,7 +340,11 @@ async def _run_active_export(
         listed = None
     if listed is not None or stage.waits_for_files:
         await finalize_if_done(deps, export_id, listed)
-    return False
+    return None
+
+
+def _reason(decision: Decision) -> str:
+    return "written" if isinstance(decision, Change) else decision.reason
 
 
 async def _submit(
@@ -337,47 +368,59 @@ async def _submit(
 
 
 async def _still_pending(
-    export_id: str, job: ExportJob, deps: Deps, existing: JobItem | None
-) -> bool:
-    """Record the wait; fail the job once it has waited longer than allowed."""
-    stored = existing
-    if stored is None or stored.status is not JobStatus.WAITING:
-        stored = await deps.jobs.begin_job(export_id, job.correlation_id, JobStatus.WAITING)
-    # Counted from when this submission began to wait: a resubmitted export
-    # gets its own EXPORT_MAX_WAIT_SECONDS, whenever its job was first created.
-    since = stored.waiting_since or stored.created_at
-    # A delayed start waits from its start time, not from when it was parked.
-    since = max(since, job.not_before or since)
-    waited = (dt.datetime.now(dt.UTC) - since).total_seconds()
-    if waited > deps.settings.export_max_wait_seconds:
-        limit = int(deps.settings.export_max_wait_seconds)
-        error = f"export still PENDING after {int(waited)} s (EXPORT_MAX_WAIT_SECONDS={limit})"
-        await _fail_job(deps, export_id, job.correlation_id, error)
-        return False
+    export_id: str, job: ExportJob, deps: Deps, seen: JobItem | None
+) -> int | None:
+    """The export is PENDING: the job waits (its run, to hand back), or failed waiting too long."""
+    now = deps.jobs.clock()
+    limit = deps.settings.export_max_wait_seconds
+    generation = job.generations.get(export_id)
+
+    def allowed(seen: JobItem | None) -> float:
+        # A delayed start waits from its start time, not from when it was parked.
+        if seen is None or job.not_before is None:
+            return limit
+        parked = (job.not_before - (seen.waiting_since or seen.created_at)).total_seconds()
+        return limit + max(0.0, parked)
+
+    outcome = await deps.jobs.transition(
+        export_id,
+        lambda job_: lifecycle.pending(job_, generation, job.correlation_id, now, allowed(job_)),
+        seen=seen,
+        read=False,
+    )
+    decision, stored = outcome.decision, outcome.job
+    if stored is None or isinstance(decision, Skip | Refuse):
+        log.info(f"export pending, not waited for: {_reason(decision)}")
+        return None
+    if stored.status is JobStatus.FAILED:
+        log.error("job failed", error=stored.error)
+        return None
+    waited = decision.waited if isinstance(decision, Stay) else 0.0
     log.info("export pending", waited_seconds=int(waited))
-    return True
+    return stored.generation
 
 
 async def _fail_job(
     deps: Deps,
     export_id: str,
-    correlation_id: str,
+    job: ExportJob,
     error: str,
+    generation: int | None,
     *,
     files_listed: int | None = None,
 ) -> None:
-    """Mark the job FAILED with a one-line reason.
+    """End the run ``generation`` (None: the active one) FAILED with a one-line reason.
 
     The counts are not touched: they are what was recorded so far, and files
     still in flight keep adding theirs. ``files_listed`` (a listing fault)
     records how many files the listing gave before it failed.
     """
-    job = await deps.jobs.get_job(export_id)
-    if job is None:
-        await deps.jobs.begin_job(
-            export_id, correlation_id, JobStatus.RUNNING, before=None, read=False
-        )
-    if await deps.jobs.finish_job(
-        export_id, JobStatus.FAILED, None, error, files_total=files_listed
-    ):
+    now = deps.jobs.clock()
+    outcome = await deps.jobs.transition(
+        export_id,
+        lambda seen: lifecycle.fail(
+            seen, generation, job.correlation_id, error, now, files_total=files_listed
+        ),
+    )
+    if outcome.changed:
         log.error("job failed", error=error)

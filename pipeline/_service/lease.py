@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from typing import Any
 
 import attrs
 import structlog
 import trio
 
 from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.queues import Queues
 from pipeline._core.backoff import Backoff, redelivery_delay
 from pipeline._core.lanes import Priority
 from pipeline._errors import PipelineError
@@ -90,7 +90,7 @@ class LeaseKeeper:
     spare, and a slow or failed call leaves two more tries before it runs out.
     """
 
-    sqs: Any
+    sqs: Queues
     queue_url: str
     visibility_timeout: int
     policy: Backoff
@@ -139,9 +139,7 @@ class LeaseKeeper:
         self._count(outcome)
         with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS) as scope:
             try:
-                await _sqs.delete(
-                    self.sqs, self.queue_url, lease.receipt_handle, policy=self.policy
-                )
+                await self.sqs.delete(self.queue_url, lease.receipt_handle, policy=self.policy)
             except PipelineError as err:
                 log.warning("message delete failed", message_id=lease.message_id, error=str(err))
         if scope.cancelled_caught:
@@ -188,8 +186,7 @@ class LeaseKeeper:
         self._count("handed_back", len(pending))
         with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS) as scope:
             try:
-                failed = await _sqs.change_visibility_batch(
-                    self.sqs,
+                failed = await self.sqs.change_visibility_batch(
                     self.queue_url,
                     [(lease.receipt_handle, lease.hand_back_delay) for lease in pending],
                     policy=self.policy,
@@ -219,7 +216,7 @@ class LeaseKeeper:
             await self.hand_back([lease])
             return
         try:
-            await _sqs.send(self.sqs, dead_letter_url, body, policy=self.policy)
+            await self.sqs.send(dead_letter_url, body, policy=self.policy)
         except PipelineError as err:
             log.error("poison message not moved; handed back", reason=reason, error=str(err))
             await self.hand_back([lease])
@@ -244,8 +241,7 @@ class LeaseKeeper:
             # One stalled call must not hold the next round up: the leases
             # still have half a timeout left when it gives up.
             with trio.fail_after(max(self.visibility_timeout / 6, 1.0)):
-                failed = await _sqs.change_visibility_batch(
-                    self.sqs,
+                failed = await self.sqs.change_visibility_batch(
                     self.queue_url,
                     [
                         (lease.receipt_handle, self._capped(lease, self.visibility_timeout))

@@ -17,8 +17,8 @@ import trio
 
 from pipeline._adapters.aws import metadata as _metadata
 from pipeline._adapters.aws.clients import AwsClient
-from pipeline._adapters.aws.metadata import MetadataItem
 from pipeline._core.backoff import Backoff
+from pipeline._core.verdicts import MetadataItem
 from pipeline._core.zip.format import CentralEntry
 
 __all__ = ["LOOKAHEAD_NAMES", "AheadLookup"]

@@ -17,12 +17,11 @@ An Export API outage turns into a verdict only once the job is older than
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 
 import structlog
 
-from pipeline._core.accounting import JobStatus
+from pipeline._core import lifecycle
 from pipeline._errors import (
     AwsUnavailable,
     ExportApiExhausted,
@@ -82,12 +81,18 @@ async def outlived_max_wait(deps: Deps, export_id: str, correlation_id: str | No
     from its first outage; the age counts from when this submission began
     waiting, as for a PENDING export, else from the job's creation.
     """
+    now = deps.jobs.clock()
     job = await deps.jobs.get_job(export_id)
     if job is None:
-        await deps.jobs.begin_job(
-            export_id, correlation_id or "", JobStatus.RUNNING, before=None, read=False
+        # Created only: a job someone else created meanwhile is theirs to run.
+        await deps.jobs.transition(
+            export_id,
+            lambda seen: (
+                lifecycle.begin(None, None, correlation_id or "", now)
+                if seen is None
+                else lifecycle.Skip("job exists")
+            ),
+            read=False,
         )
         return False
-    since = job.waiting_since or job.created_at
-    age = (dt.datetime.now(dt.UTC) - since).total_seconds()
-    return age > deps.settings.export_max_wait_seconds
+    return lifecycle.waited_seconds(job, now) > deps.settings.export_max_wait_seconds

@@ -13,6 +13,7 @@ from __future__ import annotations
 import attrs
 
 from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.queues import SqsQueues
 from pipeline._config import Settings
 from pipeline._core.backoff import AWS_POLICY
 from pipeline._core.lanes import Priority
@@ -43,7 +44,13 @@ async def open_stage_queues(
     for lane, url, queue_name in lanes:
         timeout = await _sqs.queue_visibility_timeout(sqs, url, policy=AWS_POLICY)
         keeper = LeaseKeeper(
-            sqs, url, timeout, AWS_POLICY, metrics=deps.metrics, queue_name=queue_name, lane=lane
+            SqsQueues(sqs),
+            url,
+            timeout,
+            AWS_POLICY,
+            metrics=deps.metrics,
+            queue_name=queue_name,
+            lane=lane,
         )
         dead_letter_url = await _sqs.dead_letter_queue_url(sqs, url, policy=AWS_POLICY)
         found.append(StageQueue(lane, keeper, dead_letter_url))

@@ -21,13 +21,13 @@ idle lane polling with one slot it keeps between empty polls).
 from __future__ import annotations
 
 import collections
-from typing import Any
 
 import attrs
 import structlog
 import trio
 
 from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.queues import Queues
 from pipeline._adapters.retry import pause
 from pipeline._core.backoff import Backoff
 from pipeline._core.lanes import LanePolicy, Priority
@@ -144,7 +144,7 @@ class Slots:
 async def run_receiver(
     send: trio.MemorySendChannel[Delivery],
     *,
-    sqs: Any,
+    sqs: Queues,
     keeper: LeaseKeeper,
     slots: Slots,
     policy: Backoff,
@@ -184,8 +184,7 @@ async def run_receiver(
                 with trio.CancelScope(shield=True) as poll:
                     poll.deadline = trio.current_time() + wait_seconds + 10
                     try:
-                        messages = await _sqs.receive(
-                            sqs,
+                        messages = await sqs.receive(
                             keeper.queue_url,
                             max_messages=held,
                             wait_seconds=wait_seconds,

@@ -32,8 +32,15 @@ from rich.table import Table
 
 from pipeline._adapters.aws import sqs
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
-from pipeline._adapters.aws.jobcontrol import Answer, Verdict, cancel_job, retry_job
+from pipeline._adapters.aws.jobcontrol import (
+    CLI_CANCEL_REASON,
+    Answer,
+    Verdict,
+    cancel_job,
+    retry_job,
+)
 from pipeline._adapters.aws.jobitems import JobItem, utc_now
+from pipeline._adapters.aws.joboutbox import EventBus
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.http.control import job_view
 from pipeline._core.accounting import JobStatus
@@ -60,15 +67,22 @@ class _Env:
     jobs_table: str
     export_jobs_url: str | None
     export_jobs_high_url: str | None = None
+    # A cancel or retry here is a transition like the service's: its event and
+    # its retention follow the same settings.
+    event_bus: str | None = None
+    retention_days: int = 30
 
     @classmethod
     def read(cls, env: Mapping[str, str]) -> _Env:
+        retention = env.get("JOB_RETENTION_DAYS", "").strip() or "30"
         return cls(
             region=env.get("AWS_REGION", "").strip() or "us-east-1",
             endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip() or None,
             jobs_table=env.get("DYNAMODB_JOBS_TABLE", "").strip() or "export-jobs",
             export_jobs_url=env.get("SQS_EXPORT_JOBS_URL", "").strip() or None,
             export_jobs_high_url=env.get("SQS_EXPORT_JOBS_HIGH_URL", "").strip() or None,
+            event_bus=env.get("EVENT_BUS_NAME", "").strip() or None,
+            retention_days=int(retention) if retention.isdigit() else 30,
         )
 
 
@@ -129,18 +143,25 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
     async def run() -> int:
         async with open_aws_clients(
-            region=env.region, endpoint_url=env.endpoint_url, pool_size=4
+            region=env.region,
+            endpoint_url=env.endpoint_url,
+            pool_size=4,
+            events=env.event_bus is not None,
         ) as aws:
-            jobs = JobStore(aws.dynamodb, env.jobs_table)
+            bus = None if env.event_bus is None else EventBus(aws.events, env.event_bus)
+            jobs = JobStore(
+                aws.dynamodb, env.jobs_table, events=bus, retention_days=env.retention_days
+            )
             if args.verb == "submit":
                 return await _submit(aws, jobs, env, args, console)
             if args.verb == "status":
                 return await _status(jobs, args.export_ids, console, as_json=args.json)
             if args.verb == "cancel":
-                return _answered(await cancel_job(jobs, args.export_id), console)
+                answer = await cancel_job(jobs, args.export_id, CLI_CANCEL_REASON)
+                return _answered("cancel", answer, console)
             assert env.export_jobs_url is not None
             answer = await retry_job(jobs, aws.sqs, env.export_jobs_url, args.export_id)
-            return _answered(answer, console)
+            return _answered("retry", answer, console)
 
     try:
         return trio.run(run)
@@ -149,9 +170,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_NOT_OK
 
 
-def _answered(answer: Answer, console: Console) -> int:
-    if answer.verdict is not Verdict.ACCEPTED:
-        console.print(f"[red]refused[/red]: {answer.reason}")
+def _answered(verb: str, answer: Answer, console: Console) -> int:
+    """One line on the outcome; a refusal (the HTTP API's 404 or 409) exits 1, on stderr."""
+    if answer.verdict is Verdict.CONFLICT:
+        print(f"pipeline {verb}: refused (conflict): {answer.reason}", file=sys.stderr)
+        return EXIT_NOT_OK
+    if answer.verdict is Verdict.UNKNOWN:
+        print(f"pipeline {verb}: {answer.reason}", file=sys.stderr)
         return EXIT_NOT_OK
     assert answer.job is not None
     console.print(f"{answer.job.export_id}: {answer.job.status.value}")

@@ -19,13 +19,15 @@ import attrs
 import trio
 
 from pipeline._adapters.aws.clients import AwsClient, AwsClients, aws_call
+from pipeline._adapters.aws.joboutbox import DETAIL_TYPE as EVENT_DETAIL_TYPE
+from pipeline._adapters.aws.joboutbox import SOURCE as EVENT_SOURCE
 from pipeline._adapters.aws.metadata import MetadataItem, to_attributes
 from pipeline._adapters.aws.s3sink import STAGING_PREFIX
 from pipeline._adapters.retry import pause
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, Fault, RetriesExhausted
 
-__all__ = ["ProvisionedUrls", "provision", "seed_metadata"]
+__all__ = ["ProvisionedUrls", "provision", "provision_event_listener", "seed_metadata"]
 
 # DynamoDB's limit of writes per BatchWriteItem.
 _BATCH_WRITE_ITEMS = 25
@@ -268,3 +270,48 @@ async def seed_metadata(
                     error=f"{len(pending)} items unprocessed",
                 )
     return len(by_path)
+
+
+async def provision_event_listener(
+    events: AwsClient, sqs: AwsClient, bus: str, queue: str, *, policy: Backoff = AWS_POLICY
+) -> str:
+    """An event bus (unless ``default``) and a rule on it sending the service's events to a queue.
+
+    What a consumer of the lifecycle events sets up (docs/operations.md); for
+    the local mode and the tests. Returns the queue's URL.
+    """
+    if bus != "default":
+        try:
+            await aws_call("events create bus", events.create_event_bus, policy=policy, Name=bus)
+        except AwsRejected as err:
+            if err.code != "ResourceAlreadyExistsException":
+                raise
+    created = await aws_call("sqs create queue", sqs.create_queue, policy=policy, QueueName=queue)
+    url: str = created["QueueUrl"]
+    attributes = await aws_call(
+        "sqs get queue attributes",
+        sqs.get_queue_attributes,
+        policy=policy,
+        QueueUrl=url,
+        AttributeNames=["QueueArn"],
+    )
+    rule = f"{queue}-export-job-events"
+    pattern = {"source": [EVENT_SOURCE], "detail-type": [EVENT_DETAIL_TYPE]}
+    await aws_call(
+        "events put rule",
+        events.put_rule,
+        policy=policy,
+        Name=rule,
+        EventBusName=bus,
+        EventPattern=json.dumps(pattern),
+    )
+    target = {"Id": "queue", "Arn": attributes["Attributes"]["QueueArn"]}
+    await aws_call(
+        "events put targets",
+        events.put_targets,
+        policy=policy,
+        Rule=rule,
+        EventBusName=bus,
+        Targets=[target],
+    )
+    return url

@@ -5,11 +5,14 @@ spoken to over real HTTP like AWS) and the Export API simulator on loopback,
 creates the queues with their dead-letter queues, the tables and the bucket,
 seeds the sample exports of ``_demo.py``, sends one export-job message, runs
 the real service graph until every job is final, prints a summary and exits.
+A rule on a local event bus sends the jobs' lifecycle events to a queue, as a
+consumer would subscribe; they are read and printed at the end.
 The exit status is 0 when every job ended as the demo expects.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -27,7 +30,7 @@ from pipeline._core.messages import ExportJob, encode_export_job
 from pipeline._logging import configure_logging
 from pipeline._service.graph import run_service
 from pipeline.ops.jobs import watch_jobs
-from pipeline.ops.provisioning import provision, seed_metadata
+from pipeline.ops.provisioning import provision, provision_event_listener, seed_metadata
 from pipeline.testing.demo import DemoExport, demo_exports
 from pipeline.testing.moto import free_port, moto_server
 from pipeline.testing.simulator import Simulator, serve_simulator
@@ -37,6 +40,7 @@ __all__ = ["run_local"]
 # The demo's jobs finish in seconds; this bounds a run that went wrong.
 DEMO_TIMEOUT_SECONDS = 300
 DEMO_CORRELATION_ID = "c-local-demo"
+EVENT_BUS = "pipeline-local"
 
 
 def run_local(mode: Mode) -> int:
@@ -67,22 +71,31 @@ async def _run_demo(endpoint: str) -> int:
         )
     async with trio.open_nursery() as nursery:
         urls = await nursery.start(serve_simulator, simulator)
-        settings = await _prepare_aws(endpoint, urls.api_url, urls.download_netloc, exports)
+        settings, events_url = await _prepare_aws(
+            endpoint, urls.api_url, urls.download_netloc, exports
+        )
         started = time.perf_counter()
         stop = trio.Event()
         nursery.start_soon(run_service, settings, Mode.ALL, stop)
         jobs = await _wait_for_jobs(settings, [e.export_id for e in exports])
         elapsed = time.perf_counter() - started
-        stop.set()
         ok = _print_summary(exports, jobs, elapsed)
+        await _print_events(settings, events_url)
+        stop.set()
         nursery.cancel_scope.deadline = trio.current_time() + settings.shutdown_grace_seconds + 5
     return 0 if ok else 1
 
 
 async def _prepare_aws(
     endpoint: str, api_url: str, download_netloc: str, exports: list[DemoExport]
-) -> Settings:
-    async with open_aws_clients(region="us-east-1", endpoint_url=endpoint, pool_size=10) as aws:
+) -> tuple[Settings, str]:
+    """Resources, sample data and the message; the settings and the events' queue URL."""
+    async with open_aws_clients(
+        region="us-east-1", endpoint_url=endpoint, pool_size=10, events=True
+    ) as aws:
+        events_url = await provision_event_listener(
+            aws.events, aws.sqs, EVENT_BUS, "pipeline-local-events"
+        )
         urls = await provision(
             aws,
             bucket="pipeline-local",
@@ -112,8 +125,9 @@ async def _prepare_aws(
         "EXPORT_POLL_INTERVAL_SECONDS": "1",
         "HEALTH_PORT": str(free_port()),
         "SHUTDOWN_GRACE_SECONDS": "5",
+        "EVENT_BUS_NAME": EVENT_BUS,
     }
-    return load_settings(environ, Mode.ALL)
+    return load_settings(environ, Mode.ALL), events_url
 
 
 async def _wait_for_jobs(settings: Settings, export_ids: list[str]) -> dict[str, JobItem]:
@@ -124,6 +138,30 @@ async def _wait_for_jobs(settings: Settings, export_ids: list[str]) -> dict[str,
         store = JobStore(aws.dynamodb, settings.dynamodb_jobs_table, AWS_POLICY)
         with trio.fail_after(DEMO_TIMEOUT_SECONDS):
             return await watch_jobs(store, export_ids, DEMO_CORRELATION_ID, Console(), every=0.25)
+
+
+async def _print_events(settings: Settings, url: str) -> None:
+    """The lifecycle events the consumer's queue got, one line each, in arrival order."""
+    async with open_aws_clients(
+        region=settings.aws_region, endpoint_url=settings.aws_endpoint_url, pool_size=2
+    ) as aws:
+        print("lifecycle events (EventBridge rule on bus 'pipeline-local' -> SQS queue):")
+        quiet = 0
+        # The last events go out a moment after the final writes: read until quiet.
+        while quiet < 2:
+            response = await aws.sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            )
+            messages = response.get("Messages", [])
+            quiet = 0 if messages else quiet + 1
+            for message in messages:
+                event = json.loads(message["Body"])
+                detail = event["detail"]
+                print(
+                    f"  {event['detail-type']}: {detail['exportId']:<16}{detail['status']:<10}"
+                    f"run {detail['runGeneration']}  {detail['transitionId']}"
+                )
+                await aws.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
 
 def _print_summary(exports: list[DemoExport], jobs: dict[str, JobItem], elapsed: float) -> bool:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
+import trio
 
 from pipeline._adapters.aws.clients import AwsClients
 from pipeline._adapters.aws.jobcontrol import (
     CANCEL_REASON,
+    CLI_CANCEL_REASON,
+    Answer,
     FileState,
     Verdict,
     cancel_job,
@@ -97,7 +101,11 @@ class TestRetry:
         assert (answer.job.summary.files_done, answer.job.summary.files_failed) == (1, 0)
         assert [r.file_id for r in await store.file_results("exp-r")] == ["f1"]
         assert await _messages(clients, url) == [
-            {"exportIds": ["exp-r"], "correlationId": answer.correlation_id}
+            {
+                "exportIds": ["exp-r"],
+                "correlationId": answer.correlation_id,
+                "runGenerations": {"exp-r": 2},
+            }
         ]
 
     async def test_only_failed_or_cancelled_jobs_are_retried(
@@ -111,6 +119,60 @@ class TestRetry:
         await cancel_job(store, "exp-x")
         assert (await retry_job(store, clients.sqs, url, "exp-x")).verdict is Verdict.ACCEPTED
         assert len(await _messages(clients, url)) == 1
+
+
+class TestRaces:
+    async def test_of_racing_retries_exactly_one_is_accepted(
+        self, clients: AwsClients, provisioned: tuple[JobStore, str]
+    ) -> None:
+        """20 concurrent retries of a CANCELLED job: one ACCEPTED, 19 CONFLICT, one message
+        naming the next run; the job is WAITING at run 2."""
+        store, url = provisioned
+        await store.begin_job("exp-rr", "c", JobStatus.RUNNING)
+        await cancel_job(store, "exp-rr")
+        answers = await _concurrently(20, lambda: retry_job(store, clients.sqs, url, "exp-rr"))
+        verdicts = sorted(answer.verdict.value for answer in answers)
+        assert verdicts == ["accepted"] + ["conflict"] * 19
+        (winner,) = [a for a in answers if a.verdict is Verdict.ACCEPTED]
+        messages = await _messages(clients, url)
+        assert [m["correlationId"] for m in messages] == [winner.correlation_id]
+        assert messages[0]["runGenerations"] == {"exp-rr": 2}
+        job = await store.get_job("exp-rr")
+        assert job is not None
+        assert (job.status, job.generation) == (JobStatus.WAITING, 2)
+
+    async def test_of_racing_cancels_exactly_one_is_accepted(
+        self, provisioned: tuple[JobStore, str]
+    ) -> None:
+        """20 concurrent cancels of a RUNNING job: one ACCEPTED, 19 CONFLICT saying CANCELLED."""
+        store, _ = provisioned
+        await store.begin_job("exp-rc", "c", JobStatus.RUNNING)
+        answers = await _concurrently(20, lambda: cancel_job(store, "exp-rc"))
+        assert sorted(a.verdict.value for a in answers) == ["accepted"] + ["conflict"] * 19
+        refused = [a for a in answers if a.verdict is Verdict.CONFLICT]
+        assert all(a.reason is not None and "CANCELLED" in a.reason for a in refused)
+
+    async def test_a_cancel_names_where_it_came_from(
+        self, provisioned: tuple[JobStore, str]
+    ) -> None:
+        """The command line's cancel records its own reason, not the control API's."""
+        store, _ = provisioned
+        await store.begin_job("exp-cli", "c", JobStatus.WAITING)
+        answer = await cancel_job(store, "exp-cli", CLI_CANCEL_REASON)
+        assert answer.job is not None
+        assert answer.job.error == "cancelled through the command line"
+
+
+async def _concurrently(times: int, call: Callable[[], Awaitable[Answer]]) -> list[Answer]:
+    answers: list[Answer] = []
+
+    async def one() -> None:
+        answers.append(await call())
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(times):
+            nursery.start_soon(one)
+    return answers
 
 
 class TestReads:

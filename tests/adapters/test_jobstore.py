@@ -229,7 +229,7 @@ class TestJob:
         """Begin takes only WAITING/RUNNING, finish only final statuses."""
         with pytest.raises(ValueError, match="begins"):
             await store.begin_job("exp-1", "c", "COMPLETED")
-        with pytest.raises(ValueError, match="finishes"):
+        with pytest.raises(ValueError, match="ends"):
             await store.finish_job("exp-1", "RUNNING", SUMMARY, None)
 
 

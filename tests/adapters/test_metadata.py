@@ -111,13 +111,3 @@ async def test_all_paths_pages_past_one_megabyte(clients: AwsClients, table: str
 async def test_all_paths_of_unknown_export(clients: AwsClients, table: str) -> None:
     """An export without items has no paths."""
     assert await all_paths(clients.dynamodb, table, "nobody") == set()
-
-
-def test_mismatch_names_what_differs() -> None:
-    """Size is checked before SHA-256 (any case); an item that promises nothing matches all."""
-    digest = "ab" * 32
-    item = MetadataItem(path="a.txt", size_bytes=3, sha256=digest.upper())
-    assert item.mismatch(3, digest) is None
-    assert item.mismatch(4, digest) == "size 4 differs from the metadata's 3"
-    assert item.mismatch(3, "cd" * 32) == "SHA-256 differs from the metadata's"
-    assert MetadataItem(path="a.txt").mismatch(99, "cd" * 32) is None

@@ -20,16 +20,10 @@ from hypothesis import strategies as st
 from pipeline._core.zip import decoder as _inflate
 from pipeline._core.zip.decoder import MAX_DATA_CHUNK, RATIO_GRACE, EntryDecoder, LimitExceeded
 from pipeline._core.zip.directory import locate_directory, parse_directory
+from pipeline._core.zip.events import ContentEvent, EntryClosed, EntryData, EntryRefused, EntryStart
 from pipeline._core.zip.format import CentralEntry, ZipLimits
 from pipeline._errors import ZipCorrupt
-from pipeline._service.inflate import (
-    EntryClosed,
-    EntryData,
-    EntryOpened,
-    EntryRejected,
-    ZipOutput,
-    read_zip,
-)
+from pipeline._service.inflate import read_zip
 from tests.support.zipfactory import (
     RawEntry,
     build_zip,
@@ -257,7 +251,7 @@ class TestPieceCrc:
 class Result:
     """What read_zip sent, grouped per entry, and how it ended."""
 
-    events: list[ZipOutput] = attrs.Factory(list)
+    events: list[ContentEvent] = attrs.Factory(list)
     error: ZipCorrupt | None = None
     pulled: int = 0
 
@@ -265,7 +259,7 @@ class Result:
         out: dict[str, bytes] = {}
         current: list[bytes] = []
         for event in self.events:
-            if isinstance(event, EntryOpened):
+            if isinstance(event, EntryStart):
                 current = []
             elif isinstance(event, EntryData):
                 current.append(event.data)
@@ -274,7 +268,7 @@ class Result:
         return out
 
     def rejected(self) -> list[tuple[str, str]]:
-        return [(e.entry.name, e.reason) for e in self.events if isinstance(e, EntryRejected)]
+        return [(e.entry.name, e.reason) for e in self.events if isinstance(e, EntryRefused)]
 
 
 async def collect(
@@ -298,7 +292,7 @@ async def collect(
             result.pulled += 1
             yield chunk
 
-    send, receive = trio.open_memory_channel[ZipOutput](2)
+    send, receive = trio.open_memory_channel[ContentEvent](2)
 
     async def produce() -> None:
         try:
@@ -323,9 +317,9 @@ async def collect(
     return result
 
 
-def leftovers(receive: trio.MemoryReceiveChannel[ZipOutput]) -> list[ZipOutput]:
+def leftovers(receive: trio.MemoryReceiveChannel[ContentEvent]) -> list[ContentEvent]:
     """Everything left in a channel whose sender is closed."""
-    received: list[ZipOutput] = []
+    received: list[ContentEvent] = []
     while True:
         try:
             received.append(receive.receive_nowait())
@@ -373,13 +367,13 @@ class TestReadZip:
         assert closed_events(result) == expected_events(data)
         assert result.contents()["text.jsonl"] == TEXT
         kinds = [type(e) for e in result.events if not isinstance(e, EntryData)]
-        assert kinds == [EntryOpened, EntryClosed] * 4
+        assert kinds == [EntryStart, EntryClosed] * 4
         for event in result.events:
             if isinstance(event, EntryClosed):
                 assert event.digest.size == event.entry.uncompressed_size
 
     async def test_statically_refused_entries(self) -> None:
-        """Refused entries are sent as EntryRejected alone, and reading goes on."""
+        """Refused entries are sent as EntryRefused alone, and reading goes on."""
         data = build_zip(
             [
                 symlink_entry("link", "/etc"),
@@ -393,10 +387,10 @@ class TestReadZip:
         assert result.error is None
         assert [name for name, _ in result.rejected()] == ["link", "secret", "..\\evil", "bomb"]
         assert result.contents() == {"ok": b"fine"}
-        assert not any(isinstance(e, EntryOpened) and e.entry.name != "ok" for e in result.events)
+        assert not any(isinstance(e, EntryStart) and e.entry.name != "ok" for e in result.events)
 
     async def test_refused_while_inflating_then_goes_on(self) -> None:
-        """An entry over the limit while inflating is rejected after Opened; the next one reads."""
+        """An entry over the limit while inflating is refused after its start; the next reads."""
         big = random.Random(2).randbytes(200_000)
         data = build_zip([stored_with_descriptor("big", big), RawEntry("next", b"next one")])
         result = await collect(
@@ -405,9 +399,9 @@ class TestReadZip:
         assert result.error is None
         names = [(type(e).__name__, e.entry.name) for e in result.events if hasattr(e, "entry")]
         assert names == [
-            ("EntryOpened", "big"),
-            ("EntryRejected", "big"),
-            ("EntryOpened", "next"),
+            ("EntryStart", "big"),
+            ("EntryRefused", "big"),
+            ("EntryStart", "next"),
             ("EntryClosed", "next"),
         ]
         sent = sum(len(e.data) for e in result.events[:3] if isinstance(e, EntryData))
@@ -467,7 +461,7 @@ class TestReadZip:
         """A download that breaks off mid-entry fails the file with a clear reason."""
         data = make_zip([("a", random.Random(3).randbytes(5000))])
         entries = directory(data) if use_directory else None
-        send, receive = trio.open_memory_channel[ZipOutput](10)
+        send, receive = trio.open_memory_channel[ContentEvent](10)
 
         async def chunks() -> AsyncIterator[bytes]:
             yield data[:3000]
@@ -475,7 +469,7 @@ class TestReadZip:
         with pytest.raises(ZipCorrupt, match="truncated"):
             await read_zip(chunks(), entries, send, limits=LIMITS, limiter=trio.CapacityLimiter(1))
         received = leftovers(receive)
-        assert isinstance(received[0], EntryOpened)
+        assert isinstance(received[0], EntryStart)
         assert not any(isinstance(e, EntryClosed) for e in received)
 
     async def test_inflates_in_worker_threads_in_batches(
@@ -509,7 +503,7 @@ class TestReadZip:
                 pulled += 1
                 yield data[at : at + 4096]
 
-        send, receive = trio.open_memory_channel[ZipOutput](2)
+        send, receive = trio.open_memory_channel[ContentEvent](2)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
                 lambda: read_zip(
@@ -525,7 +519,7 @@ class TestReadZip:
     async def test_cancellation_propagates(self) -> None:
         """Cancelling a reading stops it promptly and is not swallowed."""
         data = make_zip([("t", TEXT * 10)])
-        send, receive = trio.open_memory_channel[ZipOutput](0)
+        send, receive = trio.open_memory_channel[ContentEvent](0)
 
         async def chunks() -> AsyncIterator[bytes]:
             yield data
@@ -551,13 +545,13 @@ class TestReadZip:
             finally:
                 closed.set()
 
-        send, receive = trio.open_memory_channel[ZipOutput](10)
+        send, receive = trio.open_memory_channel[ContentEvent](10)
         await read_zip(
             chunks(), directory(data), send, limits=LIMITS, limiter=trio.CapacityLimiter(1)
         )
         assert closed.is_set()
         assert len(pulled) < 10
-        assert [type(e) for e in leftovers(receive)] == [EntryOpened, EntryData, EntryClosed]
+        assert [type(e) for e in leftovers(receive)] == [EntryStart, EntryData, EntryClosed]
 
     async def test_many_small_entries_without_directory(self) -> None:
         """Thousands of small deflated entries with descriptors read flat and quickly."""

@@ -53,7 +53,8 @@ async def test_status_cancel_and_retry(
     aws_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """status shows a job (table or JSON) and says when there is none; cancel stops an
-    active job and refuses a final one; retry sends a cancelled job back to WAITING."""
+    active job (recording that the command line did) and refuses a final one with one
+    line and exit 1; retry sends a cancelled job back to WAITING, and refuses it again."""
 
     async def run(*args: str) -> tuple[int, str]:
         # The command's own trio.run, in a thread: what a shell runs, without its start-up.
@@ -67,7 +68,9 @@ async def test_status_cancel_and_retry(
         table_code, table_out = await run("status", "exp-op")
         cancel_code, cancel_out = await run("cancel", "exp-op")
         again_code, again_out = await run("cancel", "exp-op")
+        cancelled = await stack.jobs.get_job("exp-op")
         retry_code, retry_out = await run("retry", "exp-op")
+        twice_code, twice_out = await run("retry", "exp-op")
         json_code, json_out = await run("status", "exp-op", "--json")
         depth = await stack.queue_depth(stack.urls.export_jobs_url)
     assert (unknown_code, "no job for export 'exp-none'" in unknown_out) == (1, True)
@@ -75,9 +78,13 @@ async def test_status_cancel_and_retry(
     assert "exp-op" in table_out
     assert "RUNNING" in table_out
     assert (cancel_code, cancel_out.strip()) == (0, "exp-op: CANCELLED")
+    assert cancelled is not None
+    assert cancelled.error == "cancelled through the command line"
     assert again_code == 1
-    assert "CANCELLED" in again_out
+    assert again_out.strip().startswith("pipeline cancel: refused (conflict): the job is CANCELLED")
     assert (retry_code, retry_out.strip()) == (0, "exp-op: WAITING")
+    assert twice_code == 1
+    assert twice_out.strip().startswith("pipeline retry: refused (conflict): the job is WAITING")
     assert json_code == 0
     (view,) = json.loads(json_out)
     assert (view["exportId"], view["status"]) == ("exp-op", "WAITING")

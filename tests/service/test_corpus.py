@@ -22,18 +22,18 @@ import pytest
 import trio
 
 from pipeline._core.zip.directory import locate_directory, parse_directory
-from pipeline._core.zip.events import EntryEnd, EntryRefused
+from pipeline._core.zip.events import (
+    ContentEvent,
+    EntryClosed,
+    EntryData,
+    EntryEnd,
+    EntryRefused,
+    EntryStart,
+)
 from pipeline._core.zip.format import TAIL_BYTES, CentralEntry, ZipLimits
 from pipeline._core.zip.stream import ReadFault, ZipStreamReader
 from pipeline._errors import ZipCorrupt
-from pipeline._service.inflate import (
-    EntryClosed,
-    EntryData,
-    EntryOpened,
-    EntryRejected,
-    ZipOutput,
-    read_zip,
-)
+from pipeline._service.inflate import read_zip
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "zip-corpus"
 LIMITS = ZipLimits(max_entry_size=64 * 1024 * 1024, max_ratio=200)
@@ -88,7 +88,7 @@ async def read_archive(data: bytes) -> Reading:
     async def body() -> AsyncIterator[bytes]:
         yield data[start:]
 
-    send, receive = trio.open_memory_channel[ZipOutput](2)
+    send, receive = trio.open_memory_channel[ContentEvent](2)
 
     async def produce() -> None:
         try:
@@ -101,13 +101,13 @@ async def read_archive(data: bytes) -> Reading:
         nursery.start_soon(produce)
         async with receive:
             async for event in receive:
-                if isinstance(event, EntryOpened):
+                if isinstance(event, EntryStart):
                     parts = []
                 elif isinstance(event, EntryData):
                     parts.append(event.data)
                 elif isinstance(event, EntryClosed):
                     reading.entries[event.entry.name] = b"".join(parts)
-                elif isinstance(event, EntryRejected):
+                elif isinstance(event, EntryRefused):
                     reading.refused.add(event.entry.name)
     return reading
 

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from pipeline._adapters.aws.clients import open_aws_clients
 from pipeline._core.backoff import AWS_POLICY
 from pipeline._core.messages import DownloadTask, decode_download_task
 from pipeline._service.dispatch import FileTask, LocalDispatch, Outstanding, QueueDispatch
+from tests.support.fakesqs import FakeSqs
 
 
 def _task(export_id: str, n: int) -> DownloadTask:
@@ -26,32 +26,29 @@ def _task(export_id: str, n: int) -> DownloadTask:
 
 
 @asynccontextmanager
-async def _queue(aws_endpoint: str) -> AsyncIterator[QueueDispatch]:
-    async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=4) as aws:
-        created = await aws.sqs.create_queue(QueueName=f"dispatch-{uuid.uuid4().hex[:10]}")
-        yield QueueDispatch(aws.sqs, created["QueueUrl"], AWS_POLICY)
+async def _queue() -> AsyncIterator[QueueDispatch]:
+    """A dispatch to a fresh queue of the scripted SQS (the real calls: tests/adapters)."""
+    sqs = FakeSqs()
+    yield QueueDispatch(sqs, sqs.create_queue(f"dispatch-{uuid.uuid4().hex[:10]}"), AWS_POLICY)
 
 
 async def _drain(dispatch: QueueDispatch) -> list[DownloadTask]:
     tasks: list[DownloadTask] = []
     while True:
-        received = await dispatch.sqs.receive_message(
-            QueueUrl=dispatch.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        messages = await dispatch.sqs.receive(
+            dispatch.queue_url, max_messages=10, wait_seconds=0, policy=AWS_POLICY
         )
-        messages = received.get("Messages", [])
         if not messages:
             return tasks
         for message in messages:
-            tasks.append(decode_download_task(message["Body"]))
-            await dispatch.sqs.delete_message(
-                QueueUrl=dispatch.queue_url, ReceiptHandle=message["ReceiptHandle"]
-            )
+            tasks.append(decode_download_task(message.body))
+            await dispatch.sqs.delete(dispatch.queue_url, message.receipt_handle, policy=AWS_POLICY)
 
 
 class TestQueueDispatch:
-    async def test_flush_sends_only_its_own_export(self, aws_endpoint: str) -> None:
+    async def test_flush_sends_only_its_own_export(self) -> None:
         """Interleaved exports: one export's flush queues its tasks and none of the other's."""
-        async with _queue(aws_endpoint) as dispatch:
+        async with _queue() as dispatch:
             first, second = Outstanding(), Outstanding()
             for n in range(3):
                 await dispatch.submit(_task("exp-a", n), first)
@@ -67,9 +64,9 @@ class TestQueueDispatch:
             await dispatch.flush(second)
             assert await _drain(dispatch) == []
 
-    async def test_full_batch_goes_without_flush(self, aws_endpoint: str) -> None:
+    async def test_full_batch_goes_without_flush(self) -> None:
         """The tenth submitted task of an export sends the batch at once, intact."""
-        async with _queue(aws_endpoint) as dispatch:
+        async with _queue() as dispatch:
             outstanding = Outstanding()
             sent = [_task("exp-c", n) for n in range(10)]
             for task in sent:
@@ -78,9 +75,9 @@ class TestQueueDispatch:
 
 
 class TestLocalDispatch:
-    async def test_overflow_goes_to_the_queue(self, aws_endpoint: str) -> None:
+    async def test_overflow_goes_to_the_queue(self) -> None:
         """What fits the local channel stays local and is counted; the rest is queued."""
-        async with _queue(aws_endpoint) as queue:
+        async with _queue() as queue:
             send, receive = trio.open_memory_channel[FileTask](1)
             dispatch = LocalDispatch(send, overflow=queue)
             outstanding = Outstanding()

@@ -297,8 +297,13 @@ class TestIdempotency:
             await stack.send_job(["exp-twice"])
             first = await stack.wait_final("exp-twice")
             await stack.send_job(["exp-twice"])
-            # A completed export is not processed again: the item stays as it was.
-            await trio.sleep(3)
+            # A completed export is not processed again: once the third message
+            # is handled (deleted), the item is as it was.
+            with trio.fail_after(30):
+                while True:
+                    if not await stack.queue_depth(stack.urls.export_jobs_url):
+                        break
+                    await trio.sleep(0.05)
             second = await stack.wait_final("exp-twice")
             stop.set()
             assert second == first

@@ -1,20 +1,21 @@
-"""Receivers: slots before messages, and surviving SQS outages."""
+"""Receivers on a scripted SQS and trio's clock: slots before messages, outages, stopping."""
 
 from __future__ import annotations
 
-import functools
-import uuid
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
 import trio.testing
 
-from pipeline._adapters.aws.clients import open_aws_clients
-from pipeline._core.backoff import Backoff
+from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._core.lanes import Priority
+from pipeline._errors import Fault, RetriesExhausted
 from pipeline._service.lease import Delivery, LeaseKeeper
 from pipeline._service.receiver import Slots, run_receiver
-from tests.support.faultproxy import Fault, FaultProxy, serve_fault_proxy
+from tests.support.fakesqs import FakeSqs
 
 
 class TestSlots:
@@ -107,33 +108,109 @@ class TestLanes:
         assert await slots.take(10, Priority.NORMAL) == 1
 
 
-class TestReceiver:
-    async def test_survives_an_outage_longer_than_its_retries(self, aws_endpoint: str) -> None:
-        """Receives failing past their retry budget do not end the receiver; it resumes."""
-        proxy = FaultProxy(aws_endpoint)
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_fault_proxy, proxy)
-            async with open_aws_clients(region="us-east-1", endpoint_url=url, pool_size=4) as aws:
-                queue = (await aws.sqs.create_queue(QueueName=f"recv-{uuid.uuid4().hex[:8]}"))[
-                    "QueueUrl"
-                ]
-                await aws.sqs.send_message(QueueUrl=queue, MessageBody="hello")
-                proxy.add(Fault("sqs", "ReceiveMessage", "status", times=5, status=500))
-                policy = Backoff(max_attempts=2, base=0.01, cap=0.05)
-                keeper = LeaseKeeper(aws.sqs, queue, 30, policy)
-                send, receive = trio.open_memory_channel[Delivery](0)
-                nursery.start_soon(
-                    functools.partial(
-                        run_receiver,
-                        send,
-                        sqs=aws.sqs,
-                        keeper=keeper,
-                        slots=Slots(1),
-                        policy=policy,
-                    )
+@asynccontextmanager
+async def deliveries_of(
+    sqs: FakeSqs,
+    url: str,
+    slots: Slots,
+    *,
+    policy: Backoff = AWS_POLICY,
+    wait_seconds: int = 5,
+) -> AsyncIterator[tuple[trio.MemoryReceiveChannel[Delivery], LeaseKeeper, trio.CancelScope]]:
+    """A receiver on ``url`` in the background: its deliveries, its keeper, its cancel scope."""
+    keeper = LeaseKeeper(sqs, url, 30, policy)
+    send, receive = trio.open_memory_channel[Delivery](0)
+    async with trio.open_nursery() as nursery:
+        intake = trio.CancelScope()
+
+        async def receiver() -> None:
+            with intake:
+                await run_receiver(
+                    send,
+                    sqs=sqs,
+                    keeper=keeper,
+                    slots=slots,
+                    policy=policy,
+                    wait_seconds=wait_seconds,
                 )
-                with trio.fail_after(30):
-                    delivery = await receive.receive()
-                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(receiver)
+        yield receive, keeper, intake
+        nursery.cancel_scope.cancel()
+
+
+class TestReceiver:
+    async def test_survives_an_outage_longer_than_its_retries(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Receives failing past their retry budget do not end the receiver; it resumes."""
+        sqs = FakeSqs()
+        url = sqs.create_queue("recv")
+        await sqs.send(url, "hello", policy=AWS_POLICY)
+        sqs.fail("receive", RetriesExhausted("sqs down", fault=Fault.INFRASTRUCTURE), times=5)
+        async with deliveries_of(sqs, url, Slots(1)) as (receive, _, _):
+            delivery = await receive.receive()
         assert delivery.message.body == "hello"
-        assert proxy.injected[("sqs", "ReceiveMessage", "status")] == 5
+        polls = sqs.times("receive")
+        assert len(polls) == 6
+        # It waits between rounds rather than spinning.
+        assert all(later > earlier for earlier, later in itertools.pairwise(polls))
+
+    async def test_asks_for_no_more_than_its_free_slots(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """With two slots, two messages are received; the rest stay in the queue until one ends."""
+        sqs = FakeSqs()
+        url = sqs.create_queue("slots")
+        await sqs.send_batch(url, ["a", "b", "c", "d", "e"], policy=AWS_POLICY)
+        slots = Slots(2)
+        async with deliveries_of(sqs, url, slots) as (receive, keeper, _):
+            first = await receive.receive()
+            await receive.receive()
+            await trio.sleep(10)
+            assert sqs.depth(url) == (3, 2)
+            assert keeper.held == 2
+            await keeper.complete(first.lease)
+            slots.give_back()
+            third = await receive.receive()
+            assert third.message.body == "c"
+            assert sqs.depth(url) == (2, 2)
+
+    async def test_stopping_hands_back_what_was_not_passed_on(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Cancelled while passing messages on, the receiver hands back the rest and their slots."""
+        sqs = FakeSqs()
+        url = sqs.create_queue("stop")
+        await sqs.send_batch(url, ["a", "b", "c"], policy=AWS_POLICY)
+        slots = Slots(3)
+        async with deliveries_of(sqs, url, slots) as (receive, keeper, intake):
+            await receive.receive()
+            await trio.testing.wait_all_tasks_blocked()
+            intake.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert sqs.depth(url) == (2, 1)
+            assert slots.in_use == 1
+            assert keeper.held == 1
+
+    async def test_a_poll_in_flight_finishes_and_what_it_brings_is_handed_back(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A long poll under way at stop is let finish; a message it returns goes back at once."""
+        sqs = FakeSqs()
+        url = sqs.create_queue("poll")
+        async with deliveries_of(sqs, url, Slots(1), wait_seconds=5) as (
+            _,
+            keeper,
+            intake,
+        ):
+            await trio.sleep(1)
+            intake.cancel()
+            await trio.sleep(1)
+            await sqs.send(url, "late", policy=AWS_POLICY)
+            await trio.testing.wait_all_tasks_blocked()
+            assert keeper.held == 0
+            (late,) = sqs.messages(url)
+            assert late.receive_count == 1
+            assert sqs.depth(url) == (1, 0)
+        assert sqs.times("receive") == pytest.approx([0.0])

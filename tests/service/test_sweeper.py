@@ -1,16 +1,19 @@
-"""The sweeper: quiet RUNNING jobs are submitted again; others are left alone."""
+"""The sweeper: quiet RUNNING jobs are submitted again; others are left alone.
+
+The jobs table is moto's; the export-job queue is the scripted fake.
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
 
-from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import AwsClients
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._core.accounting import JobStatus
 from pipeline._service.sweeper import STALE_AFTER_SECONDS, sweep_once
 from pipeline.testing.moto import provision_fresh
+from tests.support.fakesqs import FakeSqs
 
 START = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
@@ -27,7 +30,7 @@ class Clock:
 
 async def test_only_quiet_running_jobs_are_submitted_again(clients: AwsClients) -> None:
     """A RUNNING job quiet past the threshold is sent again; fresh, waiting and final ones not."""
-    name, urls = await provision_fresh(clients)
+    name, _ = await provision_fresh(clients)
     clock = Clock()
     jobs = JobStore(clients.dynamodb, f"jobs-{name}", clock=clock)
     await jobs.begin_job("exp-stranded", "c-stranded", JobStatus.RUNNING)
@@ -38,13 +41,15 @@ async def test_only_quiet_running_jobs_are_submitted_again(clients: AwsClients) 
     await jobs.begin_job("exp-busy", "c-busy", JobStatus.RUNNING)
 
     now = START + timedelta(seconds=STALE_AFTER_SECONDS + 1)
-    sent = await sweep_once(jobs, clients.sqs, urls.export_jobs_url, now=now)
+    sqs = FakeSqs()
+    export_jobs = sqs.create_queue("export-jobs")
+    sent = await sweep_once(jobs, sqs, export_jobs, now=now)
 
     assert sent == ["exp-stranded"]
-    (message,) = await _sqs.receive(
-        clients.sqs, urls.export_jobs_url, max_messages=10, wait_seconds=1
-    )
+    (message,) = sqs.messages(export_jobs)
     assert json.loads(message.body) == {
         "exportIds": ["exp-stranded"],
         "correlationId": "c-stranded",
+        # For the job's run 1 only: once retried, a late copy starts nothing.
+        "runGenerations": {"exp-stranded": 1},
     }

@@ -69,7 +69,8 @@ class Stack:
         await _sqs.send(self.aws.sqs, self.urls.export_jobs_url, body, policy=AWS_POLICY)
 
     async def wait_final(self, export_id: str, within: float = 60) -> JobItem:
-        """The job item once it is final; fails the test after ``within`` seconds."""
+        """The job item once it is final and settled (its events sent, its items' expiry
+        followed, a moment after the final write); fails the test after ``within`` seconds."""
         with trio.fail_after(within):
             while True:
                 try:
@@ -78,7 +79,8 @@ class Stack:
                     # moto (unlike DynamoDB) can show an item half-way through an
                     # UpdateItem that creates it; the next read sees it whole.
                     job = None
-                if job is not None and job.status.is_final:
+                settled = job is not None and not (job.events_owed or job.expiry_owed)
+                if job is not None and job.status.is_final and settled:
                     return job
                 await trio.sleep(0.1)
 

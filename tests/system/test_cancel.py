@@ -153,3 +153,95 @@ async def test_retry_downloads_only_the_failed_file(aws_endpoint: str) -> None:
         assert stack.simulator.count("download", file_id=one_id) == before[one_id]
         assert stack.simulator.count("download", file_id=two_id) > before[two_id]
         assert set(await stack.objects("exp-retry")) == {"r/one.txt", "r/two.txt"}
+
+
+FOUR = [[(f"four/{n}.txt", f"file {n} ".encode() * 40)] for n in range(4)]
+
+
+async def _pending_job_cancelled(stack: Stack, client: httpx.AsyncClient) -> list[str]:
+    """A 4-file export submitted while PENDING, cancelled while WAITING; its file IDs."""
+    files = [(f"{n}.zip", build_zip(entries)) for n, entries in enumerate(FOUR)]
+    file_ids = stack.simulator.add_export("exp-race", files)
+    stack.simulator.set_status("exp-race", "PENDING")
+    await stack.seed("exp-race", metadata_for([entry for entries in FOUR for entry in entries]))
+    await stack.send_job(["exp-race"])
+
+    async def waiting() -> bool:
+        job = await stack.jobs.get_job("exp-race")
+        return job is not None and job.status is JobStatus.WAITING
+
+    await _wait_for(waiting, 30, "the job WAITING on its pending export")
+    assert (await client.post("/jobs/exp-race/cancel", headers=AUTH)).status_code == 202
+    return file_ids
+
+
+async def _all_at_once(client: httpx.AsyncClient, path: str, times: int) -> list[int]:
+    """``times`` concurrent POSTs of ``path``; their status codes."""
+    codes: list[int] = []
+
+    async def post() -> None:
+        codes.append((await client.post(path, headers=AUTH)).status_code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(times):
+            nursery.start_soon(post)
+    return codes
+
+
+async def test_racing_retries_run_the_job_once(aws_endpoint: str) -> None:
+    """20 concurrent retries of a cancelled 4-file job: one 202, 19 x 409, and one run:
+    one listing and each file downloaded as in one clean run, no message left behind."""
+    async with open_stack(aws_endpoint) as stack:
+        port = free_port()
+        stop = await stack.run_service(HEALTH_PORT=str(port), ADMIN_TOKEN=ADMIN)
+        # The same files in a clean run: the requests one download of each takes.
+        files = [(f"{n}.zip", build_zip(entries)) for n, entries in enumerate(FOUR)]
+        clean_ids = stack.simulator.add_export("exp-clean", files)
+        await stack.send_job(["exp-clean"])
+        await stack.wait_final("exp-clean")
+        clean = [stack.simulator.count("download", file_id=f) for f in clean_ids]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            file_ids = await _pending_job_cancelled(stack, client)
+            assert stack.simulator.count("files", export_id="exp-race") == 0
+            stack.simulator.set_status("exp-race", "READY")
+            codes = await _all_at_once(client, "/jobs/exp-race/retry", 20)
+        assert sorted(codes) == [202] + [409] * 19
+        job = await stack.wait_final("exp-race")
+        await _wait_for(
+            lambda: _queue_empty(stack, stack.urls.export_jobs_url), 20, "the queue empty"
+        )
+        stop.set()
+        assert job.status is JobStatus.COMPLETED
+        assert (job.summary.files_done, job.summary.entries_uploaded) == (4, 4)
+        assert stack.simulator.count("files", export_id="exp-race") == 1
+        assert [stack.simulator.count("download", file_id=f) for f in file_ids] == clean
+
+
+async def test_racing_cancels_are_accepted_once(aws_endpoint: str) -> None:
+    """20 concurrent cancels of a WAITING job: one 202 and 19 x 409; it stays CANCELLED
+    and nothing of it is downloaded."""
+    async with open_stack(aws_endpoint) as stack:
+        files = [(f"{n}.zip", build_zip(entries)) for n, entries in enumerate(FOUR)]
+        stack.simulator.add_export("exp-cancels", files)
+        stack.simulator.set_status("exp-cancels", "PENDING")
+        port = free_port()
+        stop = await stack.run_service(HEALTH_PORT=str(port), ADMIN_TOKEN=ADMIN)
+        await stack.send_job(["exp-cancels"])
+
+        async def waiting() -> bool:
+            job = await stack.jobs.get_job("exp-cancels")
+            return job is not None and job.status is JobStatus.WAITING
+
+        await _wait_for(waiting, 30, "the job WAITING on its pending export")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            codes = await _all_at_once(client, "/jobs/exp-cancels/cancel", 20)
+        stack.simulator.set_status("exp-cancels", "READY")
+        await _wait_for(
+            lambda: _queue_empty(stack, stack.urls.export_jobs_url), 20, "the hand-back consumed"
+        )
+        stop.set()
+        job = await stack.jobs.get_job("exp-cancels")
+        assert sorted(codes) == [202] + [409] * 19
+        assert job is not None
+        assert job.status is JobStatus.CANCELLED
+        assert stack.simulator.count("download", export_id="exp-cancels") == 0

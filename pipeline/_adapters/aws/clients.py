@@ -126,11 +126,13 @@ _KEEPALIVE_SECONDS = 12.0
 
 @attrs.frozen
 class AwsClients:
-    """The three long-lived clients, shared by every task of the process."""
+    """The long-lived clients, shared by every task of the process."""
 
     s3: AwsClient
     sqs: AwsClient
     dynamodb: AwsClient
+    # EventBridge, opened only where lifecycle events are on (EVENT_BUS_NAME).
+    events: AwsClient | None = None
 
 
 def _path_style(on: bool) -> dict[str, str]:
@@ -162,9 +164,9 @@ def _config(*, pool_size: int, read_timeout: float, path_style: bool) -> Any:
 
 @asynccontextmanager
 async def open_aws_clients(
-    *, region: str, endpoint_url: str | None, pool_size: int
+    *, region: str, endpoint_url: str | None, pool_size: int, events: bool = False
 ) -> AsyncIterator[AwsClients]:
-    """Open one S3, SQS and DynamoDB client each, closed when the block exits.
+    """Open one S3, SQS and DynamoDB client each (and EventBridge), closed when the block exits.
 
     ``endpoint_url`` overrides every service's endpoint (moto, LocalStack);
     when ``None`` botocore applies its own ``AWS_ENDPOINT_URL`` override.
@@ -194,6 +196,7 @@ async def open_aws_clients(
             s3=await client("s3", _S3_READ_TIMEOUT),
             sqs=await client("sqs", _SQS_READ_TIMEOUT),
             dynamodb=await client("dynamodb", _DYNAMODB_READ_TIMEOUT),
+            events=await client("events", _DYNAMODB_READ_TIMEOUT) if events else None,
         )
 
 

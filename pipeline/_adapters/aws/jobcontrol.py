@@ -7,16 +7,19 @@ every process that works on the export sees it, either at once (its own
 :class:`~pipeline._service.cancel.CancelWatch`) or on its next look at the
 item (:func:`job_statuses`, every few seconds), and a file task from the
 queue reads it before it starts (:func:`file_state`). A retry moves a
-``FAILED`` or ``CANCELLED`` job back to ``WAITING`` (forgetting the results
-of failed files, so exactly those are downloaded again) and sends the export
-to the export-job queue.
+``FAILED`` or ``CANCELLED`` job back to ``WAITING`` as its next run
+(forgetting the results of failed files, so exactly those are downloaded
+again) and sends the export to the export-job queue. The rules are
+:mod:`pipeline._core.lifecycle`'s; each call is one conditional write on the
+job as it was read, so racing calls get one ``ACCEPTED`` and the rest
+``CONFLICT``.
 """
 
 from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -24,13 +27,16 @@ import attrs
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.batchget import batch_get
 from pipeline._adapters.aws.clients import AwsClient
-from pipeline._adapters.aws.jobitems import FILE_PREFIX, JOB_SK, JobItem, decode_item
-from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.aws.jobitems import FILE_PREFIX, JOB_SK, JobItem, decode_item, utc_now
+from pipeline._adapters.aws.jobstore import JobStore, Outcome
+from pipeline._core import lifecycle
 from pipeline._core.accounting import JobStatus
+from pipeline._core.lifecycle import Decision, Refuse, Skip
 from pipeline._core.messages import ExportJob, encode_export_job
 
 __all__ = [
     "CANCEL_REASON",
+    "CLI_CANCEL_REASON",
     "Answer",
     "FileState",
     "Verdict",
@@ -41,6 +47,7 @@ __all__ = [
 ]
 
 CANCEL_REASON = "cancelled through the control API"
+CLI_CANCEL_REASON = "cancelled through the command line"
 
 
 class Verdict(enum.Enum):
@@ -61,38 +68,58 @@ class Answer:
     correlation_id: str | None = None
 
 
-async def cancel_job(jobs: JobStore, export_id: str) -> Answer:
-    """Cancel a ``WAITING`` or ``RUNNING`` job; a final one is a conflict."""
-    job = await jobs.get_job(export_id)
-    if job is None:
+def _answer(export_id: str, outcome: Outcome, correlation_id: str | None = None) -> Answer:
+    if outcome.job is None:
         return Answer(Verdict.UNKNOWN, reason=f"no job for export {export_id!r}")
-    if job.status.is_final or not await jobs.finish_job(
-        export_id, JobStatus.CANCELLED, None, CANCEL_REASON
-    ):
-        job = await jobs.get_job(export_id) or job
-        reason = f"the job is {job.status.value}; only a WAITING or RUNNING job is cancelled"
-        return Answer(Verdict.CONFLICT, job, reason)
-    return Answer(Verdict.ACCEPTED, await jobs.get_job(export_id))
+    if isinstance(outcome.decision, Refuse):
+        return Answer(Verdict.CONFLICT, outcome.job, outcome.decision.reason)
+    return Answer(Verdict.ACCEPTED, outcome.job, correlation_id=correlation_id)
+
+
+def _unless_unknown(rule: Callable[[JobItem], Decision]) -> Callable[[JobItem | None], Decision]:
+    return lambda job: Skip("no job") if job is None else rule(job)
+
+
+async def cancel_job(jobs: JobStore, export_id: str, reason: str = CANCEL_REASON) -> Answer:
+    """Cancel a ``WAITING`` or ``RUNNING`` job; a final one is a conflict.
+
+    One conditional write on the run the caller read: of racing cancels, one
+    is accepted and the others find the job CANCELLED (409).
+    """
+    now = utc_now()
+    outcome = await jobs.transition(
+        export_id,
+        _unless_unknown(lambda job: lifecycle.cancel(job, reason, now)),
+        attempts=1,
+    )
+    return _answer(export_id, outcome)
 
 
 async def retry_job(jobs: JobStore, sqs: AwsClient, export_jobs_url: str, export_id: str) -> Answer:
-    """Run a ``FAILED`` or ``CANCELLED`` job again from where it stood."""
-    job = await jobs.get_job(export_id)
-    if job is None:
-        return Answer(Verdict.UNKNOWN, reason=f"no job for export {export_id!r}")
-    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-        reason = f"the job is {job.status.value}; only FAILED or CANCELLED jobs are retried"
-        return Answer(Verdict.CONFLICT, job, reason)
+    """Run a ``FAILED`` or ``CANCELLED`` job again from where it stood.
+
+    One conditional write on the status and run the caller read takes the job
+    to WAITING as its next run: of racing retries exactly one is accepted,
+    and only that one sends the export to the queue, its message naming the
+    run so that no other message starts it a second time.
+    """
     correlation_id = f"retry-{uuid.uuid4()}"
-    # WAITING first: a delivery that finds the job CANCELLED would do nothing.
-    begun = await jobs.begin_job(
-        export_id, correlation_id, JobStatus.WAITING, before=job, read=False, retry=True
+    now = utc_now()
+    outcome = await jobs.transition(
+        export_id,
+        _unless_unknown(lambda job: lifecycle.retry(job, correlation_id, now)),
+        attempts=1,
     )
-    if begun.status not in (JobStatus.WAITING, JobStatus.RUNNING):
-        return Answer(Verdict.CONFLICT, begun, f"the job became {begun.status.value} meanwhile")
-    message = ExportJob(export_ids=(export_id,), correlation_id=correlation_id)
-    await _sqs.send(sqs, export_jobs_url, encode_export_job(message), policy=jobs.policy)
-    return Answer(Verdict.ACCEPTED, begun, correlation_id=correlation_id)
+    answer = _answer(export_id, outcome, correlation_id)
+    if answer.verdict is Verdict.ACCEPTED:
+        assert outcome.job is not None
+        message = ExportJob(
+            export_ids=(export_id,),
+            correlation_id=correlation_id,
+            generations={export_id: outcome.job.generation},
+        )
+        await _sqs.send(sqs, export_jobs_url, encode_export_job(message), policy=jobs.policy)
+    return answer
 
 
 async def job_statuses(jobs: JobStore, export_ids: Iterable[str]) -> dict[str, JobStatus]:

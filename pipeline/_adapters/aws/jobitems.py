@@ -10,7 +10,12 @@ Items under ``pk = <exportId>``:
 
 - ``sk = "job"``: the contract's summary item (``status``, counts,
   ``correlationId``, ``createdAt``/``updatedAt`` in ISO-8601 UTC, ``error``,
-  ``bytesTotal`` once listed), plus ``listingDone``.
+  ``bytesTotal`` once listed), plus ``listingDone``, ``waitingSince``,
+  ``bytesFinished`` and ``runGeneration`` (the lifecycle's run counter,
+  :mod:`pipeline._core.lifecycle`); ``eventsOwed`` (lifecycle events written
+  with their transition, not yet sent: :mod:`.jobevents`), ``expiresAt``
+  once final (retention) and ``expiryOwed`` while the other items of the job
+  have yet to follow it.
 - ``sk = "file#<fileId>"`` (``kind = "file"``): ``status`` DONE/FAILED, the
   file's counts, ``name``, ``error`` and ``seenPaths``, the paths of the
   file's entries that had a metadata item, needed once, at the end, to count
@@ -36,20 +41,26 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from pipeline._core.accounting import FileResult, JobStatus, JobSummary
+from pipeline._core.accounting import FileResult, JobStatus, JobSummary, file_counts
+from pipeline._core.lifecycle import Change, Expect
 
 __all__ = [
-    "ACTIVE",
+    "EVENTS_OWED",
+    "EXPIRY_OWED",
     "FILE_PREFIX",
-    "FINAL",
     "JOB_SK",
     "PATHS_CHUNK_BYTES",
     "JobItem",
+    "OwedEvent",
     "Update",
+    "change_condition",
+    "change_update",
     "converter",
+    "counts_update",
     "decode_item",
     "encode",
     "format_time",
+    "job_document",
     "job_from_item",
     "pack_paths",
     "parse_time",
@@ -59,12 +70,22 @@ __all__ = [
 ]
 
 
+EVENTS_OWED = "eventsOwed"
+EXPIRY_OWED = "expiryOwed"
 # Room under DynamoDB's 400 KB item limit for the rest of the file item.
 PATHS_CHUNK_BYTES = 300_000
 JOB_SK = "job"
 FILE_PREFIX = "file#"
-ACTIVE = (JobStatus.WAITING, JobStatus.RUNNING)
-FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@attrs.frozen
+class OwedEvent:
+    """One lifecycle event owed: written with its transition, cleared once sent."""
+
+    transition_id: str
+    status: JobStatus
+    at: datetime
+    generation: int
 
 
 @attrs.frozen
@@ -88,6 +109,15 @@ class JobItem:
     # Sum of the listed sizeBytes of the files with a result (the service's own
     # attribute ``bytesFinished``): the job's progress.
     bytes_finished: int = 0
+    # The job's run (``runGeneration``): 1 when created, one more per rerun;
+    # 0 for an item written before runs were counted.
+    generation: int = 0
+    # Retention: epoch seconds when the table's TTL may delete the final job.
+    expires_at: int | None = None
+    # Lifecycle events written with their transition and not yet sent, oldest first.
+    events_owed: tuple[OwedEvent, ...] = ()
+    # The job's other items still to get (or lose) ``expiresAt``.
+    expiry_owed: bool = False
 
     @property
     def files_total(self) -> int:
@@ -129,6 +159,10 @@ def encode(value: Any) -> dict[str, Any]:
         return {"B": value}
     if value is None:
         return {"NULL": True}
+    if isinstance(value, list | tuple):
+        return {"L": [encode(item) for item in value]}
+    if isinstance(value, dict):
+        return {"M": {name: encode(item) for name, item in value.items()}}
     msg = f"cannot store {type(value).__name__} in the jobs table"
     raise TypeError(msg)
 
@@ -139,6 +173,10 @@ def decode(attribute: dict[str, Any]) -> Any:
         return int(value)
     if kind == "NULL":
         return None
+    if kind == "L":
+        return [decode(item) for item in value]
+    if kind == "M":
+        return decode_item(value)
     return value
 
 
@@ -191,6 +229,13 @@ class Update:
     def set(self, attribute: str, value: Any) -> None:
         self.sets.append(f"{self.name(attribute)} = {self.value(value)}")
 
+    def append(self, attribute: str, items: list[Any]) -> None:
+        """Append ``items`` to a list attribute (created when absent)."""
+        name = self.name(attribute)
+        empty = self.value([])
+        added = self.value(items)
+        self.sets.append(f"{name} = list_append(if_not_exists({name}, {empty}), {added})")
+
     def set_if_absent(self, attribute: str, value: Any) -> None:
         name = self.name(attribute)
         self.sets.append(f"{name} = if_not_exists({name}, {self.value(value)})")
@@ -223,6 +268,18 @@ class Update:
         return kwargs
 
 
+def counts_update(result: FileResult, at: str, *, sign: int = 1) -> Update:
+    """``ADD`` of a file's counts and size (times ``sign``) to the summary item."""
+    update = Update()
+    for name, value in converter.unstructure(file_counts(result)).items():
+        if name not in ("filesTotal", "entriesMissing") and value:
+            update.add(name, sign * value)
+    if result.size_bytes:
+        update.add("bytesFinished", sign * result.size_bytes)
+    update.set("updatedAt", at)
+    return update
+
+
 def piece_sk(file_id: str, write_id: str, n: int) -> str:
     """The sort key of piece ``n`` of a file result's seen paths."""
     return f"{FILE_PREFIX}{file_id}#paths#{write_id}#{n}"
@@ -243,4 +300,96 @@ def job_from_item(raw: dict[str, Any]) -> JobItem:
         waiting_since=parse_time(values["waitingSince"]) if "waitingSince" in values else None,
         bytes_total=values.get("bytesTotal"),
         bytes_finished=values.get("bytesFinished", 0),
+        generation=values.get("runGeneration", 0),
+        expires_at=values.get("expiresAt"),
+        events_owed=tuple(
+            OwedEvent(
+                transition_id=owed["id"],
+                status=JobStatus(owed["status"]),
+                at=parse_time(owed["at"]),
+                generation=owed["run"],
+            )
+            for owed in values.get(EVENTS_OWED, [])
+        ),
+        expiry_owed=bool(values.get(EXPIRY_OWED, False)),
     )
+
+
+def job_document(job: JobItem) -> dict[str, Any]:
+    """The summary item's contract attributes (section 3) and ``exportId``, as JSON values."""
+    document: dict[str, Any] = {
+        "exportId": job.export_id,
+        "status": job.status.value,
+        **converter.unstructure(job.summary),
+        "correlationId": job.correlation_id,
+        "createdAt": format_time(job.created_at),
+        "updatedAt": format_time(job.updated_at),
+    }
+    if job.bytes_total is not None:
+        document["bytesTotal"] = job.bytes_total
+    if job.error is not None:
+        document["error"] = job.error
+    return document
+
+
+def change_update(
+    change: Change, *, transition_id: str | None = None, expires_at: int | None = None
+) -> Update:
+    """The UpdateItem of a lifecycle :class:`Change`.
+
+    ``transition_id``: an event is owed, appended to ``eventsOwed`` in the
+    same write. ``expires_at`` (a write that ends the job, with retention on)
+    sets ``expiresAt``; a write that takes a final job back to work removes
+    it, whatever the retention now. Either marks the job's other items as
+    owed the same (``expiryOwed``).
+    """
+    update = Update()
+    at = format_time(change.at)
+    update.set("status", change.status.value)
+    if transition_id is not None:
+        owed = {"id": transition_id, "status": change.status.value, "at": at}
+        update.append(EVENTS_OWED, [{**owed, "run": change.generation}])
+    if expires_at is not None:
+        update.set("expiresAt", expires_at)
+        update.set(EXPIRY_OWED, True)
+    elif change.reopens_job:
+        update.remove("expiresAt")
+        update.set(EXPIRY_OWED, True)
+    update.set("runGeneration", change.generation)
+    update.set("updatedAt", at)
+    if change.new_run:
+        update.set_if_absent("createdAt", at)
+        for name, value in converter.unstructure(JobSummary()).items():
+            update.set_if_absent(name, value)
+    if change.correlation_id is not None:
+        update.set("correlationId", change.correlation_id)
+    if change.waiting_since is not None:
+        update.set("waitingSince", format_time(change.waiting_since))
+    elif not change.keep_waiting_since:
+        update.remove("waitingSince")
+    if change.error is None:
+        update.remove("error")
+    else:
+        update.set("error", change.error)
+    if change.listed is not None:
+        update.set("listingDone", change.listed)
+    if change.summary is not None:
+        for name, value in converter.unstructure(change.summary).items():
+            update.set(name, value)
+    elif change.files_total is not None:
+        update.set("filesTotal", change.files_total)
+    if change.bytes_total is not None:
+        update.set("bytesTotal", change.bytes_total)
+    return update
+
+
+def change_condition(update: Update, expect: Expect) -> str:
+    """The condition that the item is as the caller saw it."""
+    if expect.absent:
+        return f"attribute_not_exists({update.name('pk')})"
+    generation = update.name("runGeneration")
+    if expect.generation:
+        run = f"{generation} = {update.value(expect.generation)}"
+    else:
+        run = f"attribute_not_exists({generation})"
+    return f"{update.status_in(sorted(expect.statuses))} AND {run}"

@@ -8,9 +8,13 @@ only if the file has none, and ``ADD`` its counts
 redelivered or late file finds its result there and changes nothing; a file
 is counted exactly when its result exists. Whether the job is done is then
 one read of the summary item (``filesDone + filesFailed`` against
-``filesTotal``), constant work per file however wide the export. Status
-changes are conditional writes, which makes finishing a job exactly-once: of
-two processes that finish the same export, one sees ``False``.
+``filesTotal``), constant work per file however wide the export.
+
+The job's status is not decided here: :mod:`pipeline._core.lifecycle`
+decides each transition on the job as the caller saw it, and
+:meth:`JobStore.apply` carries it out as one conditional write on that view
+(status and run generation), which makes every transition exactly-once: of
+racing callers, one wins and the others decide again on what they now read.
 
 The items themselves are described in :mod:`.jobitems`.
 """
@@ -18,6 +22,8 @@ The items themselves are described in :mod:`.jobitems`.
 from __future__ import annotations
 
 import hashlib
+import math
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -26,14 +32,14 @@ import attrs
 
 from pipeline._adapters.aws.clients import AwsClient, aws_call
 from pipeline._adapters.aws.jobitems import (
-    ACTIVE,
     FILE_PREFIX,
-    FINAL,
     JOB_SK,
     PATHS_CHUNK_BYTES,
     JobItem,
-    Update,
+    change_condition,
+    change_update,
     converter,
+    counts_update,
     decode_item,
     encode,
     format_time,
@@ -42,12 +48,44 @@ from pipeline._adapters.aws.jobitems import (
     piece_sk,
     utc_now,
 )
-from pipeline._adapters.aws.jobresults import file_result_of, read_file_items
-from pipeline._core.accounting import FileResult, JobStatus, JobSummary, file_counts
+from pipeline._adapters.aws.joboutbox import EventBus, outbox_item, settle_owed
+from pipeline._adapters.aws.jobresults import (
+    delete_pieces,
+    file_result_of,
+    forget_failed_files,
+    read_file_items,
+    recorded_file_ids,
+)
+from pipeline._core import lifecycle
+from pipeline._core.accounting import FileResult, JobStatus, JobSummary
 from pipeline._core.backoff import AWS_POLICY, Backoff
+from pipeline._core.lifecycle import Change, Decision, Refuse
 from pipeline._errors import AwsRejected
 
-__all__ = ["PATHS_CHUNK_BYTES", "JobItem", "JobStore"]
+__all__ = ["PATHS_CHUNK_BYTES", "JobItem", "JobStore", "Outcome"]
+
+
+def _own_run(change: Change, job: JobItem | None) -> bool:
+    """Whether ``job`` shows the new run ``change`` started (same run and correlation ID)."""
+    return (
+        change.new_run
+        and job is not None
+        and job.generation == change.generation
+        and job.correlation_id == change.correlation_id
+    )
+
+
+@attrs.frozen
+class Outcome:
+    """What a lifecycle rule decided for a job, and the job after it (as last seen)."""
+
+    decision: Decision
+    job: JobItem | None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the decision was a write, carried out."""
+        return isinstance(self.decision, Change)
 
 
 @attrs.frozen
@@ -63,29 +101,16 @@ class JobStore:
     policy: Backoff = AWS_POLICY
     paths_chunk_bytes: int = PATHS_CHUNK_BYTES
     clock: Callable[[], datetime] = utc_now
+    # Lifecycle events (EVENT_BUS_NAME; None: none are written or sent).
+    events: EventBus | None = None
+    # JOB_RETENTION_DAYS: a final job's items expire that long after (0: kept).
+    retention_days: int = 0
 
     def _now(self) -> str:
         return format_time(self.clock())
 
     def _key(self, export_id: str, sk: str) -> dict[str, Any]:
         return {"pk": {"S": export_id}, "sk": {"S": sk}}
-
-    async def _update(self, what: str, export_id: str, update: Update, condition: str) -> bool:
-        """Apply a conditional update; ``False`` when the condition did not hold."""
-        try:
-            await aws_call(
-                what,
-                self.dynamodb.update_item,
-                policy=self.policy,
-                TableName=self.table,
-                Key=self._key(export_id, JOB_SK),
-                **update.kwargs(condition),
-            )
-        except AwsRejected as err:
-            if err.code == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
 
     async def get_job(self, export_id: str) -> JobItem | None:
         """The export's summary item, ``None`` when there is none."""
@@ -103,169 +128,136 @@ class JobStore:
     def _job(self, raw: dict[str, Any]) -> JobItem:
         return job_from_item(raw)
 
-    async def begin_job(
-        self,
-        export_id: str,
-        correlation_id: str,
-        status: JobStatus | str,
-        *,
-        before: JobItem | None = None,
-        read: bool = True,
-        retry: bool = False,
-    ) -> JobItem:
-        """Create the job (zero counts) or move a non-COMPLETED one to ``status``.
+    async def apply(self, export_id: str, change: Change) -> JobItem | None:
+        """Carry out one lifecycle :class:`~pipeline._core.lifecycle.Change`.
 
-        ``status`` is WAITING or RUNNING. A COMPLETED job is left alone, and
-        so is a CANCELLED one unless ``retry`` (an operator's retry). An
-        existing item keeps ``createdAt`` and its counts, takes the new
-        ``correlationId``, loses a previous ``error``, and has ``listingDone``
-        set back to false: a new delivery lists the files again, and until it
-        has, no one may conclude that every file is finished. When the job
-        had ended FAILED or CANCELLED, the results of failed files are
-        forgotten too (and taken off the counts), so the new run retries
-        those files instead of finishing at once as FAILED; results of files
-        that were done stay (doing a file again yields the same result).
-
-        ``read=False`` with ``before`` skips reading the item first, for a
-        caller that has just read it. Returns the item as stored, so the
-        caller sees whether the job was COMPLETED already.
+        One conditional UpdateItem on what the caller saw; ``None`` when the
+        item had moved on (the caller decides again on a fresh read, or
+        answers 409). A write that owes an event or an expiry (see
+        :mod:`.joboutbox`) carries the debt and puts the job's outbox item in
+        the same transaction, and settles it right after. After a write that
+        starts a job's next run, the results of its failed files are
+        forgotten (only by the writer that won).
         """
-        wanted = JobStatus(status)
-        if wanted not in ACTIVE:
-            msg = f"a job begins WAITING or RUNNING, not {wanted.value}"
-            raise ValueError(msg)
-        if read:
-            before = await self.get_job(export_id)
-        kept = [JobStatus.COMPLETED] if retry else [JobStatus.COMPLETED, JobStatus.CANCELLED]
-        if before is not None and before.status in kept:
-            return before
-        if before is not None and before.status in FINAL:
-            await self._forget_failed_files(export_id)
-        now = self._now()
-        update = Update()
-        update.set("status", wanted.value)
-        update.set("correlationId", correlation_id)
-        update.set("updatedAt", now)
-        update.set_if_absent("createdAt", now)
-        update.set("listingDone", False)
-        for name, value in converter.unstructure(JobSummary()).items():
-            update.set_if_absent(name, value)
-        update.remove("error")
-        if wanted is JobStatus.WAITING:
-            if before is None or before.status is not JobStatus.WAITING:
-                update.set("waitingSince", now)
-        else:
-            update.remove("waitingSince")
-        pk = update.name("pk")
-        # Someone may finish or cancel the job between the read and this write.
-        condition = f"attribute_not_exists({pk}) OR NOT {update.status_in(kept)}"
+        owed = uuid.uuid4().hex if self.events is not None and change.owes_event else None
+        expires = lifecycle.expires_at(change, self.retention_days)
+        update = change_update(change, transition_id=owed, expires_at=expires)
+        condition = change_condition(update, change.expect)
+        key = self._key(export_id, JOB_SK)
         try:
-            response = await aws_call(
-                "dynamodb begin job",
-                self.dynamodb.update_item,
-                policy=self.policy,
-                TableName=self.table,
-                Key=self._key(export_id, JOB_SK),
-                ReturnValues="ALL_NEW",
-                **update.kwargs(condition),
-            )
-        except AwsRejected as err:
-            if err.code != "ConditionalCheckFailedException":
-                raise
-            job = await self.get_job(export_id)
-            if job is None:  # pragma: no cover - the item cannot vanish; we never delete it
-                raise
-            return job
-        return self._job(response["Attributes"])
-
-    async def _forget_failed_files(self, export_id: str) -> None:
-        """Delete each failed file's result and take its counts off the job's, together."""
-        files, _ = await read_file_items(self, export_id)
-        for values in files:
-            if values["status"] == "DONE":
-                continue
-            file_id = values["fileId"]
-            result = file_result_of(export_id, values, {}, with_paths=False)
-            update = self._counts_update(result, sign=-1)
-            try:
+            if owed is None and expires is None and not change.reopens_job:
+                response = await aws_call(
+                    "dynamodb job " + change.status.value.lower(),
+                    self.dynamodb.update_item,
+                    policy=self.policy,
+                    TableName=self.table,
+                    Key=key,
+                    ReturnValues="ALL_NEW",
+                    **update.kwargs(condition),
+                )
+                raw = response["Attributes"]
+            else:
+                # Work is owed after this write: so that a sweeper finds it if
+                # this process dies, an outbox item names the job, in the same
+                # transaction (a Query finds them, no Scan of the table).
                 await aws_call(
-                    "dynamodb forget failed file",
+                    "dynamodb job " + change.status.value.lower(),
                     self.dynamodb.transact_write_items,
                     policy=self.policy,
                     TransactItems=[
                         {
-                            "Delete": {
+                            "Update": {
                                 "TableName": self.table,
-                                "Key": self._key(export_id, FILE_PREFIX + file_id),
-                                "ConditionExpression": "#status = :failed",
-                                "ExpressionAttributeNames": {"#status": "status"},
-                                "ExpressionAttributeValues": {":failed": encode("FAILED")},
+                                "Key": key,
+                                **update.kwargs(condition),
                             }
                         },
                         {
-                            "Update": {
+                            "Put": {
                                 "TableName": self.table,
-                                "Key": self._key(export_id, JOB_SK),
-                                **update.kwargs(None),
+                                "Item": outbox_item(export_id, change.at),
                             }
                         },
                     ],
                 )
-            except AwsRejected as err:
-                # Someone else forgot it first: its counts are off already.
-                if err.code != "ConditionalCheckFailedException":
-                    raise
-            # The file item first: pieces without it are never read.
-            await self._delete_pieces(export_id, file_id, values["writeId"], int(values["pieces"]))
-
-    async def _delete_pieces(
-        self, export_id: str, file_id: str, write_id: str, pieces: int
-    ) -> None:
-        for n in range(1, pieces):
-            await aws_call(
-                "dynamodb delete file paths",
-                self.dynamodb.delete_item,
-                policy=self.policy,
-                TableName=self.table,
-                Key=self._key(export_id, piece_sk(file_id, write_id, n)),
-            )
-
-    def _counts_update(self, result: FileResult, *, sign: int = 1) -> Update:
-        """``ADD`` of a file's counts and size (times ``sign``) to the summary item."""
-        update = Update()
-        for name, value in converter.unstructure(file_counts(result)).items():
-            if name not in ("filesTotal", "entriesMissing") and value:
-                update.add(name, sign * value)
-        if result.size_bytes:
-            update.add("bytesFinished", sign * result.size_bytes)
-        update.set("updatedAt", self._now())
-        return update
-
-    async def set_listing_done(
-        self, export_id: str, files_total: int, bytes_total: int | None = None
-    ) -> JobItem | None:
-        """Record the listed files (and their size); the job as stored, ``None`` if not active."""
-        update = Update()
-        update.set("filesTotal", files_total)
-        if bytes_total is not None:
-            update.set("bytesTotal", bytes_total)
-        update.set("listingDone", True)
-        update.set("updatedAt", self._now())
-        try:
-            response = await aws_call(
-                "dynamodb set listing done",
-                self.dynamodb.update_item,
-                policy=self.policy,
-                TableName=self.table,
-                Key=self._key(export_id, JOB_SK),
-                ReturnValues="ALL_NEW",
-                **update.kwargs(update.status_in(ACTIVE)),
-            )
+                raw = None
         except AwsRejected as err:
             if err.code == "ConditionalCheckFailedException":
                 return None
             raise
-        return self._job(response["Attributes"])
+        job = self._job(raw) if raw is not None else await self.get_job(export_id)
+        if job is None:  # pragma: no cover - the item cannot vanish while it is written
+            msg = f"job {export_id!r} gone right after it was written"
+            raise LookupError(msg)
+        if change.forget_failed:
+            await forget_failed_files(self, export_id)
+            # The counts without the forgotten files'.
+            job = await self.get_job(export_id) or job
+        if job.events_owed or job.expiry_owed:
+            await settle_owed(self, job)
+        return job
+
+    async def transition(
+        self,
+        export_id: str,
+        decide: Callable[[JobItem | None], Decision],
+        *,
+        seen: JobItem | None = None,
+        read: bool = True,
+        attempts: int = 3,
+    ) -> Outcome:
+        """Read the job, let ``decide`` (a lifecycle rule) choose, and carry it out.
+
+        A write refused because the item moved on is decided again on a fresh
+        read, up to ``attempts`` writes; the last refusal is a
+        :class:`~pipeline._core.lifecycle.Refuse`. ``read=False`` decides on
+        ``seen``, for a caller that has just read the item. An operator's call
+        passes ``attempts=1``: it applies to the job as the operator saw it.
+        """
+        job = await self.get_job(export_id) if read else seen
+        for _ in range(attempts):
+            decision = decide(job)
+            if not isinstance(decision, Change):
+                return Outcome(decision, job)
+            written = await self.apply(export_id, decision)
+            if written is not None:
+                return Outcome(decision, written)
+            job = await self.get_job(export_id)
+            if _own_run(decision, job):
+                # Our write went through and its answer was lost: the retry of
+                # the call found its own new run.
+                assert job is not None
+                return Outcome(decision, job)
+        shown = "gone" if job is None else job.status.value
+        return Outcome(Refuse(f"the job changed meanwhile; it is {shown} now"), job)
+
+    async def begin_job(
+        self, export_id: str, correlation_id: str, status: JobStatus | str
+    ) -> JobItem:
+        """A delivery of the export from outside, READY (RUNNING) or PENDING (WAITING).
+
+        What :func:`~pipeline._core.lifecycle.begin` and
+        :func:`~pipeline._core.lifecycle.pending` decide, carried out; returns
+        the item as it stands after (a COMPLETED or CANCELLED job unchanged).
+        """
+        wanted = JobStatus(status)
+        now = self.clock()
+        if wanted is JobStatus.RUNNING:
+            outcome = await self.transition(
+                export_id, lambda job: lifecycle.begin(job, None, correlation_id, now)
+            )
+        elif wanted is JobStatus.WAITING:
+            outcome = await self.transition(
+                export_id,
+                lambda job: lifecycle.pending(job, None, correlation_id, now, math.inf),
+            )
+        else:
+            msg = f"a job begins WAITING or RUNNING, not {wanted.value}"
+            raise ValueError(msg)
+        if outcome.job is None:  # pragma: no cover - the item cannot vanish; we never delete it
+            msg = f"job {export_id!r} not found after beginning it"
+            raise LookupError(msg)
+        return outcome.job
 
     async def finish_job(
         self,
@@ -276,63 +268,44 @@ class JobStore:
         *,
         files_total: int | None = None,
     ) -> bool:
-        """Write the final status, once; with ``summary``, its counts too.
+        """End the active run in the final ``status``, once (:func:`~pipeline._core.lifecycle.end`).
 
-        Without ``summary`` the counts stay as recorded so far (``files_total``
-        may still be set): files still in flight when a job fails (a listing
-        fault) or is cancelled go on adding theirs, so a final item is never a
-        stale snapshot.
-
-        Only a WAITING or RUNNING job is finished; ``False`` means it was
-        finished already (by another process, or an earlier delivery), and
-        the caller must not act as the finisher.
+        ``False`` means it was not active (finished already by another
+        process or an earlier delivery, or never begun): the caller must not
+        act as the finisher.
         """
         final = JobStatus(status)
-        if final not in FINAL:
-            msg = f"a job finishes COMPLETED, FAILED or CANCELLED, not {final.value}"
-            raise ValueError(msg)
-        update = Update()
-        update.set("status", final.value)
-        if summary is not None:
-            for name, value in converter.unstructure(summary).items():
-                update.set(name, value)
-        elif files_total is not None:
-            update.set("filesTotal", files_total)
-        update.set("updatedAt", self._now())
-        if error is None:
-            update.remove("error")
-        else:
-            update.set("error", " ".join(error.split()))
-        return await self._update(
-            "dynamodb finish job", export_id, update, update.status_in(ACTIVE)
+        now = self.clock()
+        outcome = await self.transition(
+            export_id,
+            lambda job: lifecycle.end(
+                job, final, now, error=error, summary=summary, files_total=files_total
+            ),
         )
+        return outcome.changed
+
+    async def set_listing_done(
+        self,
+        export_id: str,
+        files_total: int,
+        bytes_total: int | None = None,
+        *,
+        generation: int | None = None,
+    ) -> JobItem | None:
+        """Record the listed files (and their size) on run ``generation`` (None: the current).
+
+        The job as stored, ``None`` if that run is not active.
+        """
+        now = self.clock()
+        outcome = await self.transition(
+            export_id,
+            lambda job: lifecycle.listing_done(job, generation, files_total, bytes_total, now),
+        )
+        return outcome.job if outcome.changed else None
 
     async def recorded_file_ids(self, export_id: str) -> set[str]:
         """The IDs of the export's files that have a result, done or failed."""
-        found: set[str] = set()
-        start_key: dict[str, Any] | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "TableName": self.table,
-                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-                "FilterExpression": "kind = :file",
-                "ProjectionExpression": "fileId",
-                "ExpressionAttributeValues": {
-                    ":pk": encode(export_id),
-                    ":prefix": encode(FILE_PREFIX),
-                    ":file": encode("file"),
-                },
-                "ConsistentRead": True,
-            }
-            if start_key is not None:
-                kwargs["ExclusiveStartKey"] = start_key
-            response = await aws_call(
-                "dynamodb query recorded files", self.dynamodb.query, policy=self.policy, **kwargs
-            )
-            found.update(decode_item(raw)["fileId"] for raw in response.get("Items") or [])
-            start_key = response.get("LastEvaluatedKey")
-            if not start_key:
-                return found
+        return await recorded_file_ids(self, export_id)
 
     async def record_file(self, export_id: str, result: FileResult) -> bool:
         """Store one file's result and add its counts to the job's, in one transaction.
@@ -375,7 +348,7 @@ class JobStore:
                 "updatedAt": encode(self._now()),
             }
         )
-        counts = self._counts_update(result)
+        counts = counts_update(result, self._now())
         try:
             await aws_call(
                 "dynamodb record file",
@@ -421,7 +394,7 @@ class JobStore:
         )
         stored = decode_item(response.get("Item") or {}).get("writeId")
         if stored != write_id:
-            await self._delete_pieces(export_id, file_id, write_id, pieces)
+            await delete_pieces(self, export_id, file_id, write_id, pieces)
 
     async def file_results(self, export_id: str) -> list[FileResult]:
         """Every file result of the export, with its seen paths, in file-ID order."""

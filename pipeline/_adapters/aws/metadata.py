@@ -10,51 +10,25 @@ a caller that needs more throughput runs several lookups at once.
 
 :func:`all_paths` reads every path of an export (Query, paginated, projecting
 only ``path``) to count the items no ZIP contained (``entriesMissing``).
+
+What an item promises and whether an entry keeps it is decided in
+:mod:`pipeline._core.verdicts`; this module only fetches and stores items.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any
-
-import attrs
 
 from pipeline._adapters.aws.batchget import batch_get
 from pipeline._adapters.aws.clients import AwsClient, aws_call
 from pipeline._core.backoff import AWS_POLICY, Backoff
+from pipeline._core.verdicts import MetadataItem, item_from_fields
 
 __all__ = ["MetadataItem", "all_paths", "lookup", "to_attributes"]
 
 # "path" is a DynamoDB reserved word; every name goes through a placeholder.
 _NAMES = {"#p": "path", "#s": "sizeBytes", "#h": "sha256"}
-
-
-@attrs.frozen
-class MetadataItem:
-    """What the export promises about one entry; ``None`` where it promises nothing.
-
-    ``problem`` says why the item itself is malformed (a size that is not a
-    whole number, a SHA-256 that is not 64 hex digits): no entry can match
-    such an item, so its entry is rejected with that reason, and only it.
-    """
-
-    path: str
-    size_bytes: int | None = None
-    sha256: str | None = None
-    problem: str | None = None
-
-    def mismatch(self, size: int, sha256_hex: str) -> str | None:
-        """Why an entry of ``size`` and ``sha256_hex`` does not match, ``None`` when it does."""
-        if self.size_bytes is not None and self.size_bytes != size:
-            return f"size {size} differs from the metadata's {self.size_bytes}"
-        if self.sha256 is not None and self.sha256.lower() != sha256_hex:
-            return "SHA-256 differs from the metadata's"
-        return None
-
-
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def to_attributes(export_id: str, item: MetadataItem) -> dict[str, Any]:
@@ -68,26 +42,10 @@ def to_attributes(export_id: str, item: MetadataItem) -> dict[str, Any]:
 
 
 def _from_attributes(raw: dict[str, Any]) -> MetadataItem:
-    path = str(raw["path"]["S"])
-    size: int | None = None
-    problems: list[str] = []
+    fields: dict[str, str | None] = {"sha256": raw.get("sha256", {}).get("S")}
     if "sizeBytes" in raw:
-        number = raw["sizeBytes"].get("N")
-        try:
-            value = Decimal(number)
-        except (InvalidOperation, TypeError):
-            value = Decimal("NaN")
-        if not value.is_finite() or value != value.to_integral_value() or value < 0:
-            problems.append(f"sizeBytes {number!r} is not a whole number")
-        else:
-            size = int(value)
-    sha = raw.get("sha256", {}).get("S")
-    sha = sha.lower() if sha else None
-    if sha is not None and not _SHA256_HEX.fullmatch(sha):
-        problems.append("sha256 is not 64 hex digits")
-        sha = None
-    problem = f"metadata item is malformed: {'; '.join(problems)}" if problems else None
-    return MetadataItem(path=path, size_bytes=size, sha256=sha, problem=problem)
+        fields["sizeBytes"] = raw["sizeBytes"].get("N")
+    return item_from_fields(str(raw["path"]["S"]), fields)
 
 
 async def lookup(

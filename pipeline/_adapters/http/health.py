@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response
 from quart_trio import QuartTrio
 
-from pipeline._adapters.aws.clients import translate_aws_errors
+from pipeline._adapters.aws.clients import AwsClients, translate_aws_errors
 from pipeline._config import Settings
 from pipeline._errors import PipelineError
 
@@ -34,7 +34,7 @@ READY_TIMEOUT_SECONDS = 3.0
 Check = Callable[[], Awaitable[None]]
 
 
-def readiness_checks(settings: Settings, aws: Any) -> dict[str, Check]:
+def readiness_checks(settings: Settings, aws: AwsClients) -> dict[str, Check]:
     """One cheap call per dependency the service cannot work without."""
 
     async def sqs() -> None:

@@ -1,9 +1,10 @@
 """ZIP reading without I/O: records and refusal rules, the stream reader, the decoder.
 
 format.py holds the records and what is refused, directory.py finds and
-parses the central directory, stream.py (with buffer.py, descriptor.py and
-events.py) turns a byte stream into entry events, decoder.py inflates and
-verifies one entry.
+parses the central directory, stream.py (with buffer.py and descriptor.py)
+turns a byte stream into entry events, decoder.py inflates and verifies one
+entry, and inflater.py decides how an archive's compressed bytes become
+decodes. events.py is the one vocabulary all of them and the uploader speak.
 
 The stream reader has two modes, chosen by whether a central directory is given:
 

@@ -7,7 +7,8 @@ zlib otherwise. isal, zlib and hashlib release the GIL on large buffers, so
 two threads inflate two entries nearly twice as fast as one.
 
 A thread hop costs 0.06-0.13 ms here, so the compressed bytes of an entry are
-gathered into batches of :data:`BATCH_BYTES` (1 MiB, which inflates for 3-10 ms)
+gathered into batches (:data:`~pipeline._core.zip.inflater.BATCH_BYTES`, 1 MiB,
+which inflates for 3-10 ms; the batching is decided in :mod:`.inflater`)
 and each call turns out at most :data:`MAX_DATA_CHUNK` bytes: memory per entry
 is one batch plus one output piece whatever the entry's size or ratio, and a
 bomb never materialises more than one piece. CRC-32, SHA-256 and the size are
@@ -27,7 +28,7 @@ slack for a very compressible beginning, and exactly once the entry ends.
 Going over a limit refuses the entry (:class:`LimitExceeded`), not the file.
 
 :func:`pipeline._service.inflate.read_zip` runs this decoder in worker threads
-between the downloaded chunks and the uploader.
+between the downloaded chunks and the uploader, as :mod:`.inflater` decides.
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ _crc32 = _inflater_module.crc32
 _crc32_combine: Any = getattr(_inflater_module, "crc32_combine", None)
 
 __all__ = [
-    "BATCH_BYTES",
     "INFLATE_LIBRARY",
     "MAX_DATA_CHUNK",
     "RATIO_GRACE",
@@ -68,10 +68,6 @@ __all__ = [
     "LimitExceeded",
 ]
 
-# Compressed bytes per batch. Measured (docs/decisions-zip.md): at 64 KiB the
-# hops take 9-17 % of the time, at 1 MiB under 3 %; 2 MiB and more are slower
-# again (a bounded inflater call copies its unconsumed input).
-BATCH_BYTES = 1024 * 1024
 # Most uncompressed bytes one call produces and one EntryData carries: the
 # pieces waiting for a part to fill and their fragments in the allocator are
 # most of an entry's memory. Measured: 8 MiB pieces ran at 0.7x the speed of
@@ -83,18 +79,14 @@ MAX_DATA_CHUNK = 2 * 1024 * 1024
 # a file may well begin far more compressible than it ends, so this much
 # output is allowed beyond the ratio before the running check refuses.
 RATIO_GRACE = 4 * 1024 * 1024
-# In the local-headers mode a deflated entry's end is only found by inflating,
-# and bytes past it are handed back to the reader: batches start this small
-# for such entries (and double), so many small entries are not re-copied
-# a full batch at a time.
-OPEN_FIRST_BATCH = 64 * 1024
 
 
 class LimitExceeded(Exception):
     """An entry inflates past ``MAX_ENTRY_SIZE_MB`` or ``MAX_COMPRESSION_RATIO``.
 
-    A per-entry refusal, not a file failure: :func:`read_zip` turns it into an
-    :class:`EntryRejected` and goes on with the next entry. ``reason`` is one line.
+    A per-entry refusal, not a file failure: the inflater turns it into an
+    :class:`~pipeline._core.zip.events.EntryRefused` and goes on with the next
+    entry. ``reason`` is one line.
     """
 
     def __init__(self, reason: str) -> None:
@@ -271,7 +263,7 @@ class EntryDecoder:
     def finish(self, entry: CentralEntry | None = None) -> EntryDigest:
         """Check the content against ``entry`` (default: the one decoded) and digest it.
 
-        Pass the entry of the reader's :class:`~pipeline._core.zip.stream.EntryEnd`:
+        Pass the entry of the reader's :class:`~pipeline._core.zip.events.EntryEnd`:
         in the local-headers mode it carries the data descriptor's values.
         """
         expected = self.entry if entry is None else entry

@@ -1,0 +1,102 @@
+"""The seam between SQS and the service's lease keepers, receivers and sweeper.
+
+What they need of SQS is five calls on a queue URL, no more: receive (a long
+poll), delete, change the visibility of many messages, send, and send many.
+:class:`Queues` names exactly those, as httpx's ``handle_async_request`` names
+what a transport must do: :class:`SqsQueues` does them against SQS through
+:mod:`pipeline._adapters.aws.sqs` (errors translated there), and a scripted
+fake on trio's clock (``tests/support/fakesqs.py``) does them in memory, so
+the timing logic of leases, heartbeats and polls is tested in virtual time.
+
+The contract of each call is that of the function of the same name in
+:mod:`.sqs`: the same arguments checked the same way, the same errors
+(:class:`~pipeline._errors.LeaseLost` for a receipt handle gone, failed
+handles returned by :meth:`Queues.change_visibility_batch`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+
+from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.clients import AwsClient
+from pipeline._core.backoff import AWS_POLICY, Backoff
+
+__all__ = ["Queues", "SqsQueues"]
+
+
+class Queues(Protocol):
+    """The SQS calls the lease keepers, receivers and sweeper make."""
+
+    async def receive(
+        self, queue_url: str, *, max_messages: int, wait_seconds: int, policy: Backoff
+    ) -> list[_sqs.ReceivedMessage]:
+        """Up to ``max_messages``, waiting at most ``wait_seconds`` for the first."""
+        ...
+
+    async def delete(self, queue_url: str, receipt_handle: str, *, policy: Backoff) -> None:
+        """Delete a handled message; :class:`~pipeline._errors.LeaseLost` if the handle is gone."""
+        ...
+
+    async def change_visibility_batch(
+        self, queue_url: str, entries: Sequence[tuple[str, int]], *, policy: Backoff
+    ) -> set[str]:
+        """Set ``(receipt_handle, seconds)`` visibilities; the handles whose change failed."""
+        ...
+
+    async def send(
+        self, queue_url: str, body: str, delay_seconds: int = 0, *, policy: Backoff
+    ) -> str:
+        """Send one message; its message ID."""
+        ...
+
+    async def send_batch(
+        self, queue_url: str, bodies: Sequence[str | tuple[str, int]], *, policy: Backoff
+    ) -> None:
+        """Send every body (or ``(body, delay_seconds)`` pair)."""
+        ...
+
+
+@attrs.frozen
+class SqsQueues:
+    """:class:`Queues` on SQS itself, through one aiobotocore client."""
+
+    client: AwsClient
+
+    async def receive(
+        self, queue_url: str, *, max_messages: int, wait_seconds: int, policy: Backoff = AWS_POLICY
+    ) -> list[_sqs.ReceivedMessage]:
+        return await _sqs.receive(
+            self.client,
+            queue_url,
+            max_messages=max_messages,
+            wait_seconds=wait_seconds,
+            policy=policy,
+        )
+
+    async def delete(
+        self, queue_url: str, receipt_handle: str, *, policy: Backoff = AWS_POLICY
+    ) -> None:
+        await _sqs.delete(self.client, queue_url, receipt_handle, policy=policy)
+
+    async def change_visibility_batch(
+        self, queue_url: str, entries: Sequence[tuple[str, int]], *, policy: Backoff = AWS_POLICY
+    ) -> set[str]:
+        return await _sqs.change_visibility_batch(self.client, queue_url, entries, policy=policy)
+
+    async def send(
+        self, queue_url: str, body: str, delay_seconds: int = 0, *, policy: Backoff = AWS_POLICY
+    ) -> str:
+        return await _sqs.send(self.client, queue_url, body, delay_seconds, policy=policy)
+
+    async def send_batch(
+        self,
+        queue_url: str,
+        bodies: Sequence[str | tuple[str, int]],
+        *,
+        policy: Backoff = AWS_POLICY,
+    ) -> None:
+        await _sqs.send_batch(self.client, queue_url, bodies, policy=policy)
