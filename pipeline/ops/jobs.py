@@ -42,7 +42,7 @@ from pipeline._adapters.aws.joboutbox import EventBus
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.http.control import job_view
 from pipeline._core.accounting import JobStatus
-from pipeline._core.messages import ExportJob, encode_export_job
+from pipeline._core.messages import ExportJob, encode_export_job, export_id_problem
 from pipeline._errors import PipelineError
 
 __all__ = ["VERBS", "main", "watch_jobs"]
@@ -106,6 +106,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = _parser().parse_args(argv)
     env = _Env.read(os.environ if environ is None else environ)
     console = Console()
+    if args.verb == "submit":
+        # Refused here as POST /jobs refuses it: sent, it would only be dead-lettered.
+        problems = [problem for i in args.export_ids if (problem := export_id_problem(i))]
+        if problems:
+            print(f"pipeline submit: {problems[0]}; nothing was sent", file=sys.stderr)
+            return EXIT_CONFIG
     if args.verb in ("submit", "retry") and env.export_jobs_url is None:
         print(
             "pipeline: configuration error: SQS_EXPORT_JOBS_URL is required but not set",

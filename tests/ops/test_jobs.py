@@ -89,3 +89,19 @@ async def test_status_cancel_and_retry(
     (view,) = json.loads(json_out)
     assert (view["exportId"], view["status"]) == ("exp-op", "WAITING")
     assert depth == 1
+
+
+@pytest.mark.parametrize("bad", ["bad/id", "../x", "ééé", "", "x" * 129])
+async def test_submit_refuses_a_bad_export_id_and_sends_nothing(
+    aws_endpoint: str, bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """submit with an ID POST /jobs would refuse exits 2, names it, and sends no message."""
+    async with open_stack(aws_endpoint) as stack:
+        args = ["submit", "exp-good", bad, "--wait"]
+        code = await trio.to_thread.run_sync(main, args, stack.env)
+        depth = await stack.queue_depth(stack.urls.export_jobs_url)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "is not 1-128 characters" in err
+    assert "nothing was sent" in err
+    assert depth == 0
