@@ -48,6 +48,7 @@ from pipeline._adapters.aws.queues import SqsQueues
 from pipeline._adapters.exportapi import ExportApi, ExportApiSession
 from pipeline._adapters.exportapi.pacing import Pacer
 from pipeline._adapters.http.control import Control, add_control_routes
+from pipeline._adapters.http.dlq import DeadLetterAccess, add_dlq_routes
 from pipeline._adapters.http.health import (
     add_metrics_route,
     create_health_app,
@@ -194,6 +195,13 @@ def _queue_names(takes_jobs: bool, takes_tasks: bool) -> list[str]:
     ]
 
 
+def _dead_letter_access(settings: Settings, deps: Deps) -> DeadLetterAccess:
+    urls = {"export-jobs": settings.sqs_export_jobs_url}
+    if settings.sqs_download_tasks_url is not None:
+        urls["download-tasks"] = settings.sqs_download_tasks_url
+    return DeadLetterAccess(sqs=deps.aws.sqs, queue_urls=urls, admin_token=settings.admin_token)
+
+
 async def _keeper_for(deps: Deps, queue_url: str, queue_name: str) -> LeaseKeeper:
     sqs = deps.aws.sqs
     timeout = await _sqs.queue_visibility_timeout(sqs, queue_url, policy=AWS_POLICY)
@@ -259,6 +267,7 @@ async def _serve(
                 on_retry=deps.cancels.resume,
             ),
         )
+        add_dlq_routes(app, _dead_letter_access(settings, deps))
         add_metrics_route(app, deps.metrics.text)
         await top.start(serve_health, app, settings.health_port, health_done)
 

@@ -4,16 +4,15 @@ Reading is open: ``GET /jobs/{exportId}`` (the job item, its progress and an
 estimate of the time left) and ``GET /queues`` (depths, and whether either
 queue is over ``OVERLOAD_BACKLOG``). ``POST /jobs`` (submit),
 ``POST /jobs/{exportId}/cancel`` and ``POST /jobs/{exportId}/retry`` change
-something, so they need ``Authorization: Bearer <ADMIN_TOKEN>``, compared in
-constant time: with no ``ADMIN_TOKEN`` configured the calls are off (403), a
-missing or wrong token is 401. A malformed body is 400 with the reason, an
-unknown export 404, a cancel of a final job or a retry of one that did not
-end FAILED or CANCELLED 409.
+something, so they need ``Authorization: Bearer <ADMIN_TOKEN>``
+(:mod:`pipeline._adapters.http.auth`): with no ``ADMIN_TOKEN`` configured the
+calls are off (403), a missing or wrong token is 401. A malformed body is 400
+with the reason, an unknown export 404, a cancel of a final job or a retry of
+one that did not end FAILED or CANCELLED 409.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -28,6 +27,7 @@ from pipeline._adapters.aws.clients import AwsClient
 from pipeline._adapters.aws.jobcontrol import Answer, Verdict, cancel_job, retry_job
 from pipeline._adapters.aws.jobitems import JobItem, converter, format_time, utc_now
 from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.http.auth import Refusal, refusal
 from pipeline._core.accounting import JobStatus
 from pipeline._core.messages import ExportJob, decode_export_job, encode_export_job
 from pipeline._errors import PipelineError, PoisonMessage
@@ -105,17 +105,6 @@ def overloaded(views: list[dict[str, int] | None], backlog: int) -> bool:
     return any(view["visible"] > backlog for view in views if view is not None)
 
 
-def _refusal(control: Control) -> tuple[dict[str, str], int] | None:
-    """Why a changing call may not run (403 off, 401 token), or None when it may."""
-    if control.admin_token is None:
-        return {"error": "the control API is off: ADMIN_TOKEN is not set"}, 403
-    given = request.headers.get("Authorization", "")
-    expected = f"Bearer {control.admin_token}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        return {"error": "missing or wrong bearer token"}, 401
-    return None
-
-
 async def _depths(client: AwsClient, url: str) -> dict[str, int]:
     response = await client.get_queue_attributes(
         QueueUrl=url, AttributeNames=list(_DEPTHS.values())
@@ -144,8 +133,8 @@ def add_control_routes(app: QuartTrio, control: Control) -> None:
         return job_view(job, utc_now()), 200
 
     @app.post("/jobs")
-    async def submit() -> tuple[dict[str, Any], int]:
-        refused = _refusal(control)
+    async def submit() -> tuple[dict[str, Any], int] | Refusal:
+        refused = refusal(control.admin_token)
         if refused is not None:
             return refused
         raw = await request.get_data()
@@ -169,8 +158,8 @@ def add_control_routes(app: QuartTrio, control: Control) -> None:
         return {**body, "correlationId": answer.job.correlation_id}, status
 
     @app.post("/jobs/<export_id>/cancel")
-    async def cancel(export_id: str) -> tuple[dict[str, Any], int]:
-        refused = _refusal(control)
+    async def cancel(export_id: str) -> tuple[dict[str, Any], int] | Refusal:
+        refused = refusal(control.admin_token)
         if refused is not None:
             return refused
         answer = await cancel_job(control.jobs, export_id)
@@ -179,8 +168,8 @@ def add_control_routes(app: QuartTrio, control: Control) -> None:
         return answered(answer, 202)
 
     @app.post("/jobs/<export_id>/retry")
-    async def retry(export_id: str) -> tuple[dict[str, Any], int]:
-        refused = _refusal(control)
+    async def retry(export_id: str) -> tuple[dict[str, Any], int] | Refusal:
+        refused = refusal(control.admin_token)
         if refused is not None:
             return refused
         answer = await retry_job(control.jobs, control.sqs, control.export_jobs_url, export_id)
