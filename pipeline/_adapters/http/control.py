@@ -2,7 +2,8 @@
 
 Reading is open: ``GET /jobs/{exportId}`` (the job item, its progress and an
 estimate of the time left) and ``GET /queues`` (depths, and whether either
-queue is over ``OVERLOAD_BACKLOG``). ``POST /jobs`` (submit),
+queue is over ``OVERLOAD_BACKLOG``; the figures are kept up to 5 s, see
+:mod:`pipeline._adapters.aws.queuedepths`). ``POST /jobs`` (submit),
 ``POST /jobs/{exportId}/cancel`` and ``POST /jobs/{exportId}/retry`` change
 something, so they need ``Authorization: Bearer <ADMIN_TOKEN>``
 (:mod:`pipeline._adapters.http.auth`): with no ``ADMIN_TOKEN`` configured the
@@ -18,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 import attrs
-import trio
 from quart import request
 from quart_trio import QuartTrio
 
@@ -27,6 +27,7 @@ from pipeline._adapters.aws.clients import AwsClient
 from pipeline._adapters.aws.jobcontrol import Answer, Verdict, cancel_job, retry_job
 from pipeline._adapters.aws.jobitems import JobItem, converter, format_time, utc_now
 from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.aws.queuedepths import QueueDepths
 from pipeline._adapters.http.auth import Refusal, refusal
 from pipeline._core.accounting import JobStatus
 from pipeline._core.messages import ExportJob, decode_export_job, encode_export_job
@@ -35,11 +36,6 @@ from pipeline._errors import PipelineError, PoisonMessage
 __all__ = ["Control", "add_control_routes", "job_view", "overloaded"]
 
 _FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
-_DEPTHS = {
-    "visible": "ApproximateNumberOfMessages",
-    "inFlight": "ApproximateNumberOfMessagesNotVisible",
-    "delayed": "ApproximateNumberOfMessagesDelayed",
-}
 
 
 @attrs.frozen
@@ -105,23 +101,6 @@ def overloaded(views: list[dict[str, int] | None], backlog: int) -> bool:
     return any(view["visible"] > backlog for view in views if view is not None)
 
 
-async def _depths(client: AwsClient, url: str) -> dict[str, int]:
-    response = await client.get_queue_attributes(
-        QueueUrl=url, AttributeNames=list(_DEPTHS.values())
-    )
-    attributes = response.get("Attributes") or {}
-    return {name: int(attributes.get(attribute, 0)) for name, attribute in _DEPTHS.items()}
-
-
-async def _queue_view(control: Control, url: str) -> dict[str, Any]:
-    depths = await _depths(control.sqs, url)
-    dead_letters = await sqs.dead_letter_queue_url(control.sqs, url)
-    depths["deadLetter"] = (
-        0 if dead_letters is None else (await _depths(control.sqs, dead_letters))["visible"]
-    )
-    return depths
-
-
 def add_control_routes(app: QuartTrio, control: Control) -> None:
     """Serve the control API on ``app``."""
 
@@ -177,18 +156,13 @@ def add_control_routes(app: QuartTrio, control: Control) -> None:
             control.on_retry(export_id)
         return answered(answer, 202)
 
+    # The figures may be 5 s old (contract 7): any number of callers, bounded SQS cost.
+    depths = QueueDepths(control.sqs, control.export_jobs_url, control.download_tasks_url)
+
     @app.get("/queues")
     async def queues() -> tuple[dict[str, Any], int]:
-        found: dict[str, Any] = {}
-
-        async def look(name: str, url: str) -> None:
-            found[name] = await _queue_view(control, url)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(look, "exportJobs", control.export_jobs_url)
-            if control.download_tasks_url is not None:
-                nursery.start_soon(look, "downloadTasks", control.download_tasks_url)
-        tasks = found.get("downloadTasks")
+        found = await depths.figures()
+        tasks = found["downloadTasks"]
         return {
             "exportJobs": found["exportJobs"],
             "downloadTasks": tasks,
