@@ -6,6 +6,7 @@ Read top to bottom, this is the picture in ``docs/architecture.md``::
     ├── health server                          (until the work is over)
     └── lease keepers                          (one per queue, heartbeats)
         ├── cancel watch                       (job items of the exports in flight)
+        ├── owed aborts                        (multipart aborts that failed, retried)
         └── work (cancel scope: grace deadline on stop)
             ├── stop watcher                   (stop → intake cancelled, deadline set)
             ├── intake (cancel scope)
@@ -286,6 +287,8 @@ async def _serve(
                     await keepers.start(keeper.run)
             # Cancels taken by other processes reach the work here through the job items.
             keepers.start_soon(deps.cancels.run, functools.partial(job_statuses, deps.jobs))
+            # Aborts that failed are tried again until S3 confirms them.
+            await keepers.start(deps.owed_aborts.run)
             with trio.CancelScope() as work_scope:
                 async with trio.open_nursery() as work:
                     await _start_work(work, deps, mode, stop, work_scope, job_keeper, task_keeper)
