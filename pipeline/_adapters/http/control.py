@@ -57,10 +57,11 @@ class Control:
 def job_view(job: JobItem, now: datetime) -> dict[str, Any]:
     """The job item's attributes with ``exportId``, ``progress`` and ``etaSeconds``.
 
-    Progress is the listed bytes of finished files over ``bytesTotal``, or
-    finished files over listed files where sizes are unknown (1.0 only once
-    final); the estimate extrapolates the pace so far, and is null until a
-    file finished.
+    Progress is the listed bytes of finished files (``bytesFinished``) over
+    ``bytesTotal``, or finished files over listed files where sizes are
+    unknown: 1.0 for a COMPLETED job and only then, how far it got for a
+    FAILED or CANCELLED one. The estimate extrapolates the pace so far, and is
+    null until a file finished.
     """
     summary = job.summary
     view: dict[str, Any] = {
@@ -73,24 +74,27 @@ def job_view(job: JobItem, now: datetime) -> dict[str, Any]:
     }
     if job.bytes_total is not None:
         view["bytesTotal"] = job.bytes_total
+        view["bytesFinished"] = job.bytes_finished
     if job.error is not None:
         view["error"] = job.error
     finished, total = summary.files_finished, summary.files_total
-    eta: float | None = None
-    if job.status in _FINAL:
-        progress = 1.0
-        eta = 0.0
-    elif job.listing_done and total > 0:
+    share = 0.0
+    if job.listing_done and total > 0:
         if job.bytes_total:
             share = min(job.bytes_finished / job.bytes_total, 1.0)
         else:
             share = finished / total
+    eta: float | None = None
+    if job.status is JobStatus.COMPLETED:
+        progress, eta = 1.0, 0.0
+    elif job.status in _FINAL:
+        # Stopped or failed: how far it got, not 100 % (a job cancelled at 0/4 is 0).
+        progress, eta = share, 0.0
+    else:
         progress = min(share, 0.99)
         elapsed = (now - (job.waiting_since or job.created_at)).total_seconds()
         if share > 0 and elapsed > 0:
             eta = round(elapsed / share * (1.0 - share), 1)
-    else:
-        progress = 0.0
     view["progress"] = round(progress, 4)
     view["etaSeconds"] = eta
     return view
@@ -108,7 +112,9 @@ def add_control_routes(app: QuartTrio, control: Control) -> None:
     async def get_job(export_id: str) -> tuple[dict[str, Any], int]:
         job = await control.jobs.get_job(export_id)
         if job is None:
-            return {"error": f"no job for export {export_id!r}"}, 404
+            # POST /jobs only sends a message: the job item is written when a
+            # process takes it, a second or two later (docs/contract.md, 7).
+            return {"error": f"no job for export {export_id!r} (none seen yet)"}, 404
         return job_view(job, utc_now()), 200
 
     @app.post("/jobs")
