@@ -1,9 +1,10 @@
 """``python -m pipeline dlq QUEUE [--delete MESSAGE_ID]``: look into a dead-letter queue.
 
 Lists up to ten messages of the queue's dead-letter queue as a table (the
-message ID to delete it by, when it was sent, its deliveries, why the service
-dead-lettered it when it did, and the start of its body), leaving them where
-they are: they are visible again within seconds. ``--delete`` removes one
+message ID to delete it by, when it was sent, its deliveries before this look,
+why the service dead-lettered it when it did), then the start of each body,
+leaving them where they are: they are visible again within seconds. A look is
+a receive, so it adds one to each message's deliveries. ``--delete`` removes one
 message by its ID. Bodies and reasons are printed with their control
 characters escaped. The same calls over HTTP are ``GET /dlq/{queue}`` and
 ``DELETE /dlq/{queue}/{messageId}`` (:mod:`pipeline._adapters.aws.deadletters`).
@@ -17,8 +18,9 @@ import sys
 from collections.abc import Mapping, Sequence
 
 import trio
+from rich import box
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from pipeline._adapters.aws import deadletters
@@ -47,20 +49,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _table(messages: list[DeadLetter]) -> Table:
-    table = Table("message ID", "sent (UTC)", "deliveries", "reason", "body")
+def _print(messages: list[DeadLetter], console: Console) -> None:
+    """As ``status`` prints jobs: a table, then the long text under it, one line each."""
+    # Message IDs in full, never cut to fit: they are what --delete takes.
+    widest = max(len(message.message_id) for message in messages)
+    table = Table(
+        Column("message ID", no_wrap=True, min_width=widest),
+        Column("sent (UTC)", no_wrap=True),
+        Column("deliveries", justify="right", no_wrap=True),
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1),
+    )
     for message in messages:
         sent = message.sent_at.strftime("%Y-%m-%d %H:%M:%S") if message.sent_at else ""
+        table.add_row(message.message_id, sent, str(message.receive_count))
+    console.print(table)
+    for message in messages:
+        reason = message.reason or "(not given: moved by the queue's own redrive policy)"
         body = " ".join(message.body.split())[:BODY_PREVIEW]
-        # Text, not markup: a body's brackets are shown as they are.
-        table.add_row(
-            Text(message.message_id, no_wrap=True),
-            sent,
-            str(message.receive_count),
-            Text(printable(message.reason or "")),
-            Text(printable(body)),
-        )
-    return table
+        # Text, not markup: brackets in a body are shown as they are.
+        console.print(Text(message.message_id, style="bold"))
+        console.print(Text(f"  reason: {printable(reason)}"), soft_wrap=True)
+        console.print(Text(f"  body:   {printable(body)}"), soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
@@ -94,7 +105,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             if not messages:
                 print(f"the dead-letter queue of {args.queue} is empty")
             else:
-                console.print(_table(messages))
+                _print(messages, console)
             return EXIT_OK
 
     try:
