@@ -230,7 +230,7 @@ async def redrive(
                     held.append(message)
                     continue
                 why = (
-                    "moved back earlier in this redrive and dead-lettered again"
+                    "the same body was moved back earlier in this redrive"
                     if digest in moved_bodies
                     else _refusal(decode, message.body)
                 )
