@@ -148,17 +148,20 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         return trio.run(run)
     except PipelineError as err:
-        print(f"pipeline {args.verb}: failed: {err}", file=sys.stderr)
+        print(f"pipeline {args.verb}: failed: {printable(str(err))}", file=sys.stderr)
         return EXIT_NOT_OK
 
 
 def _answered(verb: str, answer: Answer, console: Console) -> int:
     """One line on the outcome; a refusal (the HTTP API's 404 or 409) exits 1, on stderr."""
     if answer.verdict is Verdict.CONFLICT:
-        print(f"pipeline {verb}: refused (conflict): {answer.reason}", file=sys.stderr)
+        print(
+            f"pipeline {verb}: refused (conflict): {printable(answer.reason or '')}",
+            file=sys.stderr,
+        )
         return EXIT_NOT_OK
     if answer.verdict is Verdict.UNKNOWN:
-        print(f"pipeline {verb}: {answer.reason}", file=sys.stderr)
+        print(f"pipeline {verb}: {printable(answer.reason or '')}", file=sys.stderr)
         return EXIT_NOT_OK
     assert answer.job is not None
     console.print(f"{answer.job.export_id}: {answer.job.status.value}")
