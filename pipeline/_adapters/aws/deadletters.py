@@ -57,6 +57,9 @@ DECODERS: dict[str, Callable[[str], object]] = {
 LOOK_MAX = 10
 # A look holds messages this long at most if it could not hand them back.
 LOOK_HOLD_SECONDS = 5
+# A search for one message to delete holds what it passes over this long:
+# long enough to walk a large queue, handed back at its end anyway.
+SEARCH_HOLD_SECONDS = 30
 # A redrive holds what it keeps for its whole call; a longer call sees a kept
 # message again, which ends it.
 REDRIVE_HOLD_SECONDS = 120
@@ -167,7 +170,7 @@ async def delete_dead_letter(client: AwsClient, queue_url: str, message_id: str)
     held: list[sqs.ReceivedMessage] = []
     seen: set[str] = set()
     try:
-        while batch := await _receive(client, url, LOOK_HOLD_SECONDS):
+        while batch := await _receive(client, url, SEARCH_HOLD_SECONDS):
             held.extend(batch)
             for message in batch:
                 if message.message_id == message_id:
