@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import trio
 
-from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.clients import aws_call
 from pipeline._core.backoff import AWS_POLICY, Backoff
 
-__all__ = ["MAX_AGE_SECONDS", "Depths", "QueueDepths", "SingleFlight"]
+__all__ = ["MAX_AGE_SECONDS", "Depths", "QueueAttributes", "QueueDepths", "SingleFlight"]
 
 T = TypeVar("T")
 
@@ -39,6 +39,14 @@ _DEPTHS = {
 }
 # Figures of one queue: visible, inFlight, delayed, deadLetter.
 Depths = dict[str, int]
+
+
+class QueueAttributes(Protocol):
+    """The SQS calls a refresh makes (an aiobotocore SQS client has them)."""
+
+    async def get_queue_attributes(self, **kwargs: Any) -> Any: ...
+
+    async def get_queue_url(self, **kwargs: Any) -> Any: ...
 
 
 class _Flight:
@@ -92,7 +100,7 @@ class QueueDepths:
 
     def __init__(
         self,
-        sqs: AwsClient,
+        sqs: QueueAttributes,
         export_jobs_url: str,
         download_tasks_url: str | None,
         *,

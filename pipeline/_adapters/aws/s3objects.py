@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.clients import aws_call
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected
 
-__all__ = ["existing_sha256", "head_object"]
+__all__ = ["ObjectHeads", "existing_sha256", "head_object"]
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
+class ObjectHeads(Protocol):
+    """The S3 call these reads make (an aiobotocore S3 client has it)."""
+
+    async def head_object(self, **kwargs: Any) -> Any: ...
+
+
 async def head_object(
-    s3: AwsClient, bucket: str, key: str, policy: Backoff
+    s3: ObjectHeads, bucket: str, key: str, policy: Backoff
 ) -> dict[str, Any] | None:
     """The object's head (length, user metadata), ``None`` when there is none."""
     try:
@@ -29,7 +35,7 @@ async def head_object(
 
 
 async def existing_sha256(
-    s3: AwsClient, bucket: str, key: str, *, policy: Backoff = AWS_POLICY
+    s3: ObjectHeads, bucket: str, key: str, *, policy: Backoff = AWS_POLICY
 ) -> str | None:
     """The ``sha256`` user metadata of an existing object; ``None`` when absent.
 

@@ -23,16 +23,18 @@ what neither reaches (an entry never uploaded again).
 from __future__ import annotations
 
 import hashlib
+from typing import Any, Protocol
 
 import attrs
 import structlog
 import trio
 
-from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.clients import aws_call
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, PipelineError
 
 __all__ = [
+    "MultipartCalls",
     "OpenUpload",
     "OwedAborts",
     "abort_older_uploads",
@@ -50,6 +52,14 @@ MAX_PAUSE_SECONDS = 60.0
 _ROUND_POLICY = Backoff(max_attempts=2, base=0.2, cap=1.0)
 # At shutdown: one last round, shielded, within this.
 _LAST_ROUND_SECONDS = 2.0
+
+
+class MultipartCalls(Protocol):
+    """The S3 calls made here (an aiobotocore S3 client has them)."""
+
+    async def list_multipart_uploads(self, **kwargs: Any) -> Any: ...
+
+    async def abort_multipart_upload(self, **kwargs: Any) -> Any: ...
 
 
 @attrs.frozen
@@ -71,7 +81,7 @@ def upload_prefix(upload_key: str, key: str, staging_root: str) -> str:
     return upload_key if upload_key == key else staging_prefix(staging_root, key)
 
 
-async def abort_upload(s3: AwsClient, upload: OpenUpload, *, policy: Backoff) -> None:
+async def abort_upload(s3: MultipartCalls, upload: OpenUpload, *, policy: Backoff) -> None:
     """Abort ``upload``; an upload already gone counts as aborted."""
     try:
         await aws_call(
@@ -88,7 +98,7 @@ async def abort_upload(s3: AwsClient, upload: OpenUpload, *, policy: Backoff) ->
 
 
 async def abort_older_uploads(
-    s3: AwsClient,
+    s3: MultipartCalls,
     bucket: str,
     prefix: str,
     *,
@@ -127,13 +137,13 @@ class OwedAborts:
     """
 
     def __init__(self) -> None:
-        self._owed: dict[OpenUpload, AwsClient] = {}
+        self._owed: dict[OpenUpload, MultipartCalls] = {}
         self._wake = trio.Event()
 
     def __len__(self) -> int:
         return len(self._owed)
 
-    def owe(self, s3: AwsClient, upload: OpenUpload) -> None:
+    def owe(self, s3: MultipartCalls, upload: OpenUpload) -> None:
         """Remember ``upload`` to be aborted later through ``s3``."""
         log.info("abort owed; tried again later", key=upload.key, upload_id=upload.upload_id)
         self._owed[upload] = s3
