@@ -21,7 +21,8 @@ import structlog
 import trio
 
 from pipeline._adapters.aws.queues import Queues
-from pipeline._core.backoff import Backoff
+from pipeline._config import Settings
+from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._core.lanes import Priority
 from pipeline._core.messages import DownloadTask, encode_download_task
 from pipeline._service.lease import Lease, LeaseKeeper
@@ -33,6 +34,7 @@ __all__ = [
     "LocalDispatch",
     "Outstanding",
     "QueueDispatch",
+    "lane_dispatch",
 ]
 
 log = structlog.get_logger("pipeline.dispatch")
@@ -193,3 +195,23 @@ class LaneDispatch:
         # An export's files all take one lane; the other has nothing pending.
         await self.normal.flush(outstanding)
         await self.high.flush(outstanding)
+
+
+def lane_dispatch(
+    settings: Settings, sqs: Queues, local: trio.MemorySendChannel[FileTask] | None
+) -> FileDispatch:
+    """Where the job stages send listed files: this process's workers (``local``;
+    overflow to the task queue, if any), or the task queue; a high export's to
+    the high task queue when there is one."""
+
+    def towards(url: str | None) -> FileDispatch:
+        queue = None if url is None else QueueDispatch(sqs, url, AWS_POLICY)
+        if local is None:
+            assert queue is not None  # orchestrator mode requires the queue (config)
+            return queue
+        return LocalDispatch(local, overflow=queue)
+
+    normal = towards(settings.sqs_download_tasks_url)
+    if settings.sqs_download_tasks_high_url is None:
+        return normal
+    return LaneDispatch(normal=normal, high=towards(settings.sqs_download_tasks_high_url))

@@ -6,6 +6,7 @@ Read top to bottom, this is the picture in ``docs/architecture.md``::
     ├── health server                          (until the work is over)
     └── lease keepers                          (one per queue, heartbeats)
         ├── cancel watch                       (job items of the exports in flight)
+        ├── owed aborts                        (multipart aborts that failed, retried)
         └── work (cancel scope: grace deadline on stop)
             ├── stop watcher                   (stop → intake cancelled, deadline set)
             ├── intake (cancel scope)
@@ -48,6 +49,7 @@ from pipeline._adapters.aws.queues import SqsQueues
 from pipeline._adapters.exportapi import ExportApi, ExportApiSession
 from pipeline._adapters.exportapi.pacing import Pacer
 from pipeline._adapters.http.control import Control, add_control_routes
+from pipeline._adapters.http.dlq import DeadLetterAccess, add_dlq_routes
 from pipeline._adapters.http.health import (
     add_metrics_route,
     create_health_app,
@@ -61,11 +63,8 @@ from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker, Dependen
 from pipeline._memory import settle as settle_memory
 from pipeline._service.deps import Deps
 from pipeline._service.dispatch import (
-    FileDispatch,
     FileTask,
-    LaneDispatch,
-    LocalDispatch,
-    QueueDispatch,
+    lane_dispatch,
 )
 from pipeline._service.file_stage import run_file_workers
 from pipeline._service.intake import AwsFailing, ExportApiBreaker, IntakeGate
@@ -192,6 +191,13 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             )
 
 
+def _dead_letter_access(settings: Settings, deps: Deps) -> DeadLetterAccess:
+    urls = {"export-jobs": settings.sqs_export_jobs_url}
+    if settings.sqs_download_tasks_url is not None:
+        urls["download-tasks"] = settings.sqs_download_tasks_url
+    return DeadLetterAccess(sqs=deps.aws.sqs, queue_urls=urls, admin_token=settings.admin_token)
+
+
 async def run_service(
     settings: Settings,
     mode: Mode,
@@ -250,6 +256,7 @@ async def _serve(
                 on_retry=deps.cancels.resume,
             ),
         )
+        add_dlq_routes(app, _dead_letter_access(settings, deps))
         add_metrics_route(app, deps.metrics.text)
         await top.start(serve_health, app, settings.health_port, health_done)
 
@@ -276,6 +283,8 @@ async def _serve(
                 await keepers.start(keeper.run)
             # Cancels taken by other processes reach the work here through the job items.
             keepers.start_soon(deps.cancels.run, functools.partial(job_statuses, deps.jobs))
+            # Aborts that failed are tried again until S3 confirms them.
+            await keepers.start(deps.owed_aborts.run)
             with trio.CancelScope() as work_scope:
                 async with trio.open_nursery() as work:
                     await _start_work(work, deps, mode, stop, work_scope, job_queues, task_queues)
@@ -312,7 +321,7 @@ async def _start_work(
     if job_queues:
         job_slots = Slots(settings.max_concurrent_jobs, lanes=lanes_of(job_queues))
         job_files = None if file_send is None else file_send.clone()
-        dispatch = _file_dispatch(deps, job_files)
+        dispatch = lane_dispatch(deps.settings, SqsQueues(deps.aws.sqs), job_files)
         stages: list[tuple[trio.MemoryReceiveChannel[Delivery], JobStageDeps]] = []
         for queue in job_queues:
             export_send, export_receive = trio.open_memory_channel[Delivery](DELIVERY_BUFFER)
@@ -351,25 +360,6 @@ async def _start_work(
         functools.partial(_run_intake, intake_scope, receivers, deps, sweeps=bool(job_queues))
     )
     log.info("service started", mode=mode.value)
-
-
-def _file_dispatch(deps: Deps, job_files: trio.MemorySendChannel[FileTask] | None) -> FileDispatch:
-    """Where the job stages send listed files: this process's workers (overflow to
-    the task queue, if any), or the task queue; a high export's to the high
-    task queue when there is one."""
-    settings, sqs = deps.settings, deps.aws.sqs
-
-    def towards(url: str | None) -> FileDispatch:
-        queue = None if url is None else QueueDispatch(SqsQueues(sqs), url, AWS_POLICY)
-        if job_files is None:
-            assert queue is not None  # orchestrator mode requires the queue (config)
-            return queue
-        return LocalDispatch(job_files, overflow=queue)
-
-    normal = towards(settings.sqs_download_tasks_url)
-    if settings.sqs_download_tasks_high_url is None:
-        return normal
-    return LaneDispatch(normal=normal, high=towards(settings.sqs_download_tasks_high_url))
 
 
 async def _run_job_stages_then_close(

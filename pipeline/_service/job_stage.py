@@ -43,6 +43,7 @@ from pipeline._core.messages import (
     decode_export_job,
     encode_export_job,
     iso_utc,
+    stated_correlation_id,
 )
 from pipeline._errors import (
     ExportApiExhausted,
@@ -144,7 +145,10 @@ async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) 
     except PoisonMessage as err:
         # The keeper releases the lease itself; the caller's release is a no-op.
         lease, body = delivery.lease, delivery.message.body
-        await stage.keeper.dead_letter(lease, body, str(err), stage.dead_letter_url)
+        # The poison line carries the correlation ID the sender stated (and printed).
+        stated = stated_correlation_id(body)
+        with bound(**({"correlationId": stated} if stated else {})):
+            await stage.keeper.dead_letter(lease, body, str(err), stage.dead_letter_url)
         return False
     with bound(correlationId=job.correlation_id):
         log.info("export job received", exportIds=list(job.export_ids))
