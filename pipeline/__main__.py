@@ -90,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(serve_until_signalled, settings, mode)
     except Exception as err:
-        # Start-up could not reach AWS, or a bug escaped every stage: one line
-        # (with the traceback at debug level), never a raw exception group.
+        # A bug escaped every stage (start-up waits for AWS instead of failing):
+        # one line (with the traceback at debug level), never a raw exception group.
         structlog.get_logger("pipeline").critical(
             "service stopped by an error",
             error=describe(err),

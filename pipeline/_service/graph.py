@@ -4,6 +4,7 @@ Read top to bottom, this is the picture in ``docs/architecture.md``::
 
     run_service
     ├── health server                          (until the work is over)
+    ├── start-up wait                          (until SQS, S3, DynamoDB answer, or stop)
     └── lease keepers                          (one per queue, heartbeats)
         ├── cancel watch                       (job items of the exports in flight)
         └── work (cancel scope: grace deadline on stop)
@@ -20,6 +21,9 @@ and no file workers (files go to the download-task queue), ``worker`` has no
 export-job receivers and no job stage. ``all`` has both sides; it reads the
 download-task queue too when one is configured, which is where its files
 overflow when its own workers are busy.
+
+Start-up waits for AWS (``startup.py``), ``/health`` served, ``/ready`` 503
+until the work has begun; a stop during the wait ends the process unstarted.
 
 Shutdown (SIGTERM/SIGINT sets ``stop``): the intake scope is cancelled, so no
 new message is taken; the work scope gets a deadline ``SHUTDOWN_GRACE_SECONDS``
@@ -39,7 +43,6 @@ import httpx
 import structlog
 import trio
 
-from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import AwsClient, open_aws_clients
 from pipeline._adapters.aws.jobcontrol import job_statuses
 from pipeline._adapters.aws.joboutbox import EventBus
@@ -66,6 +69,7 @@ from pipeline._service.intake import AwsFailing, ExportApiBreaker, IntakeGate
 from pipeline._service.job_stage import JobStageDeps, run_job_stage
 from pipeline._service.lease import Delivery, LeaseKeeper
 from pipeline._service.receiver import Slots, run_receiver
+from pipeline._service.startup import QueueFacts, StartGate, wait_for_dependencies
 from pipeline._service.sweeper import run_outbox, run_sweeper
 from pipeline._service.task_stage import run_task_stage
 
@@ -194,11 +198,14 @@ def _queue_names(takes_jobs: bool, takes_tasks: bool) -> list[str]:
     ]
 
 
-async def _keeper_for(deps: Deps, queue_url: str, queue_name: str) -> LeaseKeeper:
-    sqs = deps.aws.sqs
-    timeout = await _sqs.queue_visibility_timeout(sqs, queue_url, policy=AWS_POLICY)
+def _keeper_for(deps: Deps, queue: QueueFacts, queue_name: str) -> LeaseKeeper:
     return LeaseKeeper(
-        SqsQueues(sqs), queue_url, timeout, AWS_POLICY, metrics=deps.metrics, queue_name=queue_name
+        SqsQueues(deps.aws.sqs),
+        queue.url,
+        queue.visibility_timeout,
+        AWS_POLICY,
+        metrics=deps.metrics,
+        queue_name=queue_name,
     )
 
 
@@ -242,8 +249,9 @@ async def _serve(
     )
     async with trio.open_nursery() as top:
         health_done = trio.Event()
+        gate = StartGate()
         app = create_health_app(
-            readiness_checks(settings, deps.aws),
+            {**readiness_checks(settings, deps.aws), "started": gate.check},
             functools.partial(_status, deps, mode, _queue_names(takes_jobs, takes_tasks)),
         )
         add_control_routes(
@@ -262,14 +270,17 @@ async def _serve(
         add_metrics_route(app, deps.metrics.text)
         await top.start(serve_health, app, settings.health_port, health_done)
 
-        job_keeper = (
-            await _keeper_for(deps, settings.sqs_export_jobs_url, "export_jobs")
-            if takes_jobs
-            else None
+        job_url = settings.sqs_export_jobs_url if takes_jobs else None
+        task_url = settings.sqs_download_tasks_url if takes_tasks else None
+        queues = [url for url in (job_url, task_url) if url is not None]
+        facts = await wait_for_dependencies(settings, deps.aws, queues=queues, stop=stop)
+        if facts is None:
+            health_done.set()
+            return
+        job_keeper = None if job_url is None else _keeper_for(deps, facts[job_url], "export_jobs")
+        task_keeper = (
+            None if task_url is None else _keeper_for(deps, facts[task_url], "download_tasks")
         )
-        task_keeper = None
-        if takes_tasks and settings.sqs_download_tasks_url is not None:
-            task_keeper = await _keeper_for(deps, settings.sqs_download_tasks_url, "download_tasks")
 
         async with trio.open_nursery() as keepers:
             for keeper in (job_keeper, task_keeper):
@@ -279,7 +290,10 @@ async def _serve(
             keepers.start_soon(deps.cancels.run, functools.partial(job_statuses, deps.jobs))
             with trio.CancelScope() as work_scope:
                 async with trio.open_nursery() as work:
-                    await _start_work(work, deps, mode, stop, work_scope, job_keeper, task_keeper)
+                    await _start_work(
+                        work, deps, mode, stop, work_scope, job_keeper, task_keeper, facts
+                    )
+                    gate.open()
                     task_status.started()
             for keeper in (job_keeper, task_keeper):
                 if keeper is not None:
@@ -296,6 +310,7 @@ async def _start_work(
     work_scope: trio.CancelScope,
     job_keeper: LeaseKeeper | None,
     task_keeper: LeaseKeeper | None,
+    facts: dict[str, QueueFacts],
 ) -> None:
     settings = deps.settings
     intake_scope = trio.CancelScope()
@@ -333,9 +348,7 @@ async def _start_work(
             keeper=job_keeper,
             slots=job_slots,
             dispatch=dispatch,
-            dead_letter_url=await _sqs.dead_letter_queue_url(
-                deps.aws.sqs, job_keeper.queue_url, policy=AWS_POLICY
-            ),
+            dead_letter_url=facts[job_keeper.queue_url].dead_letter_url,
             waits_for_files=file_send is not None,
         )
         await work.start(
@@ -354,9 +367,7 @@ async def _start_work(
                 file_send.clone(),
                 keeper=task_keeper,
                 slots=task_slots,
-                dead_letter_url=await _sqs.dead_letter_queue_url(
-                    deps.aws.sqs, task_keeper.queue_url, policy=AWS_POLICY
-                ),
+                dead_letter_url=facts[task_keeper.queue_url].dead_letter_url,
             )
         )
         receivers.append((task_keeper, task_slots, task_send))
