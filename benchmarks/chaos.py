@@ -316,21 +316,22 @@ def _rss_line(member: Member) -> str:
     )
 
 
-# What the processes' logs say, counted over every incarnation.
+# What the processes' logs say: each name counts the lines holding all its marks.
 LOG_MARKS = {
-    "starts that waited for AWS": "waiting for AWS before taking work",
-    "exits on an error": "service stopped by an error",
-    "Export API calls given up": "gave up after",
+    "start-up waits for AWS (state changes)": ("waiting for AWS before taking work",),
+    "exits on an error": ("service stopped by an error",),
+    "Export API calls given up": ("gave up after", "/exports/"),
+    "circuit breaker refusals": ("circuit breaker is open",),
 }
 
 
 def log_figures(log_dir: Path) -> dict[str, int]:
-    """How many processes' logs hold each of :data:`LOG_MARKS` (at least once)."""
+    """How many lines of every process's logs hold each of :data:`LOG_MARKS`."""
     found = dict.fromkeys(LOG_MARKS, 0)
     for path in sorted(log_dir.glob("*.log")):
-        text = path.read_text(errors="replace")
-        for name, mark in LOG_MARKS.items():
-            found[name] += mark in text
+        for line in path.read_text(errors="replace").splitlines():
+            for name, marks in LOG_MARKS.items():
+                found[name] += all(mark in line for mark in marks)
     return found
 
 
