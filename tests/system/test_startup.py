@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import signal
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -178,3 +179,26 @@ async def test_sigterm_while_waiting_exits_0(aws_endpoint: str) -> None:
         assert WAITING in service.text
         assert "service started" not in service.text
         nursery.cancel_scope.cancel()
+
+
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler for SIGTERM yet (Linux: SigCgt in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+    return False
+
+
+async def test_sigterm_before_start_exits_0(aws_endpoint: str) -> None:
+    """A SIGTERM as soon as the process catches it, before it has started, exits 0 unstarted."""
+    async with open_stack(aws_endpoint) as stack:
+        async with spawned(
+            stack, Mode.ALL, HEALTH_PORT=str(free_port()), LOG_LEVEL="info"
+        ) as service:
+            with trio.fail_after(30):
+                while not _catches_sigterm(service.proc.pid):
+                    assert service.proc.poll() is None, service.text
+                    await trio.sleep(0.005)
+            service.signal(signal.SIGTERM)
+            assert await service.exit_code(within=30) == 0, service.text
+        assert "service started" not in service.text
