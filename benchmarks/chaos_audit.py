@@ -86,7 +86,7 @@ def _check_job(fixture: Fixture, job: JobItem | None, failures: list[str]) -> st
     elif job.summary != fixture.summary:
         failures.append(
             f"{fixture.export_id} ({fixture.shape}): counts {job.summary}, "
-            f"expected {fixture.summary}"
+            f"expected {fixture.summary}; error: {job.error}"
         )
     elif fixture.reason is not None and fixture.reason not in (job.error or ""):
         failures.append(
