@@ -167,6 +167,7 @@ class Run:
     sent: list[str] = attrs.field(factory=list)
     done: dict[str, int] = attrs.field(factory=dict)
     sigterms: list[tuple[str, float, int | None]] = attrs.field(factory=list)
+    sigkills: list[float] = attrs.field(factory=list)
     unexpected: list[str] = attrs.field(factory=list)
     timeline: list[str] = attrs.field(factory=list)
     began: float = 0.0
@@ -213,6 +214,8 @@ class Run:
             self.done[sig.name.lower()] = self.done.get(sig.name.lower(), 0) + 1
         sent = trio.current_time()
         self.note(f"{sig.name} {member.role} (incarnation {member.incarnations})")
+        if sig is signal.SIGKILL:
+            self.sigkills.append(time.time())
         proc.send_signal(sig)
         if sig is not signal.SIGTERM:
             return
@@ -412,7 +415,7 @@ async def chaos(endpoint: str, args: argparse.Namespace, log_dir: Path) -> int:
                 stopping.start_soon(
                     functools.partial(run.signal, member, signal.SIGTERM, planned=False)
                 )
-        result = await audit(aws, jobs, urls, f"bench-{name}", fixtures)
+        result = await audit(aws, jobs, urls, f"bench-{name}", fixtures, run.sigkills)
         nursery.cancel_scope.cancel()
     if not drained:
         result.failures.insert(0, f"not drained within {args.drain_minutes} min")
@@ -430,7 +433,10 @@ async def chaos(endpoint: str, args: argparse.Namespace, log_dir: Path) -> int:
     print(f"audit: exports by outcome {json.dumps(result.outcomes)}")
     print(f"  objects checked (bytes and sha256): {result.objects_checked}")
     print(f"  queue depths: {json.dumps(result.depths)}")
-    print(f"  open multipart uploads: {result.open_uploads}")
+    print(
+        f"  open multipart uploads: {result.open_uploads} "
+        f"({result.abandoned_uploads} begun before a SIGKILL, left to the lifecycle rule)"
+    )
     print(f"  job items WAITING or RUNNING: {result.unfinished_jobs}")
     worst = max((took for _, took, _ in run.sigterms), default=0.0)
     codes = sorted({code for _, _, code in run.sigterms}, key=str)
