@@ -283,6 +283,8 @@ class Run:
                         kb = vm_rss_kb(proc.pid)
                     except (FileNotFoundError, ProcessLookupError):
                         continue
+                    if kb < 0:  # exiting: its memory is gone already
+                        continue
                     age = trio.current_time() - member.started_at
                     member.rss.append((member.incarnations, age, kb))
             await trio.sleep(2)
