@@ -193,8 +193,13 @@ class Run:
                 await wait_ready(member.port, member.proc)
                 task_status.started()
                 first = False
-            member.code = await member.proc.wait()
-            log.close()
+            try:
+                member.code = await member.proc.wait()
+            finally:
+                # Interrupted (Ctrl-C): no process of the run may outlive it.
+                if member.proc.returncode is None:
+                    member.proc.kill()
+                log.close()
             member.exited.set()
             if not member.signalled and not member.retiring:
                 self.unexpected.append(f"{member.role} exited {member.code} unasked")
