@@ -65,11 +65,11 @@ class StartGate:
             raise TransientError(msg)
 
 
-async def _queue_facts(sqs: object, url: str) -> QueueFacts:
+async def _queue_facts(aws: AwsClients, url: str) -> QueueFacts:
     return QueueFacts(
         url,
-        await _sqs.queue_visibility_timeout(sqs, url, policy=START_POLICY),
-        await _sqs.dead_letter_queue_url(sqs, url, policy=START_POLICY),
+        await _sqs.queue_visibility_timeout(aws.sqs, url, policy=START_POLICY),
+        await _sqs.dead_letter_queue_url(aws.sqs, url, policy=START_POLICY),
     )
 
 
@@ -121,7 +121,7 @@ async def _look_until_all_answer(
 
     async def sqs() -> None:
         for url in queues:
-            facts[url] = await _queue_facts(aws.sqs, url)
+            facts[url] = await _queue_facts(aws, url)
 
     probes: dict[str, Probe] = {
         "sqs": sqs if queues else checks["sqs"],
