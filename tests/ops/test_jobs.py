@@ -30,6 +30,7 @@ async def _run(stack: Stack, *args: str) -> tuple[int, str]:
     return done.returncode, (done.stdout + done.stderr).decode()
 
 
+@pytest.mark.slow
 async def test_submit_wait_follows_the_job_to_its_end(aws_endpoint: str) -> None:
     """submit --wait exits 0 once the job is COMPLETED and shows its counts; a job that
     fails makes it exit 1."""
@@ -38,9 +39,18 @@ async def test_submit_wait_follows_the_job_to_its_end(aws_endpoint: str) -> None
         stack.simulator.add_export("exp-cli-bad", [], status="FAILED")
         await stack.seed("exp-cli", metadata_for(ENTRIES))
         stop = await stack.run_service(HEALTH_PORT=str(free_port()))
-        code, out = await _run(stack, "submit", "exp-cli", "--wait", "--correlation-id", "c-cli")
-        bad_code, bad_out = await _run(stack, "submit", "exp-cli-bad", "--wait")
+        # The two commands at once: each process starts up and waits while the other does.
+        runs: dict[str, tuple[int, str]] = {}
+
+        async def run(key: str, *args: str) -> None:
+            runs[key] = await _run(stack, *args)
+
+        async with trio.open_nursery() as nursery:
+            ok = ("submit", "exp-cli", "--wait", "--correlation-id", "c-cli")
+            nursery.start_soon(run, "ok", *ok)
+            nursery.start_soon(run, "bad", "submit", "exp-cli-bad", "--wait")
         stop.set()
+    (code, out), (bad_code, bad_out) = runs["ok"], runs["bad"]
     assert code == 0, out
     assert "submitted exp-cli (correlationId c-cli)" in out
     assert "COMPLETED" in out
