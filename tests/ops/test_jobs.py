@@ -39,18 +39,9 @@ async def test_submit_wait_follows_the_job_to_its_end(aws_endpoint: str) -> None
         stack.simulator.add_export("exp-cli-bad", [], status="FAILED")
         await stack.seed("exp-cli", metadata_for(ENTRIES))
         stop = await stack.run_service(HEALTH_PORT=str(free_port()))
-        # The two commands at once: each process starts up and waits while the other does.
-        runs: dict[str, tuple[int, str]] = {}
-
-        async def run(key: str, *args: str) -> None:
-            runs[key] = await _run(stack, *args)
-
-        async with trio.open_nursery() as nursery:
-            ok = ("submit", "exp-cli", "--wait", "--correlation-id", "c-cli")
-            nursery.start_soon(run, "ok", *ok)
-            nursery.start_soon(run, "bad", "submit", "exp-cli-bad", "--wait")
+        code, out = await _run(stack, "submit", "exp-cli", "--wait", "--correlation-id", "c-cli")
+        bad_code, bad_out = await _run(stack, "submit", "exp-cli-bad", "--wait")
         stop.set()
-    (code, out), (bad_code, bad_out) = runs["ok"], runs["bad"]
     assert code == 0, out
     assert "submitted exp-cli (correlationId c-cli)" in out
     assert "COMPLETED" in out
