@@ -16,6 +16,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -147,7 +148,8 @@ async def sample_rss(pid: int, samples: list[tuple[float, int]], interval: float
 
 
 def serve_moto(port: str) -> int:
-    """moto's server, with a transaction's rollback copy cut to the items it touches.
+    """moto's server, with a transaction's rollback copy cut to the items it touches, and
+    writes serialized.
 
     moto backs up every table a ``TransactWriteItems`` names with a deep copy,
     so each transaction costs moto time (and memory: 8 GB within minutes at
@@ -199,7 +201,25 @@ def serve_moto(port: str) -> int:
     def _copy(item: Any, key: tuple[Any, Any]) -> Any:
         return copy_module.deepcopy(item) if key in touched else item
 
-    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    # DynamoDB applies a transaction atomically; moto backs the tables up,
+    # applies the items one by one and restores the backup on cancellation,
+    # in whichever server thread the request came in on. Two transactions on
+    # the same items at once (a duplicate delivery recording the same file)
+    # could then restore a backup taken halfway through the other: its file
+    # item kept, its counts lost (seen in benchmarks/chaos.py). Writes are
+    # therefore serialized here, as DynamoDB serializes them on an item.
+    lock = threading.RLock()
+
+    def serialized(method: Any) -> Any:
+        def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return method(self, *args, **kwargs)
+
+        return locked
+
+    models.DynamoDBBackend.transact_write_items = serialized(transact_write_items)  # type: ignore[method-assign]
+    for name in ("put_item", "update_item", "delete_item"):
+        setattr(models.DynamoDBBackend, name, serialized(getattr(models.DynamoDBBackend, name)))
     models.copy = LeanCopy  # type: ignore[assignment]
     moto_main(["-H", "127.0.0.1", "-p", port])
     return 0

@@ -10,17 +10,19 @@ stage's slots.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 
-from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.queues import SqsQueues
 from pipeline._config import Settings
 from pipeline._core.backoff import AWS_POLICY
 from pipeline._core.lanes import Priority
 from pipeline._service.deps import Deps
 from pipeline._service.lease import LeaseKeeper
+from pipeline._service.startup import QueueFacts
 
-__all__ = ["StageQueue", "lanes_of", "open_stage_queues", "queue_names"]
+__all__ = ["StageQueue", "lanes_of", "queue_names", "stage_queues"]
 
 
 @attrs.frozen
@@ -32,28 +34,28 @@ class StageQueue:
     dead_letter_url: str | None
 
 
-async def open_stage_queues(
-    deps: Deps, *, normal: str, high: str | None, name: str
+def stage_queues(
+    deps: Deps, facts: Mapping[str, QueueFacts], urls: tuple[str | None, str | None], *, name: str
 ) -> list[StageQueue]:
-    """The normal queue of a stage, and its high one when configured."""
-    sqs = deps.aws.sqs
-    lanes = [(Priority.NORMAL, normal, name)]
-    if high is not None:
-        lanes.append((Priority.HIGH, high, f"{name}_high"))
+    """A stage's queues from their ``(normal, high)`` URLs (None: not read), with what
+    start-up read of each (``facts``: visibility timeout, dead-letter queue)."""
+    normal, high = urls
+    lanes = [(Priority.NORMAL, normal, name), (Priority.HIGH, high, f"{name}_high")]
     found = []
     for lane, url, queue_name in lanes:
-        timeout = await _sqs.queue_visibility_timeout(sqs, url, policy=AWS_POLICY)
+        if url is None or (lane is Priority.HIGH and normal is None):
+            continue
+        queue = facts[url]
         keeper = LeaseKeeper(
-            SqsQueues(sqs),
+            SqsQueues(deps.aws.sqs),
             url,
-            timeout,
+            queue.visibility_timeout,
             AWS_POLICY,
             metrics=deps.metrics,
             queue_name=queue_name,
             lane=lane,
         )
-        dead_letter_url = await _sqs.dead_letter_queue_url(sqs, url, policy=AWS_POLICY)
-        found.append(StageQueue(lane, keeper, dead_letter_url))
+        found.append(StageQueue(lane, keeper, queue.dead_letter_url))
     return found
 
 
