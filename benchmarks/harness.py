@@ -3,10 +3,8 @@
 Each benchmark runs the service (``python -m pipeline``) as a subprocess
 against a moto server subprocess and the Export API simulator, and reads CPU
 time, peak RSS and page faults of those processes from ``/proc``. The moto
-server here has one change, for a pathology of moto's that DynamoDB does not
-have (see :func:`serve_moto`).
-
-    python benchmarks/harness.py --moto PORT     # the moto server alone
+server is the project's launcher (``python -m pipeline.testing.moto``), which
+leaves out two of moto's costs that DynamoDB does not have.
 """
 
 from __future__ import annotations
@@ -146,70 +144,16 @@ async def sample_rss(pid: int, samples: list[tuple[float, int]], interval: float
 # -- moto --
 
 
-def serve_moto(port: str) -> int:
-    """moto's server, with a transaction's rollback copy cut to the items it touches.
-
-    moto backs up every table a ``TransactWriteItems`` names with a deep copy,
-    so each transaction costs moto time (and memory: 8 GB within minutes at
-    2,000 result items) in proportion to the whole table; DynamoDB's cost
-    does not grow with the table. Here the backup shares the items the
-    transaction does not name and copies the ones it does, which restores the
-    same state when a transaction is cancelled.
-    """
-    import copy as copy_module
-
-    from moto.dynamodb import models
-    from moto.dynamodb.models.dynamo_type import DynamoType
-    from moto.server import main as moto_main
-
-    touched: set[tuple[Any, Any]] = set()
-    original = models.DynamoDBBackend.transact_write_items
-
-    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
-        touched.clear()
-        for item in transact_items:
-            op = next(iter(item.values()))
-            table = self.tables[op["TableName"]]
-            key = op.get("Key") or op["Item"]
-            range_key = table.range_key_attr
-            touched.add(
-                (
-                    DynamoType(key[table.hash_key_attr]),
-                    DynamoType(key[range_key]) if range_key else None,
-                )
-            )
-        original(self, transact_items)
-
-    class LeanCopy:
-        @staticmethod
-        def deepcopy(value: Any) -> Any:
-            if not isinstance(value, models.Table):
-                return copy_module.deepcopy(value)
-            table = copy_module.copy(value)
-            table.items = collections.defaultdict(dict)
-            for hash_key, by_range in value.items.items():
-                if not isinstance(by_range, dict):
-                    table.items[hash_key] = _copy(by_range, (hash_key, None))
-                    continue
-                table.items[hash_key] = {
-                    r: _copy(item, (hash_key, r)) for r, item in by_range.items()
-                }
-            return table
-
-    def _copy(item: Any, key: tuple[Any, Any]) -> Any:
-        return copy_module.deepcopy(item) if key in touched else item
-
-    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-    models.copy = LeanCopy  # type: ignore[assignment]
-    moto_main(["-H", "127.0.0.1", "-p", port])
-    return 0
-
-
 @contextmanager
 def moto() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A moto server subprocess (its pid is needed for its CPU time)."""
+    """The project's moto server subprocess (its pid is needed for its CPU time).
+
+    That is ``python -m pipeline.testing.moto``, whose transactions back up only
+    the items they touch, as the tests' and the demo's.
+    """
     port = free_port()
-    with moto_process([sys.executable, __file__, "--moto", str(port)], port) as running:
+    command = [sys.executable, "-m", "pipeline.testing.moto", str(port)]
+    with moto_process(command, port) as running:
         yield running
 
 
@@ -312,9 +256,3 @@ async def profile(pid: int, name: str) -> trio.Process | None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] != ["--moto"] or len(sys.argv) != 3:
-        sys.exit("usage: python benchmarks/harness.py --moto PORT")
-    sys.exit(serve_moto(sys.argv[2]))
