@@ -210,6 +210,8 @@ class Result:
     cpu: float  # of the service or the plain loop's process
     moto_cpu: float
     calls: dict[str, int]
+    # Seconds from each message's send to its job's final log line (offered phases).
+    latencies: tuple[float, ...] = ()
 
     @property
     def rate(self) -> float:
@@ -277,6 +279,7 @@ class Phase:
 async def _prepare(
     aws: AwsClients, endpoint: str, exports: Exports, simulator: Simulator, api: Any
 ) -> Phase:
+    """Resources for ``exports``; the service's environment points it at ``endpoint``."""
     name, urls = await provision_bench(aws, visibility_timeout=60)
     for export_id, zips, entries in exports.exports:
         await seed_metadata(aws.dynamodb, f"metadata-{name}", export_id, metadata_for(entries))
@@ -328,8 +331,17 @@ async def run_service_phase(
     moto_pid: int,
     exports: Exports,
     workdir: Path,
+    *,
+    api_delay: float = 0.0,
+    offer_rate: float | None = None,
 ) -> Result:
-    simulator = Simulator(token=TOKEN)
+    """The service on ``exports`` (AWS at ``endpoint``, the API ``api_delay`` s per request).
+
+    The messages (one export each) are sent at once, or with ``offer_rate``
+    one every ``1 / offer_rate`` seconds, each one's latency measured.
+    """
+    simulator = Simulator(token=TOKEN, request_delay=api_delay)
+    sent_at: dict[str, float] = {}
     async with trio.open_nursery() as nursery:
         api = await nursery.start(serve_simulator, simulator)
         phase = await _prepare(aws, endpoint, exports, simulator, api)
@@ -341,17 +353,22 @@ async def run_service_phase(
             cpu0, moto0 = cpu_seconds(proc.pid), cpu_seconds(moto_pid)
             started = trio.current_time()
             ids = [export_id for export_id, _, _ in exports.exports]
-            for start in range(0, len(ids), 10):
-                await aws.sqs.send_message_batch(
-                    QueueUrl=phase.env["SQS_EXPORT_JOBS_URL"],
-                    Entries=[
-                        {"Id": str(i), "MessageBody": json.dumps({"exportIds": [export_id]})}
-                        for i, export_id in enumerate(ids[start : start + 10])
-                    ],
-                )
+            queue_url = phase.env["SQS_EXPORT_JOBS_URL"]
+            if offer_rate is None:
+                for start in range(0, len(ids), 10):
+                    await aws.sqs.send_message_batch(
+                        QueueUrl=queue_url,
+                        Entries=[
+                            {"Id": str(i), "MessageBody": json.dumps({"exportIds": [export_id]})}
+                            for i, export_id in enumerate(ids[start : start + 10])
+                        ],
+                    )
+            else:
+                nursery.start_soon(_offer, aws, queue_url, ids, offer_rate, sent_at)
             with trio.fail_after(1800):
                 await service.finished.wait_for(len(ids))
             seconds = trio.current_time() - started
+            finished_at = dict(service.finished.at)
             cpu, moto_cpu = cpu_seconds(proc.pid) - cpu0, cpu_seconds(moto_pid) - moto0
             # The message is deleted just after its job is final: wait for it,
             # so the calls counted are the whole work of the exports.
@@ -366,13 +383,42 @@ async def run_service_phase(
             raise RuntimeError(msg)
     calls = {op: after.get(op, 0) - before.get(op, 0) for op in after}
     count = len(exports.exports) if units == "exports" else exports.files
-    return Result(label, units, count, exports.entries, seconds, cpu, moto_cpu, _nonzero(calls))
+    latencies = tuple(finished_at[export_id] - sent_at[export_id] for export_id in sent_at)
+    return Result(
+        label, units, count, exports.entries, seconds, cpu, moto_cpu, _nonzero(calls), latencies
+    )
+
+
+async def _offer(
+    aws: AwsClients, queue_url: str, ids: list[str], rate: float, sent_at: dict[str, float]
+) -> None:
+    """Send one message per export, ``rate`` a second, each in a task of its own."""
+
+    async def send(export_id: str) -> None:
+        sent_at[export_id] = trio.current_time()
+        await aws.sqs.send_message(
+            QueueUrl=queue_url, MessageBody=json.dumps({"exportIds": [export_id]})
+        )
+
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for n, export_id in enumerate(ids):
+            await trio.sleep_until(started + n / rate)
+            nursery.start_soon(send, export_id)
 
 
 async def run_plain_phase(
-    aws: AwsClients, endpoint: str, moto_pid: int, exports: Exports, workdir: Path
+    aws: AwsClients,
+    endpoint: str,
+    moto_pid: int,
+    exports: Exports,
+    workdir: Path,
+    *,
+    api_delay: float = 0.0,
+    label: str = "plain sequential loop",
 ) -> Result:
-    simulator = Simulator(token=TOKEN)
+    """The plain loop on ``exports`` (AWS at ``endpoint``, the API ``api_delay`` s per request)."""
+    simulator = Simulator(token=TOKEN, request_delay=api_delay)
     async with trio.open_nursery() as nursery:
         api = await nursery.start(serve_simulator, simulator)
         phase = await _prepare(aws, endpoint, exports, simulator, api)
@@ -396,7 +442,7 @@ async def run_plain_phase(
         nursery.cancel_scope.cancel()
     out = json.loads(out_file.read_text())
     return Result(
-        "plain sequential loop",
+        label,
         "exports",
         len(exports.exports),
         out["entries"],
