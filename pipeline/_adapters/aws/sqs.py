@@ -35,6 +35,7 @@ __all__ = [
     "change_visibility_batch",
     "dead_letter_queue_url",
     "delete",
+    "delete_batch",
     "queue_visibility_timeout",
     "receive",
     "send",
@@ -299,6 +300,36 @@ async def change_visibility_batch(
         entries, call, _chunks_of_ten, policy=policy, what="sqs change visibility batch"
     )
     return {entries[index][0] for index in failed}
+
+
+async def delete_batch(
+    sqs: AwsClient,
+    queue_url: str,
+    receipt_handles: Sequence[str],
+    *,
+    policy: Backoff = AWS_POLICY,
+) -> dict[str, str]:
+    """Delete many handled messages, ten to a call; the handles not deleted, with why.
+
+    A failure reported as the sender's (an invalid or expired handle) means
+    the lease was lost; failures on AWS's side are retried per ``policy`` and
+    reported only when they persist. A whole call refused by AWS raises.
+    """
+
+    async def call(chunk: list[tuple[int, Any]]) -> dict[int, _EntryFailure]:
+        response = await aws_call(
+            "sqs delete batch",
+            sqs.delete_message_batch,
+            policy=policy,
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(index), "ReceiptHandle": handle} for index, handle in chunk],
+        )
+        return _failures(response)
+
+    failed = await _batch_rounds(
+        receipt_handles, call, _chunks_of_ten, policy=policy, what="sqs delete batch"
+    )
+    return {receipt_handles[index]: failure.reason for index, failure in failed.items()}
 
 
 def _chunks_by_size(pending: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
