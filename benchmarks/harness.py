@@ -188,8 +188,13 @@ class FinishedJobs:
     at: dict[str, float] = attrs.field(factory=dict)
 
     async def count_from(self, stdout: trio.abc.ReceiveStream) -> None:
+        """Count from ``stdout``; with BENCH_SERVICE_LOG set, also append it to that file."""
+        copy = os.environ.get("BENCH_SERVICE_LOG")
         partial = b""
         async for chunk in stdout:
+            if copy:
+                with open(copy, "ab") as out:  # noqa: ASYNC230 (a local file, rarely)
+                    out.write(chunk)
             *lines, partial = (partial + chunk).split(b"\n")
             now = trio.current_time()
             for line in lines:

@@ -277,10 +277,21 @@ class Phase:
 
 
 async def _prepare(
-    aws: AwsClients, endpoint: str, exports: Exports, simulator: Simulator, api: Any
+    aws: AwsClients,
+    endpoint: str,
+    exports: Exports,
+    simulator: Simulator,
+    api: Any,
+    *,
+    task_queue: bool = False,
 ) -> Phase:
-    """Resources for ``exports``; the service's environment points it at ``endpoint``."""
-    name, urls = await provision_bench(aws, visibility_timeout=60)
+    """Resources for ``exports``; the service's environment points it at ``endpoint``.
+
+    ``task_queue``: a download-task queue too, where the service's files
+    overflow when its own workers are busy (as deployed).
+    """
+    name, urls = await provision_bench(aws, visibility_timeout=60, download_tasks=task_queue)
+    extra = {"SQS_DOWNLOAD_TASKS_URL": urls.download_tasks_url} if urls.download_tasks_url else {}
     for export_id, zips, entries in exports.exports:
         await seed_metadata(aws.dynamodb, f"metadata-{name}", export_id, metadata_for(entries))
         simulator.add_export(export_id, zips)
@@ -291,6 +302,7 @@ async def _prepare(
         api,
         MAX_CONCURRENT_JOBS=str(CONCURRENCY),
         LOG_LEVEL="info",
+        **extra,
     )
     return Phase(name, env, JobStore(aws.dynamodb, f"jobs-{name}", AWS_POLICY))
 
@@ -334,6 +346,7 @@ async def run_service_phase(
     *,
     api_delay: float = 0.0,
     offer_rate: float | None = None,
+    task_queue: bool = False,
 ) -> Result:
     """The service on ``exports`` (AWS at ``endpoint``, the API ``api_delay`` s per request).
 
@@ -344,7 +357,7 @@ async def run_service_phase(
     sent_at: dict[str, float] = {}
     async with trio.open_nursery() as nursery:
         api = await nursery.start(serve_simulator, simulator)
-        phase = await _prepare(aws, endpoint, exports, simulator, api)
+        phase = await _prepare(aws, endpoint, exports, simulator, api, task_queue=task_queue)
         calls_file = workdir / f"calls-{phase.name}.json"
         command = [sys.executable, __file__, "--serve", str(calls_file), "--mode", "all"]
         async with service_process(command, phase.env, phase.name) as service:
@@ -475,38 +488,42 @@ async def bench(args: argparse.Namespace, endpoint: str, moto_pid: int) -> list[
     async with open_aws_clients(region="us-east-1", endpoint_url=endpoint, pool_size=10) as aws:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
-            label = f"service, {args.exports} small exports"
-            results.append(
-                await run_service_phase(label, "exports", aws, endpoint, moto_pid, small, workdir)
-            )
-            print(results[-1].line(), flush=True)
-            results.append(await run_plain_phase(aws, endpoint, moto_pid, small, workdir))
-            print(results[-1].line(), flush=True)
+            if args.exports:
+                label = f"service, {args.exports} small exports"
+                phase = run_service_phase(label, "exports", aws, endpoint, moto_pid, small, workdir)
+                results.append(await phase)
+                print(results[-1].line(), flush=True)
+                results.append(await run_plain_phase(aws, endpoint, moto_pid, small, workdir))
+                print(results[-1].line(), flush=True)
             for files in args.wide:
                 label = f"service, 1 export of {files} files"
                 wide = wide_export(files)
                 results.append(
-                    await run_service_phase(label, "files", aws, endpoint, moto_pid, wide, workdir)
-                )
+                    await run_service_phase(
+                        label, "files", aws, endpoint, moto_pid, wide, workdir,
+                        task_queue=args.task_queue,
+                    )
+                )  # fmt: skip
                 print(results[-1].line(), flush=True)
     return results
 
 
 def _summary(results: list[Result], wide: list[int]) -> str:
-    service, plain = results[0], results[1]
-    lines = [
-        "",
-        f"small: service {service.rate / plain.rate:.2f}x the plain loop's exports/s "
-        f"(target >= 3), {service.per_entry_ms(service.cpu) / plain.per_entry_ms(plain.cpu):.2f}x "
-        "its CPU per entry (target <= 0.7)",
-    ]
+    lines = [""]
+    if len(results) > len(wide):
+        service, plain = results[0], results[1]
+        lines.append(
+            f"small: service {service.rate / plain.rate:.2f}x the plain loop's exports/s, "
+            f"{service.per_entry_ms(service.cpu) / plain.per_entry_ms(plain.cpu):.2f}x "
+            "its CPU per entry"
+        )
     if len(wide) == 2:
-        narrow, broad = results[2], results[3]
+        narrow, broad = results[-2], results[-1]
         time_ratio = (broad.seconds / broad.count) / (narrow.seconds / narrow.count)
         cpu_ratio = (broad.cpu / broad.count) / (narrow.cpu / narrow.count)
         lines.append(
             f"wide: {broad.count} files take {time_ratio:.2f}x the time per file and "
-            f"{cpu_ratio:.2f}x the CPU per file of {narrow.count} (targets <= 1.5)"
+            f"{cpu_ratio:.2f}x the CPU per file of {narrow.count} (targets <= 1.5, <= 1.2)"
         )
     lines.append("")
     lines.append(_calls_table(results))
@@ -525,6 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exports", type=int, default=200, help="small exports (default 200)")
     parser.add_argument(
         "--wide", type=int, nargs="*", default=[200, 2000], help="files of the wide exports"
+    )
+    parser.add_argument(
+        "--task-queue",
+        action="store_true",
+        help="wide exports with a download-task queue to overflow to (as deployed)",
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
