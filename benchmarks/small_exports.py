@@ -25,6 +25,7 @@ Run::
 
     python benchmarks/small_exports.py                       # 200 small, 200 vs 2000 wide
     python benchmarks/small_exports.py --exports 50 --wide 100 500   # a quick look
+    python benchmarks/small_exports.py --exports 0 --task-queue      # wide, as deployed
 """
 
 from __future__ import annotations
