@@ -127,6 +127,12 @@ def table(results: list[tuple[str, Result]], rate: float) -> str:
             f"{calls_p / p.entries:.2f} ({calls_p / p.count:.1f})",
             None,
         )
+        row(
+            f"{key}: Export API downloads per export",
+            f"{s.downloads / s.count:.2f}",
+            f"{p.downloads / p.count:.2f}",
+            None,
+        )
     offered = by.get(("offered", "service"))
     if offered is not None and offered.latencies:
         quantiles = statistics.quantiles(offered.latencies, n=20)

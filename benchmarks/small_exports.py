@@ -213,6 +213,8 @@ class Result:
     calls: dict[str, int]
     # Seconds from each message's send to its job's final log line (offered phases).
     latencies: tuple[float, ...] = ()
+    # Export API downloads (GETs of ZIPs, tail reads included), counted at the simulator.
+    downloads: int = 0
 
     @property
     def rate(self) -> float:
@@ -227,7 +229,8 @@ class Result:
             f"{self.label:<34} {self.rate:8.1f} {self.units}/s  "
             f"{self.seconds:7.2f} s  CPU {self.per_entry_ms(self.cpu):5.1f} ms/entry  "
             f"moto {self.per_entry_ms(self.moto_cpu):5.1f} ms/entry  "
-            f"AWS calls {calls / self.entries:5.2f}/entry"
+            f"AWS calls {calls / self.entries:5.2f}/entry  "
+            f"downloads {self.downloads / self.count:4.2f}/{self.units[:-1]}"
         )
 
 
@@ -383,6 +386,7 @@ async def run_service_phase(
                 await service.finished.wait_for(len(ids))
             seconds = trio.current_time() - started
             finished_at = dict(service.finished.at)
+            downloads = simulator.count("download")
             cpu, moto_cpu = cpu_seconds(proc.pid) - cpu0, cpu_seconds(moto_pid) - moto0
             # The message is deleted just after its job is final: wait for it,
             # so the calls counted are the whole work of the exports.
@@ -399,7 +403,16 @@ async def run_service_phase(
     count = len(exports.exports) if units == "exports" else exports.files
     latencies = tuple(finished_at[export_id] - sent_at[export_id] for export_id in sent_at)
     return Result(
-        label, units, count, exports.entries, seconds, cpu, moto_cpu, _nonzero(calls), latencies
+        label,
+        units,
+        count,
+        exports.entries,
+        seconds,
+        cpu,
+        moto_cpu,
+        _nonzero(calls),
+        latencies,
+        downloads,
     )
 
 
@@ -453,6 +466,7 @@ async def run_plain_phase(
             env={**os.environ, **phase.env},
         )
         moto_cpu = cpu_seconds(moto_pid) - moto0
+        downloads = simulator.count("download")
         nursery.cancel_scope.cancel()
     out = json.loads(out_file.read_text())
     return Result(
@@ -464,6 +478,7 @@ async def run_plain_phase(
         out["cpu"],
         moto_cpu,
         _nonzero(out["counts"]),
+        downloads=downloads,
     )
 
 
