@@ -20,6 +20,7 @@ from pipeline._core.zip.format import ZipLimits
 from pipeline._service.cancel import CancelWatch
 from pipeline._service.intake import IntakeGate
 from pipeline._service.metrics import ServiceMetrics
+from pipeline._service.pause import PauseGate
 
 __all__ = ["Deps"]
 
@@ -43,6 +44,8 @@ class Deps:
     cancels: CancelWatch = attrs.field(factory=CancelWatch)
     # What the receivers wait on before taking messages (no reason: always open).
     intake: IntakeGate = attrs.field(factory=IntakeGate)
+    # The queues paused for every process, as last read here.
+    pauses: PauseGate = attrs.field(factory=PauseGate)
 
     @property
     def zip_limits(self) -> ZipLimits:

@@ -6,6 +6,8 @@ Read top to bottom, this is the picture in ``docs/architecture.md``::
     ├── health server                          (until the work is over)
     └── lease keepers                          (one per queue, heartbeats)
         ├── cancel watch                       (job items of the exports in flight)
+        ├── pause gate                         (control items: paused queues)
+        ├── event hub                          (GET /events: changed jobs, 1/s each)
         └── work (cancel scope: grace deadline on stop)
             ├── stop watcher                   (stop → intake cancelled, deadline set)
             ├── intake (cancel scope)
@@ -42,12 +44,16 @@ import trio
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import AwsClient, open_aws_clients
 from pipeline._adapters.aws.jobcontrol import job_statuses
+from pipeline._adapters.aws.jobitems import utc_now
 from pipeline._adapters.aws.joboutbox import EventBus
 from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.aws.pauses import read_pauses
 from pipeline._adapters.aws.queues import SqsQueues
 from pipeline._adapters.exportapi import ExportApi, ExportApiSession
 from pipeline._adapters.exportapi.pacing import Pacer
-from pipeline._adapters.http.control import Control, add_control_routes
+from pipeline._adapters.http.console import ConsoleHooks, add_console_routes
+from pipeline._adapters.http.control import Control, add_control_routes, job_view
+from pipeline._adapters.http.events import EventHub, add_events_route
 from pipeline._adapters.http.health import (
     add_metrics_route,
     create_health_app,
@@ -65,6 +71,7 @@ from pipeline._service.file_stage import run_file_workers
 from pipeline._service.intake import AwsFailing, ExportApiBreaker, IntakeGate
 from pipeline._service.job_stage import JobStageDeps, run_job_stage
 from pipeline._service.lease import Delivery, LeaseKeeper
+from pipeline._service.pause import PauseGate
 from pipeline._service.receiver import Slots, run_receiver
 from pipeline._service.sweeper import run_outbox, run_sweeper
 from pipeline._service.task_stage import run_task_stage
@@ -104,6 +111,7 @@ def _status(deps: Deps, mode: Mode, queues: list[str]) -> dict[str, Any]:
             "failed": pool.failed,
             "avgProcessingMs": pool.avg_processing_ms,
         },
+        "paused": deps.pauses.view,
     }
 
 
@@ -116,6 +124,12 @@ def export_api_breaker() -> CircuitBreaker:
     cooldown while it does not.
     """
     return CircuitBreaker(window=10, min_calls=5, cooldown=5.0)
+
+
+async def _read_view(deps: Deps, export_id: str) -> dict[str, Any] | None:
+    """A job as GET /jobs/{exportId} shows it (for GET /events)."""
+    job = await deps.jobs.get_job(export_id)
+    return None if job is None else job_view(job, utc_now())
 
 
 def _pacing(settings: Settings) -> list[Callable[[httpx.Request], Awaitable[None]]]:
@@ -162,10 +176,13 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         checks = readiness_checks(settings, aws)
         # The work needs the Export API, S3 and DynamoDB; SQS trouble is the
         # receivers' own to wait out (they are what would be paused).
+        # An operator's pause of a queue holds its receivers back the same way.
+        pauses = PauseGate()
         gate = IntakeGate(
             [
                 ExportApiBreaker(session),
                 AwsFailing(health, {name: checks[name] for name in ("s3", "dynamodb")}),
+                pauses,
             ]
         )
         with observe_health(health):
@@ -182,6 +199,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
                 ),
                 inflate_limiter=trio.CapacityLimiter(settings.worker_pool_size),
                 intake=gate,
+                pauses=pauses,
             )
 
 
@@ -246,20 +264,30 @@ async def _serve(
             readiness_checks(settings, deps.aws),
             functools.partial(_status, deps, mode, _queue_names(takes_jobs, takes_tasks)),
         )
-        add_control_routes(
-            app,
-            Control(
-                jobs=deps.jobs,
-                sqs=deps.aws.sqs,
-                export_jobs_url=settings.sqs_export_jobs_url,
-                download_tasks_url=settings.sqs_download_tasks_url,
-                admin_token=settings.admin_token,
-                overload_backlog=settings.overload_backlog,
-                on_cancel=deps.cancels.cancel,
-                on_retry=deps.cancels.resume,
-            ),
+        control = Control(
+            jobs=deps.jobs,
+            sqs=deps.aws.sqs,
+            export_jobs_url=settings.sqs_export_jobs_url,
+            download_tasks_url=settings.sqs_download_tasks_url,
+            admin_token=settings.admin_token,
+            overload_backlog=settings.overload_backlog,
+            on_cancel=deps.cancels.cancel,
+            on_retry=deps.cancels.resume,
+            paused=lambda: deps.pauses.view,
         )
-        add_metrics_route(app, deps.metrics.text)
+        figures = add_control_routes(app, control)
+        add_console_routes(
+            app,
+            control,
+            ConsoleHooks(on_pause=lambda queue, paused: deps.pauses.apply({queue: paused})),
+        )
+        hub = EventHub(deps.jobs.changes, functools.partial(_read_view, deps))
+        add_events_route(app, hub)
+
+        async def refresh_queue_gauges() -> None:
+            deps.metrics.queues_seen(await figures.get(), deps.pauses.view)
+
+        add_metrics_route(app, deps.metrics.text, refresh_queue_gauges)
         await top.start(serve_health, app, settings.health_port, health_done)
 
         job_keeper = (
@@ -277,6 +305,9 @@ async def _serve(
                     await keepers.start(keeper.run)
             # Cancels taken by other processes reach the work here through the job items.
             keepers.start_soon(deps.cancels.run, functools.partial(job_statuses, deps.jobs))
+            # So do pauses, through their control items, on the same clock.
+            keepers.start_soon(deps.pauses.run, functools.partial(read_pauses, deps.jobs))
+            keepers.start_soon(hub.run)
             with trio.CancelScope() as work_scope:
                 async with trio.open_nursery() as work:
                     await _start_work(work, deps, mode, stop, work_scope, job_keeper, task_keeper)

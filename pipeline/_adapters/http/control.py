@@ -13,8 +13,9 @@ end FAILED or CANCELLED 409.
 
 from __future__ import annotations
 
+import functools
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +33,15 @@ from pipeline._core.accounting import JobStatus
 from pipeline._core.messages import ExportJob, decode_export_job, encode_export_job
 from pipeline._errors import PipelineError, PoisonMessage
 
-__all__ = ["Control", "add_control_routes", "job_view", "overloaded"]
+__all__ = [
+    "Control",
+    "QueueFigures",
+    "add_control_routes",
+    "job_view",
+    "overloaded",
+    "queue_figures",
+    "refusal",
+]
 
 _FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 _DEPTHS = {
@@ -56,6 +65,8 @@ class Control:
     # here, and forgets it on a retry (other processes see the job item).
     on_cancel: Callable[[str], None] = lambda export_id: None
     on_retry: Callable[[str], None] = lambda export_id: None
+    # Queue name (export-jobs, download-tasks) → paused, as this process knows it.
+    paused: Callable[[], dict[str, bool]] = dict
 
 
 def job_view(job: JobItem, now: datetime) -> dict[str, Any]:
@@ -105,7 +116,7 @@ def overloaded(views: list[dict[str, int] | None], backlog: int) -> bool:
     return any(view["visible"] > backlog for view in views if view is not None)
 
 
-def _refusal(control: Control) -> tuple[dict[str, str], int] | None:
+def refusal(control: Control) -> tuple[dict[str, str], int] | None:
     """Why a changing call may not run (403 off, 401 token), or None when it may."""
     if control.admin_token is None:
         return {"error": "the control API is off: ADMIN_TOKEN is not set"}, 403
@@ -133,8 +144,49 @@ async def _queue_view(control: Control, url: str) -> dict[str, Any]:
     return depths
 
 
-def add_control_routes(app: QuartTrio, control: Control) -> None:
-    """Serve the control API on ``app``."""
+async def queue_figures(control: Control) -> dict[str, Any]:
+    """What ``GET /queues`` answers (without ``paused``): depths of both queues and their DLQs."""
+    found: dict[str, Any] = {}
+
+    async def look(name: str, url: str) -> None:
+        found[name] = await _queue_view(control, url)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(look, "exportJobs", control.export_jobs_url)
+        if control.download_tasks_url is not None:
+            nursery.start_soon(look, "downloadTasks", control.download_tasks_url)
+    tasks = found.get("downloadTasks")
+    return {
+        "exportJobs": found["exportJobs"],
+        "downloadTasks": tasks,
+        "overloaded": overloaded([found["exportJobs"], tasks], control.overload_backlog),
+    }
+
+
+@attrs.define
+class QueueFigures:
+    """The queue figures, read at most once per ``max_age`` seconds whoever asks.
+
+    ``GET /queues``, ``/metrics`` and the page all read them: any number of
+    callers costs SQS a bounded number of requests.
+    """
+
+    read: Callable[[], Awaitable[dict[str, Any]]]
+    max_age: float = 5.0
+    _value: dict[str, Any] | None = None
+    _read_at: float = 0.0
+    _lock: trio.Lock = attrs.field(factory=trio.Lock)
+
+    async def get(self) -> dict[str, Any]:
+        async with self._lock:
+            if self._value is None or trio.current_time() - self._read_at > self.max_age:
+                self._value = await self.read()
+                self._read_at = trio.current_time()
+            return dict(self._value)
+
+
+def add_control_routes(app: QuartTrio, control: Control) -> QueueFigures:
+    """Serve the control API on ``app``; returns its cached queue figures (for /metrics)."""
 
     @app.get("/jobs/<export_id>")
     async def get_job(export_id: str) -> tuple[dict[str, Any], int]:
@@ -145,7 +197,7 @@ def add_control_routes(app: QuartTrio, control: Control) -> None:
 
     @app.post("/jobs")
     async def submit() -> tuple[dict[str, Any], int]:
-        refused = _refusal(control)
+        refused = refusal(control)
         if refused is not None:
             return refused
         raw = await request.get_data()
@@ -170,7 +222,7 @@ def add_control_routes(app: QuartTrio, control: Control) -> None:
 
     @app.post("/jobs/<export_id>/cancel")
     async def cancel(export_id: str) -> tuple[dict[str, Any], int]:
-        refused = _refusal(control)
+        refused = refusal(control)
         if refused is not None:
             return refused
         answer = await cancel_job(control.jobs, export_id)
@@ -180,7 +232,7 @@ def add_control_routes(app: QuartTrio, control: Control) -> None:
 
     @app.post("/jobs/<export_id>/retry")
     async def retry(export_id: str) -> tuple[dict[str, Any], int]:
-        refused = _refusal(control)
+        refused = refusal(control)
         if refused is not None:
             return refused
         answer = await retry_job(control.jobs, control.sqs, control.export_jobs_url, export_id)
@@ -188,24 +240,19 @@ def add_control_routes(app: QuartTrio, control: Control) -> None:
             control.on_retry(export_id)
         return answered(answer, 202)
 
+    figures = QueueFigures(functools.partial(queue_figures, control))
+
     @app.get("/queues")
     async def queues() -> tuple[dict[str, Any], int]:
-        found: dict[str, Any] = {}
-
-        async def look(name: str, url: str) -> None:
-            found[name] = await _queue_view(control, url)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(look, "exportJobs", control.export_jobs_url)
-            if control.download_tasks_url is not None:
-                nursery.start_soon(look, "downloadTasks", control.download_tasks_url)
-        tasks = found.get("downloadTasks")
-        return {
-            "exportJobs": found["exportJobs"],
-            "downloadTasks": tasks,
-            "overloaded": overloaded([found["exportJobs"], tasks], control.overload_backlog),
-        }, 200
+        body = await figures.get()
+        paused = control.paused()
+        for name, queue in (("exportJobs", "export-jobs"), ("downloadTasks", "download-tasks")):
+            if body[name] is not None:
+                body[name] = {**body[name], "paused": paused.get(queue, False)}
+        return body, 200
 
     @app.errorhandler(PipelineError)
     async def unavailable(err: PipelineError) -> tuple[dict[str, str], int]:
         return {"error": str(err)}, 503
+
+    return figures

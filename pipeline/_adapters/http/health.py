@@ -91,11 +91,25 @@ def create_health_app(
     return app
 
 
-def add_metrics_route(app: QuartTrio, render: Callable[[], bytes]) -> None:
-    """``GET /metrics``: ``render()`` in Prometheus's text format."""
+def add_metrics_route(
+    app: QuartTrio,
+    render: Callable[[], bytes],
+    refresh: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """``GET /metrics``: ``render()`` in Prometheus's text format, after ``refresh()``.
+
+    ``refresh`` brings gauges read elsewhere (the queue figures) up to date; when
+    it fails the scrape still answers, with those gauges as last set.
+    """
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        if refresh is not None:
+            try:
+                with trio.fail_after(READY_TIMEOUT_SECONDS):
+                    await refresh()
+            except (PipelineError, trio.TooSlowError) as err:
+                log.warning("queue figures not read for /metrics", error=str(err) or "timed out")
         return Response(render(), mimetype=CONTENT_TYPE_LATEST)
 
 
