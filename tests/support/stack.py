@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import httpx
 import trio
 
 from pipeline._adapters.aws import sqs as _sqs
@@ -118,6 +119,21 @@ class Stack:
         stop = trio.Event()
         self.nursery.start_soon(run_service, self.settings(mode, **overrides), mode, stop)
         return stop
+
+    async def run_http_service(self, **overrides: str) -> tuple[str, trio.Event]:
+        """Start the service in-process with its HTTP side on a free port; its URL and stop event."""
+        port = free_port()
+        stop = await self.run_service(HEALTH_PORT=str(port), **overrides)
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient() as client:
+            with trio.fail_after(30):
+                while True:
+                    try:
+                        if (await client.get(f"{base}/health")).status_code == 200:
+                            return base, stop
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.1)
 
     def spawn(
         self, mode: Mode, aws_endpoint: str | None = None, **overrides: str
