@@ -121,7 +121,7 @@ class Stack:
         return stop
 
     async def run_http_service(self, **overrides: str) -> tuple[str, trio.Event]:
-        """Start the service in-process with its HTTP side on a free port; its URL and stop event."""
+        """Start the service in-process, its HTTP side on a free port; its URL and stop event."""
         port = free_port()
         stop = await self.run_service(HEALTH_PORT=str(port), **overrides)
         base = f"http://127.0.0.1:{port}"
