@@ -2,7 +2,9 @@
 
 ``python -m pipeline redrive QUEUE [--dry-run]`` moves dead letters back
 (:mod:`pipeline.ops.redrive`); ``submit EXPORT_ID... [--wait]``, ``status``,
-``cancel`` and ``retry`` control jobs (:mod:`pipeline.ops.jobs`).
+``cancel`` and ``retry`` control jobs (:mod:`pipeline.ops.jobs`); ``jobs
+[--status S]``, ``files EXPORT_ID``, ``pause QUEUE`` and ``resume QUEUE`` are
+the console's views and switches (:mod:`pipeline.ops.console`).
 
 Without ``--mode`` the mode comes from ``SERVICE_MODE`` (``all`` when neither
 is given), so one image serves every service by configuration alone.
@@ -42,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m pipeline",
         description="Export jobs to verified files in S3.",
         epilog="Operator commands: python -m pipeline submit|status|cancel|retry ... "
-        "(jobs), python -m pipeline redrive ... (dead letters); each has its own --help.",
+        "(a job), jobs|files|pause|resume ... (the console), redrive ... (dead letters); "
+        "each has its own --help.",
     )
     parser.add_argument(
         "--mode",
@@ -67,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.ops.redrive import main as redrive
 
         return redrive(arguments[1:])
+    if arguments[:1] and arguments[0] in ("jobs", "files", "pause", "resume"):
+        from pipeline.ops.console import main as console
+
+        return console(arguments)
     if arguments[:1] and arguments[0] in ("submit", "status", "cancel", "retry"):
         from pipeline.ops.jobs import main as control
 
