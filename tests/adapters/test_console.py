@@ -168,7 +168,7 @@ class TestRunningService:
             files = [("good.zip", build_zip(ENTRIES)), ("bad.zip", b"this is not a zip file")]
             good_id, bad_id = stack.simulator.add_export("exp-f", files)
             await stack.seed("exp-f", metadata_for(ENTRIES))
-            base, stop = await stack.run_http_service(ADMIN_TOKEN=ADMIN)
+            base, stop = await stack.serve_http(ADMIN_TOKEN=ADMIN)
             await stack.send_job(["exp-f"])
             assert (await stack.wait_final("exp-f")).status is JobStatus.FAILED
             async with httpx.AsyncClient(base_url=base) as client:
@@ -198,7 +198,7 @@ class TestRunningService:
         async with open_stack(aws_endpoint) as stack:
             for export_id in ("exp-r1", "exp-r2"):
                 stack.simulator.add_export(export_id, [("bad.zip", b"not a zip")])
-            base, stop = await stack.run_http_service(ADMIN_TOKEN=ADMIN)
+            base, stop = await stack.serve_http(ADMIN_TOKEN=ADMIN)
             await stack.send_job(["exp-r1", "exp-r2"])
             for export_id in ("exp-r1", "exp-r2"):
                 await stack.wait_final(export_id)
@@ -225,7 +225,7 @@ class TestRunningService:
             for file_id in file_ids:
                 stack.simulator.set_throttle("exp-e", file_id, 2_000)
             await stack.seed("exp-e", metadata_for(ENTRIES))
-            base, stop = await stack.run_http_service(MAX_CONCURRENT_JOBS="1")
+            base, stop = await stack.serve_http(MAX_CONCURRENT_JOBS="1")
             events: list[dict[str, Any]] = []
             with trio.fail_after(90):
                 async with trio.open_nursery() as nursery:

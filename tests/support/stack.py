@@ -120,10 +120,10 @@ class Stack:
         self.nursery.start_soon(run_service, self.settings(mode, **overrides), mode, stop)
         return stop
 
-    async def run_http_service(self, **overrides: str) -> tuple[str, trio.Event]:
-        """Start the service in-process, its HTTP side on a free port; its URL and stop event."""
+    async def serve_http(self, mode: Mode = Mode.ALL, **overrides: str) -> tuple[str, trio.Event]:
+        """Start the service with its HTTP side on a free port; its base URL and stop event."""
         port = free_port()
-        stop = await self.run_service(HEALTH_PORT=str(port), **overrides)
+        stop = await self.run_service(mode, HEALTH_PORT=str(port), **overrides)
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient() as client:
             with trio.fail_after(30):

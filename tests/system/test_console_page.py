@@ -33,6 +33,7 @@ CHROMIUM = "/usr/bin/chromium"
 ADMIN = "admin-token-page"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
 ENTRIES = [("a.txt", b"alpha" * 200), ("b.txt", b"beta" * 200)]
+PART = [("part/c.bin", random.Random(4).randbytes(20_000))]
 # Incompressible and stored, served slowly: a job that runs until cancelled.
 LONG = [("long/b.bin", random.Random(5).randbytes(4 * 1024 * 1024))]
 # The only console errors allowed: the browser's own line for the 401 the wrong token gets.
@@ -73,12 +74,14 @@ def _drive(base: str, shots: Path, dlq_ready: bool) -> list[str]:
         httpx.post(f"{base}/jobs", json={"exportIds": ["exp-progress"]}, headers=AUTH)
         bar = page.locator('tr[data-export-id="exp-progress"] [role=progressbar]')
         seen: set[int] = set()
+        shot = False
         with _no_reload(page):
             for _ in range(600):
                 if bar.count():
                     seen.add(int(bar.get_attribute("aria-valuenow") or 0))
-                    if any(0 < value < 100 for value in seen) and not (shots / "jobs.png").exists():
+                    if not shot and any(0 < value < 100 for value in seen):
                         page.screenshot(path=shots / "jobs.png")
+                        shot = True
                 if 100 in seen:
                     break
                 page.wait_for_timeout(100)
@@ -173,25 +176,30 @@ async def test_the_console_page_in_chromium(aws_endpoint: str, tmp_path: Path) -
     await trio.Path(shots).mkdir(parents=True, exist_ok=True)
     async with open_stack(aws_endpoint) as stack:
         sim = stack.simulator
-        progress_ids = sim.add_export(
-            "exp-progress", [(f"part-{n}.zip", build_zip(ENTRIES)) for n in range(5)]
-        )
-        for file_id in progress_ids:
-            sim.set_throttle("exp-progress", file_id, 3_000)
+        # Five files that end 2, 4, 6, 8 and 10 s after they start: the bar moves in steps.
+        part = build_zip(PART, method=zipfile.ZIP_STORED)
+        progress_ids = sim.add_export("exp-progress", [(f"part-{n}.zip", part) for n in range(5)])
+        for n, file_id in enumerate(progress_ids):
+            sim.set_throttle("exp-progress", file_id, len(part) / (2 * (n + 1)))
         (long_id,) = sim.add_export(
             "exp-long", [("long.zip", build_zip(LONG, method=zipfile.ZIP_STORED))]
         )
         sim.set_throttle("exp-long", long_id, 50_000)
         sim.add_export("exp-bad", [("good.zip", build_zip(ENTRIES)), ("bad.zip", b"not a zip")])
-        for export_id in ("exp-progress", "exp-bad"):
-            await stack.seed(export_id, metadata_for(ENTRIES))
+        await stack.seed("exp-progress", metadata_for(PART))
+        await stack.seed("exp-bad", metadata_for(ENTRIES))
         await stack.seed("exp-long", metadata_for(LONG))
-        base, stop = await stack.run_http_service(ADMIN_TOKEN=ADMIN, MAX_CONCURRENT_JOBS="1")
+        base, stop = await stack.serve_http(ADMIN_TOKEN=ADMIN)
         await stack.send_job(["exp-bad"])
         assert (await stack.wait_final("exp-bad")).status is JobStatus.FAILED
+        # Dead letters: a poison body the service sends there itself (with its reason),
+        # and a good body as a queue's redrive policy would leave it.
         dlq = stack.urls.export_jobs_dlq_url
+        await stack.send_raw("{not json: a poison body")
         await _sqs.send(stack.aws.sqs, dlq, json.dumps({"exportIds": ["exp-bad"]}))
-        await _sqs.send(stack.aws.sqs, dlq, "{not json: a poison body")
+        with trio.fail_after(30):
+            while await stack.queue_depth(dlq) < 2:  # noqa: ASYNC110 - SQS has no event to wait on
+                await trio.sleep(0.2)
         async with httpx.AsyncClient(base_url=base) as client:
             # The dead-letter calls come from another branch (opsfix); until they are
             # here the page's DLQ step is left out, and said so.

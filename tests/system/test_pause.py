@@ -144,7 +144,7 @@ async def test_a_pause_survives_a_restart(aws_endpoint: str) -> None:
     async with open_stack(aws_endpoint) as stack:
         stack.simulator.add_export("exp-held", [("quick.zip", build_zip(QUICK))])
         await stack.seed("exp-held", metadata_for(QUICK))
-        base, stop = await stack.run_http_service(ADMIN_TOKEN=ADMIN)
+        base, stop = await stack.serve_http(ADMIN_TOKEN=ADMIN)
         async with httpx.AsyncClient(base_url=base) as client:
             paused = await client.post("/queues/export-jobs/pause", headers=AUTH)
             unknown = await client.post("/queues/nowhere/pause", headers=AUTH)
@@ -154,7 +154,7 @@ async def test_a_pause_survives_a_restart(aws_endpoint: str) -> None:
         assert unknown.status_code == 404
         assert unauthorised.status_code == 401
         await stack.send_job(["exp-held"])
-        base, stop = await stack.run_http_service(ADMIN_TOKEN=ADMIN)
+        base, stop = await stack.serve_http(ADMIN_TOKEN=ADMIN)
         await trio.sleep(5)
         assert await stack.jobs.get_job("exp-held") is None
         async with httpx.AsyncClient(base_url=base) as client:
