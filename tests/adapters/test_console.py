@@ -243,3 +243,30 @@ class TestRunningService:
         assert events[-1]["status"] == "COMPLETED"
         assert events[-1]["filesDone"] == 4
         assert events[-1]["progress"] == 1.0
+
+    async def test_an_open_event_stream_does_not_hold_up_a_stop(self, aws_endpoint: str) -> None:
+        """A listener still connected when the service stops sees its stream end, promptly."""
+        async with open_stack(aws_endpoint) as stack:
+            base, stop = await stack.serve_http()
+            connected = trio.Event()
+            ended = trio.Event()
+
+            async def listen() -> None:
+                try:
+                    async with (
+                        httpx.AsyncClient(base_url=base, timeout=None) as client,
+                        client.stream("GET", "/events") as stream,
+                    ):
+                        async for line in stream.aiter_lines():
+                            if line == ": connected":
+                                connected.set()
+                except httpx.HTTPError:
+                    pass  # the server went away mid-stream: also an end
+                ended.set()
+
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(listen)
+                    await connected.wait()
+                    stop.set()
+                    await ended.wait()

@@ -221,7 +221,10 @@ async def list_files(
         msg = f"limit must be 1 to {MAX_LIMIT}, not {limit}"
         raise ValueError(msg)
     kind = f"files:{export_id}:{status}"
-    start = None if cursor is None else _decode_cursor(cursor, kind)["after"]
+    start = None if cursor is None else _decode_cursor(cursor, kind).get("after")
+    if cursor is not None and not isinstance(start, dict):
+        msg = f"cursor {cursor[:40]!r} is not one of this listing"
+        raise BadCursor(msg)
     names = {f"#f{n}": field for n, field in enumerate(_FILE_FIELDS)}
     placeholder = {field: name for name, field in names.items()}
     condition = f"{placeholder['kind']} = :file"

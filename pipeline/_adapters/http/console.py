@@ -112,7 +112,11 @@ def add_console_routes(app: QuartTrio, control: Control, hooks: ConsoleHooks) ->
             return {"error": f"no job for export {export_id!r}"}, 404
         try:
             page = await list_files(
-                control.jobs, export_id, status, limit=limit, cursor=request.args.get("cursor")
+                control.jobs,
+                export_id,
+                status,
+                limit=limit,
+                cursor=request.args.get("cursor") or None,
             )
         except ValueError as err:
             return {"error": str(err)}, 400

@@ -35,6 +35,7 @@ function askToken(why) {
   const dialog = $("token-dialog");
   $("token-why").textContent = why;
   $("token-input").value = "";
+  dialog.returnValue = "";
   return new Promise((resolve) => {
     const done = (value) => {
       dialog.removeEventListener("close", onClose);
