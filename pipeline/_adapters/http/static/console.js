@@ -7,7 +7,10 @@ const QUEUES = [["exportJobs", "export-jobs"], ["downloadTasks", "download-tasks
 const ACTIVE = ["WAITING", "RUNNING"];
 const RETRYABLE = ["FAILED", "CANCELLED"];
 
-const state = { jobs: new Map(), cursor: null, filter: "", files: null, dlq: null };
+const state = { jobs: new Map(), heard: new Map(), cursor: null, filter: "", files: null, dlq: null };
+// Active jobs not heard of for this long are read again: /events shows only what the
+// process serving this page writes (in split mode, part of a job's changes).
+const QUIET_MS = 5000;
 
 // --- messages -----------------------------------------------------------------
 function showError(text) {
@@ -142,6 +145,7 @@ function jobRow(job) {
   return row;
 }
 function renderJob(job) {
+  state.heard.set(job.exportId, Date.now());
   const old = state.jobs.get(job.exportId);
   state.jobs.set(job.exportId, job);
   const body = $("jobs").tBodies[0];
@@ -163,7 +167,7 @@ async function loadJobs(more) {
   if (!answer) return;
   const body = $("jobs").tBodies[0];
   if (!more) { body.replaceChildren(); state.jobs.clear(); }
-  for (const job of answer.jobs) { state.jobs.set(job.exportId, job); body.append(jobRow(job)); }
+  for (const job of answer.jobs) { state.jobs.set(job.exportId, job); state.heard.set(job.exportId, Date.now()); body.append(jobRow(job)); }
   state.cursor = answer.nextCursor;
   $("more-jobs").hidden = !state.cursor;
   $("jobs-empty").hidden = body.rows.length > 0;
@@ -303,3 +307,10 @@ loadJobs(false);
 loadQueues();
 listen();
 setInterval(loadQueues, 5000);
+setInterval(() => {
+  const now = Date.now();
+  const quiet = [...state.jobs.values()].filter(
+    (job) => ACTIVE.includes(job.status) && now - (state.heard.get(job.exportId) || 0) > QUIET_MS,
+  );
+  for (const job of quiet.slice(0, 20)) refreshJob(job.exportId);
+}, QUIET_MS);
