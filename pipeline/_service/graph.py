@@ -44,7 +44,6 @@ import trio
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.clients import AwsClient, open_aws_clients
 from pipeline._adapters.aws.jobcontrol import job_statuses
-from pipeline._adapters.aws.jobitems import utc_now
 from pipeline._adapters.aws.joboutbox import EventBus
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.aws.pauses import read_pauses
@@ -52,8 +51,8 @@ from pipeline._adapters.aws.queues import SqsQueues
 from pipeline._adapters.exportapi import ExportApi, ExportApiSession
 from pipeline._adapters.exportapi.pacing import Pacer
 from pipeline._adapters.http.console import ConsoleHooks, add_console_routes
-from pipeline._adapters.http.control import Control, add_control_routes, job_view
-from pipeline._adapters.http.events import EventHub, add_events_route
+from pipeline._adapters.http.control import Control, add_control_routes
+from pipeline._adapters.http.events import EventHub, add_events_route, job_views
 from pipeline._adapters.http.health import (
     add_metrics_route,
     create_health_app,
@@ -124,12 +123,6 @@ def export_api_breaker() -> CircuitBreaker:
     cooldown while it does not.
     """
     return CircuitBreaker(window=10, min_calls=5, cooldown=5.0)
-
-
-async def _read_view(deps: Deps, export_id: str) -> dict[str, Any] | None:
-    """A job as GET /jobs/{exportId} shows it (for GET /events)."""
-    job = await deps.jobs.get_job(export_id)
-    return None if job is None else job_view(job, utc_now())
 
 
 def _pacing(settings: Settings) -> list[Callable[[httpx.Request], Awaitable[None]]]:
@@ -281,7 +274,7 @@ async def _serve(
             control,
             ConsoleHooks(on_pause=lambda queue, paused: deps.pauses.apply({queue: paused})),
         )
-        hub = EventHub(deps.jobs.changes, functools.partial(_read_view, deps))
+        hub = EventHub(deps.jobs.changes, job_views(deps.jobs))
         add_events_route(app, hub)
 
         async def refresh_queue_gauges() -> None:

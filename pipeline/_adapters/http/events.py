@@ -27,9 +27,12 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from pipeline._adapters.aws.jobchanges import JobChanges
+from pipeline._adapters.aws.jobitems import utc_now
+from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.http.control import job_view
 from pipeline._errors import PipelineError, describe
 
-__all__ = ["KEEPALIVE_SECONDS", "EventHub", "add_events_route"]
+__all__ = ["KEEPALIVE_SECONDS", "EventHub", "add_events_route", "job_views"]
 
 log = structlog.get_logger("pipeline.events")
 
@@ -42,6 +45,16 @@ LISTENER_BUFFER = 256
 _READS_AT_ONCE = 8
 
 ReadView = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+def job_views(jobs: JobStore) -> ReadView:
+    """Read a job as ``GET /jobs/{exportId}`` shows it (None once it is gone)."""
+
+    async def read(export_id: str) -> dict[str, Any] | None:
+        job = await jobs.get_job(export_id)
+        return None if job is None else job_view(job, utc_now())
+
+    return read
 
 
 class EventHub:
