@@ -50,11 +50,7 @@ from pipeline._adapters.aws.pauses import read_pauses
 from pipeline._adapters.aws.queues import SqsQueues
 from pipeline._adapters.exportapi import ExportApi, ExportApiSession
 from pipeline._adapters.exportapi.pacing import Pacer
-from pipeline._adapters.http.console import ConsoleHooks, add_console_routes
-from pipeline._adapters.http.control import Control, add_control_routes
-from pipeline._adapters.http.events import EventHub, add_events_route, job_views
 from pipeline._adapters.http.health import (
-    add_metrics_route,
     create_health_app,
     readiness_checks,
     serve_health,
@@ -72,6 +68,7 @@ from pipeline._service.job_stage import JobStageDeps, run_job_stage
 from pipeline._service.lease import Delivery, LeaseKeeper
 from pipeline._service.pause import PauseGate
 from pipeline._service.receiver import Slots, run_receiver
+from pipeline._service.routes import add_routes
 from pipeline._service.sweeper import run_outbox, run_sweeper
 from pipeline._service.task_stage import run_task_stage
 
@@ -257,30 +254,7 @@ async def _serve(
             readiness_checks(settings, deps.aws),
             functools.partial(_status, deps, mode, _queue_names(takes_jobs, takes_tasks)),
         )
-        control = Control(
-            jobs=deps.jobs,
-            sqs=deps.aws.sqs,
-            export_jobs_url=settings.sqs_export_jobs_url,
-            download_tasks_url=settings.sqs_download_tasks_url,
-            admin_token=settings.admin_token,
-            overload_backlog=settings.overload_backlog,
-            on_cancel=deps.cancels.cancel,
-            on_retry=deps.cancels.resume,
-            paused=lambda: deps.pauses.view,
-        )
-        figures = add_control_routes(app, control)
-        add_console_routes(
-            app,
-            control,
-            ConsoleHooks(on_pause=lambda queue, paused: deps.pauses.apply({queue: paused})),
-        )
-        hub = EventHub(deps.jobs.changes, job_views(deps.jobs))
-        add_events_route(app, hub)
-
-        async def refresh_queue_gauges() -> None:
-            deps.metrics.queues_seen(await figures.get(), deps.pauses.view)
-
-        add_metrics_route(app, deps.metrics.text, refresh_queue_gauges)
+        hub = add_routes(app, deps)
         await top.start(serve_health, app, settings.health_port, health_done)
 
         job_keeper = (
