@@ -1,7 +1,8 @@
 """Command line: ``python -m pipeline [--mode all|orchestrator|worker] [--local]``.
 
 ``python -m pipeline redrive QUEUE [--dry-run]`` moves dead letters back
-(:mod:`pipeline.ops.redrive`); ``submit EXPORT_ID... [--wait]``, ``status``,
+(:mod:`pipeline.ops.redrive`), ``dlq QUEUE [--delete ID]`` shows them or
+deletes one (:mod:`pipeline.ops.dlq`); ``submit EXPORT_ID... [--wait]``, ``status``,
 ``cancel`` and ``retry`` control jobs (:mod:`pipeline.ops.jobs`); ``jobs
 [--status S]``, ``files EXPORT_ID``, ``pause QUEUE`` and ``resume QUEUE`` are
 the console's views and switches (:mod:`pipeline.ops.console`).
@@ -44,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m pipeline",
         description="Export jobs to verified files in S3.",
         epilog="Operator commands: python -m pipeline submit|status|cancel|retry ... "
-        "(a job), jobs|files|pause|resume ... (the console), redrive ... (dead letters); "
+        "(a job), jobs|files|pause|resume ... (the console), dlq|redrive ... (dead letters); "
         "each has its own --help.",
     )
     parser.add_argument(
@@ -70,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.ops.redrive import main as redrive
 
         return redrive(arguments[1:])
+    if arguments[:1] == ["dlq"]:
+        from pipeline.ops.dlq import main as dlq
+
+        return dlq(arguments[1:])
     if arguments[:1] and arguments[0] in ("jobs", "files", "pause", "resume"):
         from pipeline.ops.console import main as console
 

@@ -162,7 +162,7 @@ ANY_CLIENT_EXCEPTIONS = {
     "pipeline._adapters.aws.queues": {"client"},
     "pipeline._adapters.aws.s3sink": {"s3"},
     "pipeline._adapters.aws.sqs": {"sqs"},
-    "pipeline._adapters.http.control": {"client", "sqs"},
+    "pipeline._adapters.http.control": {"sqs"},
     "pipeline._service.lookahead": {"dynamodb"},
     "pipeline.ops.provisioning": {"dynamodb", "s3", "sqs"},
     "pipeline.ops.redrive": {"client"},

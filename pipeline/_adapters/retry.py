@@ -95,22 +95,36 @@ async def pause(
     retry_after: float | None = None,
     circuit_open: bool = False,
     rng: random.Random | None = None,
+    failures: int | None = None,
 ) -> None:
     """Wait before attempt ``attempt + 1`` of ``what``, which failed with ``error``.
 
     The caller has already decided that there is a next attempt
-    (``policy.gives_up_after(attempt)`` is false).
+    (``policy.gives_up_after(attempt)`` is false). A loop that never gives up,
+    around calls that spent their own retries, passes its count of
+    ``failures`` in a row: the line then says so, instead of calling a
+    round an attempt beside an error that says "gave up after 6 attempts".
     """
     wait = policy.delay(attempt, retry_after, (rng or _JITTER).random())
-    log.info(
-        "retrying",
-        dependency=dependency,
-        what=what,
-        attempt=attempt,
-        wait_seconds=round(wait, 3),
-        error=error,
-        circuit_open=circuit_open,
-    )
+    if failures is None:
+        log.info(
+            "retrying",
+            dependency=dependency,
+            what=what,
+            attempt=attempt,
+            wait_seconds=round(wait, 3),
+            error=error,
+            circuit_open=circuit_open,
+        )
+    else:
+        log.warning(
+            "failed again; trying later",
+            dependency=dependency,
+            what=what,
+            failures_in_a_row=failures,
+            wait_seconds=round(wait, 3),
+            error=error,
+        )
     observer = _OBSERVER.get()
     if observer is not None:
         observer.retried(dependency)

@@ -32,6 +32,8 @@ __all__ = [
     "decode_export_job",
     "encode_download_task",
     "encode_export_job",
+    "export_id_problem",
+    "stated_correlation_id",
 ]
 
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -67,6 +69,32 @@ class DownloadTask:
     name: str
     download_url: str
     size_bytes: int
+
+
+def export_id_problem(export_id: object) -> str | None:
+    """Why ``export_id`` is not a valid export ID (contract 1), or None when it is."""
+    if isinstance(export_id, str) and _EXPORT_ID.match(export_id):
+        return None
+    shown = json.dumps(export_id)[:140]
+    return f"export ID {shown} is not 1-128 characters of [A-Za-z0-9._:-]"
+
+
+def stated_correlation_id(body: str) -> str | None:
+    """The ``correlationId`` a body states, even when the body is otherwise poison.
+
+    The poison log line carries it, so a submitter who printed it finds the
+    line; None when the body names none (or none that is printable).
+    """
+    try:
+        document = _unwrap_sns(_parse_json(body))
+    except PoisonMessage:
+        return None
+    if not isinstance(document, dict):
+        return None
+    stated = document.get("correlationId")
+    if isinstance(stated, str) and _CORRELATION_ID.match(stated):
+        return stated
+    return None
 
 
 def _parse_json(body: str) -> Any:
@@ -108,10 +136,9 @@ def decode_export_job(body: str, *, new_correlation_id: str | None = None) -> Ex
         msg = f"'exportIds' has {len(ids)} IDs, more than {MAX_EXPORTS_PER_MESSAGE}"
         raise PoisonMessage(msg)
     for export_id in ids:
-        if not isinstance(export_id, str) or not _EXPORT_ID.match(export_id):
-            shown = json.dumps(export_id)[:140]
-            msg = f"export ID {shown} is not 1-128 characters of [A-Za-z0-9._:-]"
-            raise PoisonMessage(msg)
+        problem = export_id_problem(export_id)
+        if problem is not None:
+            raise PoisonMessage(problem)
     correlation_id = document.get("correlationId")
     if correlation_id is None:
         correlation_id = new_correlation_id or f"c-{uuid.uuid4().hex[:12]}"

@@ -12,6 +12,7 @@ import trio
 
 from pipeline._adapters.aws.clients import AwsClients
 from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.aws.s3orphans import OwedAborts
 from pipeline._adapters.exportapi import ExportApi
 from pipeline._config import Settings
 from pipeline._core.backoff import AWS_POLICY, Backoff
@@ -44,6 +45,8 @@ class Deps:
     cancels: CancelWatch = attrs.field(factory=CancelWatch)
     # What the receivers wait on before taking messages (no reason: always open).
     intake: IntakeGate = attrs.field(factory=IntakeGate)
+    # Multipart uploads whose abort failed, tried again until gone.
+    owed_aborts: OwedAborts = attrs.field(factory=OwedAborts)
     # The queues paused for every process, as last read here.
     pauses: PauseGate = attrs.field(factory=PauseGate)
 

@@ -427,6 +427,7 @@ async def _open_entry(
         expected_sha256=item.sha256,
         policy=deps.aws_policy,
         parts=parts,
+        owed=deps.owed_aborts,
     )
     return opened
 

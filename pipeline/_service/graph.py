@@ -6,6 +6,7 @@ Read top to bottom, this is the picture in ``docs/architecture.md``::
     ├── health server                          (until the work is over)
     └── lease keepers                          (one per queue, heartbeats)
         ├── cancel watch                       (job items of the exports in flight)
+        ├── owed aborts                        (multipart aborts that failed, retried)
         ├── pause gate                         (control items: paused queues)
         ├── event hub                          (GET /events: changed jobs, 1/s each)
         └── work (cancel scope: grace deadline on stop)
@@ -50,6 +51,7 @@ from pipeline._adapters.aws.pauses import read_pauses
 from pipeline._adapters.aws.queues import SqsQueues
 from pipeline._adapters.exportapi import ExportApi, ExportApiSession
 from pipeline._adapters.exportapi.pacing import Pacer
+from pipeline._adapters.http.dlq import DeadLetterAccess, add_dlq_routes
 from pipeline._adapters.http.health import (
     create_health_app,
     readiness_checks,
@@ -202,6 +204,13 @@ def _queue_names(takes_jobs: bool, takes_tasks: bool) -> list[str]:
     ]
 
 
+def _dead_letter_access(settings: Settings, deps: Deps) -> DeadLetterAccess:
+    urls = {"export-jobs": settings.sqs_export_jobs_url}
+    if settings.sqs_download_tasks_url is not None:
+        urls["download-tasks"] = settings.sqs_download_tasks_url
+    return DeadLetterAccess(sqs=deps.aws.sqs, queue_urls=urls, admin_token=settings.admin_token)
+
+
 async def _keeper_for(deps: Deps, queue_url: str, queue_name: str) -> LeaseKeeper:
     sqs = deps.aws.sqs
     timeout = await _sqs.queue_visibility_timeout(sqs, queue_url, policy=AWS_POLICY)
@@ -255,6 +264,7 @@ async def _serve(
             functools.partial(_status, deps, mode, _queue_names(takes_jobs, takes_tasks)),
         )
         hub = add_routes(app, deps)
+        add_dlq_routes(app, _dead_letter_access(settings, deps))
         await top.start(serve_health, app, settings.health_port, health_done)
 
         job_keeper = (
@@ -272,6 +282,8 @@ async def _serve(
                     await keepers.start(keeper.run)
             # Cancels taken by other processes reach the work here through the job items.
             keepers.start_soon(deps.cancels.run, functools.partial(job_statuses, deps.jobs))
+            # Aborts that failed are tried again until S3 confirms them.
+            await keepers.start(deps.owed_aborts.run)
             # So do pauses, through their control items, on the same clock.
             keepers.start_soon(deps.pauses.run, functools.partial(read_pauses, deps.jobs))
             keepers.start_soon(hub.run)

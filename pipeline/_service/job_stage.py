@@ -30,7 +30,13 @@ from pipeline._adapters.exportapi import ExportFile
 from pipeline._core import lifecycle
 from pipeline._core.accounting import JobStatus
 from pipeline._core.lifecycle import Change, Decision, Refuse, Skip, Stay
-from pipeline._core.messages import DownloadTask, ExportJob, decode_export_job, encode_export_job
+from pipeline._core.messages import (
+    DownloadTask,
+    ExportJob,
+    decode_export_job,
+    encode_export_job,
+    stated_correlation_id,
+)
 from pipeline._errors import (
     ExportApiExhausted,
     ExportNotFound,
@@ -131,7 +137,10 @@ async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) 
     except PoisonMessage as err:
         # The keeper releases the lease itself; the caller's release is a no-op.
         lease, body = delivery.lease, delivery.message.body
-        await stage.keeper.dead_letter(lease, body, str(err), stage.dead_letter_url)
+        # The poison line carries the correlation ID the sender stated (and printed).
+        stated = stated_correlation_id(body)
+        with bound(**({"correlationId": stated} if stated else {})):
+            await stage.keeper.dead_letter(lease, body, str(err), stage.dead_letter_url)
         return False
     with bound(correlationId=job.correlation_id):
         log.info("export job received", exportIds=list(job.export_ids))

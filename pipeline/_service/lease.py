@@ -203,6 +203,8 @@ class LeaseKeeper:
     ) -> None:
         """End a poison message: copy it to the DLQ and delete it, logged once.
 
+        The copy carries ``reason`` as its :data:`~pipeline._adapters.aws.sqs.REASON_ATTRIBUTE`.
+
         Without a DLQ the message is parked for the longest visibility SQS
         allows, so the queue's redrive policy (if any) can take it; if the DLQ
         cannot be reached, the message is handed back and tried again later.
@@ -213,7 +215,9 @@ class LeaseKeeper:
             await self.hand_back([lease])
             return
         try:
-            await self.sqs.send(dead_letter_url, body, policy=self.policy)
+            # The reason travels with the message: GET /dlq/{queue} shows it.
+            reason_tag = {_sqs.REASON_ATTRIBUTE: reason}
+            await self.sqs.send(dead_letter_url, body, attributes=reason_tag, policy=self.policy)
         except PipelineError as err:
             log.error("poison message not moved; handed back", reason=reason, error=str(err))
             await self.hand_back([lease])

@@ -124,7 +124,6 @@ async def run_receiver(
                 failures += 1
                 retry_after = error.retry_after if isinstance(error, TransientError) else None
                 reason = str(error) if error is not None else "receive timed out"
-                log.warning("receive failed", error=reason, failures=failures)
                 # The policy's attempts were spent inside receive(); this loop
                 # never gives up, so its count only picks the wait's ceiling.
                 await pause(
@@ -134,6 +133,7 @@ async def run_receiver(
                     what="sqs receive",
                     error=reason,
                     retry_after=retry_after,
+                    failures=failures,
                 )
                 continue
             failures = 0

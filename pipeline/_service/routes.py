@@ -47,7 +47,7 @@ def add_routes(app: QuartTrio, deps: Deps) -> EventHub:
     add_events_route(app, hub)
 
     async def refresh_queue_gauges() -> None:
-        deps.metrics.queues_seen(await figures.get(), deps.pauses.view)
+        deps.metrics.queues_seen(await figures.figures(), deps.pauses.view)
 
     add_metrics_route(app, deps.metrics.text, refresh_queue_gauges)
     return hub

@@ -7,8 +7,9 @@ from any shell that can run the service, whether or not a service is up:
 - ``submit EXPORT_ID... [--wait]`` sends one export-job message; with
   ``--wait`` it shows each job's progress live until every job has ended, and
   exits 0 only when all ended ``COMPLETED``;
-- ``status EXPORT_ID... [--json]`` shows the job items as a table, or as the
-  JSON ``GET /jobs/{exportId}`` answers;
+- ``status EXPORT_ID... [--json]`` shows the job items as a table (errors
+  below it, one line each), or each as the JSON object ``GET /jobs/{exportId}``
+  answers;
 - ``cancel EXPORT_ID`` and ``retry EXPORT_ID`` do what their HTTP calls do.
 """
 
@@ -24,9 +25,11 @@ from typing import Any
 
 import attrs
 import trio
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
+from rich.text import Text
 
 from pipeline._adapters.aws import sqs
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
@@ -42,8 +45,9 @@ from pipeline._adapters.aws.joboutbox import EventBus
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.http.control import job_view
 from pipeline._core.accounting import JobStatus
-from pipeline._core.messages import ExportJob, encode_export_job
+from pipeline._core.messages import ExportJob, encode_export_job, export_id_problem
 from pipeline._errors import PipelineError
+from pipeline.ops.terminal import printable
 
 __all__ = ["VERBS", "main", "watch_jobs"]
 
@@ -106,6 +110,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = _parser().parse_args(argv)
     env = _Env.read(os.environ if environ is None else environ)
     console = Console()
+    if args.verb == "submit":
+        # Refused here as POST /jobs refuses it: sent, it would only be dead-lettered.
+        problems = [problem for i in args.export_ids if (problem := export_id_problem(i))]
+        if problems:
+            print(f"pipeline submit: {problems[0]}; nothing was sent", file=sys.stderr)
+            return EXIT_CONFIG
     if args.verb in ("submit", "retry") and env.export_jobs_url is None:
         print(
             "pipeline: configuration error: SQS_EXPORT_JOBS_URL is required but not set",
@@ -138,17 +148,20 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         return trio.run(run)
     except PipelineError as err:
-        print(f"pipeline {args.verb}: failed: {err}", file=sys.stderr)
+        print(f"pipeline {args.verb}: failed: {printable(str(err))}", file=sys.stderr)
         return EXIT_NOT_OK
 
 
 def _answered(verb: str, answer: Answer, console: Console) -> int:
     """One line on the outcome; a refusal (the HTTP API's 404 or 409) exits 1, on stderr."""
     if answer.verdict is Verdict.CONFLICT:
-        print(f"pipeline {verb}: refused (conflict): {answer.reason}", file=sys.stderr)
+        print(
+            f"pipeline {verb}: refused (conflict): {printable(answer.reason or '')}",
+            file=sys.stderr,
+        )
         return EXIT_NOT_OK
     if answer.verdict is Verdict.UNKNOWN:
-        print(f"pipeline {verb}: {answer.reason}", file=sys.stderr)
+        print(f"pipeline {verb}: {printable(answer.reason or '')}", file=sys.stderr)
         return EXIT_NOT_OK
     assert answer.job is not None
     console.print(f"{answer.job.export_id}: {answer.job.status.value}")
@@ -253,8 +266,10 @@ async def _status(jobs: JobStore, export_ids: list[str], console: Console, *, as
         else:
             found.append(job)
     if as_json:
+        # Each as GET /jobs/{exportId} answers; several, one object per line.
         now = utc_now()
-        print(json.dumps([job_view(job, now) for job in found], indent=2))
+        for job in found:
+            print(json.dumps(job_view(job, now), indent=2 if len(found) == 1 else None))
     elif found:
         _print_table(found, console)
     for export_id in missing:
@@ -263,20 +278,33 @@ async def _status(jobs: JobStore, export_ids: list[str], console: Console, *, as
 
 
 def _print_table(found: list[JobItem], console: Console) -> None:
-    table = Table("export", "status", "files done/failed/total", "entries up/skip/rej/miss")
-    table.add_column("MB up", justify="right")
-    table.add_column("progress", justify="right")
-    table.add_column("error")
+    # Export IDs in full, never cut to fit: they are what the next command takes.
+    # Columns apart by one space, no frame: six of them fit 80 columns.
+    widest = max(len(job.export_id) for job in found)
+    table = Table(
+        Column("export", no_wrap=True, min_width=widest),
+        Column("status", no_wrap=True, min_width=9),
+        Column("files\nok/failed/all", no_wrap=True),
+        Column("entries\nup/skip/rej/miss", no_wrap=True),
+        Column("MB\nup", justify="right", no_wrap=True),
+        Column("done", justify="right", no_wrap=True),
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 0),
+    )
     now = utc_now()
     for job in found:
         s, view = job.summary, job_view(job, now)
         table.add_row(
-            job.export_id,
+            Text(job.export_id),
             job.status.value,
             f"{s.files_done}/{s.files_failed}/{s.files_total}",
             f"{s.entries_uploaded}/{s.entries_skipped}/{s.entries_rejected}/{s.entries_missing}",
             f"{s.bytes_uploaded / 1e6:.1f}",
             f"{view['progress'] * 100:.0f}%",
-            job.error or "",
         )
     console.print(table)
+    # Errors below the table, one line each, at the terminal's full width.
+    for job in found:
+        if job.error:
+            console.print(Text(f"{job.export_id}: {printable(job.error)}"), soft_wrap=True)

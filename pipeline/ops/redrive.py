@@ -1,11 +1,14 @@
 """``python -m pipeline redrive``: move dead-lettered messages back to their queue.
 
 After the cause of a dead letter is fixed (a deployment, a token, an outage),
-an operator sends the messages back to be processed again. Each message is
-sent to the source queue first and deleted from the dead-letter queue only
-after, so a crash in between duplicates a message (which the service absorbs:
-processing is idempotent) but never loses one. ``--dry-run`` lists what would
-move and hands every message back at once, leaving both queues as they were.
+an operator sends the messages back to be processed again. Only bodies the
+service would accept move, each at most once per run, and the command always
+ends: a poison body stays in the dead-letter queue (listed with its reason and
+counted as kept), since moved back it would only be dead-lettered again
+(:mod:`pipeline._adapters.aws.deadletters` has the rules, shared with
+``POST /dlq/{queue}/redrive``). ``--dry-run`` lists what would move and what
+would stay, leaving both queues as they were. Bodies are printed with their
+control characters escaped.
 
 The queue is named by role (``export-jobs`` or ``download-tasks``) and found
 through the service's own environment (``SQS_EXPORT_JOBS_URL``,
@@ -21,88 +24,52 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
-import attrs
 import trio
 
-from pipeline._adapters.aws import sqs
+from pipeline._adapters.aws import deadletters
 from pipeline._adapters.aws.clients import AwsClient, open_aws_clients
-from pipeline._config import ConfigError
+from pipeline._adapters.aws.deadletters import DeadLetter, NoDeadLetterQueue, Redriven
 from pipeline._errors import PipelineError
+from pipeline.ops.terminal import printable
 
-__all__ = ["RedriveReport", "main", "redrive"]
+__all__ = ["QUEUES", "main", "redrive"]
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
 QUEUES = {"export-jobs": "SQS_EXPORT_JOBS_URL", "download-tasks": "SQS_DOWNLOAD_TASKS_URL"}
-# Long enough to send a batch on and delete it; a message held longer by a
-# crashed redrive simply reappears in the dead-letter queue.
-HOLD_SECONDS = 60
 # Shown of each body in the listing: enough to recognise the export.
 BODY_PREVIEW = 120
 
 
-@attrs.frozen
-class RedriveReport:
-    """What a redrive saw and did."""
-
-    dead_letter_url: str
-    found: int
-    moved: int
+def _line(message: DeadLetter, verdict: str) -> str:
+    preview = printable(" ".join(message.body.split())[:BODY_PREVIEW])
+    return f"{message.message_id}  {verdict}  deliveries={message.receive_count}  {preview}"
 
 
 async def redrive(
     client: AwsClient,
+    queue: str,
     queue_url: str,
     *,
     dry_run: bool,
     limit: int | None = None,
     out: TextIO | None = None,
-) -> RedriveReport:
-    """Move up to ``limit`` messages from ``queue_url``'s dead-letter queue back to it.
+) -> Redriven:
+    """Move up to ``limit`` acceptable dead letters of ``queue`` back, printing one line each.
 
-    Prints one line per message (its ID, deliveries so far, and the start of
-    its body) to ``out`` (standard output by default). Raises
-    :class:`~pipeline._config.ConfigError` when the queue has no dead-letter queue.
+    Each line gives the message's ID, whether it moved or stays (and why),
+    its deliveries so far, and the start of its body, escaped, to ``out``
+    (standard output by default). Raises
+    :class:`~pipeline._adapters.aws.deadletters.NoDeadLetterQueue`.
     """
-    dead_letters = await sqs.dead_letter_queue_url(client, queue_url)
-    if dead_letters is None:
-        msg = f"{queue_url} has no dead-letter queue (no RedrivePolicy)"
-        raise ConfigError(msg)
-    found = moved = 0
-    held: list[sqs.ReceivedMessage] = []
-    try:
-        while limit is None or found < limit:
-            want = 10 if limit is None else min(10, limit - found)
-            batch = await sqs.receive(
-                client,
-                dead_letters,
-                max_messages=want,
-                wait_seconds=1,
-                visibility_timeout=HOLD_SECONDS,
-            )
-            if not batch:
-                break
-            found += len(batch)
-            for message in batch:
-                preview = " ".join(message.body.split())[:BODY_PREVIEW]
-                print(
-                    f"{message.message_id}  deliveries={message.receive_count}  {preview}", file=out
-                )
-            if dry_run:
-                held.extend(batch)
-                continue
-            await sqs.send_batch(client, queue_url, [message.body for message in batch])
-            for message in batch:
-                await sqs.delete(client, dead_letters, message.receipt_handle)
-            moved += len(batch)
-    finally:
-        # A dry run (or a failed move) leaves the dead letters where they were.
-        with trio.CancelScope(shield=True):
-            await sqs.change_visibility_batch(
-                client, dead_letters, [(message.receipt_handle, 0) for message in held]
-            )
-    return RedriveReport(dead_letter_url=dead_letters, found=found, moved=moved)
+    done = await deadletters.redrive(client, queue, queue_url, limit=limit, dry_run=dry_run)
+    moved = "would move" if dry_run else "moved"
+    for message in done.moved:
+        print(_line(message, moved), file=out)
+    for message, why in done.kept:
+        print(_line(message, f"kept ({printable(why)})"), file=out)
+    return done
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -134,23 +101,27 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         print("pipeline redrive: --max must be at least 1", file=sys.stderr)
         return EXIT_CONFIG
 
-    async def run() -> RedriveReport:
+    async def run() -> Redriven:
         async with open_aws_clients(
             region=env.get("AWS_REGION", "").strip() or "us-east-1",
             endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip() or None,
             pool_size=2,
         ) as aws:
-            return await redrive(aws.sqs, queue_url, dry_run=args.dry_run, limit=args.max)
+            return await redrive(
+                aws.sqs, args.queue, queue_url, dry_run=args.dry_run, limit=args.max
+            )
 
     try:
         report = trio.run(run)
-    except ConfigError as err:
+    except NoDeadLetterQueue as err:
         print(f"pipeline redrive: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except PipelineError as err:
         print(f"pipeline redrive: failed: {err}", file=sys.stderr)
         return EXIT_FAILED
     verb = "would move" if args.dry_run else "moved"
-    count = report.found if args.dry_run else report.moved
-    print(f"{verb} {count} message(s) from {report.dead_letter_url} to {queue_url}")
+    print(
+        f"{verb} {len(report.moved)} message(s) from {report.dead_letter_url} to {queue_url}; "
+        f"kept {len(report.kept)} the service would refuse"
+    )
     return 0

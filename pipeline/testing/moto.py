@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the moto subprocess runs this module; it needs no AWS clien
     from pipeline._adapters.aws.clients import AwsClients
     from pipeline.ops.provisioning import ProvisionedUrls
 
-__all__ = ["free_port", "moto_process", "moto_server", "provision_fresh"]
+__all__ = ["free_port", "main", "moto_process", "moto_server", "provision_fresh"]
 
 # moto imports every service's models on start; on a busy CI machine that
 # takes several seconds.
@@ -113,8 +113,8 @@ async def provision_fresh(
     return name, urls
 
 
-def serve(port: int) -> None:
-    """moto's server on ``port``, its DynamoDB one request at a time (see above)."""
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """moto's server on ``host:port``, its DynamoDB one request at a time (see above)."""
     from moto.dynamodb.responses import DynamoHandler
     from moto.server import main
 
@@ -126,8 +126,25 @@ def serve(port: int) -> None:
             return call_action(self)
 
     DynamoHandler.call_action = atomic_call_action  # type: ignore[method-assign]
-    main(["-H", "127.0.0.1", "-p", str(port)])
+    main(["-H", host, "-p", str(port)])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m pipeline.testing.moto [PORT] [--host HOST]``: serve until interrupted."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.testing.moto",
+        description="A moto server (the local AWS) whose DynamoDB answers one request at a "
+        "time, as the service's tests and local runs use it. Point the service at it with "
+        "AWS_ENDPOINT_URL=http://HOST:PORT and any credentials (AWS_ACCESS_KEY_ID=testing, "
+        "AWS_SECRET_ACCESS_KEY=testing); python -m pipeline.ops.provision creates the resources.",
+    )
+    parser.add_argument("port", nargs="?", type=int, default=5000, help="default: 5000")
+    parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
+    args = parser.parse_args(argv)
+    serve(args.port, args.host)
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    main()

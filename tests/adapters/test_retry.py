@@ -6,6 +6,7 @@ import random
 
 import pytest
 import trio
+from structlog.testing import capture_logs
 
 from pipeline._adapters.aws.clients import aws_call
 from pipeline._adapters.retry import observe_retries, pause, retry
@@ -69,3 +70,23 @@ async def test_jitter_leaves_the_global_random_alone(autojump_clock: trio.abc.Cl
     with pytest.raises(RetriesExhausted):
         await retry(down, Backoff(max_attempts=4), what="s3 put", dependency="s3")
     assert random.getstate() == before
+
+
+async def test_an_outer_loop_logs_failures_in_a_row_not_attempts(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A loop around calls that spent their retries logs its failures in a row, not an
+    'attempt' beside an error that says the call gave up after 6 attempts."""
+    with capture_logs() as logs:
+        await pause(
+            Backoff(),
+            1,
+            dependency="sqs",
+            what="sqs receive",
+            error="sqs receive: gave up after 6 attempts: 500",
+            failures=3,
+        )
+    (line,) = logs
+    assert line["event"] == "failed again; trying later"
+    assert line["failures_in_a_row"] == 3
+    assert "attempt" not in line

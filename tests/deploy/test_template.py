@@ -28,6 +28,7 @@ IAM_ACTION_OF = {
     "s3:UploadPart": ["s3:PutObject"],
     "s3:CompleteMultipartUpload": ["s3:PutObject"],
     "s3:CopyObject": ["s3:GetObject", "s3:PutObject"],
+    "s3:ListMultipartUploads": ["s3:ListBucketMultipartUploads"],
     # A transaction has no action of its own: each of its items needs its own.
     "dynamodb:TransactWriteItems": [
         "dynamodb:PutItem",

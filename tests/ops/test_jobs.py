@@ -86,6 +86,45 @@ async def test_status_cancel_and_retry(
     assert twice_code == 1
     assert twice_out.strip().startswith("pipeline retry: refused (conflict): the job is WAITING")
     assert json_code == 0
-    (view,) = json.loads(json_out)
+    view = json.loads(json_out)
     assert (view["exportId"], view["status"]) == ("exp-op", "WAITING")
     assert depth == 1
+
+
+@pytest.mark.parametrize("bad", ["bad/id", "../x", "ééé", "", "x" * 129])
+async def test_submit_refuses_a_bad_export_id_and_sends_nothing(
+    aws_endpoint: str, bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """submit with an ID POST /jobs would refuse exits 2, names it, and sends no message."""
+    async with open_stack(aws_endpoint) as stack:
+        args = ["submit", "exp-good", bad, "--wait"]
+        code = await trio.to_thread.run_sync(main, args, stack.env)
+        depth = await stack.queue_depth(stack.urls.export_jobs_url)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "is not 1-128 characters" in err
+    assert "nothing was sent" in err
+    assert depth == 0
+
+
+async def test_status_shows_full_ids_one_line_errors_and_true_progress(
+    aws_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At 80 columns, status prints long export IDs whole, a FAILED job's error on one
+    line under the table (escape codes escaped), and a job CANCELLED at 0/4 as 0 %."""
+    long_ids = ["slowrunning-export-00001", "slowrunning-export-00002"]
+    error = "the Export API answered 401 for every request \x1b[31m; check EXPORT_API_TOKEN"
+    async with open_stack(aws_endpoint) as stack:
+        for export_id in long_ids:
+            await stack.jobs.begin_job(export_id, "c", JobStatus.RUNNING)
+            await stack.jobs.set_listing_done(export_id, files_total=4)
+        await stack.jobs.finish_job(long_ids[0], JobStatus.CANCELLED, None, None)
+        await stack.jobs.finish_job(long_ids[1], JobStatus.FAILED, None, error)
+        code = await trio.to_thread.run_sync(main, ["status", *long_ids], stack.env)
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith(long_ids[0])]
+    assert "CANCELLED" in rows[0]
+    assert rows[0].rstrip().endswith(" 0%")
+    assert f"{long_ids[1]}: the Export API answered 401 for every request \\x1b[31m;" in out
+    assert "\x1b" not in out

@@ -14,6 +14,10 @@ import pipeline.ops.provision as provision_cli
 import pipeline.ops.redrive as cli
 from pipeline._adapters.aws import sqs
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
+from pipeline._core.messages import DownloadTask, encode_download_task
+from pipeline.testing.demo import build_zip, metadata_for
+from pipeline.testing.moto import free_port
+from tests.support.stack import open_stack
 
 
 def _env(aws_endpoint: str, tag: str) -> dict[str, str]:
@@ -45,6 +49,12 @@ async def _bodies(aws: AwsClients, url: str) -> list[str]:
     return seen
 
 
+def _task(export_id: str) -> str:
+    """A download-task body the service accepts."""
+    file = DownloadTask(export_id, "c-1", "f-1", "p.zip", "http://127.0.0.1:1/p.zip", 10)
+    return encode_download_task(file)
+
+
 async def _dead_letter(aws: AwsClients, queue_url: str, bodies: list[str]) -> str:
     dlq = await sqs.dead_letter_queue_url(aws.sqs, queue_url)
     assert dlq is not None
@@ -69,7 +79,7 @@ async def test_dry_run_moves_nothing_and_lists_each(
 ) -> None:
     """--dry-run prints one line per dead letter and leaves them visible where they were."""
     env = await _provisioned(aws_endpoint)
-    bodies = ['{"v": 1, "exportId": "exp-a"}', '{"v": 1, "exportId": "exp-b"}']
+    bodies = [_task("exp-a"), _task("exp-b")]
     async with open_aws_clients(region="us-east-1", endpoint_url=aws_endpoint, pool_size=2) as aws:
         dlq = await _dead_letter(aws, env["SQS_DOWNLOAD_TASKS_URL"], bodies)
         main = functools.partial(cli.main, ["download-tasks", "--dry-run"], env)
@@ -113,3 +123,39 @@ def test_reached_through_the_service_command_line() -> None:
     )
     assert done.returncode == 0
     assert "dead-letter queue" in done.stdout
+
+
+async def test_poison_stays_and_good_bodies_move_once_while_the_service_runs(
+    aws_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the service running, redrive ends: the poison body the service dead-lettered
+    stays (kept, with its reason), the good one moves once and its job completes."""
+    entries = [("a.txt", b"alpha")]
+    async with open_stack(aws_endpoint) as stack:
+        stack.simulator.add_export("exp-rd", [("p.zip", build_zip(entries))])
+        await stack.seed("exp-rd", metadata_for(entries))
+        dlq = await sqs.dead_letter_queue_url(stack.aws.sqs, stack.urls.export_jobs_url)
+        assert dlq is not None
+        stop = await stack.run_service(HEALTH_PORT=str(free_port()))
+        await stack.send_raw("this is not json \x1b[31m")
+        with trio.fail_after(30):
+            while True:
+                if await stack.queue_depth(dlq) > 0:
+                    break
+                await trio.sleep(0.2)
+        await sqs.send(stack.aws.sqs, dlq, '{"exportIds": ["exp-rd"], "correlationId": "c-rd"}')
+        main = functools.partial(cli.main, ["export-jobs"], stack.env)
+        with trio.fail_after(60):
+            code = await trio.to_thread.run_sync(main)
+        job = await stack.wait_final("exp-rd")
+        left = await _bodies(stack.aws, dlq)
+        stop.set()
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "moved 1 message(s)" in out
+    assert "kept 1" in out
+    assert "body is not valid JSON" in out
+    assert "\x1b" not in out  # the escape code is shown, not sent
+    assert "\\x1b[31m" in out
+    assert job.correlation_id == "c-rd"
+    assert left == ["this is not json \x1b[31m"]

@@ -47,6 +47,8 @@ class FakeMessage:
     receipt_handle: str | None = None
     received_at: float | None = None
     first_received_at: float | None = None
+    # The message's own string attributes (a dead letter's reason).
+    attributes: dict[str, str] = attrs.field(factory=dict)
 
     def in_flight(self, now: float) -> bool:
         return self.receipt_handle is not None and self.visible_at > now
@@ -173,10 +175,16 @@ class FakeSqs:
         return failed
 
     async def send(
-        self, queue_url: str, body: str, delay_seconds: int = 0, *, policy: Backoff
+        self,
+        queue_url: str,
+        body: str,
+        delay_seconds: int = 0,
+        *,
+        attributes: dict[str, str] | None = None,
+        policy: Backoff,
     ) -> str:
         await self._enter("send", queue_url)
-        return self._put(queue_url, body, delay_seconds)
+        return self._put(queue_url, body, delay_seconds, attributes)
 
     async def send_batch(
         self, queue_url: str, bodies: Sequence[str | tuple[str, int]], *, policy: Backoff
@@ -230,16 +238,25 @@ class FakeSqs:
             receive_count=message.receive_count,
             sent_at=EPOCH + timedelta(seconds=message.sent_at),
             first_received_at=EPOCH + timedelta(seconds=message.first_received_at),
+            attributes=dict(message.attributes),
         )
 
-    def _put(self, queue_url: str, body: str, delay_seconds: int) -> str:
+    def _put(
+        self,
+        queue_url: str,
+        body: str,
+        delay_seconds: int,
+        attributes: dict[str, str] | None = None,
+    ) -> str:
         if not 0 <= delay_seconds <= 900:
             msg = f"delay_seconds must be 0..900, not {delay_seconds}"
             raise ValueError(msg)
         queue = self._queue(queue_url)
         now = trio.current_time()
         message_id = f"m-{next(self._ids)}"
-        queue.messages.append(FakeMessage(message_id, body, now, now + delay_seconds))
+        message = FakeMessage(message_id, body, now, now + delay_seconds)
+        message.attributes.update(attributes or {})
+        queue.messages.append(message)
         self._touch()
         return message_id
 

@@ -80,6 +80,18 @@ def timed_outages(seconds: float, final_within: float) -> list[Case]:
     ``final_within`` bounds how long the job may then take to become final.
     """
     return [
+        # From the first part of the big entry: its upload's abort fails too, and
+        # is owed; no upload may be left open once the job completes.
+        aws(
+            f"S3 503 SlowDown on every call for {seconds:g} s during a multipart upload",
+            "s3",
+            "*",
+            status=503,
+            code="SlowDown",
+            for_seconds=seconds,
+            begins_with="UploadPart",
+            final_within=final_within,
+        ),
         aws(
             f"S3 500 InternalError on every call for {seconds:g} s",
             "s3",

@@ -48,9 +48,15 @@ class Queues(Protocol):
         ...
 
     async def send(
-        self, queue_url: str, body: str, delay_seconds: int = 0, *, policy: Backoff
+        self,
+        queue_url: str,
+        body: str,
+        delay_seconds: int = 0,
+        *,
+        attributes: dict[str, str] | None = None,
+        policy: Backoff,
     ) -> str:
-        """Send one message; its message ID."""
+        """Send one message (with string ``attributes`` when given); its message ID."""
         ...
 
     async def send_batch(
@@ -88,9 +94,17 @@ class SqsQueues:
         return await _sqs.change_visibility_batch(self.client, queue_url, entries, policy=policy)
 
     async def send(
-        self, queue_url: str, body: str, delay_seconds: int = 0, *, policy: Backoff = AWS_POLICY
+        self,
+        queue_url: str,
+        body: str,
+        delay_seconds: int = 0,
+        *,
+        attributes: dict[str, str] | None = None,
+        policy: Backoff = AWS_POLICY,
     ) -> str:
-        return await _sqs.send(self.client, queue_url, body, delay_seconds, policy=policy)
+        return await _sqs.send(
+            self.client, queue_url, body, delay_seconds, attributes=attributes, policy=policy
+        )
 
     async def send_batch(
         self,

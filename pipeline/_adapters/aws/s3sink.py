@@ -33,9 +33,12 @@ lifecycle rule for the staging prefix.
 
 Every call goes through :func:`pipeline._adapters.aws.clients.aws_call`; a retried part resends
 the same bytes under the same part number, which S3 treats as a replacement.
-An abandoned multipart upload (a process killed before it could abort) keeps
-its parts until a bucket lifecycle rule ``AbortIncompleteMultipartUpload``
-removes them; :func:`pipeline.ops.provisioning.provision` installs one.
+No upload is left open (:mod:`pipeline._adapters.aws.s3orphans`): an abort
+that fails is owed and retried in the background, and starting a multipart
+upload first aborts the entry's older ones (a process killed mid-upload, a
+staged upload whose abort was lost). The bucket's lifecycle rule
+``AbortIncompleteMultipartUpload`` (installed by
+:func:`pipeline.ops.provisioning.provision`) bounds the rest.
 """
 
 from __future__ import annotations
@@ -49,6 +52,15 @@ import structlog
 import trio
 
 from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.s3objects import existing_sha256, head_object
+from pipeline._adapters.aws.s3orphans import (
+    OpenUpload,
+    OwedAborts,
+    abort_older_uploads,
+    abort_upload,
+    staging_prefix,
+    upload_prefix,
+)
 from pipeline._adapters.aws.s3parts import Part, PartBody, PartWindow, Pieces
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, PipelineError
@@ -81,7 +93,6 @@ STAGING_PREFIX = ".pipeline-staging/"
 _ABORT_DEADLINE = 2.0
 _ABORT_POLICY = Backoff(max_attempts=3, base=0.2, cap=1.0)
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
 
 def _check_sha256(value: str, name: str) -> None:
@@ -110,14 +121,17 @@ class EntryUpload:
         policy: Backoff,
         part_size: int,
         window: PartWindow,
+        owed: OwedAborts | None = None,
     ) -> None:
         self._s3 = s3
+        # Where an abort that fails is remembered, to be tried again later.
+        self._owed = owed
         self._bucket = bucket
         self._key = key
         self._expected = expected_sha256
         # Where the parts go: the key itself when the digest is known up front,
         # else a staging key, copied to the key with its digest at commit.
-        self._upload_key = key if expected_sha256 is not None else _staging_key()
+        self._upload_key = key if expected_sha256 is not None else _staging_key(key)
         self._policy = policy
         self._part_size = part_size
         self._buffer = Pieces()
@@ -178,6 +192,10 @@ class EntryUpload:
             raise
 
     async def _start_multipart(self) -> str:
+        # What an earlier attempt at this entry left open goes first (one listing).
+        prefix = upload_prefix(self._upload_key, self._key, STAGING_PREFIX)
+        exact = prefix == self._upload_key
+        await abort_older_uploads(self._s3, self._bucket, prefix, exact=exact, policy=self._policy)
         kwargs: dict[str, Any] = {"Bucket": self._bucket, "Key": self._upload_key}
         if self._expected is not None:
             kwargs["Metadata"] = {"sha256": self._expected}
@@ -325,7 +343,7 @@ class EntryUpload:
                     log.warning("staged object not deleted", key=self._upload_key, error=str(err))
 
     async def _object_is_ours(self, sha256_hex: str) -> bool:
-        head = await _head(self._s3, self._bucket, self._upload_key, self._policy)
+        head = await head_object(self._s3, self._bucket, self._upload_key, self._policy)
         if head is None or int(head.get("ContentLength", -1)) != self._written:
             return False
         stored = (head.get("Metadata") or {}).get("sha256")
@@ -336,8 +354,8 @@ class EntryUpload:
 
         Parts in flight are cancelled and waited for, then a started multipart
         upload is aborted, shielded from cancellation with its own short
-        deadline. A failure is logged, not raised: nothing is visible anyway,
-        and the bucket's lifecycle rule removes the parts later.
+        deadline. A failure is not raised (nothing is visible anyway): the
+        abort is owed, tried again later (see the module docstring).
         """
         if self._closed:
             return
@@ -346,26 +364,20 @@ class EntryUpload:
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is None:  # nothing was sent, nothing is in flight
             return
-        with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_DEADLINE) as scope:
+        upload = OpenUpload(self._bucket, self._upload_key, upload_id)
+        failure = "timed out"
+        with trio.CancelScope(shield=True), trio.move_on_after(_ABORT_DEADLINE):
             # A part that lands after the abort would be kept by S3 until the
             # lifecycle rule: none may be in flight.
             await self._window.stop()
             try:
-                await aws_call(
-                    "s3 abort multipart upload",
-                    self._s3.abort_multipart_upload,
-                    policy=_ABORT_POLICY,
-                    Bucket=self._bucket,
-                    Key=self._upload_key,
-                    UploadId=upload_id,
-                )
-            except AwsRejected as err:
-                if err.code != "NoSuchUpload":
-                    log.warning("abort failed", key=self._key, error=str(err))
+                await abort_upload(self._s3, upload, policy=_ABORT_POLICY)
+                return
             except PipelineError as err:
-                log.warning("abort failed", key=self._key, error=str(err))
-        if scope.cancelled_caught:
-            log.warning("abort timed out", key=self._key, upload_id=upload_id)
+                failure = str(err)
+        log.warning("abort failed", key=self._key, upload_id=upload_id, error=failure)
+        if self._owed is not None:
+            self._owed.owe(self._s3, upload)
 
     async def __aenter__(self) -> Self:
         return self
@@ -389,6 +401,7 @@ async def open_entry_upload(
     part_size: int = PART_SIZE,
     parts: trio.Nursery | None = None,
     parts_in_flight: int = PARTS_IN_FLIGHT,
+    owed: OwedAborts | None = None,
 ) -> EntryUpload:
     """Start streaming one object to ``s3://bucket/key``; nothing is sent yet.
 
@@ -397,6 +410,7 @@ async def open_entry_upload(
     ``part_size`` must be at least S3's 5 MiB minimum. With ``parts``, a
     nursery that outlives the upload, up to ``parts_in_flight`` parts are
     sent at once as its tasks; without, one after another by the writer.
+    An abort that fails is handed to ``owed``, to be tried again later.
     """
     if expected_sha256 is not None:
         _check_sha256(expected_sha256, "expected_sha256")
@@ -414,37 +428,9 @@ async def open_entry_upload(
         policy=policy,
         part_size=part_size,
         window=PartWindow(parts, parts_in_flight),
+        owed=owed,
     )
 
 
-def _staging_key() -> str:
-    return f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-
-
-async def _head(s3: AwsClient, bucket: str, key: str, policy: Backoff) -> dict[str, Any] | None:
-    try:
-        response: dict[str, Any] = await aws_call(
-            "s3 head object", s3.head_object, policy=policy, Bucket=bucket, Key=key
-        )
-    except AwsRejected as err:
-        if err.code in _NOT_FOUND_CODES:
-            return None
-        raise
-    return response
-
-
-async def existing_sha256(
-    s3: AwsClient, bucket: str, key: str, *, policy: Backoff = AWS_POLICY
-) -> str | None:
-    """The ``sha256`` user metadata of an existing object; ``None`` when absent.
-
-    ``None`` both when there is no object and when it has no ``sha256``, so a
-    caller that finds the digest it expects can skip the upload, and
-    otherwise uploads. (Without ``s3:ListBucket`` S3 answers a missing key
-    with 403, which raises :class:`AwsRejected`.)
-    """
-    head = await _head(s3, bucket, key, policy)
-    if head is None:
-        return None
-    stored = (head.get("Metadata") or {}).get("sha256")
-    return str(stored) if stored else None
+def _staging_key(key: str) -> str:
+    return f"{staging_prefix(STAGING_PREFIX, key)}{uuid.uuid4().hex}"

@@ -29,6 +29,7 @@ from pipeline._errors import AwsRejected, Fault, LeaseLost, RetriesExhausted
 __all__ = [
     "MAX_BATCH",
     "MAX_VISIBILITY",
+    "REASON_ATTRIBUTE",
     "ReceivedMessage",
     "change_visibility",
     "change_visibility_batch",
@@ -45,6 +46,10 @@ MAX_BATCH = 10
 # SQS's limit on a whole SendMessageBatch payload (the sum of the bodies).
 _MAX_BATCH_BYTES = 256 * 1024
 _MAX_WAIT_SECONDS = 20
+# The message attribute that says why the service dead-lettered a message itself.
+REASON_ATTRIBUTE = "pipeline-reason"
+# Enough for any one-line reason; SQS would take 256 KiB.
+_MAX_ATTRIBUTE_CHARS = 1000
 MAX_VISIBILITY = 12 * 60 * 60
 # Codes that mean "this receipt handle no longer holds the message".
 _LEASE_LOST_CODES = frozenset(
@@ -68,6 +73,8 @@ class ReceivedMessage:
     receive_count: int
     sent_at: datetime | None
     first_received_at: datetime | None
+    # The message's own string attributes (asked for with ``with_attributes``).
+    attributes: dict[str, str] = attrs.field(factory=dict)
 
 
 def _timestamp(attrs_: dict[str, str], name: str) -> datetime | None:
@@ -86,6 +93,11 @@ def _message(raw: dict[str, Any]) -> ReceivedMessage:
         receive_count=int(attributes.get("ApproximateReceiveCount", "1")),
         sent_at=_timestamp(attributes, "SentTimestamp"),
         first_received_at=_timestamp(attributes, "ApproximateFirstReceiveTimestamp"),
+        attributes={
+            name: str(value["StringValue"])
+            for name, value in (raw.get("MessageAttributes") or {}).items()
+            if "StringValue" in value
+        },
     )
 
 
@@ -102,9 +114,13 @@ async def receive(
     max_messages: int,
     wait_seconds: int,
     visibility_timeout: int | None = None,
+    with_attributes: bool = False,
     policy: Backoff = AWS_POLICY,
 ) -> list[ReceivedMessage]:
     """Receive up to ``max_messages`` (1..10), long-polling ``wait_seconds`` (0..20).
+
+    ``with_attributes`` asks for the messages' own attributes too (see
+    :data:`REASON_ATTRIBUTE`).
 
     Returns an empty list when the poll ends with nothing. Cancelling the
     caller abandons the poll; messages SQS handed out in the meantime come
@@ -126,6 +142,8 @@ async def receive(
             "ApproximateFirstReceiveTimestamp",
         ],
     }
+    if with_attributes:
+        kwargs["MessageAttributeNames"] = ["All"]
     if visibility_timeout is not None:
         _check_visibility(visibility_timeout)
         kwargs["VisibilityTimeout"] = visibility_timeout
@@ -354,9 +372,16 @@ async def send(
     body: str,
     delay_seconds: int = 0,
     *,
+    attributes: dict[str, str] | None = None,
     policy: Backoff = AWS_POLICY,
 ) -> str:
-    """Send one message; returns its message ID."""
+    """Send one message, with string ``attributes`` when given; returns its message ID."""
+    extra: dict[str, Any] = {}
+    if attributes:
+        extra["MessageAttributes"] = {
+            name: {"DataType": "String", "StringValue": value[:_MAX_ATTRIBUTE_CHARS] or "-"}
+            for name, value in attributes.items()
+        }
     response = await aws_call(
         "sqs send",
         sqs.send_message,
@@ -364,6 +389,7 @@ async def send(
         QueueUrl=queue_url,
         MessageBody=body,
         DelaySeconds=delay_seconds,
+        **extra,
     )
     return str(response["MessageId"])
 

@@ -27,7 +27,8 @@ from pipeline._adapters.aws.jobcontrol import Verdict, retry_job
 from pipeline._adapters.aws.jobitems import utc_now
 from pipeline._adapters.aws.joblist import DEFAULT_LIMIT, MAX_LIMIT, list_files, list_jobs
 from pipeline._adapters.aws.pauses import QUEUES, set_paused
-from pipeline._adapters.http.control import Control, job_view, refusal
+from pipeline._adapters.http.auth import Refusal, refusal
+from pipeline._adapters.http.control import Control, job_view
 from pipeline._core.accounting import JobStatus
 
 __all__ = ["ConsoleHooks", "add_console_routes"]
@@ -123,8 +124,8 @@ def add_console_routes(app: QuartTrio, control: Control, hooks: ConsoleHooks) ->
         return {"exportId": export_id, "files": page.files, "nextCursor": page.next_cursor}, 200
 
     @app.post("/jobs/retry")
-    async def retry_many() -> tuple[dict[str, Any], int]:
-        refused = refusal(control)
+    async def retry_many() -> tuple[dict[str, Any], int] | Refusal:
+        refused = refusal(control.admin_token)
         if refused is not None:
             return refused
         try:
@@ -152,8 +153,8 @@ def add_console_routes(app: QuartTrio, control: Control, hooks: ConsoleHooks) ->
                 retried.append(job.export_id)
         return {"retried": retried}, 202
 
-    async def pause_or_resume(queue: str, paused: bool) -> tuple[dict[str, Any], int]:
-        refused = refusal(control)
+    async def pause_or_resume(queue: str, paused: bool) -> tuple[dict[str, Any], int] | Refusal:
+        refused = refusal(control.admin_token)
         if refused is not None:
             return refused
         if queue not in QUEUES:
@@ -165,11 +166,11 @@ def add_console_routes(app: QuartTrio, control: Control, hooks: ConsoleHooks) ->
         return {"queue": queue, "paused": paused}, 202
 
     @app.post("/queues/<queue>/pause")
-    async def pause(queue: str) -> tuple[dict[str, Any], int]:
+    async def pause(queue: str) -> tuple[dict[str, Any], int] | Refusal:
         return await pause_or_resume(queue, True)
 
     @app.post("/queues/<queue>/resume")
-    async def resume(queue: str) -> tuple[dict[str, Any], int]:
+    async def resume(queue: str) -> tuple[dict[str, Any], int] | Refusal:
         return await pause_or_resume(queue, False)
 
     @app.get("/ui")

@@ -2,25 +2,23 @@
 
 Reading is open: ``GET /jobs/{exportId}`` (the job item, its progress and an
 estimate of the time left) and ``GET /queues`` (depths, and whether either
-queue is over ``OVERLOAD_BACKLOG``). ``POST /jobs`` (submit),
+queue is over ``OVERLOAD_BACKLOG``; the figures are kept up to 5 s, see
+:mod:`pipeline._adapters.aws.queuedepths`). ``POST /jobs`` (submit),
 ``POST /jobs/{exportId}/cancel`` and ``POST /jobs/{exportId}/retry`` change
-something, so they need ``Authorization: Bearer <ADMIN_TOKEN>``, compared in
-constant time: with no ``ADMIN_TOKEN`` configured the calls are off (403), a
-missing or wrong token is 401. A malformed body is 400 with the reason, an
-unknown export 404, a cancel of a final job or a retry of one that did not
-end FAILED or CANCELLED 409.
+something, so they need ``Authorization: Bearer <ADMIN_TOKEN>``
+(:mod:`pipeline._adapters.http.auth`): with no ``ADMIN_TOKEN`` configured the
+calls are off (403), a missing or wrong token is 401. A malformed body is 400
+with the reason, an unknown export 404, a cancel of a final job or a retry of
+one that did not end FAILED or CANCELLED 409.
 """
 
 from __future__ import annotations
 
-import functools
-import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import attrs
-import trio
 from quart import request
 from quart_trio import QuartTrio
 
@@ -29,26 +27,15 @@ from pipeline._adapters.aws.clients import AwsClient
 from pipeline._adapters.aws.jobcontrol import Answer, Verdict, cancel_job, retry_job
 from pipeline._adapters.aws.jobitems import JobItem, converter, format_time, utc_now
 from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.aws.queuedepths import QueueDepths
+from pipeline._adapters.http.auth import Refusal, refusal
 from pipeline._core.accounting import JobStatus
 from pipeline._core.messages import ExportJob, decode_export_job, encode_export_job
 from pipeline._errors import PipelineError, PoisonMessage
 
-__all__ = [
-    "Control",
-    "QueueFigures",
-    "add_control_routes",
-    "job_view",
-    "overloaded",
-    "queue_figures",
-    "refusal",
-]
+__all__ = ["Control", "add_control_routes", "job_view", "overloaded"]
 
 _FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
-_DEPTHS = {
-    "visible": "ApproximateNumberOfMessages",
-    "inFlight": "ApproximateNumberOfMessagesNotVisible",
-    "delayed": "ApproximateNumberOfMessagesDelayed",
-}
 
 
 @attrs.frozen
@@ -72,10 +59,11 @@ class Control:
 def job_view(job: JobItem, now: datetime) -> dict[str, Any]:
     """The job item's attributes with ``exportId``, ``progress`` and ``etaSeconds``.
 
-    Progress is the listed bytes of finished files over ``bytesTotal``, or
-    finished files over listed files where sizes are unknown (1.0 only once
-    final); the estimate extrapolates the pace so far, and is null until a
-    file finished.
+    Progress is the listed bytes of finished files (``bytesFinished``) over
+    ``bytesTotal``, or finished files over listed files where sizes are
+    unknown: 1.0 for a COMPLETED job and only then, how far it got for a
+    FAILED or CANCELLED one. The estimate extrapolates the pace so far, and is
+    null until a file finished.
     """
     summary = job.summary
     view: dict[str, Any] = {
@@ -88,24 +76,27 @@ def job_view(job: JobItem, now: datetime) -> dict[str, Any]:
     }
     if job.bytes_total is not None:
         view["bytesTotal"] = job.bytes_total
+        view["bytesFinished"] = job.bytes_finished
     if job.error is not None:
         view["error"] = job.error
     finished, total = summary.files_finished, summary.files_total
-    eta: float | None = None
-    if job.status in _FINAL:
-        progress = 1.0
-        eta = 0.0
-    elif job.listing_done and total > 0:
+    share = 0.0
+    if job.listing_done and total > 0:
         if job.bytes_total:
             share = min(job.bytes_finished / job.bytes_total, 1.0)
         else:
             share = finished / total
+    eta: float | None = None
+    if job.status is JobStatus.COMPLETED:
+        progress, eta = 1.0, 0.0
+    elif job.status in _FINAL:
+        # Stopped or failed: how far it got, not 100 % (a job cancelled at 0/4 is 0).
+        progress, eta = share, 0.0
+    else:
         progress = min(share, 0.99)
         elapsed = (now - (job.waiting_since or job.created_at)).total_seconds()
         if share > 0 and elapsed > 0:
             eta = round(elapsed / share * (1.0 - share), 1)
-    else:
-        progress = 0.0
     view["progress"] = round(progress, 4)
     view["etaSeconds"] = eta
     return view
@@ -116,88 +107,21 @@ def overloaded(views: list[dict[str, int] | None], backlog: int) -> bool:
     return any(view["visible"] > backlog for view in views if view is not None)
 
 
-def refusal(control: Control) -> tuple[dict[str, str], int] | None:
-    """Why a changing call may not run (403 off, 401 token), or None when it may."""
-    if control.admin_token is None:
-        return {"error": "the control API is off: ADMIN_TOKEN is not set"}, 403
-    given = request.headers.get("Authorization", "")
-    expected = f"Bearer {control.admin_token}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        return {"error": "missing or wrong bearer token"}, 401
-    return None
-
-
-async def _depths(client: AwsClient, url: str) -> dict[str, int]:
-    response = await client.get_queue_attributes(
-        QueueUrl=url, AttributeNames=list(_DEPTHS.values())
-    )
-    attributes = response.get("Attributes") or {}
-    return {name: int(attributes.get(attribute, 0)) for name, attribute in _DEPTHS.items()}
-
-
-async def _queue_view(control: Control, url: str) -> dict[str, Any]:
-    depths = await _depths(control.sqs, url)
-    dead_letters = await sqs.dead_letter_queue_url(control.sqs, url)
-    depths["deadLetter"] = (
-        0 if dead_letters is None else (await _depths(control.sqs, dead_letters))["visible"]
-    )
-    return depths
-
-
-async def queue_figures(control: Control) -> dict[str, Any]:
-    """What ``GET /queues`` answers (without ``paused``): depths of both queues and their DLQs."""
-    found: dict[str, Any] = {}
-
-    async def look(name: str, url: str) -> None:
-        found[name] = await _queue_view(control, url)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(look, "exportJobs", control.export_jobs_url)
-        if control.download_tasks_url is not None:
-            nursery.start_soon(look, "downloadTasks", control.download_tasks_url)
-    tasks = found.get("downloadTasks")
-    return {
-        "exportJobs": found["exportJobs"],
-        "downloadTasks": tasks,
-        "overloaded": overloaded([found["exportJobs"], tasks], control.overload_backlog),
-    }
-
-
-@attrs.define
-class QueueFigures:
-    """The queue figures, read at most once per ``max_age`` seconds whoever asks.
-
-    ``GET /queues``, ``/metrics`` and the page all read them: any number of
-    callers costs SQS a bounded number of requests.
-    """
-
-    read: Callable[[], Awaitable[dict[str, Any]]]
-    max_age: float = 5.0
-    _value: dict[str, Any] | None = None
-    _read_at: float = 0.0
-    _lock: trio.Lock = attrs.field(factory=trio.Lock)
-
-    async def get(self) -> dict[str, Any]:
-        async with self._lock:
-            if self._value is None or trio.current_time() - self._read_at > self.max_age:
-                self._value = await self.read()
-                self._read_at = trio.current_time()
-            return dict(self._value)
-
-
-def add_control_routes(app: QuartTrio, control: Control) -> QueueFigures:
-    """Serve the control API on ``app``; returns its cached queue figures (for /metrics)."""
+def add_control_routes(app: QuartTrio, control: Control) -> QueueDepths:
+    """Serve the control API on ``app``; returns its queue figures (also /metrics's source)."""
 
     @app.get("/jobs/<export_id>")
     async def get_job(export_id: str) -> tuple[dict[str, Any], int]:
         job = await control.jobs.get_job(export_id)
         if job is None:
-            return {"error": f"no job for export {export_id!r}"}, 404
+            # POST /jobs only sends a message: the job item is written when a
+            # process takes it, a second or two later (docs/contract.md, 7).
+            return {"error": f"no job for export {export_id!r} (none seen yet)"}, 404
         return job_view(job, utc_now()), 200
 
     @app.post("/jobs")
-    async def submit() -> tuple[dict[str, Any], int]:
-        refused = refusal(control)
+    async def submit() -> tuple[dict[str, Any], int] | Refusal:
+        refused = refusal(control.admin_token)
         if refused is not None:
             return refused
         raw = await request.get_data()
@@ -221,8 +145,8 @@ def add_control_routes(app: QuartTrio, control: Control) -> QueueFigures:
         return {**body, "correlationId": answer.job.correlation_id}, status
 
     @app.post("/jobs/<export_id>/cancel")
-    async def cancel(export_id: str) -> tuple[dict[str, Any], int]:
-        refused = refusal(control)
+    async def cancel(export_id: str) -> tuple[dict[str, Any], int] | Refusal:
+        refused = refusal(control.admin_token)
         if refused is not None:
             return refused
         answer = await cancel_job(control.jobs, export_id)
@@ -231,8 +155,8 @@ def add_control_routes(app: QuartTrio, control: Control) -> QueueFigures:
         return answered(answer, 202)
 
     @app.post("/jobs/<export_id>/retry")
-    async def retry(export_id: str) -> tuple[dict[str, Any], int]:
-        refused = refusal(control)
+    async def retry(export_id: str) -> tuple[dict[str, Any], int] | Refusal:
+        refused = refusal(control.admin_token)
         if refused is not None:
             return refused
         answer = await retry_job(control.jobs, control.sqs, control.export_jobs_url, export_id)
@@ -240,11 +164,18 @@ def add_control_routes(app: QuartTrio, control: Control) -> QueueFigures:
             control.on_retry(export_id)
         return answered(answer, 202)
 
-    figures = QueueFigures(functools.partial(queue_figures, control))
+    # The figures may be 5 s old (contract 7): any number of callers, bounded SQS cost.
+    depths = QueueDepths(control.sqs, control.export_jobs_url, control.download_tasks_url)
 
     @app.get("/queues")
     async def queues() -> tuple[dict[str, Any], int]:
-        body = await figures.get()
+        found = await depths.figures()
+        tasks = found["downloadTasks"]
+        body: dict[str, Any] = {
+            "exportJobs": found["exportJobs"],
+            "downloadTasks": tasks,
+            "overloaded": overloaded([found["exportJobs"], tasks], control.overload_backlog),
+        }
         paused = control.paused()
         for name, queue in (("exportJobs", "export-jobs"), ("downloadTasks", "download-tasks")):
             if body[name] is not None:
@@ -255,4 +186,4 @@ def add_control_routes(app: QuartTrio, control: Control) -> QueueFigures:
     async def unavailable(err: PipelineError) -> tuple[dict[str, str], int]:
         return {"error": str(err)}, 503
 
-    return figures
+    return depths

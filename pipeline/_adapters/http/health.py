@@ -19,17 +19,26 @@ from hypercorn.trio import serve
 from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Response
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
 from pipeline._adapters.aws.clients import AwsClients, translate_aws_errors
 from pipeline._config import Settings
 from pipeline._errors import PipelineError
 
-__all__ = ["add_metrics_route", "create_health_app", "readiness_checks", "serve_health"]
+__all__ = [
+    "add_json_errors",
+    "add_metrics_route",
+    "create_health_app",
+    "readiness_checks",
+    "serve_health",
+]
 
 log = structlog.get_logger("pipeline.health")
 
 # A load balancer's health check gives up after a few seconds; answer first.
 READY_TIMEOUT_SECONDS = 3.0
+# Bodies over this answer 413 unread.
+MAX_BODY_BYTES = 1024 * 1024
 
 Check = Callable[[], Awaitable[None]]
 
@@ -63,6 +72,9 @@ def create_health_app(
     mode and its pool's figures).
     """
     app = QuartTrio("pipeline")
+    # The largest body any call takes: an export-job message (SQS's limit is 256 KiB).
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    add_json_errors(app)
 
     @app.get("/health")
     async def health() -> tuple[dict[str, Any], int]:
@@ -91,6 +103,31 @@ def create_health_app(
     return app
 
 
+def add_json_errors(app: QuartTrio) -> None:
+    """Every error ``app`` answers has a JSON body ``{"error": "..."}`` (contract 8).
+
+    Quart's own answers (404 for an unknown path, 405 for a wrong method, 413
+    for a body over its limit) are HTML pages by default; a bug is a 500 with
+    one line, its traceback only in the log.
+    """
+
+    @app.errorhandler(HTTPException)
+    async def http_error(err: HTTPException) -> tuple[dict[str, str], int, dict[str, str]]:
+        headers: dict[str, str] = {}
+        if isinstance(err, MethodNotAllowed) and err.valid_methods:
+            headers["Allow"] = ", ".join(sorted(err.valid_methods))
+        code = err.code or 500
+        if isinstance(err, RequestEntityTooLarge):
+            # The rest of the body is never read: the connection cannot be reused.
+            headers["Connection"] = "close"
+        return {"error": f"{code} {err.name}: {err.description}"}, code, headers
+
+    @app.errorhandler(Exception)
+    async def bug(err: Exception) -> tuple[dict[str, str], int]:
+        log.error("control API request failed", exc_info=err)
+        return {"error": "internal error (see the service's log)"}, 500
+
+
 def add_metrics_route(
     app: QuartTrio,
     render: Callable[[], bytes],
@@ -110,7 +147,8 @@ def add_metrics_route(
                     await refresh()
             except (PipelineError, trio.TooSlowError) as err:
                 log.warning("queue figures not read for /metrics", error=str(err) or "timed out")
-        return Response(render(), mimetype=CONTENT_TYPE_LATEST)
+        # content_type as it is: mimetype= would add a second charset.
+        return Response(render(), content_type=CONTENT_TYPE_LATEST)
 
 
 async def serve_health(

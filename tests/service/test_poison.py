@@ -1,0 +1,45 @@
+"""A poison message is dead-lettered once, tagged with its reason, logged with the
+correlation ID its sender stated."""
+
+from __future__ import annotations
+
+import json
+
+import trio
+from structlog.contextvars import merge_contextvars
+from structlog.testing import capture_logs
+
+from pipeline._adapters.aws import sqs
+from tests.support.stack import open_stack
+
+BODY = json.dumps({"exportIds": ["bad/id"], "correlationId": "c-printed-by-cli"})
+
+
+async def test_poison_line_carries_the_stated_correlation_id_and_the_copy_its_reason(
+    aws_endpoint: str,
+) -> None:
+    """The poison log line names the body's correlationId; the DLQ copy carries the
+    reason as its pipeline-reason attribute."""
+    async with open_stack(aws_endpoint) as stack:
+        dlq = await sqs.dead_letter_queue_url(stack.aws.sqs, stack.urls.export_jobs_url)
+        assert dlq is not None
+        with capture_logs(processors=[merge_contextvars]) as logs:
+            stop = await stack.run_service()
+            await stack.send_raw(BODY)
+            with trio.fail_after(30):
+                while True:
+                    poison = [e for e in logs if str(e["event"]).startswith("poison message")]
+                    if poison:
+                        break
+                    await trio.sleep(0.1)
+            stop.set()
+        # The line is logged once the copy is in the DLQ.
+        copies = await sqs.receive(
+            stack.aws.sqs, dlq, max_messages=10, wait_seconds=1, with_attributes=True
+        )
+    (line,) = poison
+    assert line["correlationId"] == "c-printed-by-cli"
+    (copy,) = copies
+    assert copy.body == BODY
+    assert "bad/id" in copy.attributes[sqs.REASON_ATTRIBUTE]
+    assert line["reason"] == copy.attributes[sqs.REASON_ATTRIBUTE]
