@@ -7,7 +7,8 @@ tests), 30 s outages of S3 (500 on every call), DynamoDB (every call throttled)
 and SQS (every connection broken, from the first heartbeat) at the real
 redelivery schedule, the duplicate and never-started tasks of ``tests/system/test_duplicates.py``,
 the long-file heartbeat case, and the SIGTERM and SIGKILL cases of
-``tests/system/test_shutdown.py`` (service subprocesses), each
+``tests/system/test_shutdown.py`` (service subprocesses), a worker started
+during a 30 s SQS outage (``tests/system/test_startup.py``), each
 ``--runs`` times on a fresh stack against one moto server, and prints a
 Markdown table: runs, jobs completed, runs exact in every respect (counts,
 objects with bytes and sha256, no open upload, message deleted, fault hit as
@@ -22,6 +23,7 @@ Takes about (28 x 3 s + 55 s) per run on two cores.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -44,6 +46,7 @@ from tests.system.test_duplicates import (
 from tests.system.test_faults import CASES, Case, Outcome, long_file_scenario, run_case
 from tests.system.test_outages import LONG_OUTAGES, OUTAGES
 from tests.system.test_shutdown import sigkill_scenario, sigterm_scenario
+from tests.system.test_startup import worker_started_during_outage
 
 # A scenario gives the run's outcome to check, or None when it asserted
 # everything itself (a failed assertion is reported as the run's failure).
@@ -125,6 +128,10 @@ def scenarios() -> list[tuple[str, Scenario]]:
         ("File taking 4x the visibility timeout (heartbeats)", long_file_scenario),
         ("SIGTERM mid-file (grace 5 s), then restart", sigterm_scenario),
         ("SIGKILL mid-file, then restart", sigkill_scenario),
+        (
+            "Worker started during a 30 s SQS outage (connections broken)",
+            functools.partial(worker_started_during_outage, seconds=30),
+        ),
     ]
     return found
 

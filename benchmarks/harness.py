@@ -3,19 +3,20 @@
 Each benchmark runs the service (``python -m pipeline``) as a subprocess
 against a moto server subprocess and the Export API simulator, and reads CPU
 time, peak RSS and page faults of those processes from ``/proc``. The moto
-server here has one change, for a pathology of moto's that DynamoDB does not
-have (see :func:`serve_moto`).
-
-    python benchmarks/harness.py --moto PORT     # the moto server alone
+server is the project's launcher (``python -m pipeline.testing.moto``), which
+leaves out two of moto's costs that DynamoDB does not have.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import resource
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -146,70 +147,16 @@ async def sample_rss(pid: int, samples: list[tuple[float, int]], interval: float
 # -- moto --
 
 
-def serve_moto(port: str) -> int:
-    """moto's server, with a transaction's rollback copy cut to the items it touches.
-
-    moto backs up every table a ``TransactWriteItems`` names with a deep copy,
-    so each transaction costs moto time (and memory: 8 GB within minutes at
-    2,000 result items) in proportion to the whole table; DynamoDB's cost
-    does not grow with the table. Here the backup shares the items the
-    transaction does not name and copies the ones it does, which restores the
-    same state when a transaction is cancelled.
-    """
-    import copy as copy_module
-
-    from moto.dynamodb import models
-    from moto.dynamodb.models.dynamo_type import DynamoType
-    from moto.server import main as moto_main
-
-    touched: set[tuple[Any, Any]] = set()
-    original = models.DynamoDBBackend.transact_write_items
-
-    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
-        touched.clear()
-        for item in transact_items:
-            op = next(iter(item.values()))
-            table = self.tables[op["TableName"]]
-            key = op.get("Key") or op["Item"]
-            range_key = table.range_key_attr
-            touched.add(
-                (
-                    DynamoType(key[table.hash_key_attr]),
-                    DynamoType(key[range_key]) if range_key else None,
-                )
-            )
-        original(self, transact_items)
-
-    class LeanCopy:
-        @staticmethod
-        def deepcopy(value: Any) -> Any:
-            if not isinstance(value, models.Table):
-                return copy_module.deepcopy(value)
-            table = copy_module.copy(value)
-            table.items = collections.defaultdict(dict)
-            for hash_key, by_range in value.items.items():
-                if not isinstance(by_range, dict):
-                    table.items[hash_key] = _copy(by_range, (hash_key, None))
-                    continue
-                table.items[hash_key] = {
-                    r: _copy(item, (hash_key, r)) for r, item in by_range.items()
-                }
-            return table
-
-    def _copy(item: Any, key: tuple[Any, Any]) -> Any:
-        return copy_module.deepcopy(item) if key in touched else item
-
-    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-    models.copy = LeanCopy  # type: ignore[assignment]
-    moto_main(["-H", "127.0.0.1", "-p", port])
-    return 0
-
-
 @contextmanager
 def moto() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A moto server subprocess (its pid is needed for its CPU time)."""
+    """The project's moto server subprocess (its pid is needed for its CPU time).
+
+    That is ``python -m pipeline.testing.moto``, whose transactions back up only
+    the items they touch, as the tests' and the demo's.
+    """
     port = free_port()
-    with moto_process([sys.executable, __file__, "--moto", str(port)], port) as running:
+    command = [sys.executable, "-m", "pipeline.testing.moto", str(port)]
+    with moto_process(command, port) as running:
         yield running
 
 
@@ -237,12 +184,23 @@ class FinishedJobs:
 
     count: int = 0
     changed: trio.Event = attrs.field(factory=trio.Event)
+    # When each export's line was read (trio's clock), by export ID.
+    at: dict[str, float] = attrs.field(factory=dict)
 
     async def count_from(self, stdout: trio.abc.ReceiveStream) -> None:
+        """Count from ``stdout``; with BENCH_SERVICE_LOG set, also append it to that file."""
+        copy = os.environ.get("BENCH_SERVICE_LOG")
         partial = b""
         async for chunk in stdout:
+            if copy:
+                with open(copy, "ab") as out:  # noqa: ASYNC230 (a local file, rarely)
+                    out.write(chunk)
             *lines, partial = (partial + chunk).split(b"\n")
-            self.count += sum(b'"msg": "job finished"' in line for line in lines)
+            now = trio.current_time()
+            for line in lines:
+                if b'"msg": "job finished"' in line:
+                    self.count += 1
+                    self.at[json.loads(line)["exportId"]] = now
             self.changed.set()
             self.changed = trio.Event()
 
@@ -314,7 +272,156 @@ async def profile(pid: int, name: str) -> trio.Process | None:
     )
 
 
+# -- the latency model --
+
+# Seconds added to each call, drawn uniformly: what a task in the same region
+# as its S3 bucket, DynamoDB tables and SQS queue waits per call, roughly.
+AWS_LATENCY = {"s3": (0.015, 0.030), "dynamodb": (0.004, 0.010), "sqs": (0.008, 0.016)}
+# Seconds each Export API request waits (the simulator's ``request_delay``).
+EXPORT_API_LATENCY = 0.040
+
+
+def aws_service(method: str, target: str, headers: dict[str, str]) -> str:
+    """Which AWS service a request is for, the way its credential scope names it."""
+    scope = headers.get("authorization", "").split("Credential=", 1)[-1].split("/")
+    if len(scope) >= 4 and scope[3] in AWS_LATENCY:
+        return scope[3]
+    amz_target = headers.get("x-amz-target", "")
+    if amz_target.startswith("DynamoDB_"):
+        return "dynamodb"
+    if amz_target.startswith("AmazonSQS.") or "Action=" in target:
+        return "sqs"
+    return "s3"
+
+
+async def _proxy_connection(client: trio.SocketStream, upstream: tuple[str, int]) -> None:
+    """Answer one client connection's requests (kept alive) through moto, each after its delay."""
+    import random
+
+    import h11
+
+    rng = random.Random()
+    conn = h11.Connection(h11.SERVER)
+    async with client:
+        while True:
+            request, body = await _read_message(conn, client)
+            if request is None:
+                return
+            assert isinstance(request, h11.Request)
+            headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+            target = request.target.decode()
+            if target.startswith(("http://", "https://")):  # absolute-form
+                target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
+            low, high = AWS_LATENCY[aws_service(request.method.decode(), target, headers)]
+            await trio.sleep(rng.uniform(low, high))
+            status, response_headers, response_body = await _forward(
+                upstream, request.method, target, headers, body
+            )
+            response_headers.append(("content-length", str(len(response_body))))
+            await client.send_all(
+                conn.send(h11.Response(status_code=status, headers=response_headers))
+                + conn.send(h11.Data(data=response_body))
+                + conn.send(h11.EndOfMessage())
+            )
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+
+
+async def _read_message(conn: Any, stream: trio.SocketStream) -> tuple[Any, bytes]:
+    """The next request or response on ``conn`` and its whole body; (None, b"") at the end."""
+    import h11
+
+    head = None
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            if conn.they_are_waiting_for_100_continue:
+                await stream.send_all(
+                    conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                )
+            conn.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Request | h11.Response):
+            head = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            return head, bytes(body)
+        elif isinstance(event, h11.ConnectionClosed):
+            return None, b""
+        # InformationalResponse: skip it
+
+
+_HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "expect"}
+
+
+async def _forward(
+    upstream: tuple[str, int], method: bytes, target: str, headers: dict[str, str], body: bytes
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """One request to moto on a connection of its own (moto closes each); its answer."""
+    import h11
+
+    conn = h11.Connection(h11.CLIENT)
+    request_headers = [(k, v) for k, v in headers.items() if k not in _HOP_HEADERS]
+    request_headers += [
+        ("host", f"{upstream[0]}:{upstream[1]}"),
+        ("content-length", str(len(body))),
+        ("connection", "close"),
+    ]
+    stream = await trio.open_tcp_stream(*upstream)
+    async with stream:
+        await stream.send_all(
+            conn.send(h11.Request(method=method, target=target, headers=request_headers))
+            + conn.send(h11.Data(data=body))
+            + conn.send(h11.EndOfMessage())
+        )
+        response, response_body = await _read_message(conn, stream)
+    assert isinstance(response, h11.Response)
+    response_headers = [
+        (k.decode(), v.decode())
+        for k, v in response.headers
+        if k.decode().lower() not in _HOP_HEADERS
+    ]
+    return response.status_code, response_headers, response_body
+
+
+async def serve_latency_proxy(port: int, upstream_url: str) -> None:
+    """Listen on ``port``; forward every AWS call to ``upstream_url`` after the model's delay."""
+    host, upstream_port = upstream_url.split("//", 1)[1].rsplit(":", 1)
+    upstream = (host, int(upstream_port))
+    await trio.serve_tcp(lambda stream: _proxy_connection(stream, upstream), port, host="127.0.0.1")
+
+
+@contextmanager
+def latency_proxy(upstream_url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The latency model's proxy in front of ``upstream_url`` (moto), as a subprocess.
+
+    A process of its own, so that its work competes with neither the
+    simulator in the benchmark's process nor the service for a GIL. Its URL
+    and its process.
+    """
+    port = free_port()
+    command = [sys.executable, __file__, "--latency-proxy", str(port), upstream_url]
+    proc = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the latency proxy did not start") from None
+                time.sleep(0.05)
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["--moto"] or len(sys.argv) != 3:
-        sys.exit("usage: python benchmarks/harness.py --moto PORT")
-    sys.exit(serve_moto(sys.argv[2]))
+    if sys.argv[1:2] != ["--latency-proxy"] or len(sys.argv) != 4:
+        sys.exit("usage: python benchmarks/harness.py --latency-proxy PORT UPSTREAM_URL")
+    trio.run(serve_latency_proxy, int(sys.argv[2]), sys.argv[3])

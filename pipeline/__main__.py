@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return control(arguments)
     args = _parser().parse_args(arguments)
+    # From here on a SIGTERM is not the default action (death by signal, not
+    # exit 0), however early: the service's own imports take a second or more.
+    _remember_early_signals()
     try:
         mode = resolve_mode(args.mode, os.environ)
     except ConfigError as err:
@@ -102,8 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         trio.run(serve_until_signalled, settings, mode)
     except Exception as err:
-        # Start-up could not reach AWS, or a bug escaped every stage: one line
-        # (with the traceback at debug level), never a raw exception group.
+        # A bug escaped every stage (start-up waits for AWS instead of failing):
+        # one line (with the traceback at debug level), never a raw exception group.
         structlog.get_logger("pipeline").critical(
             "service stopped by an error",
             error=describe(err),
@@ -113,12 +116,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def serve_until_signalled(settings: Settings, mode: Mode) -> None:
-    """Run the service until SIGTERM or SIGINT, then wind it down gracefully."""
-    from pipeline._service.graph import run_service
+# Signals that arrived before Trio's receiver took them over.
+_EARLY_SIGNALS: list[int] = []
 
+
+def _remember_early_signals() -> None:
+    def remember(signum: int, _frame: object) -> None:
+        _EARLY_SIGNALS.append(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, remember)
+
+
+async def serve_until_signalled(settings: Settings, mode: Mode) -> None:
+    """Run the service until SIGTERM or SIGINT, then wind it down gracefully.
+
+    A signal that came during start-up (before Trio listened) stops it at
+    once: it ends without taking work, status 0.
+    """
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        from pipeline._service.graph import run_service
+
+        if _EARLY_SIGNALS:
+            stop.set()
         async with trio.open_nursery() as nursery:
 
             async def stop_on_signal() -> None:

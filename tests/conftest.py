@@ -23,6 +23,21 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the slow tests first, the system ones before the rest.
+
+    With ``-n 2 --maxschedchunk 1`` (pyproject) each worker takes the next
+    test when it is done with its own, so the long runs start at once and the
+    many short tests fill the gaps: no worker is left with a long test at the end.
+    """
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("slow") is None,
+            "tests/system/" not in item.nodeid,
+        )
+    )
+
+
 @pytest.fixture(scope="session")
 def aws_endpoint() -> Iterator[str]:
     """URL of a moto server subprocess shared by the whole session."""

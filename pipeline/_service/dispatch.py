@@ -4,9 +4,18 @@ In ``all`` mode files go to the file workers of this process through a bounded
 memory channel, and the export-job message stays leased until they are done.
 In ``orchestrator`` mode they go to the download-task queue, batched, and the
 message is done once they are safely queued. With ``--mode all`` and a
-download-task queue configured, files that do not fit the local channel right
-now overflow to that queue, where any process (this one included) picks them
-up: several ``all`` processes then share a burst.
+download-task queue configured, files that find no local worker within
+:data:`OVERFLOW_AFTER_SECONDS` overflow to that queue, where any process (this
+one included) picks them up: several ``all`` processes then share a burst.
+
+The wait is there because a file that goes round the queue costs more than
+one kept here: a send, a receive, a delete, and before its download a read of
+its result and its job (a redelivery, or a cancel since it was queued), then
+its own check whether it finished the job. Small files free a local worker
+every few milliseconds, so a wide export of them stays local; when the
+workers are busy with slow files, the first file that waited the whole
+time overflows and so do the files listed after it, without waiting, until a
+local worker takes one again.
 """
 
 from __future__ import annotations
@@ -23,13 +32,23 @@ from pipeline._core.backoff import Backoff
 from pipeline._core.messages import DownloadTask, encode_download_task
 from pipeline._service.lease import Lease
 
-__all__ = ["FileDispatch", "FileTask", "LocalDispatch", "Outstanding", "QueueDispatch"]
+__all__ = [
+    "OVERFLOW_AFTER_SECONDS",
+    "FileDispatch",
+    "FileTask",
+    "LocalDispatch",
+    "Outstanding",
+    "QueueDispatch",
+]
 
 log = structlog.get_logger("pipeline.dispatch")
 
 # SendMessageBatch takes ten entries; a listing page (up to 100 files) is sent
 # as soon as it is read, in batches of this size.
 SEND_BATCH = 10
+# How long a listed file waits for a local worker before it overflows to the
+# download-task queue (all mode with a task queue; see the module doc).
+OVERFLOW_AFTER_SECONDS = 0.5
 
 
 @attrs.define(eq=False)
@@ -140,24 +159,33 @@ class LocalDispatch:
 
     send: trio.MemorySendChannel[FileTask]
     overflow: QueueDispatch | None = None
+    # A file waited OVERFLOW_AFTER_SECONDS in vain: the next ones overflow at once.
+    _overflowing: bool = attrs.field(init=False, default=False)
 
     async def submit(self, task: DownloadTask, outstanding: Outstanding) -> None:
         file_task = FileTask(task=task, outstanding=outstanding, listed_unrecorded=True)
         if self.overflow is None:
-            outstanding.add()
-            try:
-                await self.send.send(file_task)
-            except BaseException:
-                outstanding.done()
-                raise
+            await self._send(file_task, outstanding)
             return
-        try:
-            outstanding.add()
-            self.send.send_nowait(file_task)
-        except trio.WouldBlock:
-            outstanding.done()
+        wait = 0.0 if self._overflowing else OVERFLOW_AFTER_SECONDS
+        with trio.move_on_after(wait) as waited:
+            try:
+                self.send.send_nowait(file_task)
+                outstanding.add()
+            except trio.WouldBlock:
+                await self._send(file_task, outstanding)
+        self._overflowing = waited.cancelled_caught
+        if self._overflowing:
             await self.overflow.submit(task, outstanding)
         await trio.lowlevel.checkpoint()
+
+    async def _send(self, file_task: FileTask, outstanding: Outstanding) -> None:
+        outstanding.add()
+        try:
+            await self.send.send(file_task)
+        except BaseException:
+            outstanding.done()
+            raise
 
     async def flush(self, outstanding: Outstanding) -> None:
         if self.overflow is not None:

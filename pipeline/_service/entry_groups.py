@@ -26,17 +26,22 @@ entries already committed stay, and the earliest group's error is the
 file's. Any other error (our infrastructure past its retries, a bug) cancels
 every group and is raised. Cancellation from outside (the export cancelled,
 shutdown) reaches every group through the nursery.
+
+A group whose bytes the tail read already holds (a ZIP no larger than
+``TAIL_BYTES`` is all tail) is read from those bytes, with no second request:
+:func:`download_from`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import structlog
 import trio
 
-from pipeline._adapters.exportapi import ExportFile
+from pipeline._adapters.exportapi import ExportFile, RangeResult
 from pipeline._config import Settings
 from pipeline._core.verdicts import MetadataItem
 from pipeline._core.zip.compact import CompactDirectory
@@ -48,6 +53,7 @@ from pipeline._service.deps import Deps
 from pipeline._service.lookahead import AheadLookup
 
 __all__ = [
+    "HELD_CHUNK_BYTES",
     "JUDGE_BYTES",
     "JUDGE_SECONDS",
     "NETWORK_BOUND_SHARE",
@@ -55,6 +61,7 @@ __all__ = [
     "DownloadMeter",
     "Lookup",
     "StreamEntries",
+    "download_from",
     "read_entries",
     "streams_per_file",
 ]
@@ -75,6 +82,9 @@ STREAMS_PER_FILE = 2
 NETWORK_BOUND_SHARE = 0.5
 JUDGE_BYTES = 4 * 1024 * 1024
 JUDGE_SECONDS = 0.25
+
+# Chunks the bytes of a tail read are handed on in, as a download's would be.
+HELD_CHUNK_BYTES = 64 * 1024
 
 # A metadata lookup: the item of an entry's path, or None when it has none.
 Lookup = Callable[[str], Awaitable[MetadataItem | None]]
@@ -106,9 +116,11 @@ async def read_entries(
     stream: StreamEntries,
     *,
     min_group_bytes: int = MIN_GROUP_BYTES,
+    held: RangeResult | None = None,
 ) -> None:
     """Read every entry of ``directory`` through ``stream``, in groups when worth it.
 
+    ``held``: the tail read, whose bytes serve a group they reach back to.
     Raises what ``stream`` raises (see the module doc for which error wins).
     """
     entries = directory.by_offset
@@ -124,7 +136,8 @@ async def read_entries(
         )
     )
     if len(groups) == 1:
-        await _read_group(file, entries, directory.first_offset, None, export_id, deps, stream)
+        first = directory.first_offset
+        await _read_group(file, entries, first, None, export_id, deps, stream, held=held)
         return
     log.info("entries read in groups", entriesPerGroup=[len(g) for g in groups])
     faults: dict[int, Exception] = {}
@@ -142,7 +155,7 @@ async def read_entries(
             try:
                 await may_start[index].wait()
                 meter = None if after is None else functools.partial(DownloadMeter, after=after)
-                await _read_group(file, run, start, following, export_id, deps, stream, meter)
+                await _read_group(file, run, start, following, export_id, deps, stream, meter, held)
             except Exception as err:
                 faults[index] = err
                 verdict = isinstance(err, PermanentError) and err.verdict
@@ -220,6 +233,7 @@ async def _read_group(
     deps: Deps,
     stream: StreamEntries,
     meter: Callable[[AsyncIterable[bytes]], AsyncIterable[bytes]] | None = None,
+    held: RangeResult | None = None,
 ) -> None:
     # Looked up a window ahead of this group's reader, not all at once: see lookahead.py.
     ahead = AheadLookup(
@@ -229,5 +243,27 @@ async def _read_group(
         entries,
         policy=deps.aws_policy,
     )
-    async with deps.api.download(file, start=start) as chunks:
+    async with download_from(deps, file, start, held) as chunks:
         await stream(chunks if meter is None else meter(chunks), entries, ahead.get, following)
+
+
+@asynccontextmanager
+async def download_from(
+    deps: Deps, file: ExportFile, start: int, held: RangeResult | None
+) -> AsyncIterator[AsyncIterable[bytes]]:
+    """``file`` from ``start`` to its end: from ``held`` when it holds all that, else downloaded.
+
+    A ranged tail read holds the file from its ``start`` to the end; a ZIP no
+    larger than the tail read is all in it, and a second GET would fetch the
+    same bytes again (and count against EXPORT_API_RATE_PER_SECOND).
+    """
+    if held is not None and held.ranged and held.start <= start:
+        yield _held_chunks(memoryview(held.data)[start - held.start :])
+        return
+    async with deps.api.download(file, start=start) as chunks:
+        yield chunks
+
+
+async def _held_chunks(data: memoryview) -> AsyncIterator[bytes]:
+    for offset in range(0, len(data), HELD_CHUNK_BYTES):
+        yield bytes(data[offset : offset + HELD_CHUNK_BYTES])

@@ -289,7 +289,9 @@ async def _read_file(
     if all(entry.is_dir for entry in directory):
         return
     stream = functools.partial(_stream_entries, export_id, deps, tally)
-    await read_entries(file, directory, export_id, deps, stream, min_group_bytes=min_group_bytes)
+    await read_entries(
+        file, directory, export_id, deps, stream, min_group_bytes=min_group_bytes, held=tail
+    )
 
 
 async def _read_directory(file: ExportFile, tail: RangeResult, deps: Deps) -> CompactDirectory:

@@ -4,6 +4,7 @@ Read top to bottom, this is the picture in ``docs/architecture.md``::
 
     run_service
     ├── health server                          (until the work is over)
+    ├── start-up wait                          (until SQS, S3, DynamoDB answer, or stop)
     └── lease keepers                          (one per queue, heartbeats)
         ├── cancel watch                       (job items of the exports in flight)
         ├── owed aborts                        (multipart aborts that failed, retried)
@@ -24,6 +25,9 @@ export-job receivers and no job stage. ``all`` has both sides; it reads the
 download-task queue too when one is configured, which is where its files
 overflow when its own workers are busy.
 
+Start-up waits for AWS (``startup.py``), ``/health`` served, ``/ready`` 503
+until the work has begun; a stop during the wait ends the process unstarted.
+
 Shutdown (SIGTERM/SIGINT sets ``stop``): the intake scope is cancelled, so no
 new message is taken; the work scope gets a deadline ``SHUTDOWN_GRACE_SECONDS``
 ahead, so work in flight may finish; what is still running then is cancelled
@@ -34,43 +38,33 @@ downstream and every nursery ends.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import structlog
 import trio
 
-from pipeline._adapters.aws import sqs as _sqs
-from pipeline._adapters.aws.clients import AwsClient, open_aws_clients
 from pipeline._adapters.aws.jobcontrol import job_statuses
-from pipeline._adapters.aws.joboutbox import EventBus
-from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.aws.pauses import read_pauses
 from pipeline._adapters.aws.queues import SqsQueues
-from pipeline._adapters.exportapi import ExportApi, ExportApiSession
-from pipeline._adapters.exportapi.pacing import Pacer
 from pipeline._adapters.http.dlq import DeadLetterAccess, add_dlq_routes
 from pipeline._adapters.http.health import (
     create_health_app,
     readiness_checks,
     serve_health,
 )
-from pipeline._adapters.httpreads import use_large_reads
-from pipeline._adapters.retry import observe_health, observe_retries
+from pipeline._adapters.retry import observe_retries
 from pipeline._config import Mode, Settings
-from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker, DependencyHealth
+from pipeline._core.backoff import AWS_POLICY
 from pipeline._memory import settle as settle_memory
 from pipeline._service.deps import Deps
 from pipeline._service.dispatch import FileDispatch, FileTask, LocalDispatch, QueueDispatch
 from pipeline._service.file_stage import run_file_workers
-from pipeline._service.intake import AwsFailing, ExportApiBreaker, IntakeGate
 from pipeline._service.job_stage import JobStageDeps, run_job_stage
 from pipeline._service.lease import Delivery, LeaseKeeper
-from pipeline._service.pause import PauseGate
 from pipeline._service.receiver import Slots, run_receiver
+from pipeline._service.resources import open_deps
 from pipeline._service.routes import add_routes
+from pipeline._service.startup import QueueFacts, StartGate, wait_for_dependencies
 from pipeline._service.sweeper import run_outbox, run_sweeper
 from pipeline._service.task_stage import run_task_stage
 
@@ -113,88 +107,6 @@ def _status(deps: Deps, mode: Mode, queues: list[str]) -> dict[str, Any]:
     }
 
 
-def export_api_breaker() -> CircuitBreaker:
-    """The Export API's breaker: five failures of five open it, a probe every 5 s.
-
-    One call's attempts failing alone opens it, so the intake gate holds new
-    work back at once; the short cooldown lets work resume within seconds of
-    the API answering again (contract 2), at the cost of one probe request per
-    cooldown while it does not.
-    """
-    return CircuitBreaker(window=10, min_calls=5, cooldown=5.0)
-
-
-def _pacing(settings: Settings) -> list[Callable[[httpx.Request], Awaitable[None]]]:
-    """The request hook that keeps to EXPORT_API_RATE_PER_SECOND, when it is set."""
-    rate = settings.export_api_rate_per_second
-    return [] if rate is None else [Pacer(settings.export_api_base_url, rate)]
-
-
-def _event_bus(settings: Settings, events: AwsClient | None) -> EventBus | None:
-    """Where lifecycle events go (EVENT_BUS_NAME), or None when they are off."""
-    if settings.event_bus_name is None or events is None:
-        return None
-    return EventBus(events, settings.event_bus_name, AWS_POLICY)
-
-
-@asynccontextmanager
-async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
-    """Open the long-lived clients (AWS, Export API) for the lifetime of the service."""
-    use_large_reads()
-    connections = settings.max_concurrent_jobs * 2 + 10
-    async with (
-        open_aws_clients(
-            region=settings.aws_region,
-            endpoint_url=settings.aws_endpoint_url,
-            pool_size=connections,
-            events=settings.event_bus_name is not None,
-        ) as aws,
-        httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            timeout=httpx.Timeout(30.0, connect=10.0),
-            follow_redirects=False,
-            event_hooks={"request": _pacing(settings)},
-        ) as http,
-    ):
-        session = ExportApiSession(
-            http,
-            base_url=settings.export_api_base_url,
-            token=settings.export_api_token,
-            allowed_hosts=settings.export_download_allowed_hosts,
-            policy=Backoff(max_attempts=settings.export_api_max_attempts, base=1.0, cap=30.0),
-            breaker=export_api_breaker(),
-        )
-        health = DependencyHealth()
-        checks = readiness_checks(settings, aws)
-        # The work needs the Export API, S3 and DynamoDB; SQS trouble is the
-        # receivers' own to wait out (they are what would be paused).
-        # An operator's pause of a queue holds its receivers back the same way.
-        pauses = PauseGate()
-        gate = IntakeGate(
-            [
-                ExportApiBreaker(session),
-                AwsFailing(health, {name: checks[name] for name in ("s3", "dynamodb")}),
-                pauses,
-            ]
-        )
-        with observe_health(health):
-            yield Deps(
-                settings=settings,
-                aws=aws,
-                api=ExportApi(session),
-                jobs=JobStore(
-                    aws.dynamodb,
-                    settings.dynamodb_jobs_table,
-                    AWS_POLICY,
-                    events=_event_bus(settings, aws.events),
-                    retention_days=settings.job_retention_days,
-                ),
-                inflate_limiter=trio.CapacityLimiter(settings.worker_pool_size),
-                intake=gate,
-                pauses=pauses,
-            )
-
-
 def _queue_names(takes_jobs: bool, takes_tasks: bool) -> list[str]:
     """The queues this process receives from, by the names the keepers and /health use."""
     return [
@@ -211,11 +123,14 @@ def _dead_letter_access(settings: Settings, deps: Deps) -> DeadLetterAccess:
     return DeadLetterAccess(sqs=deps.aws.sqs, queue_urls=urls, admin_token=settings.admin_token)
 
 
-async def _keeper_for(deps: Deps, queue_url: str, queue_name: str) -> LeaseKeeper:
-    sqs = deps.aws.sqs
-    timeout = await _sqs.queue_visibility_timeout(sqs, queue_url, policy=AWS_POLICY)
+def _keeper_for(deps: Deps, queue: QueueFacts, queue_name: str) -> LeaseKeeper:
     return LeaseKeeper(
-        SqsQueues(sqs), queue_url, timeout, AWS_POLICY, metrics=deps.metrics, queue_name=queue_name
+        SqsQueues(deps.aws.sqs),
+        queue.url,
+        queue.visibility_timeout,
+        AWS_POLICY,
+        metrics=deps.metrics,
+        queue_name=queue_name,
     )
 
 
@@ -259,22 +174,26 @@ async def _serve(
     )
     async with trio.open_nursery() as top:
         health_done = trio.Event()
+        gate = StartGate()
         app = create_health_app(
-            readiness_checks(settings, deps.aws),
+            {**readiness_checks(settings, deps.aws), "started": gate.check},
             functools.partial(_status, deps, mode, _queue_names(takes_jobs, takes_tasks)),
         )
         hub = add_routes(app, deps)
         add_dlq_routes(app, _dead_letter_access(settings, deps))
         await top.start(serve_health, app, settings.health_port, health_done)
 
-        job_keeper = (
-            await _keeper_for(deps, settings.sqs_export_jobs_url, "export_jobs")
-            if takes_jobs
-            else None
+        job_url = settings.sqs_export_jobs_url if takes_jobs else None
+        task_url = settings.sqs_download_tasks_url if takes_tasks else None
+        queues = [url for url in (job_url, task_url) if url is not None]
+        facts = await wait_for_dependencies(settings, deps.aws, queues=queues, stop=stop)
+        if facts is None:
+            health_done.set()
+            return
+        job_keeper = None if job_url is None else _keeper_for(deps, facts[job_url], "export_jobs")
+        task_keeper = (
+            None if task_url is None else _keeper_for(deps, facts[task_url], "download_tasks")
         )
-        task_keeper = None
-        if takes_tasks and settings.sqs_download_tasks_url is not None:
-            task_keeper = await _keeper_for(deps, settings.sqs_download_tasks_url, "download_tasks")
 
         async with trio.open_nursery() as keepers:
             for keeper in (job_keeper, task_keeper):
@@ -289,7 +208,10 @@ async def _serve(
             keepers.start_soon(hub.run)
             with trio.CancelScope() as work_scope:
                 async with trio.open_nursery() as work:
-                    await _start_work(work, deps, mode, stop, work_scope, job_keeper, task_keeper)
+                    await _start_work(
+                        work, deps, mode, stop, work_scope, job_keeper, task_keeper, facts
+                    )
+                    gate.open()
                     task_status.started()
             for keeper in (job_keeper, task_keeper):
                 if keeper is not None:
@@ -306,6 +228,7 @@ async def _start_work(
     work_scope: trio.CancelScope,
     job_keeper: LeaseKeeper | None,
     task_keeper: LeaseKeeper | None,
+    facts: dict[str, QueueFacts],
 ) -> None:
     settings = deps.settings
     intake_scope = trio.CancelScope()
@@ -343,9 +266,7 @@ async def _start_work(
             keeper=job_keeper,
             slots=job_slots,
             dispatch=dispatch,
-            dead_letter_url=await _sqs.dead_letter_queue_url(
-                deps.aws.sqs, job_keeper.queue_url, policy=AWS_POLICY
-            ),
+            dead_letter_url=facts[job_keeper.queue_url].dead_letter_url,
             waits_for_files=file_send is not None,
         )
         await work.start(
@@ -364,9 +285,7 @@ async def _start_work(
                 file_send.clone(),
                 keeper=task_keeper,
                 slots=task_slots,
-                dead_letter_url=await _sqs.dead_letter_queue_url(
-                    deps.aws.sqs, task_keeper.queue_url, policy=AWS_POLICY
-                ),
+                dead_letter_url=facts[task_keeper.queue_url].dead_letter_url,
             )
         )
         receivers.append((task_keeper, task_slots, task_send))

@@ -13,17 +13,26 @@ threads, so a reader could see a transaction's result item without the counts
 the same transaction adds: DynamoDB's transactions are atomic and serializable
 with reads, and the job store relies on it (a file refused as "recorded
 already" finds the counts of the record that beat it).
+
+And one to its cost: before applying a ``TransactWriteItems``, moto backs up
+every table the transaction names with a deep copy, to restore them if it is
+cancelled. That costs time (and memory) in proportion to the whole table, so a
+job's per-file transactions slow down as the job grows, and every figure taken
+against moto measures moto's copies. DynamoDB's cost does not grow with the
+table. Here only the items the transaction names are backed up, and put back
+if it fails (:func:`back_up_touched_items_only`).
 """
 
 from __future__ import annotations
 
+import copy
 import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +42,15 @@ if TYPE_CHECKING:  # the moto subprocess runs this module; it needs no AWS clien
     from pipeline._adapters.aws.clients import AwsClients
     from pipeline.ops.provisioning import ProvisionedUrls
 
-__all__ = ["free_port", "main", "moto_process", "moto_server", "provision_fresh"]
+__all__ = [
+    "back_up_touched_items_only",
+    "free_port",
+    "main",
+    "moto_process",
+    "moto_server",
+    "provision_fresh",
+    "serialise_dynamodb",
+]
 
 # moto imports every service's models on start; on a busy CI machine that
 # takes several seconds.
@@ -114,9 +131,17 @@ async def provision_fresh(
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:
-    """moto's server on ``host:port``, its DynamoDB one request at a time (see above)."""
-    from moto.dynamodb.responses import DynamoHandler
+    """moto's server on ``host:port``, changed as the module says."""
     from moto.server import main
+
+    serialise_dynamodb()
+    back_up_touched_items_only()
+    main(["-H", host, "-p", str(port)])
+
+
+def serialise_dynamodb() -> None:
+    """moto's DynamoDB answers one request at a time, in this process."""
+    from moto.dynamodb.responses import DynamoHandler
 
     one_at_a_time = threading.Lock()
     call_action = DynamoHandler.call_action
@@ -126,7 +151,100 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
             return call_action(self)
 
     DynamoHandler.call_action = atomic_call_action  # type: ignore[method-assign]
-    main(["-H", host, "-p", str(port)])
+
+
+def back_up_touched_items_only() -> None:
+    """moto's ``TransactWriteItems`` backs up the items it names, not whole tables, in this process.
+
+    The items a transaction names are deep-copied (an ``Update`` changes an
+    item in place) before moto applies it; if it raises (cancelled, or
+    invalid), each is put back as it was, or removed if it did not exist. moto's
+    own rollback then puts back the same table objects, which this leaves
+    uncopied. Stream records of a cancelled transaction stay (moto's whole-table
+    copy took them back too); the project's tables have no streams.
+    """
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    transact_write_items = models.DynamoDBBackend.transact_write_items
+
+    def lean_transact_write_items(
+        self: models.DynamoDBBackend, transact_items: list[dict[str, Any]]
+    ) -> None:
+        backup = _touched_items(self.tables, transact_items)
+        try:
+            transact_write_items(self, transact_items)
+        except BaseException:
+            for (table, hash_key, range_key), previous in backup.items():
+                _put_back(table, hash_key, range_key, previous)
+            raise
+
+    class TablesUncopied:
+        """moto's dynamodb models' ``copy`` module, but a table's deep copy is the table.
+
+        moto deep-copies tables only for the transaction backup replaced above.
+        """
+
+        @staticmethod
+        def deepcopy(value: object) -> object:
+            return value if isinstance(value, Table) else copy.deepcopy(value)
+
+    models.DynamoDBBackend.transact_write_items = lean_transact_write_items  # type: ignore[method-assign]
+    models.copy = TablesUncopied  # type: ignore[attr-defined,assignment]
+
+
+if TYPE_CHECKING:
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+    from moto.dynamodb.models.table import Table
+
+    ItemKey = tuple[Table, DynamoType, DynamoType | None]
+
+
+def _touched_items(
+    tables: Mapping[str, Table], transact_items: list[dict[str, Any]]
+) -> dict[ItemKey, Item | None]:
+    """A deep copy of each item the transaction names (None if absent), by table and key."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    backup: dict[ItemKey, Item | None] = {}
+    for transact_item in transact_items:
+        for op_type, op in transact_item.items():
+            table = tables.get(op.get("TableName", ""))
+            key = op.get("Item") if op_type == "Put" else op.get("Key")
+            if table is None or not isinstance(key, dict):
+                continue  # moto refuses the operation before it changes anything
+            try:
+                hash_key = DynamoType(key[table.hash_key_attr])
+                range_attr = table.range_key_attr
+                range_key = DynamoType(key[range_attr]) if range_attr else None
+            except (KeyError, TypeError):
+                continue  # a malformed key: refused likewise
+            previous: Item | None
+            if range_key is None:  # moto types items as if every table had a range key
+                previous = table.items.get(hash_key)  # type: ignore[assignment]
+            else:
+                previous = table.items.get(hash_key, {}).get(range_key)
+            backup.setdefault((table, hash_key, range_key), copy.deepcopy(previous))
+    return backup
+
+
+def _put_back(
+    table: Table, hash_key: DynamoType, range_key: DynamoType | None, previous: Item | None
+) -> None:
+    """Make ``table``'s item at (``hash_key``, ``range_key``) ``previous`` again (None: absent)."""
+    if range_key is None:
+        if previous is None:
+            table.items.pop(hash_key, None)
+        else:
+            table.items[hash_key] = previous  # type: ignore[assignment]
+        return
+    by_range = table.items[hash_key]
+    if previous is not None:
+        by_range[range_key] = previous
+        return
+    by_range.pop(range_key, None)
+    if not by_range:
+        del table.items[hash_key]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -136,7 +254,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.testing.moto",
         description="A moto server (the local AWS) whose DynamoDB answers one request at a "
-        "time, as the service's tests and local runs use it. Point the service at it with "
+        "time and backs up only the items a transaction names, as the service's tests and "
+        "local runs use it. Point the service at it with "
         "AWS_ENDPOINT_URL=http://HOST:PORT and any credentials (AWS_ACCESS_KEY_ID=testing, "
         "AWS_SECRET_ACCESS_KEY=testing); python -m pipeline.ops.provision creates the resources.",
     )

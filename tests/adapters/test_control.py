@@ -72,6 +72,7 @@ class TestJobs:
         an unknown export 404; a cancel of a final job or a retry of a running one 409."""
         body = json.dumps({"exportIds": ["exp-x"]})
         changes = ["/jobs", "/jobs/exp-x/cancel", "/jobs/exp-x/retry"]
+        # One stack for both services: the one without ADMIN_TOKEN changes nothing.
         async with open_stack(aws_endpoint) as stack:
             base, stop = await _service(stack)
             async with httpx.AsyncClient(base_url=base) as client:
@@ -80,7 +81,6 @@ class TestJobs:
                     for path in changes
                 ]
             stop.set()
-        async with open_stack(aws_endpoint) as stack:
             await stack.jobs.begin_job("exp-done", "c", JobStatus.RUNNING)
             await stack.jobs.finish_job("exp-done", JobStatus.COMPLETED, None, None)
             await stack.jobs.begin_job("exp-busy", "c", JobStatus.RUNNING)

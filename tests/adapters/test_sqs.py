@@ -16,6 +16,7 @@ from pipeline._adapters.aws.sqs import (
     change_visibility_batch,
     dead_letter_queue_url,
     delete,
+    delete_batch,
     queue_visibility_timeout,
     receive,
     send,
@@ -86,6 +87,18 @@ class TestReceive:
         )
         await delete(clients.sqs, queue, message.receipt_handle)
         assert await receive(clients.sqs, queue, max_messages=1, wait_seconds=0) == []
+
+    async def test_delete_batch_deletes_and_names_the_bad_handle(
+        self, clients: AwsClients, queue: str
+    ) -> None:
+        """A delete batch deletes every message across chunks of ten; only a bad handle fails."""
+        await send_batch(clients.sqs, queue, [f"m{i}" for i in range(12)])
+        messages = await drain(clients, queue, 12)
+        handles = [m.receipt_handle for m in messages]
+        failed = await delete_batch(clients.sqs, queue, [*handles, "bogus-handle"], policy=FAST)
+        assert list(failed) == ["bogus-handle"]
+        await change_visibility_batch(clients.sqs, queue, [(h, 0) for h in handles])
+        assert await receive(clients.sqs, queue, max_messages=10, wait_seconds=0) == []
 
     @pytest.mark.parametrize(("count", "wait"), [(0, 0), (11, 0), (1, 21), (1, -1)])
     async def test_arguments_are_checked(

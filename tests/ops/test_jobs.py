@@ -30,6 +30,7 @@ async def _run(stack: Stack, *args: str) -> tuple[int, str]:
     return done.returncode, (done.stdout + done.stderr).decode()
 
 
+@pytest.mark.slow
 async def test_submit_wait_follows_the_job_to_its_end(aws_endpoint: str) -> None:
     """submit --wait exits 0 once the job is COMPLETED and shows its counts; a job that
     fails makes it exit 1."""

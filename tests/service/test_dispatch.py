@@ -7,10 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
+import trio.testing
 
 from pipeline._core.backoff import AWS_POLICY
 from pipeline._core.messages import DownloadTask, decode_download_task
-from pipeline._service.dispatch import FileTask, LocalDispatch, Outstanding, QueueDispatch
+from pipeline._service.dispatch import (
+    OVERFLOW_AFTER_SECONDS,
+    FileTask,
+    LocalDispatch,
+    Outstanding,
+    QueueDispatch,
+)
 from tests.support.fakesqs import FakeSqs
 
 
@@ -76,7 +83,7 @@ class TestQueueDispatch:
 
 class TestLocalDispatch:
     async def test_overflow_goes_to_the_queue(self) -> None:
-        """What fits the local channel stays local and is counted; the rest is queued."""
+        """With no local worker free in time, files are queued; what fit stays local, counted."""
         async with _queue() as queue:
             send, receive = trio.open_memory_channel[FileTask](1)
             dispatch = LocalDispatch(send, overflow=queue)
@@ -94,3 +101,45 @@ class TestLocalDispatch:
             outstanding.done()
             with trio.fail_after(1):
                 await outstanding.wait()
+
+    async def test_files_wait_for_a_local_worker_that_frees_up(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A local worker taking a file every 0.1 s keeps them all local: nothing is queued."""
+        async with _queue() as queue:
+            send, receive = trio.open_memory_channel[FileTask](1)
+            dispatch = LocalDispatch(send, overflow=queue)
+            outstanding = Outstanding()
+            taken: list[str] = []
+
+            async def worker() -> None:
+                async for file_task in receive:
+                    await trio.sleep(0.1)
+                    taken.append(file_task.task.file_id)
+                    outstanding.done()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker)
+                for n in range(6):
+                    await dispatch.submit(_task("exp-w", n), outstanding)
+                await dispatch.flush(outstanding)
+                await outstanding.wait()
+                nursery.cancel_scope.cancel()
+            assert taken == [f"exp-w-f{n:04d}" for n in range(6)]
+            assert await _drain(queue) == []
+
+    async def test_after_one_wait_in_vain_the_rest_overflow_at_once(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Once a file waited in vain, the files listed after it are queued without waiting."""
+        async with _queue() as queue:
+            send, _receive = trio.open_memory_channel[FileTask](1)
+            dispatch = LocalDispatch(send, overflow=queue)
+            outstanding = Outstanding()
+            await dispatch.submit(_task("exp-v", 0), outstanding)
+            started = trio.current_time()
+            for n in range(1, 9):
+                await dispatch.submit(_task("exp-v", n), outstanding)
+            assert trio.current_time() - started == OVERFLOW_AFTER_SECONDS
+            await dispatch.flush(outstanding)
+            assert len(await _drain(queue)) == 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zipfile
 
@@ -60,3 +61,42 @@ class TestDirectoryFetch:
             assert {name: body for name, (body, _) in objects.items()} == dict(entries[::300])
             ranges = [r.range for r in stack.simulator.requests if r.route == "download"]
             assert ranges == [f"bytes={len(data) - TAIL_BYTES}-", f"bytes={directory_at}-", None]
+
+
+class TestSmallZip:
+    async def test_zip_within_the_tail_costs_one_request(self, aws_endpoint: str) -> None:
+        """A ZIP no larger than the tail read is read from that one request, every entry intact."""
+        entries = [(f"rows-{i}.jsonl", f'{{"row": {i}}}\n'.encode() * 200) for i in range(5)]
+        data = build_zip(entries)
+        assert len(data) < TAIL_BYTES
+        async with open_stack(aws_endpoint) as stack:
+            stack.simulator.add_export("exp-small", [("small.zip", data)])
+            await stack.seed("exp-small", metadata_for(entries))
+            stop = await stack.run_service()
+            await stack.send_job(["exp-small"])
+            job = await stack.wait_final("exp-small")
+            stop.set()
+            assert job.status is JobStatus.COMPLETED, job.error
+            assert job.summary.entries_uploaded == len(entries)
+            objects = await stack.objects("exp-small")
+            assert {name: body for name, (body, _) in objects.items()} == dict(entries)
+            ranges = [r.range for r in stack.simulator.requests if r.route == "download"]
+            assert ranges == ["bytes=0-"]
+
+    async def test_zip_beyond_the_tail_downloads_its_body(self, aws_endpoint: str) -> None:
+        """A ZIP a little larger than the tail read: the tail, then the body from byte 0."""
+        entries = [(f"blob-{i}.bin", random.Random(i).randbytes(TAIL_BYTES // 2)) for i in range(3)]
+        data = build_zip(entries, method=zipfile.ZIP_STORED)
+        assert TAIL_BYTES < len(data) < 2 * TAIL_BYTES
+        async with open_stack(aws_endpoint) as stack:
+            stack.simulator.add_export("exp-over", [("over.zip", data)])
+            await stack.seed("exp-over", metadata_for(entries))
+            stop = await stack.run_service()
+            await stack.send_job(["exp-over"])
+            job = await stack.wait_final("exp-over")
+            stop.set()
+            assert job.status is JobStatus.COMPLETED, job.error
+            objects = await stack.objects("exp-over")
+            assert {name: body for name, (body, _) in objects.items()} == dict(entries)
+            ranges = [r.range for r in stack.simulator.requests if r.route == "download"]
+            assert ranges == [f"bytes={len(data) - TAIL_BYTES}-", None]

@@ -15,7 +15,13 @@ import trio.testing
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._core.backoff import AWS_POLICY
 from pipeline._errors import AwsUnavailable
-from pipeline._service.lease import CLEANUP_SECONDS, LIMIT_MARGIN_SECONDS, Lease, LeaseKeeper
+from pipeline._service.lease import (
+    CLEANUP_SECONDS,
+    DELETE_LINGER_SECONDS,
+    LIMIT_MARGIN_SECONDS,
+    Lease,
+    LeaseKeeper,
+)
 from tests.support.fakesqs import FakeSqs
 
 TIMEOUT = 30
@@ -223,6 +229,51 @@ class TestRelease:
         with trio.CancelScope() as scope:
             scope.cancel()
             await keeper.complete(lease)
+        assert sqs.depth(url) == (0, 0)
+
+    async def test_messages_completed_together_go_in_batches(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Twelve messages completed at once: two delete batches, after the linger, all gone."""
+        sqs = FakeSqs()
+        url = sqs.create_queue("work", visibility_timeout=60)
+        for n in range(12):
+            await sqs.send(url, f"work {n}", policy=AWS_POLICY)
+        keeper = LeaseKeeper(sqs, url, 60, AWS_POLICY)
+        leases = []
+        while len(leases) < 12:
+            for message in await sqs.receive(
+                url, max_messages=10, wait_seconds=0, policy=AWS_POLICY
+            ):
+                leases.append(keeper.hold(message))
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for lease in leases:
+                nursery.start_soon(keeper.complete, lease)
+        # The first ten fill a batch and go at once; the last two wait out the linger.
+        assert sqs.times("delete_batch") == [started, started + DELETE_LINGER_SECONDS]
+        assert sqs.times("delete") == []
+        assert sqs.depth(url) == (0, 0)
+        assert keeper.held == 0
+
+    async def test_a_lost_handle_in_a_batch_fails_only_itself(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A handle gone from a delete batch is logged for its message; the others are deleted."""
+        sqs = FakeSqs()
+        url = sqs.create_queue("work", visibility_timeout=60)
+        for n in range(2):
+            await sqs.send(url, f"work {n}", policy=AWS_POLICY)
+        keeper = LeaseKeeper(sqs, url, 60, AWS_POLICY)
+        first, second = (
+            keeper.hold(m)
+            for m in await sqs.receive(url, max_messages=2, wait_seconds=0, policy=AWS_POLICY)
+        )
+        await sqs.delete(url, first.receipt_handle, policy=AWS_POLICY)  # someone else's now
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keeper.complete, first)
+            nursery.start_soon(keeper.complete, second)
+        assert len(sqs.times("delete_batch")) == 1
         assert sqs.depth(url) == (0, 0)
 
     async def test_lost_lease_is_not_released(self, autojump_clock: trio.testing.MockClock) -> None:

@@ -150,6 +150,23 @@ class FakeSqs:
         queue.messages.remove(message)
         self._touch()
 
+    async def delete_batch(
+        self, queue_url: str, receipt_handles: Sequence[str], *, policy: Backoff
+    ) -> dict[str, str]:
+        failed: dict[str, str] = {}
+        queue = self._queue(queue_url)
+        for at in range(0, len(receipt_handles), MAX_BATCH):
+            await self._enter("delete_batch", queue_url)
+            now = trio.current_time()
+            for handle in receipt_handles[at : at + MAX_BATCH]:
+                message = self._held(queue, handle, now)
+                if message is None:
+                    failed[handle] = "ReceiptHandleIsInvalid: the handle is gone"
+                else:
+                    queue.messages.remove(message)
+        self._touch()
+        return failed
+
     async def change_visibility_batch(
         self, queue_url: str, entries: Sequence[tuple[str, int]], *, policy: Backoff
     ) -> set[str]:

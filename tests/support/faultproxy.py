@@ -64,6 +64,13 @@ class Fault:
     hits: int = 0
     _began: float | None = None
 
+    @property
+    def ends_at(self) -> float | None:
+        """When an outage that has begun ends, on Trio's clock (``None`` before its first hit)."""
+        if self._began is None or self.for_seconds is None:
+            return None
+        return self._began + self.for_seconds
+
     def claims(self, service: str, operation: str) -> bool:
         if self.service != service or self.operation not in (operation, "*"):
             return False

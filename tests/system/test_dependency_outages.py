@@ -26,8 +26,9 @@ import trio
 
 from pipeline._config import Mode
 from pipeline._core.accounting import JobStatus
+from pipeline._core.zip.format import TAIL_BYTES
 from pipeline._service.graph import run_service
-from pipeline.testing.demo import build_zip, metadata_for, records
+from pipeline.testing.demo import build_zip, metadata_for
 from tests.support.faultproxy import Fault, FaultProxy, serve_fault_proxy
 from tests.support.stack import Stack, open_stack
 
@@ -43,11 +44,15 @@ _RNG = random.Random(23)
 
 
 async def add_exports(stack: Stack, count: int, *, bytes_per_second: float) -> list[str]:
-    """``count`` exports of two files each, seeded, their downloads slowed so they are in flight."""
+    """``count`` exports of two files each, seeded, their downloads slowed so they are in flight.
+
+    Each ZIP is larger than the tail read, so a file makes two requests (the
+    tail, then the body) and an outage finds requests to fail.
+    """
     ids = []
     for n in range(count):
         export_id = f"exp-out-{n}"
-        entries = [(f"{k}/rows.jsonl", records(_RNG, 400_000)) for k in (1, 2)]
+        entries = [(f"{k}/rows.jsonl", _RNG.randbytes(TAIL_BYTES + 20_000)) for k in (1, 2)]
         files = [(f"part-{k}.zip", build_zip([entry])) for k, entry in enumerate(entries, 1)]
         stack.simulator.add_export(export_id, files)
         for k in (1, 2):
@@ -66,7 +71,7 @@ async def wait_until(predicate: Callable[[], bool], within: float) -> None:
 async def test_export_api_outages_fail_no_job(aws_endpoint: str) -> None:
     """10 s then 6 s of Export API 503s fail no job, all final in 20 s; a 404 keeps its reason."""
     async with open_stack(aws_endpoint) as stack:
-        ids = await add_exports(stack, 6, bytes_per_second=150_000)
+        ids = await add_exports(stack, 6, bytes_per_second=400_000)
         stop = trio.Event()
         stack.nursery.start_soon(
             run_service, stack.settings(Mode.ALL, MAX_CONCURRENT_JOBS="8"), Mode.ALL, stop

@@ -328,8 +328,8 @@ CASES: list[Case] = [
     aws("S3 UploadPart stall 3 s", "s3", "UploadPart", "stall", times=1, stall_seconds=3),
     # SQS
     aws("SQS ReceiveMessage 500", "sqs", "ReceiveMessage", times=3),
-    aws("SQS DeleteMessage 500", "sqs", "DeleteMessage"),
-    lost("SQS DeleteMessage answer lost", "sqs", "DeleteMessage"),
+    aws("SQS DeleteMessageBatch 500", "sqs", "DeleteMessageBatch"),
+    lost("SQS DeleteMessageBatch answer lost", "sqs", "DeleteMessageBatch"),
     aws(
         "SQS ChangeMessageVisibilityBatch throttled",
         "sqs",

@@ -89,9 +89,14 @@ class Service:
 
 
 @asynccontextmanager
-async def spawned(stack: Stack, **overrides: str) -> AsyncIterator[Service]:
-    """The service as a subprocess for the block; killed if the block leaves it running."""
-    proc = stack.spawn(Mode.ALL, **{"SHUTDOWN_GRACE_SECONDS": GRACE_SECONDS, **overrides})
+async def spawned(
+    stack: Stack, mode: Mode = Mode.ALL, aws_endpoint: str | None = None, **overrides: str
+) -> AsyncIterator[Service]:
+    """The service as a subprocess for the block; killed if the block leaves it running.
+
+    ``aws_endpoint`` points it elsewhere than the stack's moto (a fault proxy).
+    """
+    proc = stack.spawn(mode, aws_endpoint, **{"SHUTDOWN_GRACE_SECONDS": GRACE_SECONDS, **overrides})
     service = Service(proc)
 
     def drain() -> None:

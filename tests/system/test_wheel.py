@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import shutil
@@ -45,24 +46,48 @@ def _run(*command: str | Path, cwd: Path | None = None) -> str:
     return done.stdout
 
 
-@pytest.fixture(scope="module")
-def runtime_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv holding only the built wheel and its runtime dependencies.
-
-    ``pipeline.testing`` is deleted from it afterwards: the image ships it (for
-    the simulator in compose.yaml), but the service must run without it.
-    """
-    where = tmp_path_factory.mktemp("wheel")
+def _install(where: Path) -> Path:
+    """Build the wheel into ``where`` and install it in a fresh venv there; its python."""
     _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", where / "dist", ROOT)
     (wheel,) = (where / "dist").glob("pipeline-*.whl")
-    _run(sys.executable, "-m", "venv", where / "venv")
+    # No pip of its own (ensurepip costs seconds): this pip installs into it
+    # (``--python``), without byte-compiling every dependency up front.
+    _run(sys.executable, "-m", "venv", "--without-pip", where / "venv")
     python = where / "venv" / "bin" / "python"
-    _run(python, "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel)
+    install = ("install", "-q", "--disable-pip-version-check", "--no-compile", wheel)
+    _run(sys.executable, "-m", "pip", "--python", python, *install)
     # Run from the venv, not the repository root, so the installed copy is the one found.
     find = "import pathlib, pipeline; print(pathlib.Path(pipeline.__file__).parent)"
     installed = Path(_run(python, "-c", find, cwd=where).strip())
     assert installed.is_relative_to(where / "venv")
     shutil.rmtree(installed / "testing")
+    return python
+
+
+@pytest.fixture(scope="module")
+def runtime_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv holding only the built wheel and its runtime dependencies (no pip either).
+
+    ``pipeline.testing`` is deleted from it afterwards: the image ships it (for
+    the simulator in compose.yaml), but the service must run without it.
+    Under pytest-xdist the workers share one run's temporary root: the first
+    to get here builds the venv, another that needs it waits and reuses it.
+    """
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    where = shared / "wheel"
+    with (shared / "wheel.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            python = where / "venv" / "bin" / "python"
+            if not (where / "done").exists():
+                shutil.rmtree(where, ignore_errors=True)
+                where.mkdir()
+                python = _install(where)
+                (where / "done").touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return python
 
 

@@ -83,6 +83,23 @@ class TestServing:
         assert download.port
         assert urls.download_netloc == f"127.0.0.2:{download.port}"
 
+    async def test_request_delay_holds_every_answer(
+        self, nursery: trio.Nursery, http: httpx.AsyncClient
+    ) -> None:
+        """With a request delay, status, listing and download each answer no sooner than it."""
+        sim = Simulator(token=TOKEN, request_delay=0.2)
+        sim.add_export("exp-slow", [("a.zip", build_zip({"a.txt": b"a"}))])
+        urls = await nursery.start(serve_simulator, sim)
+        listing = (await http.get(f"{urls.api_url}/exports/exp-slow/files", headers=AUTH)).json()
+        for url, headers in (
+            (f"{urls.api_url}/exports/exp-slow", AUTH),
+            (listing["files"][0]["downloadUrl"], {}),
+        ):
+            started = time.monotonic()
+            answer = await http.get(url, headers=headers)
+            assert answer.status_code == 200
+            assert time.monotonic() - started >= 0.2
+
     def test_command_line_demo_serves_and_stops_on_sigterm(self) -> None:
         """The simulator's command line prints its URLs, answers, exits 0 on SIGTERM."""
         proc = subprocess.Popen(

@@ -1,7 +1,8 @@
 """The seam between SQS and the service's lease keepers, receivers and sweeper.
 
-What they need of SQS is five calls on a queue URL, no more: receive (a long
-poll), delete, change the visibility of many messages, send, and send many.
+What they need of SQS is six calls on a queue URL, no more: receive (a long
+poll), delete, delete many, change the visibility of many messages, send, and
+send many.
 :class:`Queues` names exactly those, as httpx's ``handle_async_request`` names
 what a transport must do: :class:`SqsQueues` does them against SQS through
 :mod:`pipeline._adapters.aws.sqs` (errors translated there), and a scripted
@@ -11,7 +12,8 @@ the timing logic of leases, heartbeats and polls is tested in virtual time.
 The contract of each call is that of the function of the same name in
 :mod:`.sqs`: the same arguments checked the same way, the same errors
 (:class:`~pipeline._errors.LeaseLost` for a receipt handle gone, failed
-handles returned by :meth:`Queues.change_visibility_batch`).
+handles returned by :meth:`Queues.change_visibility_batch` and
+:meth:`Queues.delete_batch`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ class Queues(Protocol):
 
     async def delete(self, queue_url: str, receipt_handle: str, *, policy: Backoff) -> None:
         """Delete a handled message; :class:`~pipeline._errors.LeaseLost` if the handle is gone."""
+        ...
+
+    async def delete_batch(
+        self, queue_url: str, receipt_handles: Sequence[str], *, policy: Backoff
+    ) -> dict[str, str]:
+        """Delete handled messages, ten to a call; the handles not deleted, with why."""
         ...
 
     async def change_visibility_batch(
@@ -87,6 +95,11 @@ class SqsQueues:
         self, queue_url: str, receipt_handle: str, *, policy: Backoff = AWS_POLICY
     ) -> None:
         await _sqs.delete(self.client, queue_url, receipt_handle, policy=policy)
+
+    async def delete_batch(
+        self, queue_url: str, receipt_handles: Sequence[str], *, policy: Backoff = AWS_POLICY
+    ) -> dict[str, str]:
+        return await _sqs.delete_batch(self.client, queue_url, receipt_handles, policy=policy)
 
     async def change_visibility_batch(
         self, queue_url: str, entries: Sequence[tuple[str, int]], *, policy: Backoff = AWS_POLICY

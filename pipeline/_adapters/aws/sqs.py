@@ -15,14 +15,20 @@ decisions live here rather than in the callers:
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
 from pipeline._adapters.aws.clients import AwsClient, aws_call
-from pipeline._adapters.retry import pause
+from pipeline._adapters.aws.sqsbatch import (
+    MAX_BATCH,
+    EntryFailure,
+    batch_rounds,
+    chunks_of_ten,
+    failures,
+)
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, Fault, LeaseLost, RetriesExhausted
 
@@ -35,14 +41,13 @@ __all__ = [
     "change_visibility_batch",
     "dead_letter_queue_url",
     "delete",
+    "delete_batch",
     "queue_visibility_timeout",
     "receive",
     "send",
     "send_batch",
 ]
 
-# SQS's limit of entries per batch call.
-MAX_BATCH = 10
 # SQS's limit on a whole SendMessageBatch payload (the sum of the bodies).
 _MAX_BATCH_BYTES = 256 * 1024
 _MAX_WAIT_SECONDS = 20
@@ -201,70 +206,6 @@ async def change_visibility(
         raise
 
 
-@attrs.frozen
-class _EntryFailure:
-    sender_fault: bool
-    code: str | None
-    reason: str
-
-
-# One batch round: send the entries, get back the failed ones by entry index.
-_BatchCall = Callable[[list[tuple[int, Any]]], Awaitable[dict[int, _EntryFailure]]]
-
-
-async def _batch_rounds(
-    entries: Sequence[Any],
-    call: _BatchCall,
-    chunks: Callable[[list[tuple[int, Any]]], list[list[tuple[int, Any]]]],
-    *,
-    policy: Backoff,
-    what: str,
-) -> dict[int, _EntryFailure]:
-    """Send ``entries`` in chunks, resending AWS-side failures per ``policy``.
-
-    Returns the entries that failed for good: sender faults at once, AWS-side
-    faults after the last attempt.
-    """
-    pending = list(enumerate(entries))
-    failed: dict[int, _EntryFailure] = {}
-    attempt = 0
-    while pending:
-        attempt += 1
-        retry_next: list[tuple[int, Any]] = []
-        for chunk in chunks(pending):
-            by_index = dict(chunk)
-            for index, failure in (await call(chunk)).items():
-                if failure.sender_fault or policy.gives_up_after(attempt):
-                    failed[index] = failure
-                else:
-                    retry_next.append((index, by_index[index]))
-        pending = retry_next
-        if pending:
-            await pause(
-                policy,
-                attempt,
-                dependency="sqs",
-                what=what,
-                error=f"{len(pending)} entries failed on the AWS side",
-            )
-    return failed
-
-
-def _chunks_of_ten(pending: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
-    return [pending[i : i + MAX_BATCH] for i in range(0, len(pending), MAX_BATCH)]
-
-
-def _failures(response: dict[str, Any]) -> dict[int, _EntryFailure]:
-    return {
-        int(item["Id"]): _EntryFailure(
-            sender_fault=bool(item.get("SenderFault", False)),
-            code=item.get("Code"),
-            reason=f"{item.get('Code', 'error')}: {item.get('Message', '')}".strip(),
-        )
-        for item in response.get("Failed") or []
-    }
-
-
 async def change_visibility_batch(
     sqs: AwsClient,
     queue_url: str,
@@ -282,7 +223,7 @@ async def change_visibility_batch(
     for _, seconds in entries:
         _check_visibility(seconds)
 
-    async def call(chunk: list[tuple[int, Any]]) -> dict[int, _EntryFailure]:
+    async def call(chunk: list[tuple[int, Any]]) -> dict[int, EntryFailure]:
         response = await aws_call(
             "sqs change visibility batch",
             sqs.change_message_visibility_batch,
@@ -293,12 +234,42 @@ async def change_visibility_batch(
                 for index, (handle, seconds) in chunk
             ],
         )
-        return _failures(response)
+        return failures(response)
 
-    failed = await _batch_rounds(
-        entries, call, _chunks_of_ten, policy=policy, what="sqs change visibility batch"
+    failed = await batch_rounds(
+        entries, call, chunks_of_ten, policy=policy, what="sqs change visibility batch"
     )
     return {entries[index][0] for index in failed}
+
+
+async def delete_batch(
+    sqs: AwsClient,
+    queue_url: str,
+    receipt_handles: Sequence[str],
+    *,
+    policy: Backoff = AWS_POLICY,
+) -> dict[str, str]:
+    """Delete many handled messages, ten to a call; the handles not deleted, with why.
+
+    A failure reported as the sender's (an invalid or expired handle) means
+    the lease was lost; failures on AWS's side are retried per ``policy`` and
+    reported only when they persist. A whole call refused by AWS raises.
+    """
+
+    async def call(chunk: list[tuple[int, Any]]) -> dict[int, EntryFailure]:
+        response = await aws_call(
+            "sqs delete batch",
+            sqs.delete_message_batch,
+            policy=policy,
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(index), "ReceiptHandle": handle} for index, handle in chunk],
+        )
+        return failures(response)
+
+    failed = await batch_rounds(
+        receipt_handles, call, chunks_of_ten, policy=policy, what="sqs delete batch"
+    )
+    return {receipt_handles[index]: failure.reason for index, failure in failed.items()}
 
 
 def _chunks_by_size(pending: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
@@ -338,7 +309,7 @@ async def send_batch(
             msg = f"delay_seconds must be 0..900, not {delay}"
             raise ValueError(msg)
 
-    async def call(chunk: list[tuple[int, Any]]) -> dict[int, _EntryFailure]:
+    async def call(chunk: list[tuple[int, Any]]) -> dict[int, EntryFailure]:
         response = await aws_call(
             "sqs send batch",
             sqs.send_message_batch,
@@ -349,9 +320,9 @@ async def send_batch(
                 for index, (body, delay) in chunk
             ],
         )
-        return _failures(response)
+        return failures(response)
 
-    failed = await _batch_rounds(
+    failed = await batch_rounds(
         entries, call, _chunks_by_size, policy=policy, what="sqs send batch"
     )
     if failed:

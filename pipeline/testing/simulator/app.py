@@ -215,7 +215,9 @@ async def _answer(
     file_id: str | None,
     response: _Response,
 ) -> None:
-    """Outage, auth, method, injected faults, then the route: the order a gateway uses."""
+    """Delay, outage, auth, method, injected faults, then the route: the order a gateway uses."""
+    if sim.request_delay:
+        await trio.sleep(sim.request_delay)
     if sim.outage_status is not None:
         await response.error(sim.outage_status, "outage")
         return

@@ -132,10 +132,13 @@ class Simulator:
 
     ``token``: when set, API-host requests without ``Authorization: Bearer
     <token>`` answer 401. The download host never asks for it.
+    ``request_delay``: seconds every request (on either host) waits before it
+    is answered, the round trip and server time of an API in another network.
     """
 
-    def __init__(self, *, token: str | None = None) -> None:
+    def __init__(self, *, token: str | None = None, request_delay: float = 0.0) -> None:
         self.token = token
+        self.request_delay = request_delay
         self._exports: dict[str, StoredExport] = {}
         self._faults: list[PlannedFault] = []
         self._counts: collections.Counter[tuple[Listener, Route, str, str | None, str | None]] = (

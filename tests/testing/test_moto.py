@@ -1,0 +1,128 @@
+"""The project's moto launcher: transactions backed up by the items they touch, over real HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from pipeline._adapters.aws.clients import AwsClients
+
+
+async def _table(clients: AwsClients, *, range_key: bool) -> str:
+    name = f"tx-{uuid.uuid4().hex}"
+    keys = [("pk", "HASH"), ("sk", "RANGE")] if range_key else [("pk", "HASH")]
+    await clients.dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": a, "KeyType": t} for a, t in keys],
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a, _ in keys],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
+
+
+@pytest.fixture
+async def tables(clients: AwsClients) -> tuple[str, str]:
+    """A table with a range key holding a job and two files, and a hash-only table holding one."""
+    ranged = await _table(clients, range_key=True)
+    hashed = await _table(clients, range_key=False)
+    for sk, count in (("job", "2"), ("file#1", "1"), ("file#2", "1")):
+        await clients.dynamodb.put_item(
+            TableName=ranged,
+            Item={"pk": {"S": "exp"}, "sk": {"S": sk}, "count": {"N": count}},
+        )
+    await clients.dynamodb.put_item(
+        TableName=hashed, Item={"pk": {"S": "one"}, "count": {"N": "7"}}
+    )
+    return ranged, hashed
+
+
+def _key(table: str, pk: str, sk: str | None) -> dict[str, Any]:
+    key = {"pk": {"S": pk}, **({"sk": {"S": sk}} if sk else {})}
+    return {"TableName": table, "Key": key}
+
+
+def _writes(ranged: str, hashed: str) -> list[dict[str, Any]]:
+    """Every kind of write, on both tables: an update, a new item, a delete, a new hash key."""
+    add_one = {"UpdateExpression": "ADD #c :one", "ExpressionAttributeNames": {"#c": "count"}}
+    add_one["ExpressionAttributeValues"] = {":one": {"N": "1"}}  # type: ignore[assignment]
+    return [
+        {"Update": {**_key(ranged, "exp", "job"), **add_one}},
+        {
+            "Put": {
+                "TableName": ranged,
+                "Item": {"pk": {"S": "exp"}, "sk": {"S": "file#3"}, "count": {"N": "1"}},
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        },
+        {"Delete": _key(ranged, "exp", "file#2")},
+        {"Update": {**_key(hashed, "one", None), **add_one}},
+        {"Put": {"TableName": hashed, "Item": {"pk": {"S": "two"}, "count": {"N": "1"}}}},
+    ]
+
+
+async def _contents(clients: AwsClients, *names: str) -> list[list[dict[str, Any]]]:
+    out = []
+    for name in names:
+        items = (await clients.dynamodb.scan(TableName=name, ConsistentRead=True))["Items"]
+        out.append(sorted(items, key=lambda item: (item["pk"]["S"], item.get("sk", {}).get("S"))))
+    return out
+
+
+async def test_cancelled_transaction_leaves_every_item_as_before(
+    clients: AwsClients, tables: tuple[str, str]
+) -> None:
+    """A transaction whose last condition fails leaves updated, new and deleted items as before."""
+    ranged, hashed = tables
+    before = await _contents(clients, ranged, hashed)
+    failing = {
+        "ConditionCheck": {
+            **_key(ranged, "exp", "file#1"),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+    }
+    with pytest.raises(ClientError) as caught:
+        await clients.dynamodb.transact_write_items(
+            TransactItems=[*_writes(ranged, hashed), failing]
+        )
+    assert caught.value.response["Error"]["Code"] == "TransactionCanceledException"
+    assert await _contents(clients, ranged, hashed) == before
+
+
+async def test_invalid_transaction_leaves_every_item_as_before(
+    clients: AwsClients, tables: tuple[str, str]
+) -> None:
+    """A transaction refused as invalid after some writes (two on one item) undoes those writes."""
+    ranged, hashed = tables
+    before = await _contents(clients, ranged, hashed)
+    again = {"Delete": _key(hashed, "one", None)}
+    with pytest.raises(ClientError) as caught:
+        await clients.dynamodb.transact_write_items(TransactItems=[*_writes(ranged, hashed), again])
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    assert await _contents(clients, ranged, hashed) == before
+
+
+async def test_successful_transaction_applies_every_write(
+    clients: AwsClients, tables: tuple[str, str]
+) -> None:
+    """A transaction that succeeds applies each write; the same again is cancelled, changes none."""
+    ranged, hashed = tables
+    await clients.dynamodb.transact_write_items(TransactItems=_writes(ranged, hashed))
+    after = await _contents(clients, ranged, hashed)
+    assert after == [
+        [
+            {"pk": {"S": "exp"}, "sk": {"S": "file#1"}, "count": {"N": "1"}},
+            {"pk": {"S": "exp"}, "sk": {"S": "file#3"}, "count": {"N": "1"}},
+            {"pk": {"S": "exp"}, "sk": {"S": "job"}, "count": {"N": "3"}},
+        ],
+        [
+            {"pk": {"S": "one"}, "count": {"N": "8"}},
+            {"pk": {"S": "two"}, "count": {"N": "1"}},
+        ],
+    ]
+    # The same writes again: file#3 exists now, so the Put's condition cancels the rest.
+    with pytest.raises(ClientError):
+        await clients.dynamodb.transact_write_items(TransactItems=_writes(ranged, hashed))
+    assert await _contents(clients, ranged, hashed) == after
