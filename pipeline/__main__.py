@@ -3,7 +3,9 @@
 ``python -m pipeline redrive QUEUE [--dry-run]`` moves dead letters back
 (:mod:`pipeline.ops.redrive`), ``dlq QUEUE [--delete ID]`` shows them or
 deletes one (:mod:`pipeline.ops.dlq`); ``submit EXPORT_ID... [--wait]``, ``status``,
-``cancel`` and ``retry`` control jobs (:mod:`pipeline.ops.jobs`).
+``cancel`` and ``retry`` control jobs (:mod:`pipeline.ops.jobs`); ``jobs
+[--status S]``, ``files EXPORT_ID``, ``pause QUEUE`` and ``resume QUEUE`` are
+the console's views and switches (:mod:`pipeline.ops.console`).
 
 Without ``--mode`` the mode comes from ``SERVICE_MODE`` (``all`` when neither
 is given), so one image serves every service by configuration alone.
@@ -43,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m pipeline",
         description="Export jobs to verified files in S3.",
         epilog="Operator commands: python -m pipeline submit|status|cancel|retry ... "
-        "(jobs), python -m pipeline dlq|redrive ... (dead letters); each has its own --help.",
+        "(a job), jobs|files|pause|resume ... (the console), dlq|redrive ... (dead letters); "
+        "each has its own --help.",
     )
     parser.add_argument(
         "--mode",
@@ -72,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.ops.dlq import main as dlq
 
         return dlq(arguments[1:])
+    if arguments[:1] and arguments[0] in ("jobs", "files", "pause", "resume"):
+        from pipeline.ops.console import main as console
+
+        return console(arguments)
     if arguments[:1] and arguments[0] in ("submit", "status", "cancel", "retry"):
         from pipeline.ops.jobs import main as control
 

@@ -33,6 +33,7 @@ from pipeline._errors import PoisonMessage
 
 __all__ = [
     "DOWNLOAD_TASK_VERSION",
+    "EXPORT_ID_PATTERN",
     "DownloadTask",
     "ExportJob",
     "decode_download_task",
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 _EXPORT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# What an export ID may be (contract 1), for those who check one before sending it.
+EXPORT_ID_PATTERN = _EXPORT_ID
 # Correlation IDs end up in every log line; keep them printable and short.
 _CORRELATION_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 DOWNLOAD_TASK_VERSION = 1

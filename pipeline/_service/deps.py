@@ -21,6 +21,7 @@ from pipeline._core.zip.format import ZipLimits
 from pipeline._service.cancel import CancelWatch
 from pipeline._service.intake import IntakeGate
 from pipeline._service.metrics import ServiceMetrics
+from pipeline._service.pause import PauseGate
 
 __all__ = ["Deps"]
 
@@ -46,6 +47,8 @@ class Deps:
     intake: IntakeGate = attrs.field(factory=IntakeGate)
     # Multipart uploads whose abort failed, tried again until gone.
     owed_aborts: OwedAborts = attrs.field(factory=OwedAborts)
+    # The queues paused for every process, as last read here.
+    pauses: PauseGate = attrs.field(factory=PauseGate)
 
     @property
     def zip_limits(self) -> ZipLimits:

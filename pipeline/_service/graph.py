@@ -8,6 +8,8 @@ Read top to bottom, this is the picture in ``docs/architecture.md``::
     └── lease keepers                          (one per queue, heartbeats)
         ├── cancel watch                       (job items of the exports in flight)
         ├── owed aborts                        (multipart aborts that failed, retried)
+        ├── pause gate                         (control items: paused queues)
+        ├── event hub                          (GET /events: changed jobs, 1/s each)
         └── work (cancel scope: grace deadline on stop)
             ├── stop watcher                   (stop → intake cancelled, deadline set)
             ├── intake (cancel scope)
@@ -43,11 +45,10 @@ import structlog
 import trio
 
 from pipeline._adapters.aws.jobcontrol import job_statuses
+from pipeline._adapters.aws.pauses import read_pauses
 from pipeline._adapters.aws.queues import SqsQueues
-from pipeline._adapters.http.control import Control, add_control_routes
 from pipeline._adapters.http.dlq import DeadLetterAccess, add_dlq_routes
 from pipeline._adapters.http.health import (
-    add_metrics_route,
     create_health_app,
     readiness_checks,
     serve_health,
@@ -67,6 +68,7 @@ from pipeline._service.lease import Delivery
 from pipeline._service.queues import StageQueue, lanes_of, queue_names, stage_queues
 from pipeline._service.receiver import Slots, run_receiver
 from pipeline._service.resources import open_deps
+from pipeline._service.routes import add_routes
 from pipeline._service.startup import StartGate, wait_for_dependencies
 from pipeline._service.sweeper import run_outbox, run_sweeper
 from pipeline._service.task_stage import run_task_stage
@@ -106,6 +108,7 @@ def _status(deps: Deps, mode: Mode, queues: list[str]) -> dict[str, Any]:
             "failed": pool.failed,
             "avgProcessingMs": pool.avg_processing_ms,
         },
+        "paused": deps.pauses.view,
     }
 
 
@@ -161,22 +164,8 @@ async def _serve(
             {**readiness_checks(settings, deps.aws), "started": gate.check},
             functools.partial(_status, deps, mode, queue_names(settings, takes_jobs, takes_tasks)),
         )
-        add_control_routes(
-            app,
-            Control(
-                jobs=deps.jobs,
-                sqs=deps.aws.sqs,
-                export_jobs_url=settings.sqs_export_jobs_url,
-                export_jobs_high_url=settings.sqs_export_jobs_high_url,
-                download_tasks_url=settings.sqs_download_tasks_url,
-                admin_token=settings.admin_token,
-                overload_backlog=settings.overload_backlog,
-                on_cancel=deps.cancels.cancel,
-                on_retry=deps.cancels.resume,
-            ),
-        )
+        hub = add_routes(app, deps)
         add_dlq_routes(app, _dead_letter_access(settings, deps))
-        add_metrics_route(app, deps.metrics.text)
         await top.start(serve_health, app, settings.health_port, health_done)
 
         lanes_of_jobs = (settings.sqs_export_jobs_url, settings.sqs_export_jobs_high_url)
@@ -199,6 +188,9 @@ async def _serve(
             keepers.start_soon(deps.cancels.run, functools.partial(job_statuses, deps.jobs))
             # Aborts that failed are tried again until S3 confirms them.
             await keepers.start(deps.owed_aborts.run)
+            # So do pauses, through their control items, on the same clock.
+            keepers.start_soon(deps.pauses.run, functools.partial(read_pauses, deps.jobs))
+            keepers.start_soon(hub.run)
             with trio.CancelScope() as work_scope:
                 async with trio.open_nursery() as work:
                     await _start_work(work, deps, mode, stop, work_scope, job_queues, task_queues)

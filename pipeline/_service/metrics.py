@@ -10,7 +10,8 @@ change of every call is counted without the adapters knowing about metrics.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -19,6 +20,8 @@ from pipeline._core.accounting import FileResult
 __all__ = ["ServiceMetrics"]
 
 # From a small file to a multi-GB one; beyond an hour it is all "slow".
+# GET /queues's depth names → the state label.
+_STATES = {"visible": "visible", "inFlight": "in_flight", "delayed": "delayed"}
 _DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 
 
@@ -72,6 +75,21 @@ class ServiceMetrics:
             buckets=_DURATION_BUCKETS,
             registry=registry,
         )
+        self.queue_messages = Gauge(
+            "pipeline_queue_messages",
+            "Messages in a queue by state (from the GET /queues figures)",
+            ["queue", "state"],
+            registry=registry,
+        )
+        self.dead_letters = Gauge(
+            "pipeline_dead_letter_messages",
+            "Messages in a queue's dead-letter queue",
+            ["queue"],
+            registry=registry,
+        )
+        self.queues_paused = Gauge(
+            "pipeline_queues_paused", "Queues paused for every process", registry=registry
+        )
         self.circuit_open.labels("export_api").set(0)
 
     def watch(
@@ -100,6 +118,17 @@ class ServiceMetrics:
 
     def circuit_changed(self, dependency: str, is_open: bool) -> None:
         self.circuit_open.labels(dependency).set(1 if is_open else 0)
+
+    def queues_seen(self, figures: Mapping[str, Any], paused: Mapping[str, bool]) -> None:
+        """The ``GET /queues`` figures and the paused queues, for the next scrape."""
+        for name, queue in (("exportJobs", "export-jobs"), ("downloadTasks", "download-tasks")):
+            depths = figures.get(name)
+            if depths is None:
+                continue
+            for key, state in _STATES.items():
+                self.queue_messages.labels(queue, state).set(depths[key])
+            self.dead_letters.labels(queue).set(depths["deadLetter"])
+        self.queues_paused.set(sum(1 for now in paused.values() if now))
 
     def text(self) -> bytes:
         """The exposition, in Prometheus's text format."""

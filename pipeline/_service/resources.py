@@ -25,6 +25,7 @@ from pipeline._config import Settings
 from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker, DependencyHealth
 from pipeline._service.deps import Deps
 from pipeline._service.intake import AwsFailing, ExportApiBreaker, IntakeGate
+from pipeline._service.pause import PauseGate
 
 __all__ = ["export_api_breaker", "open_deps"]
 
@@ -84,10 +85,13 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
         checks = readiness_checks(settings, aws)
         # The work needs the Export API, S3 and DynamoDB; SQS trouble is the
         # receivers' own to wait out (they are what would be paused).
+        # An operator's pause of a queue holds its receivers back the same way.
+        pauses = PauseGate()
         gate = IntakeGate(
             [
                 ExportApiBreaker(session),
                 AwsFailing(health, {name: checks[name] for name in ("s3", "dynamodb")}),
+                pauses,
             ]
         )
         with observe_health(health):
@@ -104,4 +108,5 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
                 ),
                 inflate_limiter=trio.CapacityLimiter(settings.worker_pool_size),
                 intake=gate,
+                pauses=pauses,
             )

@@ -4,7 +4,8 @@ In production the deployment creates them; here :func:`provision` does the
 same, idempotently, so it can run at every start of the local mode: each
 queue with a dead-letter queue and a redrive policy (so a poison message ends
 there after ``max_receive_count`` deliveries), both tables with the
-contract's key schemas (on-demand capacity), and the bucket with a lifecycle
+contract's key schemas (on-demand capacity; the jobs table with its sparse
+status index, added to a table made before it), and the bucket with a lifecycle
 rule that removes the parts of multipart uploads a killed process could not
 abort.
 """
@@ -19,6 +20,7 @@ import attrs
 import trio
 
 from pipeline._adapters.aws.clients import AwsClient, AwsClients, aws_call
+from pipeline._adapters.aws.jobitems import LIST_STATUS, STATUS_INDEX
 from pipeline._adapters.aws.joboutbox import DETAIL_TYPE as EVENT_DETAIL_TYPE
 from pipeline._adapters.aws.joboutbox import SOURCE as EVENT_SOURCE
 from pipeline._adapters.aws.metadata import MetadataItem, to_attributes
@@ -27,7 +29,13 @@ from pipeline._adapters.retry import pause
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, Fault, RetriesExhausted
 
-__all__ = ["ProvisionedUrls", "provision", "provision_event_listener", "seed_metadata"]
+__all__ = [
+    "ProvisionedUrls",
+    "provision",
+    "provision_event_listener",
+    "seed_metadata",
+    "status_index",
+]
 
 # DynamoDB's limit of writes per BatchWriteItem.
 _BATCH_WRITE_ITEMS = 25
@@ -112,9 +120,44 @@ async def _queue_with_dlq(
     return url, dlq_url
 
 
+def status_index() -> dict[str, Any]:
+    """The jobs table's sparse index: summary items by status, newest first.
+
+    Keyed on ``jobStatus`` (only summary items carry it) and ``createdAt``;
+    keys only, so the counts a running job writes never rewrite the index
+    (DynamoDB writes a keys-only index only when one of its keys changes).
+    """
+    return {
+        "IndexName": STATUS_INDEX,
+        "KeySchema": [
+            {"AttributeName": LIST_STATUS, "KeyType": "HASH"},
+            {"AttributeName": "createdAt", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "KEYS_ONLY"},
+    }
+
+
 async def _table(
-    dynamodb: AwsClient, name: str, hash_key: str, range_key: str, policy: Backoff
+    dynamodb: AwsClient,
+    name: str,
+    hash_key: str,
+    range_key: str,
+    policy: Backoff,
+    *,
+    index: dict[str, Any] | None = None,
 ) -> None:
+    definitions = [
+        {"AttributeName": hash_key, "AttributeType": "S"},
+        {"AttributeName": range_key, "AttributeType": "S"},
+    ]
+    if index is not None:
+        definitions += [
+            {"AttributeName": key["AttributeName"], "AttributeType": "S"}
+            for key in index["KeySchema"]
+        ]
+    kwargs: dict[str, Any] = {}
+    if index is not None:
+        kwargs["GlobalSecondaryIndexes"] = [index]
     try:
         await aws_call(
             "dynamodb create table",
@@ -125,22 +168,37 @@ async def _table(
                 {"AttributeName": hash_key, "KeyType": "HASH"},
                 {"AttributeName": range_key, "KeyType": "RANGE"},
             ],
-            AttributeDefinitions=[
-                {"AttributeName": hash_key, "AttributeType": "S"},
-                {"AttributeName": range_key, "AttributeType": "S"},
-            ],
+            AttributeDefinitions=definitions,
             BillingMode="PAY_PER_REQUEST",
+            **kwargs,
         )
     except AwsRejected as err:
         if err.code not in _ALREADY_EXISTS:
             raise
+    added = False
     with trio.fail_after(_TABLE_ACTIVE_DEADLINE):
         while True:
             described = await aws_call(
                 "dynamodb describe table", dynamodb.describe_table, policy=policy, TableName=name
             )
-            if described["Table"]["TableStatus"] == "ACTIVE":
+            table = described["Table"]
+            if table["TableStatus"] != "ACTIVE":
+                await trio.sleep(0.5)
+                continue
+            present = {i["IndexName"] for i in table.get("GlobalSecondaryIndexes") or []}
+            if index is None or index["IndexName"] in present:
                 return
+            if not added:
+                # A table made before the index: add it (DynamoDB backfills it).
+                await aws_call(
+                    "dynamodb add index",
+                    dynamodb.update_table,
+                    policy=policy,
+                    TableName=name,
+                    AttributeDefinitions=definitions[2:],
+                    GlobalSecondaryIndexUpdates=[{"Create": index}],
+                )
+                added = True
             await trio.sleep(0.5)
 
 
@@ -205,7 +263,7 @@ async def provision(
         raise ValueError(msg)
     await _bucket(clients.s3, bucket, policy)
     await _table(clients.dynamodb, metadata_table, "exportId", "path", policy)
-    await _table(clients.dynamodb, jobs_table, "pk", "sk", policy)
+    await _table(clients.dynamodb, jobs_table, "pk", "sk", policy, index=status_index())
 
     async def queue(name: str) -> tuple[str, str]:
         return await _queue_with_dlq(

@@ -159,7 +159,13 @@ class TestQueuesAndPool:
                 view = (await client.get("/queues")).json()
                 health = (await client.get("/health")).json()
             stop.set()
-        assert view["exportJobs"] == {"visible": 0, "inFlight": 0, "delayed": 0, "deadLetter": 0}
+        assert view["exportJobs"] == {
+            "visible": 0,
+            "inFlight": 0,
+            "delayed": 0,
+            "deadLetter": 0,
+            "paused": False,
+        }
         assert view["downloadTasks"] is None
         assert view["overloaded"] is False
         assert (health["status"], health["mode"]) == ("ok", "all")

@@ -106,7 +106,8 @@ def test_runtime_install_has_no_test_tooling(runtime_python: Path) -> None:
 async def test_worker_from_the_wheel_gets_ready_and_stops_on_sigterm(
     runtime_python: Path, aws_endpoint: str
 ) -> None:
-    """``--mode worker`` from the wheel answers /ready against moto, then exits 0 on SIGTERM."""
+    """``--mode worker`` from the wheel answers /ready against moto and serves the console
+    page from its package data, then exits 0 on SIGTERM."""
     tag = uuid.uuid4().hex[:10]
     env = {
         "AWS_ENDPOINT_URL": aws_endpoint,
@@ -151,7 +152,14 @@ async def test_worker_from_the_wheel_gets_ready_and_stops_on_sigterm(
                     ready = answer.json()
                     break
                 await trio.sleep(0.5)
-        assert ready is not None, f"the worker never answered /ready: {log.read_text()}"
+            assert ready is not None, f"the worker never answered /ready: {log.read_text()}"
+            # The console page's files ship in the wheel (package data).
+            page = await http.get(f"http://127.0.0.1:{port}/ui", timeout=5)
+            script = await http.get(f"http://127.0.0.1:{port}/ui/console.js", timeout=5)
+        assert page.status_code == 200
+        assert "<title>pipeline console</title>" in page.text
+        assert script.status_code == 200
+        assert "EventSource" in script.text
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(30):
             code = await process.wait()

@@ -28,11 +28,11 @@ async def batch_get(
     *,
     what: str,
     policy: Backoff,
-    projection: str,
-    names: dict[str, str],
+    projection: str | None = None,
+    names: dict[str, str] | None = None,
     consistent: bool = False,
 ) -> list[dict[str, Any]]:
-    """The raw items of ``keys`` that exist, in no particular order.
+    """The raw items of ``keys`` that exist, in no particular order (whole without ``projection``).
 
     Raises :class:`RetriesExhausted` (our infrastructure) when DynamoDB keeps
     every remaining key unprocessed through ``policy``'s attempts.
@@ -42,11 +42,11 @@ async def batch_get(
         pending = list(keys[start : start + BATCH_GET_KEYS])
         attempt = 0
         while pending:
-            request: dict[str, Any] = {
-                "Keys": pending,
-                "ProjectionExpression": projection,
-                "ExpressionAttributeNames": names,
-            }
+            request: dict[str, Any] = {"Keys": pending}
+            if projection is not None:
+                request["ProjectionExpression"] = projection
+            if names:
+                request["ExpressionAttributeNames"] = names
             if consistent:
                 request["ConsistentRead"] = True
             response = await aws_call(

@@ -15,7 +15,11 @@ Items under ``pk = <exportId>``:
   :mod:`pipeline._core.lifecycle`); ``eventsOwed`` (lifecycle events written
   with their transition, not yet sent: :mod:`.jobevents`), ``expiresAt``
   once final (retention) and ``expiryOwed`` while the other items of the job
-  have yet to follow it.
+  have yet to follow it. And ``jobStatus``, a copy of ``status`` that only
+  summary items carry, written with it: the partition key of the sparse index
+  :data:`STATUS_INDEX` (sort key ``createdAt``, keys only) that lists jobs by
+  status. File items have a ``status`` of their own (DONE/FAILED), so the
+  index cannot key on ``status``.
 - ``sk = "file#<fileId>"`` (``kind = "file"``): ``status`` DONE/FAILED, the
   file's counts, ``name``, ``error`` and ``seenPaths``, the paths of the
   file's entries that had a metadata item, needed once, at the end, to count
@@ -49,7 +53,9 @@ __all__ = [
     "EXPIRY_OWED",
     "FILE_PREFIX",
     "JOB_SK",
+    "LIST_STATUS",
     "PATHS_CHUNK_BYTES",
+    "STATUS_INDEX",
     "JobItem",
     "OwedEvent",
     "Update",
@@ -75,6 +81,10 @@ EXPIRY_OWED = "expiryOwed"
 # Room under DynamoDB's 400 KB item limit for the rest of the file item.
 PATHS_CHUNK_BYTES = 300_000
 JOB_SK = "job"
+# The jobs table's sparse index of summary items: partition key LIST_STATUS,
+# sort key createdAt, keys only (so a progress write never rewrites it).
+STATUS_INDEX = "by-status"
+LIST_STATUS = "jobStatus"
 FILE_PREFIX = "file#"
 
 
@@ -346,6 +356,7 @@ def change_update(
     update = Update()
     at = format_time(change.at)
     update.set("status", change.status.value)
+    update.set(LIST_STATUS, change.status.value)
     if transition_id is not None:
         owed = {"id": transition_id, "status": change.status.value, "at": at}
         update.append(EVENTS_OWED, [{**owed, "run": change.generation}])

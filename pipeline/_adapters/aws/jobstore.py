@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 
 from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.jobchanges import JobChanges
 from pipeline._adapters.aws.jobitems import (
     FILE_PREFIX,
     JOB_SK,
@@ -105,6 +106,8 @@ class JobStore:
     events: EventBus | None = None
     # JOB_RETENTION_DAYS: a final job's items expire that long after (0: kept).
     retention_days: int = 0
+    # Told of each summary item written here (GET /events).
+    changes: JobChanges = attrs.field(factory=JobChanges, eq=False)
 
     def _now(self) -> str:
         return format_time(self.clock())
@@ -185,6 +188,7 @@ class JobStore:
             if err.code == "ConditionalCheckFailedException":
                 return None
             raise
+        self.changes.note(export_id)
         job = self._job(raw) if raw is not None else await self.get_job(export_id)
         if job is None:  # pragma: no cover - the item cannot vanish while it is written
             msg = f"job {export_id!r} gone right after it was written"
@@ -336,6 +340,9 @@ class JobStore:
             )
         values = converter.unstructure(result)
         del values["ok"], values["seenPaths"]
+        if result.error is not None:
+            # What GET /jobs/{id}/files shows of a failed file: one line.
+            values["error"] = " ".join(result.error.split())
         item = {name: encode(value) for name, value in values.items() if value is not None}
         item.update(
             {
@@ -377,6 +384,7 @@ class JobStore:
             if len(pieces) > 1:
                 await self._drop_refused_pieces(export_id, result.file_id, write_id, len(pieces))
             return False
+        self.changes.note(export_id)
         return True
 
     async def _drop_refused_pieces(

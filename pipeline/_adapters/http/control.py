@@ -56,6 +56,8 @@ class Control:
     # here, and forgets it on a retry (other processes see the job item).
     on_cancel: Callable[[str], None] = lambda export_id: None
     on_retry: Callable[[str], None] = lambda export_id: None
+    # Queue name (export-jobs, download-tasks) → paused, as this process knows it.
+    paused: Callable[[], dict[str, bool]] = dict
 
 
 def job_view(job: JobItem, now: datetime) -> dict[str, Any]:
@@ -109,8 +111,8 @@ def overloaded(views: list[dict[str, int] | None], backlog: int) -> bool:
     return any(view["visible"] > backlog for view in views if view is not None)
 
 
-def add_control_routes(app: QuartTrio, control: Control) -> None:
-    """Serve the control API on ``app``."""
+def add_control_routes(app: QuartTrio, control: Control) -> QueueDepths:
+    """Serve the control API on ``app``; returns its queue figures (also /metrics's source)."""
 
     @app.get("/jobs/<export_id>")
     async def get_job(export_id: str) -> tuple[dict[str, Any], int]:
@@ -175,12 +177,19 @@ def add_control_routes(app: QuartTrio, control: Control) -> None:
     async def queues() -> tuple[dict[str, Any], int]:
         found = await depths.figures()
         tasks = found["downloadTasks"]
-        return {
+        body: dict[str, Any] = {
             "exportJobs": found["exportJobs"],
             "downloadTasks": tasks,
             "overloaded": overloaded([found["exportJobs"], tasks], control.overload_backlog),
-        }, 200
+        }
+        paused = control.paused()
+        for name, queue in (("exportJobs", "export-jobs"), ("downloadTasks", "download-tasks")):
+            if body[name] is not None:
+                body[name] = {**body[name], "paused": paused.get(queue, False)}
+        return body, 200
 
     @app.errorhandler(PipelineError)
     async def unavailable(err: PipelineError) -> tuple[dict[str, str], int]:
         return {"error": str(err)}, 503
+
+    return depths

@@ -128,11 +128,25 @@ def add_json_errors(app: QuartTrio) -> None:
         return {"error": "internal error (see the service's log)"}, 500
 
 
-def add_metrics_route(app: QuartTrio, render: Callable[[], bytes]) -> None:
-    """``GET /metrics``: ``render()`` in Prometheus's text format."""
+def add_metrics_route(
+    app: QuartTrio,
+    render: Callable[[], bytes],
+    refresh: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """``GET /metrics``: ``render()`` in Prometheus's text format, after ``refresh()``.
+
+    ``refresh`` brings gauges read elsewhere (the queue figures) up to date; when
+    it fails the scrape still answers, with those gauges as last set.
+    """
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        if refresh is not None:
+            try:
+                with trio.fail_after(READY_TIMEOUT_SECONDS):
+                    await refresh()
+            except (PipelineError, trio.TooSlowError) as err:
+                log.warning("queue figures not read for /metrics", error=str(err) or "timed out")
         # content_type as it is: mimetype= would add a second charset.
         return Response(render(), content_type=CONTENT_TYPE_LATEST)
 
