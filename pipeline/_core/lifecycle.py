@@ -274,13 +274,29 @@ def fail(
 
     The counts stay as recorded: files still in flight go on adding theirs.
     ``files_total`` (a listing fault) is how many files the listing gave.
-    A job with no item is created FAILED in the same write.
+    A job with no item is created FAILED in the same write; a FAILED job
+    submitted anew stays FAILED, under the new submission's correlationId.
     """
     if job is None:
         created = _start(None, JobStatus.FAILED, correlation_id, now)
         return attrs.evolve(created, error=" ".join(error.split()), files_total=files_total)
     if generation is not None and generation != job.generation:
         return Skip(f"message of run {generation}, the job is at run {job.generation}; dropped")
+    if job.status is JobStatus.FAILED and generation is None:
+        # Submitted anew and failed again: the item says so under the new
+        # correlationId, or whoever waits for that submission (submit --wait)
+        # would wait for ever. Still FAILED, so no event and no new retention.
+        return Change(
+            _seen(job),
+            JobStatus.FAILED,
+            job.generation,
+            now,
+            job.status,
+            correlation_id=correlation_id,
+            error=" ".join(error.split()),
+            files_total=files_total,
+            keep_waiting_since=True,
+        )
     return end(job, JobStatus.FAILED, now, error=error, files_total=files_total)
 
 

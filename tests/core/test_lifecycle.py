@@ -148,6 +148,16 @@ class TestEnd:
         assert isinstance(lifecycle.fail(Job(R, 3), 2, "c", "fault", T0), Skip)
         assert isinstance(lifecycle.fail(Job(C), None, "c", "fault", T0), Skip)
 
+    def test_fail_of_a_failed_job_submitted_anew_records_the_submission(self) -> None:
+        """A FAILED job whose export fails again on a new message: FAILED, its correlationId."""
+        change = _change(lifecycle.fail(Job(F, 2), None, "c-new", "export\nunknown", T0))
+        assert change.expect == Expect(frozenset({F}), 2)
+        assert (change.status, change.generation, change.correlation_id) == (F, 2, "c-new")
+        assert change.error == "export unknown"
+        assert not change.new_run
+        assert not change.owes_event
+        assert not change.ends_job
+
     def test_end_takes_only_final_statuses(self) -> None:
         """Ending a run in an active status is a programming error."""
         with pytest.raises(ValueError, match="ends"):
