@@ -143,12 +143,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = _parser().parse_args(argv)
     env = _Env.read(os.environ if environ is None else environ)
     console = Console()
-    if args.verb == "submit":
-        # Refused here as POST /jobs refuses it: sent, it would only be dead-lettered.
-        problems = [problem for i in args.export_ids if (problem := export_id_problem(i))]
-        if problems:
-            print(f"pipeline submit: {problems[0]}; nothing was sent", file=sys.stderr)
-            return EXIT_CONFIG
+    # Refused here as POST /jobs refuses it (contract 8): sent, it would only be
+    # dead-lettered; no job can carry it, so cancel, retry and status refuse it alike.
+    export_ids = args.export_ids if args.verb in ("submit", "status") else [args.export_id]
+    problems = [problem for i in export_ids if (problem := export_id_problem(i))]
+    if problems:
+        print(f"pipeline {args.verb}: {problems[0]}; nothing was sent", file=sys.stderr)
+        return EXIT_CONFIG
     if args.verb in ("submit", "retry") and env.export_jobs_url is None:
         print(
             "pipeline: configuration error: SQS_EXPORT_JOBS_URL is required but not set",

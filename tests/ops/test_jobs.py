@@ -167,3 +167,17 @@ async def test_submit_high_and_delayed(
     assert [(b["exportIds"], b["priority"]) for b in normal] == [(["exp-one"], "high")]
     assert refused.value.code == 2
     assert "with its zone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["cancel", "retry", "status"])
+async def test_other_commands_refuse_a_bad_export_id_with_exit_2(
+    aws_endpoint: str, verb: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cancel, retry and status validate the ID as submit does: exit 2, nothing sent."""
+    async with open_stack(aws_endpoint) as stack:
+        code = await trio.to_thread.run_sync(main, [verb, "bad/id"], stack.env)
+        depth = await stack.queue_depth(stack.urls.export_jobs_url)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"pipeline {verb}: export ID" in err
+    assert depth == 0
