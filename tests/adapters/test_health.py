@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import trio
+from quart import Response
 
 from pipeline._adapters.http.health import create_health_app, readiness_checks, serve_health
 from pipeline.testing.moto import free_port
@@ -50,3 +53,46 @@ class TestHealth:
         assert body["checks"]["sqs"] == "ok"
         assert body["checks"]["dynamodb"] == "ok"
         assert body["checks"]["s3"] != "ok"
+
+
+async def test_an_answer_before_the_body_leaves_the_connection_usable() -> None:
+    """A refusal, 404 or 405 answered before its body was read: the next request on the
+    same keep-alive connection is still answered (it used to hang for ever)."""
+    app = create_health_app({})
+
+    @app.post("/refuse")
+    async def refuse() -> Response:
+        # As the 401 of a changing call: answered without looking at the body.
+        return Response('{"error": "no"}', status=401, content_type="application/json")
+
+    body = b'{"exportIds": ["exp-1"]}'
+    answers: list[list[bytes]] = []
+    port = free_port()
+    done = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_health, app, port, done)
+        for method, path in (("POST", "/refuse"), ("POST", "/no/such/path"), ("PUT", "/health")):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                head = f"{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(body)}"
+                await stream.send_all(f"{head}\r\n\r\n".encode())
+                received = b""
+                # The body comes late, as over a slow link or from a client that
+                # sends headers and body apart.
+                await trio.sleep(0.3)
+                await stream.send_all(body)
+                await stream.send_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                # Generous: a healthy server answers both at once; a wedged one never.
+                with trio.move_on_after(10):
+                    while received.count(b"HTTP/1.1 ") < 2:
+                        chunk = await stream.receive_some()
+                        if not chunk:
+                            break
+                        received += chunk
+            answers.append(re.findall(rb"HTTP/1\.1 (\d{3})", received))
+        done.set()
+    assert answers == [
+        [b"401", b"200"],
+        [b"404", b"200"],
+        [b"405", b"200"],
+    ]

@@ -17,7 +17,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from prometheus_client import CONTENT_TYPE_LATEST
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 
@@ -75,6 +75,14 @@ def create_health_app(
     # The largest body any call takes: an export-job message (SQS's limit is 256 KiB).
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     add_json_errors(app)
+
+    @app.before_request
+    async def read_body() -> None:
+        # An answer given with the request's body unread (a 401, a 404, a 405)
+        # leaves hypercorn's keep-alive connection unable to answer the next
+        # request on it; read every body first. MAX_CONTENT_LENGTH still bounds
+        # it: a larger one is the 413 below, on a connection that is closed.
+        await request.get_data()
 
     @app.get("/health")
     async def health() -> tuple[dict[str, Any], int]:
