@@ -214,6 +214,12 @@ async def run_receiver(
                 failures = 0
                 held = slots.polled(lane, held, len(messages))
                 deliveries = [Delivery(message, keeper.hold(message)) for message in messages]
+                if deliveries and gate is not None and gate.closed(keeper.queue_name):
+                    # Paused (or a dependency failed) while the poll was out: what it
+                    # brought goes back to the queue at once, for when intake reopens.
+                    slots.give_back(len(deliveries), lane=lane)
+                    await keeper.hand_back(d.lease for d in deliveries)
+                    continue
                 for sent, delivery in enumerate(deliveries):
                     try:
                         await send.send(delivery)

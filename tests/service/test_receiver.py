@@ -13,7 +13,9 @@ import trio.testing
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._core.lanes import Priority
 from pipeline._errors import Fault, RetriesExhausted
+from pipeline._service.intake import IntakeGate
 from pipeline._service.lease import Delivery, LeaseKeeper
+from pipeline._service.pause import PauseGate
 from pipeline._service.receiver import Slots, run_receiver
 from tests.support.fakesqs import FakeSqs
 
@@ -116,6 +118,7 @@ async def deliveries_of(
     *,
     policy: Backoff = AWS_POLICY,
     wait_seconds: int = 5,
+    gate: IntakeGate | None = None,
 ) -> AsyncIterator[tuple[trio.MemoryReceiveChannel[Delivery], LeaseKeeper, trio.CancelScope]]:
     """A receiver on ``url`` in the background: its deliveries, its keeper, its cancel scope."""
     keeper = LeaseKeeper(sqs, url, 30, policy)
@@ -132,6 +135,7 @@ async def deliveries_of(
                     slots=slots,
                     policy=policy,
                     wait_seconds=wait_seconds,
+                    gate=gate,
                 )
 
         nursery.start_soon(receiver)
@@ -214,3 +218,31 @@ class TestReceiver:
             assert late.receive_count == 1
             assert sqs.depth(url) == (1, 0)
         assert sqs.times("receive") == pytest.approx([0.0])
+
+    async def test_what_a_poll_brings_after_a_pause_goes_back_to_the_queue(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """A message a poll under way returns after its queue was paused is not passed on
+        but made visible again at once, and taken once the queue is resumed."""
+        sqs = FakeSqs()
+        url = sqs.create_queue("paused")
+        pauses = PauseGate()
+        pauses.apply({})
+        slots = Slots(1)
+        async with deliveries_of(sqs, url, slots, gate=IntakeGate([pauses])) as (
+            receive,
+            keeper,
+            _,
+        ):
+            await trio.sleep(1)
+            pauses.apply({"queue": True})
+            await sqs.send(url, "sent while paused", policy=AWS_POLICY)
+            await trio.testing.wait_all_tasks_blocked()
+            assert keeper.held == 0
+            assert slots.in_use == 0
+            assert sqs.depth(url) == (1, 0)
+            await trio.sleep(30)
+            assert sqs.depth(url) == (1, 0)
+            pauses.apply({"queue": False})
+            delivery = await receive.receive()
+            assert delivery.message.body == "sent while paused"
