@@ -160,9 +160,11 @@ async def _serve(
     async with trio.open_nursery() as top:
         health_done = trio.Event()
         gate = StartGate()
+        read = queue_names(settings, takes_jobs, takes_tasks)
+        deps.metrics.known_queues(read)
         app = create_health_app(
             {**readiness_checks(settings, deps.aws), "started": gate.check},
-            functools.partial(_status, deps, mode, queue_names(settings, takes_jobs, takes_tasks)),
+            functools.partial(_status, deps, mode, read),
         )
         hub = add_routes(app, deps)
         add_dlq_routes(app, _dead_letter_access(settings, deps))

@@ -10,19 +10,23 @@ change of every call is counted without the adapters knowing about metrics.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from pipeline._core.accounting import FileResult
 
-__all__ = ["ServiceMetrics"]
+__all__ = ["MESSAGE_OUTCOMES", "ServiceMetrics"]
 
 # From a small file to a multi-GB one; beyond an hour it is all "slow".
 # GET /queues's depth names → the state label.
 _STATES = {"visible": "visible", "inFlight": "in_flight", "delayed": "delayed"}
 _DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+
+
+# What becomes of a message (contract 7's outcome label of pipeline_messages_total).
+MESSAGE_OUTCOMES = ("received", "deleted", "handed_back", "dead_lettered")
 
 
 class ServiceMetrics:
@@ -91,6 +95,20 @@ class ServiceMetrics:
             "pipeline_queues_paused", "Queues paused for every process", registry=registry
         )
         self.circuit_open.labels("export_api").set(0)
+        # Every label a dashboard or an alert names shows from the start, at 0,
+        # rather than appearing with its first event.
+        for outcome in ("completed", "failed"):
+            self.files.labels(outcome)
+        for outcome in ("uploaded", "skipped", "rejected"):
+            self.entries.labels(outcome)
+        for dependency in ("export_api", "s3", "dynamodb", "sqs"):
+            self.retries.labels(dependency)
+
+    def known_queues(self, queues: Iterable[str]) -> None:
+        """Show every outcome of the queues this process reads, at 0 until it happens."""
+        for queue in queues:
+            for outcome in MESSAGE_OUTCOMES:
+                self.messages.labels(queue, outcome)
 
     def watch(
         self, *, files_in_flight: Callable[[], float], threads_busy: Callable[[], float]
