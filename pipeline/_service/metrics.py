@@ -139,7 +139,12 @@ class ServiceMetrics:
 
     def queues_seen(self, figures: Mapping[str, Any], paused: Mapping[str, bool]) -> None:
         """The ``GET /queues`` figures and the paused queues, for the next scrape."""
-        for name, queue in (("exportJobs", "export-jobs"), ("downloadTasks", "download-tasks")):
+        for name, queue in (
+            ("exportJobs", "export-jobs"),
+            ("downloadTasks", "download-tasks"),
+            ("exportJobsHigh", "export-jobs-high"),
+            ("downloadTasksHigh", "download-tasks-high"),
+        ):
             depths = figures.get(name)
             if depths is None:
                 continue

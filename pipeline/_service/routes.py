@@ -32,6 +32,7 @@ def add_routes(app: QuartTrio, deps: Deps) -> EventHub:
         export_jobs_url=settings.sqs_export_jobs_url,
         export_jobs_high_url=settings.sqs_export_jobs_high_url,
         download_tasks_url=settings.sqs_download_tasks_url,
+        download_tasks_high_url=settings.sqs_download_tasks_high_url,
         admin_token=settings.admin_token,
         overload_backlog=settings.overload_backlog,
         on_cancel=deps.cancels.cancel,

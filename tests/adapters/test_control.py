@@ -9,9 +9,12 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.jobitems import JobItem
 from pipeline._adapters.http.control import job_view, overloaded
+from pipeline._config import Mode
 from pipeline._core.accounting import JobStatus, JobSummary
+from pipeline._core.backoff import AWS_POLICY
 from pipeline.testing.demo import build_zip, metadata_for
 from pipeline.testing.moto import free_port
 from tests.support.stack import Stack, open_stack
@@ -179,6 +182,26 @@ class TestQueuesAndPool:
             "avgProcessingMs",
         }
         assert health["pool"]["avgProcessingMs"] == 0
+
+    async def test_queues_show_the_high_lanes_and_their_backlog(self, aws_endpoint: str) -> None:
+        """With high queues configured, GET /queues shows each beside its queue, paused with
+        it, and a backlog on a high queue alone makes the service overloaded."""
+        async with open_stack(aws_endpoint, with_task_queue=True, with_high_queues=True) as stack:
+            base, stop = await stack.serve_http(Mode.ORCHESTRATOR, OVERLOAD_BACKLOG="2")
+            await _sqs.send_batch(
+                stack.aws.sqs,
+                stack.urls.download_tasks_high_url,
+                ["one", "two", "three"],
+                policy=AWS_POLICY,
+            )
+            async with httpx.AsyncClient(base_url=base) as client:
+                view = (await client.get("/queues")).json()
+            stop.set()
+        assert view["downloadTasksHigh"]["visible"] == 3
+        assert view["downloadTasksHigh"]["paused"] is False
+        assert view["exportJobsHigh"]["visible"] == 0
+        assert view["downloadTasks"]["visible"] == 0
+        assert view["overloaded"] is True
 
     def test_overloaded_above_the_backlog(self) -> None:
         """Either queue's visible backlog over OVERLOAD_BACKLOG is overload; at it, not."""

@@ -104,17 +104,27 @@ class QueueDepths:
         export_jobs_url: str,
         download_tasks_url: str | None,
         *,
+        export_jobs_high_url: str | None = None,
+        download_tasks_high_url: str | None = None,
         max_age: float = MAX_AGE_SECONDS,
         policy: Backoff = AWS_POLICY,
     ) -> None:
         self._sqs = sqs
         self._queues = {"exportJobs": export_jobs_url, "downloadTasks": download_tasks_url}
+        # The high lanes' queues, only where configured (SQS_*_HIGH_URL).
+        for name, url in (
+            ("exportJobsHigh", export_jobs_high_url),
+            ("downloadTasksHigh", download_tasks_high_url),
+        ):
+            if url is not None:
+                self._queues[name] = url
         self._policy = policy
         self._dead_letter_urls: dict[str, str] = {}
         self._cache = SingleFlight(self._read, max_age)
 
     async def figures(self) -> dict[str, Depths | None]:
-        """``exportJobs`` and ``downloadTasks`` (None when not configured), each its depths."""
+        """``exportJobs`` and ``downloadTasks`` (None when not configured), each its depths,
+        and ``exportJobsHigh``/``downloadTasksHigh`` where a high lane is configured."""
         return await self._cache.get()
 
     async def _attributes(self, url: str, names: list[str]) -> dict[str, str]:

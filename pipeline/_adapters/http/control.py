@@ -15,7 +15,7 @@ one that did not end FAILED or CANCELLED 409.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,8 @@ from pipeline._errors import PipelineError, PoisonMessage
 __all__ = ["Control", "add_control_routes", "job_view", "overloaded"]
 
 _FINAL = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+# GET /queues's names of the queues, and the names pause and resume take.
+_PAUSE_NAMES = {"exportJobs": "export-jobs", "downloadTasks": "download-tasks"}
 
 
 @attrs.frozen
@@ -52,6 +54,8 @@ class Control:
     overload_backlog: int
     # Where POST /jobs sends a high job; None: to export_jobs_url like the rest.
     export_jobs_high_url: str | None = None
+    # The download-task queue's high lane, shown by GET /queues when configured.
+    download_tasks_high_url: str | None = None
     # This process's own work on an export stops at once on a cancel taken
     # here, and forgets it on a retry (other processes see the job item).
     on_cancel: Callable[[str], None] = lambda export_id: None
@@ -106,7 +110,7 @@ def job_view(job: JobItem, now: datetime) -> dict[str, Any]:
     return view
 
 
-def overloaded(views: list[dict[str, int] | None], backlog: int) -> bool:
+def overloaded(views: Iterable[Mapping[str, int] | None], backlog: int) -> bool:
     """Whether any queue's visible backlog is over ``backlog`` (OVERLOAD_BACKLOG)."""
     return any(view["visible"] > backlog for view in views if view is not None)
 
@@ -171,21 +175,26 @@ def add_control_routes(app: QuartTrio, control: Control) -> QueueDepths:
         return answered(answer, 202)
 
     # The figures may be 5 s old (contract 7): any number of callers, bounded SQS cost.
-    depths = QueueDepths(control.sqs, control.export_jobs_url, control.download_tasks_url)
+    depths = QueueDepths(
+        control.sqs,
+        control.export_jobs_url,
+        control.download_tasks_url,
+        export_jobs_high_url=control.export_jobs_high_url,
+        download_tasks_high_url=control.download_tasks_high_url,
+    )
 
     @app.get("/queues")
     async def queues() -> tuple[dict[str, Any], int]:
         found = await depths.figures()
-        tasks = found["downloadTasks"]
-        body: dict[str, Any] = {
-            "exportJobs": found["exportJobs"],
-            "downloadTasks": tasks,
-            "overloaded": overloaded([found["exportJobs"], tasks], control.overload_backlog),
-        }
+        # A high lane's queue is shown beside its queue, paused with it, and
+        # its backlog counts towards overloaded like the queue's own.
+        busy = overloaded(found.values(), control.overload_backlog)
+        body: dict[str, Any] = {**found, "overloaded": busy}
         paused = control.paused()
-        for name, queue in (("exportJobs", "export-jobs"), ("downloadTasks", "download-tasks")):
-            if body[name] is not None:
-                body[name] = {**body[name], "paused": paused.get(queue, False)}
+        for name, figures in found.items():
+            if figures is not None:
+                queue = _PAUSE_NAMES[name.removesuffix("High")]
+                body[name] = {**figures, "paused": paused.get(queue, False)}
         return body, 200
 
     @app.errorhandler(PipelineError)
