@@ -14,6 +14,12 @@ A backend that is still starting (compose starts moto and this together) is
 waited for, up to ``--wait`` seconds, instead of failing at the first refused
 connection. A missing or bad variable prints one line and exits 2, like the
 service; a resource that cannot be made exits 1.
+
+``--backfill-index``, the step after an upgrade that brought the jobs
+table's status index, also gives the summary items an earlier version wrote
+their ``jobStatus`` (:func:`pipeline._adapters.aws.statusbackfill.backfill_status_index`),
+so ``GET /jobs`` and ``POST /jobs/retry`` find old jobs too. It prints how
+many items it scanned and updated; a second run updates none.
 """
 
 from __future__ import annotations
@@ -21,18 +27,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import attrs
 import trio
 
-from pipeline._adapters.aws.clients import open_aws_clients
+from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
+from pipeline._adapters.aws.statusbackfill import Backfilled, backfill_status_index
 from pipeline._config import ConfigError, Settings
 from pipeline._errors import AwsRejected, PipelineError
 from pipeline.ops.provisioning import ProvisionedUrls, provision
 
-__all__ = ["ProvisionRequest", "main", "request_from_env", "run"]
+__all__ = ["ProvisionRequest", "backfill", "main", "request_from_env", "run"]
+
+T = TypeVar("T")
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -114,24 +124,43 @@ async def run(
     Raises the last :class:`PipelineError` when the time is up, or at once
     when AWS refuses for good (a name owned by someone else, no access).
     """
+
+    async def work(aws: AwsClients) -> ProvisionedUrls:
+        return await provision(
+            aws,
+            bucket=request.bucket,
+            metadata_table=request.metadata_table,
+            jobs_table=request.jobs_table,
+            export_jobs_queue=request.export_jobs_queue,
+            download_tasks_queue=request.download_tasks_queue,
+            export_jobs_high_queue=request.export_jobs_high_queue,
+            download_tasks_high_queue=request.download_tasks_high_queue,
+            visibility_timeout=visibility_timeout,
+            max_receive_count=max_receive_count,
+        )
+
+    return await _when_ready(request, work, wait_seconds)
+
+
+async def backfill(request: ProvisionRequest, *, wait_seconds: float = 60.0) -> Backfilled:
+    """Give old summary items ``jobStatus``, waiting for the backend as :func:`run` does."""
+
+    async def work(aws: AwsClients) -> Backfilled:
+        return await backfill_status_index(aws.dynamodb, request.jobs_table)
+
+    return await _when_ready(request, work, wait_seconds)
+
+
+async def _when_ready(
+    request: ProvisionRequest, work: Callable[[AwsClients], Awaitable[T]], wait_seconds: float
+) -> T:
     deadline = trio.current_time() + wait_seconds
     while True:
         try:
             async with open_aws_clients(
                 region=request.region, endpoint_url=request.endpoint_url, pool_size=2
             ) as aws:
-                return await provision(
-                    aws,
-                    bucket=request.bucket,
-                    metadata_table=request.metadata_table,
-                    jobs_table=request.jobs_table,
-                    export_jobs_queue=request.export_jobs_queue,
-                    download_tasks_queue=request.download_tasks_queue,
-                    export_jobs_high_queue=request.export_jobs_high_queue,
-                    download_tasks_high_queue=request.download_tasks_high_queue,
-                    visibility_timeout=visibility_timeout,
-                    max_receive_count=max_receive_count,
-                )
+                return await work(aws)
         except PipelineError as err:
             # "Retries exhausted" on connection trouble is what a backend
             # still starting looks like; a refusal with a code is final.
@@ -163,6 +192,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--wait", type=float, default=60.0, help="how long to wait for the backend, s"
     )
+    parser.add_argument(
+        "--backfill-index",
+        action="store_true",
+        help="after provisioning, give job items written before the status index their "
+        "jobStatus (once, after an upgrade; safe to repeat)",
+    )
     return parser
 
 
@@ -183,6 +218,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 wait_seconds=args.wait,
             )
         )
+        done = (
+            trio.run(lambda: backfill(request, wait_seconds=args.wait))
+            if args.backfill_index
+            else None
+        )
     except (PipelineError, ValueError) as err:
         print(f"pipeline.ops.provision: failed: {err}", file=sys.stderr)
         return EXIT_FAILED
@@ -196,6 +236,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     ):
         if url is not None:
             print(f"queue {url} (dead letters: {dlq})")
+    if done is not None:
+        print(
+            f"backfill {request.jobs_table}: scanned {done.scanned} items, "
+            f"updated {done.updated} of {done.missing} jobs without jobStatus"
+            f" ({done.raced} changed meanwhile by the service)"
+        )
     return 0
 
 
