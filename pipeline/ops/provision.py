@@ -15,11 +15,14 @@ waited for, up to ``--wait`` seconds, instead of failing at the first refused
 connection. A missing or bad variable prints one line and exits 2, like the
 service; a resource that cannot be made exits 1.
 
-``--backfill-index``, the step after an upgrade that brought the jobs
-table's status index, also gives the summary items an earlier version wrote
-their ``jobStatus`` (:func:`pipeline._adapters.aws.statusbackfill.backfill_status_index`),
-so ``GET /jobs`` and ``POST /jobs/retry`` find old jobs too. It prints how
-many items it scanned and updated; a second run updates none.
+``--backfill-index``, instead of provisioning, is the one-time step after an
+upgrade that brought the jobs table's status index: it gives the summary
+items an earlier version wrote their ``jobStatus``
+(:func:`pipeline._adapters.aws.statusbackfill.backfill_status_index`), so
+``GET /jobs`` and ``POST /jobs/retry`` find old jobs too. It creates nothing
+(on AWS the stack owns the resources, and the task roles may not create
+them), prints how many items it scanned and updated, and a second run
+updates none.
 """
 
 from __future__ import annotations
@@ -195,8 +198,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backfill-index",
         action="store_true",
-        help="after provisioning, give job items written before the status index their "
-        "jobStatus (once, after an upgrade; safe to repeat)",
+        help="instead of provisioning, give job items written before the status index "
+        "their jobStatus (once, after an upgrade; safe to repeat)",
     )
     return parser
 
@@ -209,6 +212,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as err:
         print(f"pipeline.ops.provision: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.backfill_index:
+        return _backfill_main(request, args.wait)
     try:
         urls = trio.run(
             lambda: run(
@@ -217,11 +222,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 max_receive_count=args.max_receive_count,
                 wait_seconds=args.wait,
             )
-        )
-        done = (
-            trio.run(lambda: backfill(request, wait_seconds=args.wait))
-            if args.backfill_index
-            else None
         )
     except (PipelineError, ValueError) as err:
         print(f"pipeline.ops.provision: failed: {err}", file=sys.stderr)
@@ -236,12 +236,20 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     ):
         if url is not None:
             print(f"queue {url} (dead letters: {dlq})")
-    if done is not None:
-        print(
-            f"backfill {request.jobs_table}: scanned {done.scanned} items, "
-            f"updated {done.updated} of {done.missing} jobs without jobStatus"
-            f" ({done.raced} changed meanwhile by the service)"
-        )
+    return 0
+
+
+def _backfill_main(request: ProvisionRequest, wait_seconds: float) -> int:
+    try:
+        done = trio.run(lambda: backfill(request, wait_seconds=wait_seconds))
+    except PipelineError as err:
+        print(f"pipeline.ops.provision: backfill failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"backfill {request.jobs_table}: scanned {done.scanned} items, "
+        f"updated {done.updated} of {done.missing} jobs without jobStatus "
+        f"({done.raced} changed meanwhile by the service)"
+    )
     return 0
 
 
