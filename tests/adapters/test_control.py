@@ -16,27 +16,10 @@ from pipeline._config import Mode
 from pipeline._core.accounting import JobStatus, JobSummary
 from pipeline._core.backoff import AWS_POLICY
 from pipeline.testing.demo import build_zip, metadata_for
-from pipeline.testing.moto import free_port
-from tests.support.stack import Stack, open_stack
+from tests.support.stack import open_stack
 
 ADMIN = "admin-token-5678"
 ENTRIES = [("a.txt", b"alpha"), ("b.txt", b"beta")]
-
-
-async def _service(stack: Stack, **overrides: str) -> tuple[str, trio.Event]:
-    """Start the service with its HTTP side on a free port; its base URL and stop event."""
-    port = free_port()
-    stop = await stack.run_service(HEALTH_PORT=str(port), **overrides)
-    base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as client:
-        with trio.fail_after(30):
-            while True:
-                try:
-                    if (await client.get(f"{base}/health")).status_code == 200:
-                        return base, stop
-                except httpx.TransportError:
-                    pass
-                await trio.sleep(0.1)
 
 
 class TestJobs:
@@ -45,7 +28,7 @@ class TestJobs:
         async with open_stack(aws_endpoint) as stack:
             stack.simulator.add_export("exp-ctl", [("p.zip", build_zip(ENTRIES))])
             await stack.seed("exp-ctl", metadata_for(ENTRIES))
-            base, stop = await _service(stack, ADMIN_TOKEN=ADMIN)
+            base, stop = await stack.serve_http(ADMIN_TOKEN=ADMIN)
             async with httpx.AsyncClient(base_url=base) as client:
                 body = json.dumps({"exportIds": ["exp-ctl"], "correlationId": "c-ctl"})
                 auth = {"Authorization": f"Bearer {ADMIN}"}
@@ -66,7 +49,7 @@ class TestJobs:
         to the high export-job queue (where the service parks it until its time); a bad
         priority is 400."""
         async with open_stack(aws_endpoint, with_high_queues=True) as stack:
-            base, stop = await _service(stack, ADMIN_TOKEN=ADMIN)
+            base, stop = await stack.serve_http(ADMIN_TOKEN=ADMIN)
             auth = {"Authorization": f"Bearer {ADMIN}"}
             document = {
                 "exportIds": ["exp-hi"],
@@ -105,7 +88,7 @@ class TestJobs:
     async def test_unknown_export_is_404(self, aws_endpoint: str) -> None:
         """GET /jobs/{id} of an export never seen answers 404."""
         async with open_stack(aws_endpoint) as stack:
-            base, stop = await _service(stack)
+            base, stop = await stack.serve_http()
             async with httpx.AsyncClient(base_url=base) as client:
                 answer = await client.get("/jobs/exp-nobody")
             stop.set()
@@ -118,7 +101,7 @@ class TestJobs:
         changes = ["/jobs", "/jobs/exp-x/cancel", "/jobs/exp-x/retry"]
         # One stack for both services: the one without ADMIN_TOKEN changes nothing.
         async with open_stack(aws_endpoint) as stack:
-            base, stop = await _service(stack)
+            base, stop = await stack.serve_http()
             async with httpx.AsyncClient(base_url=base) as client:
                 off = [
                     (await client.post(path, content=body, headers={"Authorization": "Bearer x"}))
@@ -128,7 +111,7 @@ class TestJobs:
             await stack.jobs.begin_job("exp-done", "c", JobStatus.RUNNING)
             await stack.jobs.finish_job("exp-done", JobStatus.COMPLETED, None, None)
             await stack.jobs.begin_job("exp-busy", "c", JobStatus.RUNNING)
-            base, stop = await _service(stack, ADMIN_TOKEN=ADMIN)
+            base, stop = await stack.serve_http(ADMIN_TOKEN=ADMIN)
             auth = {"Authorization": f"Bearer {ADMIN}"}
             async with httpx.AsyncClient(base_url=base) as client:
                 wrong = [
@@ -157,7 +140,7 @@ class TestQueuesAndPool:
     async def test_queues_and_health_say_what_they_promise(self, aws_endpoint: str) -> None:
         """GET /queues gives each queue's depths; GET /health the mode and the pool's figures."""
         async with open_stack(aws_endpoint) as stack:
-            base, stop = await _service(stack)
+            base, stop = await stack.serve_http()
             async with httpx.AsyncClient(base_url=base) as client:
                 view = (await client.get("/queues")).json()
                 health = (await client.get("/health")).json()
@@ -269,7 +252,7 @@ class TestMetrics:
             files = [("p1.zip", build_zip(ENTRIES)), ("p2.zip", build_zip([("c.txt", b"gamma")]))]
             stack.simulator.add_export("exp-metrics", files)
             await stack.seed("exp-metrics", metadata_for(ENTRIES))
-            base, stop = await _service(stack)
+            base, stop = await stack.serve_http()
             await stack.send_job(["exp-metrics"])
             job = await stack.wait_final("exp-metrics")
             async with httpx.AsyncClient(base_url=base) as client:

@@ -26,7 +26,7 @@ from quart_trio import QuartTrio
 from pipeline._adapters.aws import sqs
 from pipeline._adapters.aws.clients import AwsClient
 from pipeline._adapters.aws.jobcontrol import Answer, Verdict, cancel_job, retry_job
-from pipeline._adapters.aws.jobitems import JobItem, converter, format_time, utc_now
+from pipeline._adapters.aws.jobitems import JobItem, job_document, utc_now
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.aws.queuedepths import QueueDepths
 from pipeline._adapters.http.auth import Refusal, refusal
@@ -74,19 +74,9 @@ def job_view(job: JobItem, now: datetime) -> dict[str, Any]:
     null until a file finished.
     """
     summary = job.summary
-    view: dict[str, Any] = {
-        "exportId": job.export_id,
-        "status": job.status.value,
-        **converter.unstructure(summary),
-        "correlationId": job.correlation_id,
-        "createdAt": format_time(job.created_at),
-        "updatedAt": format_time(job.updated_at),
-    }
+    view = job_document(job)
     if job.bytes_total is not None:
-        view["bytesTotal"] = job.bytes_total
         view["bytesFinished"] = job.bytes_finished
-    if job.error is not None:
-        view["error"] = job.error
     finished, total = summary.files_finished, summary.files_total
     share = 0.0
     if job.listing_done and total > 0:
