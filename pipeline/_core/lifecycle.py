@@ -168,22 +168,9 @@ def pending(
     A WAITING job within :func:`waited_seconds` is not written at all (a poll
     every 30 s for hours costs no writes).
     """
-    if (skip := admit(job, generation)) is not None:
-        return skip
-    if job is None or job.status is JobStatus.FAILED:
-        return _start(job, JobStatus.WAITING, correlation_id, now)
-    if job.status is JobStatus.RUNNING:
-        # READY a moment ago, PENDING now: the export is being prepared again.
-        return Change(
-            _seen(job),
-            JobStatus.WAITING,
-            job.generation,
-            now,
-            job.status,
-            correlation_id=correlation_id,
-            waiting_since=now,
-            listed=False,
-        )
+    if (held := _wait(job, generation, correlation_id, now)) is not None:
+        return held
+    assert job is not None  # _wait answered for a new job
     waited = waited_seconds(job, now)
     if waited > max_wait_seconds:
         limit = int(max_wait_seconds)
@@ -200,6 +187,21 @@ def delayed(
     As :func:`pending`, without the limit on waiting (the start time is the
     sender's to choose); a WAITING job is not written again.
     """
+    if (held := _wait(job, generation, correlation_id, now)) is not None:
+        return held
+    assert job is not None  # _wait answered for a new job
+    return Stay("export waits for its start time", waited=waited_seconds(job, now))
+
+
+def _wait(
+    job: SeenJob | None, generation: int | None, correlation_id: str, now: datetime
+) -> Change | Skip | None:
+    """What a delivery that must wait (PENDING, or before ``notBefore``) writes, if anything.
+
+    A new or FAILED job starts WAITING; a RUNNING one goes back to WAITING
+    (READY a moment ago, not ready now: the export is being prepared again).
+    ``None``: the job already waits, and the caller decides whether it still may.
+    """
     if (skip := admit(job, generation)) is not None:
         return skip
     if job is None or job.status is JobStatus.FAILED:
@@ -215,7 +217,7 @@ def delayed(
             waiting_since=now,
             listed=False,
         )
-    return Stay("export waits for its start time", waited=waited_seconds(job, now))
+    return None
 
 
 def waited_seconds(job: SeenJob, now: datetime) -> float:
