@@ -77,58 +77,48 @@ def _limit(raw: str) -> int | None:
 def add_dlq_routes(app: QuartTrio, access: DeadLetterAccess) -> None:
     """Serve the dead-letter calls on ``app``."""
 
-    def queue_url(queue: str) -> str | None:
-        return access.queue_urls.get(queue)
-
-    def unknown(queue: str) -> tuple[dict[str, Any], int]:
-        known = ", ".join(sorted(access.queue_urls))
-        return {"error": f"no queue {queue!r} here (queues: {known})"}, 404
-
-    @app.get("/dlq/<queue>")
-    async def look(queue: str) -> Answer:
+    def target(queue: str) -> str | Answer:
+        """The queue's URL, or the answer that refuses the call (token, unknown queue)."""
         refused = refusal(access.admin_token)
         if refused is not None:
             return refused
-        url = queue_url(queue)
+        url = access.queue_urls.get(queue)
         if url is None:
-            return unknown(queue)
-        try:
-            messages = await deadletters.look(access.sqs, url)
-        except NoDeadLetterQueue as err:
-            return {"error": str(err)}, 404
+            known = ", ".join(sorted(access.queue_urls))
+            return {"error": f"no queue {queue!r} here (queues: {known})"}, 404
+        return url
+
+    @app.errorhandler(NoDeadLetterQueue)
+    async def no_dead_letter_queue(err: NoDeadLetterQueue) -> Answer:
+        return {"error": str(err)}, 404
+
+    @app.get("/dlq/<queue>")
+    async def look(queue: str) -> Answer:
+        url = target(queue)
+        if not isinstance(url, str):
+            return url
+        messages = await deadletters.look(access.sqs, url)
         return {"messages": [dead_letter_view(message) for message in messages]}, 200
 
     @app.post("/dlq/<queue>/redrive")
     async def redrive(queue: str) -> Answer:
-        refused = refusal(access.admin_token)
-        if refused is not None:
-            return refused
-        url = queue_url(queue)
-        if url is None:
-            return unknown(queue)
+        url = target(queue)
+        if not isinstance(url, str):
+            return url
         raw = await request.get_data()
         try:
             limit = _limit(raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw)
         except ValueError as err:
             return {"error": str(err)}, 400
-        try:
-            done = await deadletters.redrive(access.sqs, queue, url, limit=limit)
-        except NoDeadLetterQueue as err:
-            return {"error": str(err)}, 404
+        done = await deadletters.redrive(access.sqs, queue, url, limit=limit)
         return {"moved": len(done.moved), "kept": len(done.kept)}, 200
 
     @app.delete("/dlq/<queue>/<message_id>")
     async def delete(queue: str, message_id: str) -> Answer | tuple[str, int]:
-        refused = refusal(access.admin_token)
-        if refused is not None:
-            return refused
-        url = queue_url(queue)
-        if url is None:
-            return unknown(queue)
-        try:
-            deleted = await deadletters.delete_dead_letter(access.sqs, url, message_id)
-        except NoDeadLetterQueue as err:
-            return {"error": str(err)}, 404
+        url = target(queue)
+        if not isinstance(url, str):
+            return url
+        deleted = await deadletters.delete_dead_letter(access.sqs, url, message_id)
         if not deleted:
             return {"error": f"no message {message_id!r} in the dead-letter queue"}, 404
         return "", 204
