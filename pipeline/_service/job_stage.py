@@ -105,13 +105,14 @@ async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -
     message = delivery.message
     job: ExportJob | None = None
     poison = ""
+    context: dict[str, str] = {}
     try:
         job = decode_export_job(message.body)
     except PoisonMessage as err:
         poison = str(err)
-    # A poison line carries the correlation ID the sender stated (and printed).
-    stated = job.correlation_id if job is not None else stated_correlation_id(message.body)
-    context = {"correlationId": stated} if stated else {}
+        # The poison line carries the correlation ID the sender stated (and printed).
+        if stated := stated_correlation_id(message.body):
+            context["correlationId"] = stated
     with bound(messageId=message.message_id, stage="jobs", **context):
         async with working(
             delivery, slots=stage.slots, dead_letter_url=stage.dead_letter_url
@@ -125,26 +126,27 @@ async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -
 
 async def _process_message(job: ExportJob, deps: Deps, stage: JobStageDeps) -> None:
     """Do a message's work: each of its exports, and those to send again."""
-    log.info("export job received", exportIds=list(job.export_ids))
-    # Still pending: each export's run, to name in the hand-back.
-    pending: dict[str, int | None] = {}
-    # Exports whose Export API calls ran out of attempts: they come again
-    # in seconds, kept in SQS by the intake gate while the API is down.
-    later: dict[str, int | None] = {}
-    limiter = trio.CapacityLimiter(EXPORTS_AT_ONCE)
-    async with trio.open_nursery() as nursery:
-        for export_id in job.export_ids:
-            nursery.start_soon(
-                _run_export_logged, export_id, job, deps, stage, (pending, later), limiter
-            )
-    if pending:
-        wait = deps.settings.export_poll_interval_seconds
-        if (left := _left_to_wait(job)) > 0:
-            # Parked until notBefore: back when its time has come.
-            wait = math.ceil(left)
-        await _send_again(pending, job, deps, stage, int(min(wait, MAX_SQS_DELAY)))
-    if later:
-        await _send_again(later, job, deps, stage, OUTAGE_HAND_BACK_SECONDS[1])
+    with bound(correlationId=job.correlation_id):
+        log.info("export job received", exportIds=list(job.export_ids))
+        # Still pending: each export's run, to name in the hand-back.
+        pending: dict[str, int | None] = {}
+        # Exports whose Export API calls ran out of attempts: they come again
+        # in seconds, kept in SQS by the intake gate while the API is down.
+        later: dict[str, int | None] = {}
+        limiter = trio.CapacityLimiter(EXPORTS_AT_ONCE)
+        async with trio.open_nursery() as nursery:
+            for export_id in job.export_ids:
+                nursery.start_soon(
+                    _run_export_logged, export_id, job, deps, stage, (pending, later), limiter
+                )
+        if pending:
+            wait = deps.settings.export_poll_interval_seconds
+            if (left := _left_to_wait(job)) > 0:
+                # Parked until notBefore: back when its time has come.
+                wait = math.ceil(left)
+            await _send_again(pending, job, deps, stage, int(min(wait, MAX_SQS_DELAY)))
+        if later:
+            await _send_again(later, job, deps, stage, OUTAGE_HAND_BACK_SECONDS[1])
 
 
 async def _send_again(
