@@ -51,7 +51,6 @@ from pipeline._errors import (
     PermanentError,
     TransientError,
     describe,
-    is_bug,
 )
 from pipeline._logging import bound
 from pipeline._service.deps import Deps
@@ -59,8 +58,9 @@ from pipeline._service.dispatch import FileTask
 from pipeline._service.entry_groups import read_entries
 from pipeline._service.finalize import finalize_if_done
 from pipeline._service.inflate import read_zip
-from pipeline._service.outage import dependency_down, hand_back_soon, outlived_max_wait
+from pipeline._service.outage import outlived_max_wait
 from pipeline._service.receiver import Slots
+from pipeline._service.work import working
 
 __all__ = ["process_file", "run_file_workers"]
 
@@ -118,19 +118,14 @@ async def _file_worker(
 async def _run_file_task(file_task: FileTask, deps: Deps, slots: Slots | None) -> bool | None:
     """Process one file task; whether its file is done (True) or failed for good (False),
     None when it was not recorded here (handed back, or recorded before)."""
-    task, lease, keeper = file_task.task, file_task.lease, file_task.keeper
+    task = file_task.task
     outcome: bool | None = None
-    # The file's result is stored (by this delivery or an earlier one)...
+    # The file's result is stored (by this delivery or an earlier one).
     recorded = False
-    # ...and whether that finished the job was checked after it.
-    settled = False
-    failure: Exception | None = None
-    try:
-        with trio.CancelScope() as scope:
-            if lease is not None:
-                lease.scope = scope
-                if lease.lost:
-                    return None
+    # A file from the download-task queue holds a lease and one of its slots;
+    # a file listed here for this process's workers holds neither.
+    async with working(file_task.lease, slots=slots) as work:
+        try:
             state = None
             if not file_task.listed_unrecorded:
                 # From the queue: may be a duplicate, come late, or belong to
@@ -149,29 +144,12 @@ async def _run_file_task(file_task: FileTask, deps: Deps, slots: Slots | None) -
                     # Apart from the record: if this fails, the redelivery finds the
                     # result recorded and only checks again, without redoing the file.
                     await finalize_if_done(deps, task.export_id)
-                settled = True
             if guard.cancelled_caught:  # the message goes; nothing is recorded
                 log.info("file stopped: its export is cancelled")
-                settled = True
-    except Exception as err:
-        failure = err
-        what = "job not checked after the file" if recorded else "file result not recorded"
-        log.error(f"{what}; will be tried again", error=describe(err), exc_info=is_bug(err))
-    finally:
-        if file_task.outstanding is not None:
-            file_task.outstanding.done(recorded=recorded)
-        # A file from the download-task queue holds a lease and one of its slots.
-        if lease is not None and keeper is not None:
-            if slots is not None:
-                slots.give_back(lane=keeper.lane)
-            if settled:
-                await keeper.complete(lease)
-            elif failure is not None and dependency_down(failure):
-                await hand_back_soon(keeper, lease, describe(failure))
-            elif failure is not None:
-                await keeper.retry_later(lease)
-            else:
-                await keeper.hand_back([lease])
+            work.done()
+        finally:
+            if file_task.outstanding is not None:
+                file_task.outstanding.done(recorded=recorded)
     return outcome if recorded else None
 
 

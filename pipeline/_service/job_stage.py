@@ -17,9 +17,10 @@ read here (a message of an older run of the job does nothing); this stage
 does the I/O around it.
 
 The message is deleted once all its work is done (all mode: its files are
-processed; orchestrator mode: its files are queued). If its work is cancelled
-(shutdown, or its lease was lost), it is handed back instead and redelivered
-at once; the job store makes the second run cheap and exact.
+processed; orchestrator mode: its files are queued): the stage says so to
+``working`` (work.py), which ends the message. If its work is cancelled at
+shutdown, it is handed back instead and redelivered at once; the job store
+makes the second run cheap and exact.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pipeline._adapters.aws.jobstore import JobItem
 from pipeline._adapters.exportapi import ExportFile
 from pipeline._core import lifecycle
 from pipeline._core.accounting import JobStatus
+from pipeline._core.ending import OUTAGE_HAND_BACK_SECONDS
 from pipeline._core.lifecycle import Change, Decision, Refuse, Skip, Stay
 from pipeline._core.messages import (
     DownloadTask,
@@ -52,21 +54,15 @@ from pipeline._errors import (
     FilesUnrecorded,
     PermanentError,
     PoisonMessage,
-    describe,
-    is_bug,
 )
 from pipeline._logging import bound
 from pipeline._service.deps import Deps
 from pipeline._service.dispatch import FileDispatch, Outstanding
 from pipeline._service.finalize import finalize_if_done
 from pipeline._service.lease import Delivery, LeaseKeeper
-from pipeline._service.outage import (
-    OUTAGE_HAND_BACK_SECONDS,
-    dependency_down,
-    hand_back_soon,
-    outlived_max_wait,
-)
+from pipeline._service.outage import outlived_max_wait
 from pipeline._service.receiver import Slots
+from pipeline._service.work import working
 
 __all__ = ["EXPORTS_AT_ONCE", "JobStageDeps", "run_job_stage"]
 
@@ -106,50 +102,30 @@ async def run_job_stage(
 
 
 async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -> None:
-    message, lease = delivery.message, delivery.lease
-    delete = failed = down = False
-    error = ""
+    message = delivery.message
+    job: ExportJob | None = None
+    poison = ""
+    context: dict[str, str] = {}
     try:
-        with trio.CancelScope() as scope, bound(messageId=message.message_id, stage="jobs"):
-            lease.scope = scope
-            if lease.lost:
-                return
-            delete = await _process_message(delivery, deps, stage)
-    except Exception as err:
-        # One message never takes the service down: hand it back, to come again
-        # later (and its redrive policy ends a message that always fails).
-        failed = True
-        down, error = dependency_down(err), describe(err)
-        log.error(
-            "message handed back after an error",
-            messageId=message.message_id,
-            error=describe(err),
-            exc_info=is_bug(err),
-        )
-    finally:
-        stage.slots.give_back(lane=stage.keeper.lane)
-        if delete:
-            await stage.keeper.complete(lease)
-        elif down:
-            await hand_back_soon(stage.keeper, lease, error)
-        elif failed:
-            await stage.keeper.retry_later(lease)
-        else:
-            await stage.keeper.hand_back([lease])
-
-
-async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -> bool:
-    """Do a message's work; returns whether the message is done with (to delete)."""
-    try:
-        job = decode_export_job(delivery.message.body)
+        job = decode_export_job(message.body)
     except PoisonMessage as err:
-        # The keeper releases the lease itself; the caller's release is a no-op.
-        lease, body = delivery.lease, delivery.message.body
+        poison = str(err)
         # The poison line carries the correlation ID the sender stated (and printed).
-        stated = stated_correlation_id(body)
-        with bound(**({"correlationId": stated} if stated else {})):
-            await stage.keeper.dead_letter(lease, body, str(err), stage.dead_letter_url)
-        return False
+        if stated := stated_correlation_id(message.body):
+            context["correlationId"] = stated
+    with bound(messageId=message.message_id, stage="jobs", **context):
+        async with working(
+            delivery, slots=stage.slots, dead_letter_url=stage.dead_letter_url
+        ) as work:
+            if job is None:
+                work.poison(poison)
+                return
+            await _process_message(job, deps, stage)
+            work.done()
+
+
+async def _process_message(job: ExportJob, deps: Deps, stage: JobStageDeps) -> None:
+    """Do a message's work: each of its exports, and those to send again."""
     with bound(correlationId=job.correlation_id):
         log.info("export job received", exportIds=list(job.export_ids))
         # Still pending: each export's run, to name in the hand-back.
@@ -171,7 +147,6 @@ async def _process_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) 
             await _send_again(pending, job, deps, stage, int(min(wait, MAX_SQS_DELAY)))
         if later:
             await _send_again(later, job, deps, stage, OUTAGE_HAND_BACK_SECONDS[1])
-    return True
 
 
 async def _send_again(

@@ -12,15 +12,17 @@ Each lease guards a cancel scope: the work of that message. When an extension
 fails because the receipt handle is gone (someone else owns the message now),
 the keeper cancels that scope instead of letting two workers race.
 
-Releasing a lease either deletes the message (the work is done; messages
-completed within a moment of each other go in one ``DeleteMessageBatch``) or
-hands it back. At shutdown it is handed back with visibility 0, delivered again at once
-to a process that is not stopping. After a failure of our own (AWS down past
-its retries) it is handed back with a delay that grows with its deliveries
-(:func:`~pipeline._core.backoff.redelivery_delay`), so an outage costs a few
-deliveries spread over its length, not a fast loop into the dead-letter queue.
-Both run shielded with their own short deadline: cleanup that must happen
-even while cancelled.
+How a message ends is decided once, in :func:`pipeline._core.ending.decide`,
+from what its stage said and how its work stopped; ``_service/work.py`` runs
+the work and asks :meth:`LeaseKeeper.end` to carry the ending out. Releasing a
+lease either deletes the message (the work is done; messages completed within
+a moment of each other go in one ``DeleteMessageBatch``), dead-letters it, or
+hands it back: with visibility 0 at shutdown, delivered again at once to a
+process that is not stopping; after a dependency's outage in a few seconds;
+after a failure of our own (AWS down past its retries) with a delay that
+grows with its deliveries, so an outage costs a few deliveries spread over its
+length, not a fast loop into the dead-letter queue. Each runs shielded with
+its own short deadline: cleanup that must happen even while cancelled.
 
 SQS never keeps a message invisible for more than 12 hours after it was
 received: extensions and hand-back delays are capped to what is left of that.
@@ -37,7 +39,9 @@ import trio
 
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.queues import Queues
-from pipeline._core.backoff import Backoff, redelivery_delay
+from pipeline._core import ending as _ending
+from pipeline._core.backoff import Backoff
+from pipeline._core.ending import DeadLetter, Delete, Ending, HandBack, Said, Stopped, Why
 from pipeline._core.lanes import Priority
 from pipeline._errors import PipelineError
 from pipeline._service.metrics import ServiceMetrics
@@ -72,6 +76,9 @@ class Lease:
     message_id: str
     receipt_handle: str
     expires_at: float
+    # Who keeps it, and so ends it.
+    keeper: LeaseKeeper = attrs.field(repr=False)
+    # The work's scope, cancelled if the lease is lost (see LeaseKeeper.guard).
     scope: trio.CancelScope | None = None
     lost: bool = False
     # Deleted, handed back or dead-lettered: any later release is a no-op.
@@ -135,6 +142,7 @@ class LeaseKeeper:
             message_id=message.message_id,
             receipt_handle=message.receipt_handle,
             expires_at=now + self.visibility_timeout,
+            keeper=self,
             scope=scope,
             receive_count=message.receive_count,
             received_at=now,
@@ -221,23 +229,64 @@ class LeaseKeeper:
             log.info("handing back messages whose work never started", count=len(remaining))
             await self.hand_back(remaining)
 
-    async def retry_later(self, lease: Lease, rng: random.Random | None = None) -> None:
-        """Our side failed: hand the message back with a delay that grows per delivery."""
-        draw = (rng or self._rng).random()
-        lease.hand_back_delay = self._capped(lease, redelivery_delay(lease.receive_count, draw))
-        log.info(
-            "message handed back to be tried again later",
-            message_id=lease.message_id,
-            delay_seconds=lease.hand_back_delay,
-            deliveries=lease.receive_count,
-        )
-        await self.hand_back([lease])
-
     def _capped(self, lease: Lease, seconds: int) -> int:
         """``seconds``, or less when SQS's 12-hour limit for the message comes first."""
+        return max(0, min(seconds, self._time_left(lease)))
+
+    def _time_left(self, lease: Lease) -> int:
+        """Seconds the message may still be kept invisible (SQS's 12 hours, less a margin)."""
         held = trio.current_time() - lease.received_at
-        left = _sqs.MAX_VISIBILITY - LIMIT_MARGIN_SECONDS - int(held)
-        return max(0, min(seconds, left))
+        return _sqs.MAX_VISIBILITY - LIMIT_MARGIN_SECONDS - int(held)
+
+    def guard(self, lease: Lease, scope: trio.CancelScope) -> None:
+        """Cancel ``scope`` (the lease's work) if the lease is lost: now, or later."""
+        lease.scope = scope
+        if lease.lost:
+            scope.cancel()
+
+    def unguard(self, lease: Lease, scope: trio.CancelScope) -> None:
+        """``scope``'s work is over; a lease passed on may be guarding another's by now."""
+        if lease.scope is scope:
+            lease.scope = None
+
+    async def end(
+        self,
+        lease: Lease,
+        said: Said | None,
+        stopped: Stopped,
+        *,
+        body: str | None = None,
+        dead_letter_url: str | None = None,
+    ) -> Ending:
+        """End the message as :func:`~pipeline._core.ending.decide` says; the ending.
+
+        ``body`` is the message's, for a dead-letter copy.
+        """
+        ending = _ending.decide(
+            said,
+            stopped,
+            lost=lease.lost,
+            receive_count=lease.receive_count,
+            time_left=self._time_left(lease),
+            draw=self._rng.random(),
+            dead_letter_url=dead_letter_url,
+        )
+        if isinstance(ending, Delete):
+            await self.complete(lease)
+        elif isinstance(ending, HandBack):
+            lease.hand_back_delay = ending.delay
+            _log_hand_back(lease, ending)
+            await self.hand_back([lease])
+        elif isinstance(ending, DeadLetter):
+            if body is None:
+                msg = "a dead letter needs the message's body"
+                raise ValueError(msg)
+            try:
+                await self.dead_letter(lease, body, ending.reason, ending.queue_url)
+            finally:
+                # Cancelled before the copy was sent (shutdown): back at once.
+                await self.hand_back([lease])
+        return ending
 
     async def hand_back(self, leases: Iterable[Lease]) -> None:
         """Make messages visible again after their ``hand_back_delay`` (shielded, bounded)."""
@@ -265,22 +314,13 @@ class LeaseKeeper:
         else:
             log.info("messages handed back", count=len(pending))
 
-    async def dead_letter(
-        self, lease: Lease, body: str, reason: str, dead_letter_url: str | None
-    ) -> None:
+    async def dead_letter(self, lease: Lease, body: str, reason: str, dead_letter_url: str) -> None:
         """End a poison message: copy it to the DLQ and delete it, logged once.
 
         The copy carries ``reason`` as its :data:`~pipeline._adapters.aws.sqs.REASON_ATTRIBUTE`.
-
-        Without a DLQ the message is parked for the longest visibility SQS
-        allows, so the queue's redrive policy (if any) can take it; if the DLQ
-        cannot be reached, the message is handed back and tried again later.
+        If the DLQ cannot be reached, the message is handed back and tried again.
+        (Without a DLQ the message is parked instead: :func:`~pipeline._core.ending.decide`.)
         """
-        if dead_letter_url is None:
-            log.error("poison message; no dead-letter queue, parked", reason=reason)
-            lease.hand_back_delay = self._capped(lease, _sqs.MAX_VISIBILITY)
-            await self.hand_back([lease])
-            return
         try:
             # The reason travels with the message: GET /dlq/{queue} shows it.
             reason_tag = {_sqs.REASON_ATTRIBUTE: reason}
@@ -340,3 +380,20 @@ class LeaseKeeper:
         log.warning("lease lost; cancelling its work", message_id=lease.message_id)
         if lease.scope is not None:
             lease.scope.cancel()
+
+
+def _log_hand_back(lease: Lease, ending: HandBack) -> None:
+    """One line per hand-back, in the words of its reason."""
+    fields = {"message_id": lease.message_id, "delay_seconds": ending.delay}
+    if ending.why is Why.PARKED:
+        log.error("poison message; no dead-letter queue, parked", reason=ending.reason, **fields)
+    elif ending.why is Why.DEPENDENCY_DOWN:
+        log.info("message handed back until the dependency answers", **fields)
+    elif ending.why is Why.FAILED:
+        log.info(
+            "message handed back to be tried again later",
+            deliveries=lease.receive_count,
+            **fields,
+        )
+    elif ending.why is Why.UNSAID:
+        log.warning("message handed back: its work ended without a result", **fields)

@@ -1,9 +1,10 @@
 """The task stage: download-task messages become file tasks for the workers.
 
-Each delivery from the download-task queue is decoded; a valid one goes to the
-file workers with its lease (the worker deletes the message when the file's
-result is recorded, or hands it back). A body that cannot be decoded is poison:
-logged once, moved to the dead-letter queue, deleted here.
+Each delivery from the download-task queue is decoded; a valid one is passed
+on to the file workers with its lease and its slot (the worker's ``working``
+ends the message when the file's result is recorded, or hands it back). A body
+that cannot be decoded is poison: logged once, moved to the dead-letter queue,
+deleted here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pipeline._errors import PoisonMessage
 from pipeline._service.dispatch import FileTask
 from pipeline._service.lease import Delivery, LeaseKeeper
 from pipeline._service.receiver import Slots
+from pipeline._service.work import working
 
 __all__ = ["run_task_stage"]
 
@@ -32,16 +34,11 @@ async def run_task_stage(
     async with receive, send:
         task_status.started()
         async for delivery in receive:
-            try:
-                task = decode_download_task(delivery.message.body)
-            except PoisonMessage as err:
-                lease, body = delivery.lease, delivery.message.body
-                await keeper.dead_letter(lease, body, str(err), dead_letter_url)
-                slots.give_back(lane=keeper.lane)
-                continue
-            try:
+            async with working(delivery, slots=slots, dead_letter_url=dead_letter_url) as work:
+                try:
+                    task = decode_download_task(delivery.message.body)
+                except PoisonMessage as err:
+                    work.poison(str(err))
+                    continue
                 await send.send(FileTask(task=task, lease=delivery.lease, keeper=keeper))
-            except trio.Cancelled:
-                slots.give_back(lane=keeper.lane)
-                await keeper.hand_back([delivery.lease])
-                raise
+                work.passed_on()

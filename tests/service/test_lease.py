@@ -1,5 +1,7 @@
 """LeaseKeeper on a scripted SQS and trio's clock: heartbeats, lost leases, releasing.
 
+How a message's work ends (``working``, work.py) is tested in test_work.py.
+
 The queue is :class:`~tests.support.fakesqs.FakeSqs`: visibility timeouts and
 long polls count virtual seconds, so the tests assert when things happen
 (the heartbeat at 10 s, the cancel at the first refused extension) and take
@@ -302,24 +304,6 @@ class TestRelease:
         assert sqs.depth(url) == (3, 0)
 
 
-class TestRetryLater:
-    async def test_handed_back_after_our_failure_stays_away_a_while(
-        self, autojump_clock: trio.testing.MockClock
-    ) -> None:
-        """After our own failure the message is handed back invisible for 15-30 s, not at once."""
-        sqs = FakeSqs()
-        url, keeper, message = await one_held(sqs, visibility=30)
-        lease = keeper.hold(message)
-        start = trio.current_time()
-        await keeper.retry_later(lease)
-        assert 15 <= lease.hand_back_delay <= 30
-        assert sqs.depth(url) == (0, 1)
-        assert await received(sqs, url, wait=1) is None
-        while await received(sqs, url, wait=20) is None:
-            pass
-        assert trio.current_time() - start == pytest.approx(lease.hand_back_delay)
-
-
 class TestDeadLetter:
     async def test_poison_moves_once_and_later_releases_do_nothing(
         self, autojump_clock: trio.testing.MockClock
@@ -337,19 +321,6 @@ class TestDeadLetter:
         assert moved is not None
         assert moved.body == "not json"
         assert keeper.held == 0
-
-    async def test_without_a_dlq_the_message_is_parked(
-        self, autojump_clock: trio.testing.MockClock
-    ) -> None:
-        """With no DLQ the poison message stays invisible as long as SQS allows, not longer."""
-        sqs = FakeSqs()
-        url, keeper, message = await one_held(sqs, "not json")
-        lease = keeper.hold(message)
-        await keeper.dead_letter(lease, "not json", "body is not valid JSON", None)
-        limit = _sqs.MAX_VISIBILITY - LIMIT_MARGIN_SECONDS
-        assert limit - 5 <= lease.hand_back_delay <= limit
-        assert sqs.depth(url) == (0, 1)
-        assert await received(sqs, url, wait=1) is None
 
     async def test_unreachable_dlq_hands_the_message_back(
         self, autojump_clock: trio.testing.MockClock
