@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import trio
 
 from pipeline._adapters.aws import metadata as _metadata
-from pipeline._adapters.aws.clients import AwsClient
+from pipeline._adapters.aws.clienttypes import DynamoDbClient
 from pipeline._core.backoff import Backoff
 from pipeline._core.verdicts import MetadataItem
 from pipeline._core.zip.format import CentralEntry
@@ -38,7 +38,7 @@ class AheadLookup:
 
     def __init__(
         self,
-        dynamodb: AwsClient,
+        dynamodb: DynamoDbClient,
         table: str,
         export_id: str,
         entries: Iterable[CentralEntry],

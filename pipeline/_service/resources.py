@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 import httpx
 import trio
 
-from pipeline._adapters.aws.clients import AwsClient, open_aws_clients
+from pipeline._adapters.aws.clients import open_aws_clients
+from pipeline._adapters.aws.clienttypes import EventsClient
 from pipeline._adapters.aws.joboutbox import EventBus
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.exportapi import ExportApi, ExportApiSession
@@ -47,7 +48,7 @@ def _pacing(settings: Settings) -> list[Callable[[httpx.Request], Awaitable[None
     return [] if rate is None else [Pacer(settings.export_api_base_url, rate)]
 
 
-def _event_bus(settings: Settings, events: AwsClient | None) -> EventBus | None:
+def _event_bus(settings: Settings, events: EventsClient | None) -> EventBus | None:
     """Where lifecycle events go (EVENT_BUS_NAME), or None when they are off."""
     if settings.event_bus_name is None or events is None:
         return None

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline._adapters.aws.batchget import batch_get
-from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clienttypes import DynamoDbClient
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._core.verdicts import MetadataItem, item_from_fields
 
@@ -49,7 +50,7 @@ def _from_attributes(raw: dict[str, Any]) -> MetadataItem:
 
 
 async def lookup(
-    dynamodb: AwsClient,
+    dynamodb: DynamoDbClient,
     table: str,
     export_id: str,
     paths: Sequence[str],
@@ -77,7 +78,7 @@ async def lookup(
 
 
 async def all_paths(
-    dynamodb: AwsClient,
+    dynamodb: DynamoDbClient,
     table: str,
     export_id: str,
     *,

@@ -24,7 +24,7 @@ from typing import Protocol
 import attrs
 
 from pipeline._adapters.aws import sqs as _sqs
-from pipeline._adapters.aws.clients import AwsClient
+from pipeline._adapters.aws.clienttypes import SqsClient
 from pipeline._core.backoff import AWS_POLICY, Backoff
 
 __all__ = ["Queues", "SqsQueues"]
@@ -78,7 +78,7 @@ class Queues(Protocol):
 class SqsQueues:
     """:class:`Queues` on SQS itself, through one aiobotocore client."""
 
-    client: AwsClient
+    client: SqsClient
 
     async def receive(
         self, queue_url: str, *, max_messages: int, wait_seconds: int, policy: Backoff = AWS_POLICY
