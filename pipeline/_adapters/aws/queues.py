@@ -33,6 +33,12 @@ __all__ = ["Queues", "SqsQueues"]
 class Queues(Protocol):
     """The SQS calls the lease keepers, receivers and sweeper make."""
 
+    @property
+    def policy(self) -> Backoff:
+        """The retry policy the service's calls on these queues are given (a call may
+        be given another: a cleanup's shorter one)."""
+        ...
+
     async def receive(
         self, queue_url: str, *, max_messages: int, wait_seconds: int, policy: Backoff
     ) -> list[_sqs.ReceivedMessage]:
@@ -79,6 +85,7 @@ class SqsQueues:
     """:class:`Queues` on SQS itself, through one aiobotocore client."""
 
     client: SqsClient
+    policy: Backoff = AWS_POLICY
 
     async def receive(
         self, queue_url: str, *, max_messages: int, wait_seconds: int, policy: Backoff = AWS_POLICY
