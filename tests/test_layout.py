@@ -180,3 +180,21 @@ def test_no_new_any_typed_aws_clients() -> None:
     assert not {name: names for name, names in new.items() if names}, "type these clients"
     stale = {name: names - found.get(name, set()) for name, names in ANY_CLIENT_EXCEPTIONS.items()}
     assert not {name: names for name, names in stale.items() if names}, "drop these exceptions"
+
+
+# The modules that wire the service: they alone are handed the whole of it.
+WIRING = frozenset({"pipeline._service.graph", "pipeline._service.routes"})
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in modules() if within(module_name(p), "pipeline._service")],
+    ids=lambda p: module_name(p),
+)
+def test_only_the_wiring_reads_resources(path: Path) -> None:
+    """Only graph.py and routes.py import the service's resources; a stage is handed its parts."""
+    name = module_name(path)
+    if name in WIRING or name == "pipeline._service.resources":
+        return
+    for target, _ in imports(path):
+        assert target != "pipeline._service.resources", f"{name} imports {target}"
