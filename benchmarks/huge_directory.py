@@ -205,8 +205,8 @@ def child_service(path: str) -> dict[str, Any]:
             result["rss_imports_mb"] = vmhwm_mb()
             began = time.perf_counter()
             tail = await api.fetch_range(file, max(0, size - TAIL_BYTES))
-            deps: Any = argparse.Namespace(api=api)  # _read_directory uses deps.api alone
-            directory = await file_stage._read_directory(file, tail, deps)
+            stage: Any = argparse.Namespace(api=api)  # _read_directory uses stage.api alone
+            directory = await file_stage._read_directory(file, tail, stage)
             result["directory_s"] = time.perf_counter() - began
             result["rss_directory_mb"] = vmhwm_mb()
             send, receive = trio.open_memory_channel[ContentEvent](2)

@@ -31,7 +31,7 @@ import trio
 
 from pipeline._adapters.aws.queues import Queues
 from pipeline._config import Settings
-from pipeline._core.backoff import AWS_POLICY, Backoff
+from pipeline._core.backoff import Backoff
 from pipeline._core.lanes import Priority
 from pipeline._core.messages import DownloadTask, encode_download_task
 from pipeline._service.lease import Lease, LeaseKeeper
@@ -227,7 +227,7 @@ def lane_dispatch(
     the high task queue when there is one."""
 
     def towards(url: str | None) -> FileDispatch:
-        queue = None if url is None else QueueDispatch(sqs, url, AWS_POLICY)
+        queue = None if url is None else QueueDispatch(sqs, url, sqs.policy)
         if local is None:
             assert queue is not None  # orchestrator mode requires the queue (config)
             return queue

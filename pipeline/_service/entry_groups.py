@@ -41,15 +41,15 @@ from contextlib import asynccontextmanager
 import structlog
 import trio
 
-from pipeline._adapters.exportapi import ExportFile, RangeResult
-from pipeline._config import Settings
+from pipeline._adapters.aws.metadata import MetadataTable
+from pipeline._adapters.exportapi import ExportApi, ExportFile, RangeResult
 from pipeline._core.verdicts import MetadataItem
 from pipeline._core.zip.compact import CompactDirectory
 from pipeline._core.zip.format import CentralEntry
 from pipeline._core.zip.groups import MIN_GROUP_BYTES, plan_groups
 from pipeline._errors import PermanentError
 from pipeline._logging import bound
-from pipeline._service.deps import Deps
+from pipeline._service.filework import FileLimits
 from pipeline._service.lookahead import AheadLookup
 
 __all__ = [
@@ -97,29 +97,33 @@ StreamEntries = Callable[
 ]
 
 
-def streams_per_file(settings: Settings, files_in_flight: int) -> int:
+def streams_per_file(limits: FileLimits, files_in_flight: int) -> int:
     """Downloads a file may read at once: :data:`STREAMS_PER_FILE`, within WORKER_POOL_SIZE.
 
     A second stream only while the file workers are not all busy
     (``files_in_flight``, this file included, below MAX_CONCURRENT_JOBS): a
     full pool is already parallel, and its memory stays one stream a file.
     """
-    idle = settings.max_concurrent_jobs - files_in_flight
-    return max(1, min(STREAMS_PER_FILE, settings.worker_pool_size, 1 + idle))
+    idle = limits.workers - files_in_flight
+    return max(1, min(STREAMS_PER_FILE, limits.threads, 1 + idle))
 
 
 async def read_entries(
     file: ExportFile,
     directory: CompactDirectory,
     export_id: str,
-    deps: Deps,
     stream: StreamEntries,
     *,
+    api: ExportApi,
+    table: MetadataTable,
+    streams: int,
     min_group_bytes: int = MIN_GROUP_BYTES,
     held: RangeResult | None = None,
 ) -> None:
     """Read every entry of ``directory`` through ``stream``, in groups when worth it.
 
+    Up to ``streams`` groups at once (:func:`streams_per_file`), each
+    downloaded through ``api`` and its metadata looked up in ``table``.
     ``held``: the tail read, whose bytes serve a group they reach back to.
     Raises what ``stream`` raises (see the module doc for which error wins).
     """
@@ -128,16 +132,11 @@ async def read_entries(
     groups = (
         [range(len(entries))]
         if end is None
-        else plan_groups(
-            entries,
-            end,
-            streams=streams_per_file(deps.settings, deps.pool.in_flight),
-            min_bytes=min_group_bytes,
-        )
+        else plan_groups(entries, end, streams=streams, min_bytes=min_group_bytes)
     )
+    read_group = functools.partial(_read_group, file, export_id, api, table, stream)
     if len(groups) == 1:
-        first = directory.first_offset
-        await _read_group(file, entries, first, None, export_id, deps, stream, held=held)
+        await read_group(entries, directory.first_offset, None, held=held)
         return
     log.info("entries read in groups", entriesPerGroup=[len(g) for g in groups])
     faults: dict[int, Exception] = {}
@@ -155,7 +154,7 @@ async def read_entries(
             try:
                 await may_start[index].wait()
                 meter = None if after is None else functools.partial(DownloadMeter, after=after)
-                await _read_group(file, run, start, following, export_id, deps, stream, meter, held)
+                await read_group(run, start, following, meter, held)
             except Exception as err:
                 faults[index] = err
                 verdict = isinstance(err, PermanentError) and err.verdict
@@ -226,30 +225,25 @@ class DownloadMeter:
 
 async def _read_group(
     file: ExportFile,
+    export_id: str,
+    api: ExportApi,
+    table: MetadataTable,
+    stream: StreamEntries,
     entries: Sequence[CentralEntry],
     start: int,
     following: CentralEntry | None,
-    export_id: str,
-    deps: Deps,
-    stream: StreamEntries,
     meter: Callable[[AsyncIterable[bytes]], AsyncIterable[bytes]] | None = None,
     held: RangeResult | None = None,
 ) -> None:
     # Looked up a window ahead of this group's reader, not all at once: see lookahead.py.
-    ahead = AheadLookup(
-        deps.aws.dynamodb,
-        deps.settings.dynamodb_metadata_table,
-        export_id,
-        entries,
-        policy=deps.aws_policy,
-    )
-    async with download_from(deps, file, start, held) as chunks:
+    ahead = AheadLookup(table, export_id, entries)
+    async with download_from(api, file, start, held) as chunks:
         await stream(chunks if meter is None else meter(chunks), entries, ahead.get, following)
 
 
 @asynccontextmanager
 async def download_from(
-    deps: Deps, file: ExportFile, start: int, held: RangeResult | None
+    api: ExportApi, file: ExportFile, start: int, held: RangeResult | None
 ) -> AsyncIterator[AsyncIterable[bytes]]:
     """``file`` from ``start`` to its end: from ``held`` when it holds all that, else downloaded.
 
@@ -260,7 +254,7 @@ async def download_from(
     if held is not None and held.ranged and held.start <= start:
         yield _held_chunks(memoryview(held.data)[start - held.start :])
         return
-    async with deps.api.download(file, start=start) as chunks:
+    async with api.download(file, start=start) as chunks:
         yield chunks
 
 

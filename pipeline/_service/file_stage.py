@@ -27,8 +27,8 @@ import attrs
 import structlog
 import trio
 
-from pipeline._adapters.aws import metadata as _metadata
 from pipeline._adapters.aws import s3sink as _s3sink
+from pipeline._adapters.aws.bucket import OutputBucket
 from pipeline._adapters.aws.jobcontrol import FileState, file_state
 from pipeline._adapters.exportapi import ExportFile, RangeResult
 from pipeline._core.accounting import EntryOutcome, FileResult, FileTally, JobStatus
@@ -53,16 +53,16 @@ from pipeline._errors import (
     describe,
 )
 from pipeline._logging import bound
-from pipeline._service.deps import Deps
 from pipeline._service.dispatch import FileTask
-from pipeline._service.entry_groups import read_entries
+from pipeline._service.entry_groups import read_entries, streams_per_file
+from pipeline._service.filework import FileStage
 from pipeline._service.finalize import finalize_if_done
 from pipeline._service.inflate import read_zip
 from pipeline._service.outage import outlived_max_wait
 from pipeline._service.receiver import Slots
 from pipeline._service.work import working
 
-__all__ = ["process_file", "run_file_workers"]
+__all__ = ["FileStage", "process_file", "run_file_workers"]
 
 log = structlog.get_logger("pipeline.files")
 
@@ -79,7 +79,7 @@ CHECK_EXISTING_ABOVE = 8 * 1024 * 1024
 async def run_file_workers(
     receive: trio.MemoryReceiveChannel[FileTask],
     *,
-    deps: Deps,
+    stage: FileStage,
     slots: Slots | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -89,13 +89,13 @@ async def run_file_workers(
     carry a lease and its keeper, deleted when done, or handed back.
     """
     async with receive, trio.open_nursery() as nursery:
-        for _ in range(deps.settings.max_concurrent_jobs):
-            nursery.start_soon(_file_worker, receive.clone(), deps, slots)
+        for _ in range(stage.limits.workers):
+            nursery.start_soon(_file_worker, receive.clone(), stage, slots)
         task_status.started()
 
 
 async def _file_worker(
-    receive: trio.MemoryReceiveChannel[FileTask], deps: Deps, slots: Slots | None
+    receive: trio.MemoryReceiveChannel[FileTask], stage: FileStage, slots: Slots | None
 ) -> None:
     async with receive:
         async for file_task in receive:
@@ -106,16 +106,16 @@ async def _file_worker(
                 fileId=task.file_id,
                 stage="files",
             ):
-                deps.pool.started()
+                stage.pool.started()
                 began = trio.current_time()
                 outcome: bool | None = None
                 try:
-                    outcome = await _run_file_task(file_task, deps, slots)
+                    outcome = await _run_file_task(file_task, stage, slots)
                 finally:
-                    deps.pool.finished(ok=outcome, seconds=trio.current_time() - began)
+                    stage.pool.finished(ok=outcome, seconds=trio.current_time() - began)
 
 
-async def _run_file_task(file_task: FileTask, deps: Deps, slots: Slots | None) -> bool | None:
+async def _run_file_task(file_task: FileTask, stage: FileStage, slots: Slots | None) -> bool | None:
     """Process one file task; whether its file is done (True) or failed for good (False),
     None when it was not recorded here (handed back, or recorded before)."""
     task = file_task.task
@@ -130,20 +130,20 @@ async def _run_file_task(file_task: FileTask, deps: Deps, slots: Slots | None) -
             if not file_task.listed_unrecorded:
                 # From the queue: may be a duplicate, come late, or belong to
                 # an export cancelled (or retried) since it was sent.
-                state = await file_state(deps.jobs, task.export_id, task.file_id)
+                state = await file_state(stage.jobs, task.export_id, task.file_id)
                 if state.job_status is JobStatus.CANCELLED:
-                    deps.cancels.cancel(task.export_id)
+                    stage.cancels.cancel(task.export_id)
                 else:
-                    deps.cancels.resume(task.export_id)
-            with deps.cancels.guard(task.export_id) as guard:
-                outcome = await _run_unless_recorded(file_task, state, deps)
+                    stage.cancels.resume(task.export_id)
+            with stage.cancels.guard(task.export_id) as guard:
+                outcome = await _run_unless_recorded(file_task, state, stage)
                 recorded = True
                 # A file of a message this process holds (all mode) is checked by
                 # that message's task, once: one read per export, not per file.
                 if file_task.outstanding is None:
                     # Apart from the record: if this fails, the redelivery finds the
                     # result recorded and only checks again, without redoing the file.
-                    await finalize_if_done(deps, task.export_id)
+                    await finalize_if_done(stage.jobs, stage.table, task.export_id)
             if guard.cancelled_caught:  # the message goes; nothing is recorded
                 log.info("file stopped: its export is cancelled")
             work.done()
@@ -154,7 +154,7 @@ async def _run_file_task(file_task: FileTask, deps: Deps, slots: Slots | None) -
 
 
 async def _run_unless_recorded(
-    file_task: FileTask, state: FileState | None, deps: Deps
+    file_task: FileTask, state: FileState | None, stage: FileStage
 ) -> bool | None:
     """Process the file unless it has a result; whether it is done (True), failed
     for good (False), or had its result already (None).
@@ -174,10 +174,10 @@ async def _run_unless_recorded(
         download_url=task.download_url,
         size_bytes=task.size_bytes,
     )
-    result = await process_file(file, task.export_id, deps)
+    result = await process_file(file, task.export_id, stage)
     _log_result(result, trio.current_time() - started)
-    if await deps.jobs.record_file(task.export_id, result):
-        deps.metrics.file_finished(result, trio.current_time() - started)
+    if await stage.jobs.record_file(task.export_id, result):
+        stage.metrics.file_finished(result, trio.current_time() - started)
     else:
         log.info("file recorded meanwhile by another delivery; this result dropped")
     return result.ok
@@ -198,7 +198,7 @@ def _log_result(result: FileResult, seconds: float) -> None:
 
 
 async def process_file(
-    file: ExportFile, export_id: str, deps: Deps, *, min_group_bytes: int = MIN_GROUP_BYTES
+    file: ExportFile, export_id: str, stage: FileStage, *, min_group_bytes: int = MIN_GROUP_BYTES
 ) -> FileResult:
     """Read one ZIP file of ``export_id`` into S3; never raises for a bad file.
 
@@ -210,13 +210,13 @@ async def process_file(
     """
     tally = FileTally(file_id=file.file_id, name=file.name, size_bytes=file.size_bytes)
     try:
-        await _read_file(file, export_id, deps, tally, min_group_bytes)
+        await _read_file(file, export_id, stage, tally, min_group_bytes)
     except PermanentError as err:
         if not err.verdict:
             raise  # our infrastructure failed, not the file: it is tried again later
         return tally.result(error=str(err))
     except ExportApiExhausted as err:
-        if await outlived_max_wait(deps, export_id, None):
+        if await outlived_max_wait(stage.jobs, stage.limits.max_wait_seconds, export_id, None):
             return tally.result(error=str(err))
         raise
     except TransientError:
@@ -230,14 +230,14 @@ async def process_file(
 
 
 async def _read_file(
-    file: ExportFile, export_id: str, deps: Deps, tally: FileTally, min_group_bytes: int
+    file: ExportFile, export_id: str, stage: FileStage, tally: FileTally, min_group_bytes: int
 ) -> None:
-    limit = deps.settings.max_file_size
+    limit = stage.limits.max_file_size
     if file.size_bytes > limit:
-        mb = deps.settings.max_file_size_mb
+        mb = stage.limits.max_file_size_mb
         msg = f"file is {file.size_bytes} bytes, over MAX_FILE_SIZE_MB ({mb} MB); not downloaded"
         raise DownloadRefused(msg)
-    tail = await deps.api.fetch_range(file, max(0, file.size_bytes - TAIL_BYTES))
+    tail = await stage.api.fetch_range(file, max(0, file.size_bytes - TAIL_BYTES))
     if tail.total_size is not None and tail.total_size > limit:
         msg = f"file is {tail.total_size} bytes by Content-Length, over MAX_FILE_SIZE_MB"
         raise DownloadRefused(msg)
@@ -247,25 +247,31 @@ async def _read_file(
 
         async def lookup(name: str) -> MetadataItem | None:
             # Entry by entry: without the directory there is no window to read ahead.
-            table = deps.settings.dynamodb_metadata_table
-            found = await _metadata.lookup(
-                deps.aws.dynamodb, table, export_id, [name], policy=deps.aws_policy
-            )
+            found = await stage.table.lookup(export_id, [name])
             return found.get(name)
 
         async with tail.stream() as chunks:
-            await _stream_entries(export_id, deps, tally, chunks, None, lookup)
+            await _stream_entries(export_id, stage, tally, chunks, None, lookup)
         return
-    directory = await _read_directory(file, tail, deps)
+    directory = await _read_directory(file, tail, stage)
     if all(entry.is_dir for entry in directory):
         return
-    stream = functools.partial(_stream_entries, export_id, deps, tally)
     await read_entries(
-        file, directory, export_id, deps, stream, min_group_bytes=min_group_bytes, held=tail
+        file,
+        directory,
+        export_id,
+        functools.partial(_stream_entries, export_id, stage, tally),
+        api=stage.api,
+        table=stage.table,
+        streams=streams_per_file(stage.limits, stage.pool.in_flight),
+        min_group_bytes=min_group_bytes,
+        held=tail,
     )
 
 
-async def _read_directory(file: ExportFile, tail: RangeResult, deps: Deps) -> CompactDirectory:
+async def _read_directory(
+    file: ExportFile, tail: RangeResult, stage: FileStage
+) -> CompactDirectory:
     """The central directory, streamed and parsed as it arrives when it starts before the tail."""
     location = locate_directory(tail.data, tail.start, tail.total_size or file.size_bytes)
     parser = DirectoryParser(location)
@@ -274,7 +280,7 @@ async def _read_directory(file: ExportFile, tail: RangeResult, deps: Deps) -> Co
         parser.feed(tail.data[begin : begin + location.size])
     else:
         # Never held whole: memory is the parsed entries (see MAX_DIRECTORY_BYTES).
-        async with deps.api.download(file, start=location.offset) as chunks:
+        async with stage.api.download(file, start=location.offset) as chunks:
             async for chunk in chunks:
                 parser.feed(chunk)
                 if parser.complete:
@@ -291,7 +297,7 @@ class _Failure:
 
 async def _stream_entries(
     export_id: str,
-    deps: Deps,
+    stage: FileStage,
     tally: FileTally,
     chunks: AsyncIterable[bytes],
     directory: Sequence[CentralEntry] | None,
@@ -309,8 +315,8 @@ async def _stream_entries(
                 chunks,
                 directory,
                 send,
-                limits=deps.zip_limits,
-                limiter=deps.inflate_limiter,
+                limits=stage.limits.zip,
+                limiter=stage.inflate_limiter,
                 following=following,
             )
         except (PermanentError, ExportApiExhausted) as err:
@@ -320,7 +326,7 @@ async def _stream_entries(
         nursery.start_soon(reader)
         try:
             # The nursery also runs the open entry's multipart parts in flight.
-            await _upload_entries(receive, lookup, export_id, deps, tally, nursery)
+            await _upload_entries(receive, lookup, export_id, stage.bucket, tally, nursery)
         except PermanentError as err:
             failure.error = err
             nursery.cancel_scope.cancel()
@@ -343,7 +349,7 @@ async def _upload_entries(
     receive: trio.MemoryReceiveChannel[ContentEvent],
     lookup: Callable[[str], Awaitable[MetadataItem | None]],
     export_id: str,
-    deps: Deps,
+    bucket: OutputBucket,
     tally: FileTally,
     parts: trio.Nursery,
 ) -> None:
@@ -352,7 +358,7 @@ async def _upload_entries(
         async with receive:
             async for event in receive:
                 if isinstance(event, EntryStart):
-                    current = await _open_entry(event.entry, lookup, export_id, deps, parts)
+                    current = await _open_entry(event.entry, lookup, export_id, bucket, parts)
                 elif isinstance(event, EntryData):
                     if current is not None and current.upload is not None:
                         await current.upload.write(event.data, event.crc32)
@@ -378,30 +384,19 @@ async def _open_entry(
     entry: CentralEntry,
     lookup: Callable[[str], Awaitable[MetadataItem | None]],
     export_id: str,
-    deps: Deps,
+    bucket: OutputBucket,
     parts: trio.Nursery,
 ) -> _OpenEntry:
     item = await lookup(entry.name)
     opened = _OpenEntry(entry=entry, item=item)
     if not worth_uploading(item):
         return opened
-    key = deps.object_key(export_id, entry.name)
-    if item.sha256 is not None and entry.uncompressed_size > CHECK_EXISTING_ABOVE:
-        existing = await _s3sink.existing_sha256(
-            deps.aws.s3, deps.settings.s3_bucket_name, key, policy=deps.aws_policy
-        )
-        if existing == item.sha256:
-            opened.already_there = True
-            return opened
-    opened.upload = await _s3sink.open_entry_upload(
-        deps.aws.s3,
-        bucket=deps.settings.s3_bucket_name,
-        key=key,
-        expected_sha256=item.sha256,
-        policy=deps.aws_policy,
-        parts=parts,
-        owed=deps.owed_aborts,
-    )
+    key = bucket.object_key(export_id, entry.name)
+    large = entry.uncompressed_size > CHECK_EXISTING_ABOVE
+    if item.sha256 is not None and large and await bucket.existing_sha256(key) == item.sha256:
+        opened.already_there = True
+        return opened
+    opened.upload = await bucket.open_entry_upload(key, expected_sha256=item.sha256, parts=parts)
     return opened
 
 

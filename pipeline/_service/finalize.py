@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import structlog
 
-from pipeline._adapters.aws import metadata as _metadata
-from pipeline._adapters.aws.jobstore import JobItem
+from pipeline._adapters.aws.jobstore import JobItem, JobStore
+from pipeline._adapters.aws.metadata import MetadataTable
 from pipeline._core import lifecycle
 from pipeline._core.accounting import JobStatus, JobSummary, final_status, summarize
-from pipeline._service.deps import Deps
 
 __all__ = ["finalize_if_done"]
 
@@ -27,7 +26,7 @@ log = structlog.get_logger("pipeline.finalize")
 
 
 async def finalize_if_done(
-    deps: Deps, export_id: str, job: JobItem | None = None
+    jobs: JobStore, table: MetadataTable, export_id: str, job: JobItem | None = None
 ) -> JobStatus | None:
     """Finalise the job of ``export_id`` if every listed file has a result.
 
@@ -37,10 +36,10 @@ async def finalize_if_done(
     finalised it first.
     """
     if job is None:
-        job = await deps.jobs.get_job(export_id)
+        job = await jobs.get_job(export_id)
     if job is None or not lifecycle.finalisation_due(job):
         return None
-    results = await deps.jobs.file_results(export_id)
+    results = await jobs.file_results(export_id)
     derived = summarize(results, files_total=job.files_total)
     if final_status(derived) is None:
         # The live counts ran ahead of the results read back: never expected,
@@ -57,17 +56,12 @@ async def finalize_if_done(
         )
     failed = sorted((r for r in results if not r.ok), key=lambda r: r.name)
     first = f"{failed[0].name}: {failed[0].error}" if failed else None
-    metadata_paths = await _metadata.all_paths(
-        deps.aws.dynamodb,
-        deps.settings.dynamodb_metadata_table,
-        export_id,
-        policy=deps.aws_policy,
-    )
+    metadata_paths = await table.all_paths(export_id)
     summary = summarize(results, files_total=job.files_total, metadata_paths=metadata_paths)
-    now = deps.jobs.clock()
+    now = jobs.clock()
     # On the run as read: a cancel or a retry since then wins, and of two
     # processes finalising the same run, the first.
-    outcome = await deps.jobs.transition(
+    outcome = await jobs.transition(
         export_id,
         lambda seen: lifecycle.finalise(seen, summary, now, first_failure=first),
         seen=job,

@@ -44,9 +44,9 @@ from typing import Any
 import structlog
 import trio
 
+from pipeline._adapters.aws.clients import AwsClients
 from pipeline._adapters.aws.jobcontrol import job_statuses
 from pipeline._adapters.aws.pauses import read_pauses
-from pipeline._adapters.aws.queues import SqsQueues
 from pipeline._adapters.http.dlq import DeadLetterAccess, add_dlq_routes
 from pipeline._adapters.http.health import (
     create_health_app,
@@ -55,25 +55,24 @@ from pipeline._adapters.http.health import (
 )
 from pipeline._adapters.retry import observe_retries
 from pipeline._config import Mode, Settings
-from pipeline._core.backoff import AWS_POLICY
 from pipeline._memory import settle as settle_memory
-from pipeline._service.deps import Deps
 from pipeline._service.dispatch import (
     FileTask,
     lane_dispatch,
 )
 from pipeline._service.file_stage import run_file_workers
-from pipeline._service.job_stage import JobStageDeps, run_job_stage
+from pipeline._service.filework import FileLimits, FileStage
+from pipeline._service.job_stage import JobStage, run_job_stage
 from pipeline._service.lease import Delivery
 from pipeline._service.queues import StageQueue, lanes_of, queue_names, stage_queues
 from pipeline._service.receiver import Slots, run_receiver
-from pipeline._service.resources import open_deps
+from pipeline._service.resources import Resources, open_resources
 from pipeline._service.routes import add_routes
 from pipeline._service.startup import StartGate, wait_for_dependencies
 from pipeline._service.sweeper import run_outbox, run_sweeper
 from pipeline._service.task_stage import run_task_stage
 
-__all__ = ["open_deps", "run_service"]
+__all__ = ["file_stage", "open_resources", "run_service"]
 
 log = structlog.get_logger("pipeline.graph")
 
@@ -93,14 +92,29 @@ def file_task_buffer(settings: Settings) -> int:
     return settings.max_concurrent_jobs
 
 
-def _status(deps: Deps, mode: Mode, queues: list[str]) -> dict[str, Any]:
+def file_stage(resources: Resources) -> FileStage:
+    """The file workers' part of the service's resources."""
+    return FileStage(
+        api=resources.api,
+        jobs=resources.jobs,
+        table=resources.table,
+        bucket=resources.bucket,
+        cancels=resources.cancels,
+        inflate_limiter=resources.inflate_limiter,
+        pool=resources.pool,
+        metrics=resources.metrics,
+        limits=FileLimits.of(resources.settings),
+    )
+
+
+def _status(resources: Resources, mode: Mode, queues: list[str]) -> dict[str, Any]:
     """What GET /health says of this process: its mode, its pool's figures, its intake."""
-    pool, limiter = deps.pool, deps.inflate_limiter
+    pool, limiter = resources.pool, resources.inflate_limiter
     return {
         "mode": mode.value,
-        "intake": deps.intake.status(queues),
+        "intake": resources.intake.status(queues),
         "pool": {
-            "size": deps.settings.worker_pool_size,
+            "size": resources.settings.worker_pool_size,
             "active": limiter.borrowed_tokens,
             "queued": limiter.statistics().tasks_waiting,
             "inFlight": pool.in_flight,
@@ -108,15 +122,15 @@ def _status(deps: Deps, mode: Mode, queues: list[str]) -> dict[str, Any]:
             "failed": pool.failed,
             "avgProcessingMs": pool.avg_processing_ms,
         },
-        "paused": deps.pauses.view,
+        "paused": resources.pauses.view,
     }
 
 
-def _dead_letter_access(settings: Settings, deps: Deps) -> DeadLetterAccess:
+def _dead_letter_access(settings: Settings, aws: AwsClients) -> DeadLetterAccess:
     urls = {"export-jobs": settings.sqs_export_jobs_url}
     if settings.sqs_download_tasks_url is not None:
         urls["download-tasks"] = settings.sqs_download_tasks_url
-    return DeadLetterAccess(sqs=deps.aws.sqs, queue_urls=urls, admin_token=settings.admin_token)
+    return DeadLetterAccess(sqs=aws.sqs, queue_urls=urls, admin_token=settings.admin_token)
 
 
 async def run_service(
@@ -133,12 +147,12 @@ async def run_service(
     many services in one process) the memory is settled once the clients are
     open: see :mod:`pipeline._memory`.
     """
-    async with open_deps(settings) as deps:
+    async with open_resources(settings) as resources:
         if settle:
             settle_memory()
         # Every retry and breaker change below is counted in this service's metrics.
-        with observe_retries(deps.metrics):
-            await _serve(settings, mode, stop, deps, task_status)
+        with observe_retries(resources.metrics):
+            await _serve(settings, mode, stop, resources, task_status)
     log.info("service stopped")
 
 
@@ -146,28 +160,28 @@ async def _serve(
     settings: Settings,
     mode: Mode,
     stop: trio.Event,
-    deps: Deps,
+    resources: Resources,
     task_status: trio.TaskStatus[None],
 ) -> None:
     takes_jobs = mode in (Mode.ALL, Mode.ORCHESTRATOR)
     takes_tasks = mode is Mode.WORKER or (
         mode is Mode.ALL and settings.sqs_download_tasks_url is not None
     )
-    deps.metrics.watch(
-        files_in_flight=lambda: deps.pool.in_flight,
-        threads_busy=lambda: deps.inflate_limiter.borrowed_tokens,
+    resources.metrics.watch(
+        files_in_flight=lambda: resources.pool.in_flight,
+        threads_busy=lambda: resources.inflate_limiter.borrowed_tokens,
     )
     async with trio.open_nursery() as top:
         health_done = trio.Event()
         gate = StartGate()
         read = queue_names(settings, takes_jobs, takes_tasks)
-        deps.metrics.known_queues(read)
+        resources.metrics.known_queues(read)
         app = create_health_app(
-            {**readiness_checks(settings, deps.aws), "started": gate.check},
-            functools.partial(_status, deps, mode, read),
+            {**readiness_checks(settings, resources.aws), "started": gate.check},
+            functools.partial(_status, resources, mode, read),
         )
-        hub = add_routes(app, deps)
-        add_dlq_routes(app, _dead_letter_access(settings, deps))
+        hub = add_routes(app, resources)
+        add_dlq_routes(app, _dead_letter_access(settings, resources.aws))
         await top.start(serve_health, app, settings.health_port, health_done)
 
         lanes_of_jobs = (settings.sqs_export_jobs_url, settings.sqs_export_jobs_high_url)
@@ -175,27 +189,32 @@ async def _serve(
         job_urls = lanes_of_jobs if takes_jobs else (None, None)
         task_urls = lanes_of_tasks if takes_tasks else (None, None)
         queues = [url for url in (*job_urls, *task_urls) if url is not None]
-        facts = await wait_for_dependencies(settings, deps.aws, queues=queues, stop=stop)
+        facts = await wait_for_dependencies(settings, resources.aws, queues=queues, stop=stop)
         if facts is None:
             health_done.set()
             return
-        job_queues = stage_queues(deps, facts, job_urls, name="export_jobs")
-        task_queues = stage_queues(deps, facts, task_urls, name="download_tasks")
+        queues_of = functools.partial(stage_queues, resources.queues, resources.metrics, facts)
+        job_queues = queues_of(job_urls, name="export_jobs")
+        task_queues = queues_of(task_urls, name="download_tasks")
         keepers_of = [queue.keeper for queue in job_queues + task_queues]
 
         async with trio.open_nursery() as keepers:
             for keeper in keepers_of:
                 await keepers.start(keeper.run)
             # Cancels taken by other processes reach the work here through the job items.
-            keepers.start_soon(deps.cancels.run, functools.partial(job_statuses, deps.jobs))
+            keepers.start_soon(
+                resources.cancels.run, functools.partial(job_statuses, resources.jobs)
+            )
             # Aborts that failed are tried again until S3 confirms them.
-            await keepers.start(deps.owed_aborts.run)
+            await keepers.start(resources.bucket.owed.run)
             # So do pauses, through their control items, on the same clock.
-            keepers.start_soon(deps.pauses.run, functools.partial(read_pauses, deps.jobs))
+            keepers.start_soon(resources.pauses.run, functools.partial(read_pauses, resources.jobs))
             keepers.start_soon(hub.run)
             with trio.CancelScope() as work_scope:
                 async with trio.open_nursery() as work:
-                    await _start_work(work, deps, mode, stop, work_scope, job_queues, task_queues)
+                    await _start_work(
+                        work, resources, mode, stop, work_scope, job_queues, task_queues
+                    )
                     gate.open()
                     task_status.started()
             for keeper in keepers_of:
@@ -206,14 +225,14 @@ async def _serve(
 
 async def _start_work(
     work: trio.Nursery,
-    deps: Deps,
+    resources: Resources,
     mode: Mode,
     stop: trio.Event,
     work_scope: trio.CancelScope,
     job_queues: list[StageQueue],
     task_queues: list[StageQueue],
 ) -> None:
-    settings = deps.settings
+    settings = resources.settings
     intake_scope = trio.CancelScope()
     work.start_soon(_watch_stop, stop, intake_scope, work_scope, settings.shutdown_grace_seconds)
 
@@ -223,18 +242,26 @@ async def _start_work(
         file_send, file_receive = trio.open_memory_channel[FileTask](file_task_buffer(settings))
         task_slots = Slots(settings.max_concurrent_jobs, lanes=lanes_of(task_queues))
         await work.start(
-            functools.partial(run_file_workers, file_receive, deps=deps, slots=task_slots)
+            functools.partial(
+                run_file_workers, file_receive, stage=file_stage(resources), slots=task_slots
+            )
         )
 
     receivers: list[tuple[StageQueue, Slots, trio.MemorySendChannel[Delivery]]] = []
     if job_queues:
         job_slots = Slots(settings.max_concurrent_jobs, lanes=lanes_of(job_queues))
         job_files = None if file_send is None else file_send.clone()
-        dispatch = lane_dispatch(deps.settings, SqsQueues(deps.aws.sqs), job_files)
-        stages: list[tuple[trio.MemoryReceiveChannel[Delivery], JobStageDeps]] = []
+        dispatch = lane_dispatch(settings, resources.queues, job_files)
+        stages: list[tuple[trio.MemoryReceiveChannel[Delivery], JobStage]] = []
         for queue in job_queues:
             export_send, export_receive = trio.open_memory_channel[Delivery](DELIVERY_BUFFER)
-            stage = JobStageDeps(
+            stage = JobStage(
+                api=resources.api,
+                jobs=resources.jobs,
+                table=resources.table,
+                cancels=resources.cancels,
+                poll_interval_seconds=settings.export_poll_interval_seconds,
+                max_wait_seconds=settings.export_max_wait_seconds,
                 keeper=queue.keeper,
                 slots=job_slots,
                 dispatch=dispatch,
@@ -243,9 +270,7 @@ async def _start_work(
             )
             stages.append((export_receive, stage))
             receivers.append((queue, job_slots, export_send))
-        await work.start(
-            functools.partial(_run_job_stages_then_close, stages, deps=deps, files=job_files)
-        )
+        await work.start(functools.partial(_run_job_stages_then_close, stages, files=job_files))
 
     if file_send is not None:
         for queue in task_queues:
@@ -266,15 +291,14 @@ async def _start_work(
         await file_send.aclose()
     # Where export jobs are taken, stranded jobs are looked for too.
     work.start_soon(
-        functools.partial(_run_intake, intake_scope, receivers, deps, sweeps=bool(job_queues))
+        functools.partial(_run_intake, intake_scope, receivers, resources, sweeps=bool(job_queues))
     )
     log.info("service started", mode=mode.value)
 
 
 async def _run_job_stages_then_close(
-    stages: list[tuple[trio.MemoryReceiveChannel[Delivery], JobStageDeps]],
+    stages: list[tuple[trio.MemoryReceiveChannel[Delivery], JobStage]],
     *,
-    deps: Deps,
     files: trio.MemorySendChannel[FileTask] | None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -289,16 +313,14 @@ async def _run_job_stages_then_close(
             await stack.enter_async_context(files)
         async with trio.open_nursery() as nursery:
             for receive, stage in stages:
-                await nursery.start(
-                    functools.partial(run_job_stage, receive, deps=deps, stage=stage)
-                )
+                await nursery.start(functools.partial(run_job_stage, receive, stage=stage))
             task_status.started()
 
 
 async def _run_intake(
     intake_scope: trio.CancelScope,
     receivers: list[tuple[StageQueue, Slots, trio.MemorySendChannel[Delivery]]],
-    deps: Deps,
+    resources: Resources,
     *,
     sweeps: bool,
 ) -> None:
@@ -308,12 +330,12 @@ async def _run_intake(
                 await intake.start(
                     functools.partial(
                         run_sweeper,
-                        jobs=deps.jobs,
-                        sqs=SqsQueues(deps.aws.sqs),
-                        export_jobs_url=deps.settings.sqs_export_jobs_url,
+                        jobs=resources.jobs,
+                        sqs=resources.queues,
+                        export_jobs_url=resources.settings.sqs_export_jobs_url,
                     )
                 )
-                await intake.start(functools.partial(run_outbox, jobs=deps.jobs))
+                await intake.start(functools.partial(run_outbox, jobs=resources.jobs))
             for queue, slots, send in receivers:
                 async with send:
                     for _ in range(RECEIVERS_PER_QUEUE):
@@ -324,9 +346,9 @@ async def _run_intake(
                                 sqs=queue.keeper.sqs,
                                 keeper=queue.keeper,
                                 slots=slots,
-                                policy=AWS_POLICY,
-                                wait_seconds=deps.settings.sqs_wait_seconds,
-                                gate=deps.intake,
+                                policy=resources.queues.policy,
+                                wait_seconds=resources.settings.sqs_wait_seconds,
+                                gate=resources.intake,
                             )
                         )
 

@@ -32,9 +32,9 @@ import attrs
 import structlog
 import trio
 
-from pipeline._adapters.aws import sqs as _sqs
-from pipeline._adapters.aws.jobstore import JobItem
-from pipeline._adapters.exportapi import ExportFile
+from pipeline._adapters.aws.jobstore import JobItem, JobStore
+from pipeline._adapters.aws.metadata import MetadataTable
+from pipeline._adapters.exportapi import ExportApi, ExportFile
 from pipeline._core import lifecycle
 from pipeline._core.accounting import JobStatus
 from pipeline._core.ending import OUTAGE_HAND_BACK_SECONDS
@@ -56,7 +56,7 @@ from pipeline._errors import (
     PoisonMessage,
 )
 from pipeline._logging import bound
-from pipeline._service.deps import Deps
+from pipeline._service.cancel import CancelWatch
 from pipeline._service.dispatch import FileDispatch, Outstanding
 from pipeline._service.finalize import finalize_if_done
 from pipeline._service.lease import Delivery, LeaseKeeper
@@ -64,7 +64,7 @@ from pipeline._service.outage import outlived_max_wait
 from pipeline._service.receiver import Slots
 from pipeline._service.work import working
 
-__all__ = ["EXPORTS_AT_ONCE", "JobStageDeps", "run_job_stage"]
+__all__ = ["EXPORTS_AT_ONCE", "JobStage", "run_job_stage"]
 
 log = structlog.get_logger("pipeline.jobs")
 
@@ -76,9 +76,19 @@ EXPORTS_AT_ONCE = 10
 
 
 @attrs.frozen
-class JobStageDeps:
-    """What the job stage needs besides :class:`Deps`."""
+class JobStage:
+    """What the job stage of one queue uses, made once in ``graph.py``."""
 
+    api: ExportApi
+    jobs: JobStore
+    # Read when a job's last file is done here, to count the entries missing.
+    table: MetadataTable
+    # The exports cancelled, and the cancel scopes of the work on them here.
+    cancels: CancelWatch
+    # EXPORT_POLL_INTERVAL_SECONDS and EXPORT_MAX_WAIT_SECONDS.
+    poll_interval_seconds: float
+    max_wait_seconds: float
+    # The queue's lease keeper; new messages go back to its queue.
     keeper: LeaseKeeper
     slots: Slots
     dispatch: FileDispatch
@@ -90,18 +100,17 @@ class JobStageDeps:
 async def run_job_stage(
     receive: trio.MemoryReceiveChannel[Delivery],
     *,
-    deps: Deps,
-    stage: JobStageDeps,
+    stage: JobStage,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Handle each export-job delivery in its own task until the channel ends."""
     async with receive, trio.open_nursery() as nursery:
         task_status.started()
         async for delivery in receive:
-            nursery.start_soon(_handle_message, delivery, deps, stage)
+            nursery.start_soon(_handle_message, delivery, stage)
 
 
-async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -> None:
+async def _handle_message(delivery: Delivery, stage: JobStage) -> None:
     message = delivery.message
     job: ExportJob | None = None
     poison = ""
@@ -120,11 +129,11 @@ async def _handle_message(delivery: Delivery, deps: Deps, stage: JobStageDeps) -
             if job is None:
                 work.poison(poison)
                 return
-            await _process_message(job, deps, stage)
+            await _process_message(job, stage)
             work.done()
 
 
-async def _process_message(job: ExportJob, deps: Deps, stage: JobStageDeps) -> None:
+async def _process_message(job: ExportJob, stage: JobStage) -> None:
     """Do a message's work: each of its exports, and those to send again."""
     with bound(correlationId=job.correlation_id):
         log.info("export job received", exportIds=list(job.export_ids))
@@ -137,20 +146,20 @@ async def _process_message(job: ExportJob, deps: Deps, stage: JobStageDeps) -> N
         async with trio.open_nursery() as nursery:
             for export_id in job.export_ids:
                 nursery.start_soon(
-                    _run_export_logged, export_id, job, deps, stage, (pending, later), limiter
+                    _run_export_logged, export_id, job, stage, (pending, later), limiter
                 )
         if pending:
-            wait = deps.settings.export_poll_interval_seconds
+            wait = stage.poll_interval_seconds
             if (left := _left_to_wait(job)) > 0:
                 # Parked until notBefore: back when its time has come.
                 wait = math.ceil(left)
-            await _send_again(pending, job, deps, stage, int(min(wait, MAX_SQS_DELAY)))
+            await _send_again(pending, job, stage, int(min(wait, MAX_SQS_DELAY)))
         if later:
-            await _send_again(later, job, deps, stage, OUTAGE_HAND_BACK_SECONDS[1])
+            await _send_again(later, job, stage, OUTAGE_HAND_BACK_SECONDS[1])
 
 
 async def _send_again(
-    exports: dict[str, int | None], job: ExportJob, deps: Deps, stage: JobStageDeps, delay: int
+    exports: dict[str, int | None], job: ExportJob, stage: JobStage, delay: int
 ) -> None:
     """Send the exports to be tried again as a new message to the queue the job came
     from (its priority and start time kept), delayed by ``delay`` seconds.
@@ -161,29 +170,26 @@ async def _send_again(
     ids = [export_id for export_id in job.export_ids if export_id in exports]
     runs = {export_id: run for export_id, run in exports.items() if run is not None}
     body = encode_export_job(attrs.evolve(job, export_ids=tuple(ids), generations=runs))
-    await _sqs.send(
-        deps.aws.sqs, stage.keeper.queue_url, body, delay_seconds=delay, policy=deps.aws_policy
-    )
+    queue = stage.keeper.sqs
+    await queue.send(stage.keeper.queue_url, body, delay_seconds=delay, policy=queue.policy)
     log.info("exports handed back as a new message", exportIds=ids, delay_seconds=delay)
 
 
 async def _run_export_logged(
     export_id: str,
     job: ExportJob,
-    deps: Deps,
-    stage: JobStageDeps,
+    stage: JobStage,
     again: tuple[dict[str, int | None], dict[str, int | None]],
     limiter: trio.CapacityLimiter,
 ) -> None:
     async with limiter:
-        await _run_export_or_fail(export_id, job, deps, stage, again)
+        await _run_export_or_fail(export_id, job, stage, again)
 
 
 async def _run_export_or_fail(
     export_id: str,
     job: ExportJob,
-    deps: Deps,
-    stage: JobStageDeps,
+    stage: JobStage,
     again: tuple[dict[str, int | None], dict[str, int | None]],
 ) -> None:
     """Run the export; ``again`` collects the exports to send again: (pending, later)."""
@@ -191,13 +197,15 @@ async def _run_export_or_fail(
     generation = job.generations.get(export_id)
     with bound(exportId=export_id):
         try:
-            waiting = await _run_export(export_id, job, deps, stage)
+            waiting = await _run_export(export_id, job, stage)
             if waiting is not None:
                 pending[export_id] = waiting
         except ExportApiExhausted as err:
             # Not a verdict (contract 2) until the job is older than allowed.
-            if await outlived_max_wait(deps, export_id, job.correlation_id):
-                await _fail_job(deps, export_id, job, str(err), generation)
+            if await outlived_max_wait(
+                stage.jobs, stage.max_wait_seconds, export_id, job.correlation_id
+            ):
+                await _fail_job(stage, export_id, job, str(err), generation)
             else:
                 log.warning("Export API did not answer; export tried again later", error=str(err))
                 later[export_id] = generation
@@ -206,22 +214,20 @@ async def _run_export_or_fail(
                 # Our own infrastructure failed, not the export: hand the
                 # message back to be tried again later.
                 raise
-            await _fail_job(deps, export_id, job, str(err), generation)
+            await _fail_job(stage, export_id, job, str(err), generation)
 
 
-async def _run_export(
-    export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps
-) -> int | None:
+async def _run_export(export_id: str, job: ExportJob, stage: JobStage) -> int | None:
     """Process one export unless the lifecycle says not to; its run when still pending."""
-    existing = await deps.jobs.get_job(export_id)
+    existing = await stage.jobs.get_job(export_id)
     skip = lifecycle.admit(existing, job.generations.get(export_id))
     if skip is not None:
         log.info(skip.reason)
         return None
     # Not cancelled (any more): a cancel remembered here was undone by a retry.
-    deps.cancels.resume(export_id)
-    with deps.cancels.guard(export_id) as guard:
-        return await _run_active_export(export_id, job, deps, stage, existing)
+    stage.cancels.resume(export_id)
+    with stage.cancels.guard(export_id) as guard:
+        return await _run_active_export(export_id, job, stage, existing)
     if guard.cancelled_caught:
         log.info("export cancelled; its work here stopped")
     return None
@@ -235,13 +241,13 @@ def _left_to_wait(job: ExportJob) -> float:
 
 
 async def _run_active_export(
-    export_id: str, job: ExportJob, deps: Deps, stage: JobStageDeps, existing: JobItem | None
+    export_id: str, job: ExportJob, stage: JobStage, existing: JobItem | None
 ) -> int | None:
     generation = job.generations.get(export_id)
     if job.not_before is not None and _left_to_wait(job) > 0:
         # Not yet: WAITING, holding nothing; the message comes back (pending).
-        now = deps.jobs.clock()
-        outcome = await deps.jobs.transition(
+        now = stage.jobs.clock()
+        outcome = await stage.jobs.transition(
             export_id,
             lambda seen: lifecycle.delayed(seen, generation, job.correlation_id, now),
             seen=existing,
@@ -253,19 +259,19 @@ async def _run_active_export(
         log.info("export waits for its start time", notBefore=iso_utc(job.not_before))
         return outcome.job.generation
     try:
-        status = await deps.api.get_status(export_id)
+        status = await stage.api.get_status(export_id)
     except ExportNotFound:
         error = "the Export API does not know this export (404)"
-        await _fail_job(deps, export_id, job, error, generation)
+        await _fail_job(stage, export_id, job, error, generation)
         return None
     if status.status == "FAILED":
         error = "the Export API reports the export as FAILED"
-        await _fail_job(deps, export_id, job, error, generation)
+        await _fail_job(stage, export_id, job, error, generation)
         return None
     if status.status == "PENDING":
-        return await _still_pending(export_id, job, deps, existing)
-    now = deps.jobs.clock()
-    outcome = await deps.jobs.transition(
+        return await _still_pending(export_id, job, stage, existing)
+    now = stage.jobs.clock()
+    outcome = await stage.jobs.transition(
         export_id,
         lambda seen: lifecycle.begin(seen, generation, job.correlation_id, now),
         seen=existing,
@@ -278,22 +284,22 @@ async def _run_active_export(
     # A job created just now has no results; otherwise files with a recorded
     # result (done, or failed in this run) are not handed out again.
     created = isinstance(outcome.decision, Change) and outcome.decision.expect.absent
-    recorded = set() if created else await deps.jobs.recorded_file_ids(export_id)
+    recorded = set() if created else await stage.jobs.recorded_file_ids(export_id)
     outstanding = Outstanding()
     total = bytes_total = 0
     try:
-        async for page in deps.api.list_files(export_id):
+        async for page in stage.api.list_files(export_id):
             for file in page:
                 total += 1
                 bytes_total += file.size_bytes
                 if file.file_id in recorded:
                     continue
-                await _submit(file, export_id, job, deps, stage, outstanding)
+                await _submit(file, export_id, job, stage, outstanding)
     except ExportNotReady:
         # READY a moment ago, 409 now: the export is being prepared again.
         if total:
             raise
-        return await _still_pending(export_id, job, deps, begun)
+        return await _still_pending(export_id, job, stage, begun)
     except PermanentError as err:
         if not err.verdict:
             raise
@@ -303,22 +309,22 @@ async def _run_active_export(
         await stage.dispatch.flush(outstanding)
         if stage.waits_for_files:
             await outstanding.wait()
-        await _fail_job(deps, export_id, job, str(err), begun.generation, files_listed=total)
+        await _fail_job(stage, export_id, job, str(err), begun.generation, files_listed=total)
         return None
     await stage.dispatch.flush(outstanding)
-    listed = await deps.jobs.set_listing_done(
+    listed = await stage.jobs.set_listing_done(
         export_id, total, bytes_total, generation=begun.generation
     )
     log.info("export listed", filesTotal=total, alreadyRecorded=len(recorded))
     if stage.waits_for_files:
         await outstanding.wait()
-        if outstanding.unrecorded and not deps.cancels.is_cancelled(export_id):
+        if outstanding.unrecorded and not stage.cancels.is_cancelled(export_id):
             msg = f"{outstanding.unrecorded} file(s) ended without a recorded result"
             raise FilesUnrecorded(msg)
         # The files finished after the listing was recorded: read the job again.
         listed = None
     if listed is not None or stage.waits_for_files:
-        await finalize_if_done(deps, export_id, listed)
+        await finalize_if_done(stage.jobs, stage.table, export_id, listed)
     return None
 
 
@@ -330,8 +336,7 @@ async def _submit(
     file: ExportFile,
     export_id: str,
     job: ExportJob,
-    deps: Deps,
-    stage: JobStageDeps,
+    stage: JobStage,
     outstanding: Outstanding,
 ) -> None:
     task = DownloadTask(
@@ -347,11 +352,11 @@ async def _submit(
 
 
 async def _still_pending(
-    export_id: str, job: ExportJob, deps: Deps, seen: JobItem | None
+    export_id: str, job: ExportJob, stage: JobStage, seen: JobItem | None
 ) -> int | None:
     """The export is PENDING: the job waits (its run, to hand back), or failed waiting too long."""
-    now = deps.jobs.clock()
-    limit = deps.settings.export_max_wait_seconds
+    now = stage.jobs.clock()
+    limit = stage.max_wait_seconds
     generation = job.generations.get(export_id)
 
     def allowed(seen: JobItem | None) -> float:
@@ -361,7 +366,7 @@ async def _still_pending(
         parked = (job.not_before - (seen.waiting_since or seen.created_at)).total_seconds()
         return limit + max(0.0, parked)
 
-    outcome = await deps.jobs.transition(
+    outcome = await stage.jobs.transition(
         export_id,
         lambda job_: lifecycle.pending(job_, generation, job.correlation_id, now, allowed(job_)),
         seen=seen,
@@ -380,7 +385,7 @@ async def _still_pending(
 
 
 async def _fail_job(
-    deps: Deps,
+    stage: JobStage,
     export_id: str,
     job: ExportJob,
     error: str,
@@ -394,8 +399,8 @@ async def _fail_job(
     still in flight keep adding theirs. ``files_listed`` (a listing fault)
     records how many files the listing gave before it failed.
     """
-    now = deps.jobs.clock()
-    outcome = await deps.jobs.transition(
+    now = stage.jobs.clock()
+    outcome = await stage.jobs.transition(
         export_id,
         lambda seen: lifecycle.fail(
             seen, generation, job.correlation_id, error, now, files_total=files_listed

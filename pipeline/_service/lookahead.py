@@ -15,9 +15,7 @@ from collections.abc import Iterable
 
 import trio
 
-from pipeline._adapters.aws import metadata as _metadata
-from pipeline._adapters.aws.clients import AwsClient
-from pipeline._core.backoff import Backoff
+from pipeline._adapters.aws.metadata import MetadataTable
 from pipeline._core.verdicts import MetadataItem
 from pipeline._core.zip.format import CentralEntry
 
@@ -38,20 +36,16 @@ class AheadLookup:
 
     def __init__(
         self,
-        dynamodb: AwsClient,
-        table: str,
+        table: MetadataTable,
         export_id: str,
         entries: Iterable[CentralEntry],
         *,
-        policy: Backoff,
         window: int = LOOKAHEAD_NAMES,
     ) -> None:
         if window <= 0:
             msg = f"window must be positive, not {window}"
             raise ValueError(msg)
-        self._dynamodb = dynamodb
         self._table = table
-        self._policy = policy
         self._export_id = export_id
         self._names = (entry.name for entry in entries if not entry.is_dir)
         self._size = window
@@ -85,6 +79,4 @@ class AheadLookup:
         self._window = {name: found.get(name) for name in names}
 
     async def _lookup(self, names: list[str]) -> dict[str, MetadataItem]:
-        return await _metadata.lookup(
-            self._dynamodb, self._table, self._export_id, names, policy=self._policy
-        )
+        return await self._table.lookup(self._export_id, names)

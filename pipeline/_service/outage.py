@@ -9,24 +9,26 @@ once the job is older than ``EXPORT_MAX_WAIT_SECONDS`` (:func:`outlived_max_wait
 
 from __future__ import annotations
 
+from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._core import lifecycle
-from pipeline._service.deps import Deps
 
 __all__ = ["outlived_max_wait"]
 
 
-async def outlived_max_wait(deps: Deps, export_id: str, correlation_id: str | None) -> bool:
-    """Whether the export's job began more than ``EXPORT_MAX_WAIT_SECONDS`` ago.
+async def outlived_max_wait(
+    jobs: JobStore, max_wait_seconds: float, export_id: str, correlation_id: str | None
+) -> bool:
+    """Whether the export's job began more than ``max_wait_seconds`` ago (EXPORT_MAX_WAIT_SECONDS).
 
     A job with no item yet is begun now (RUNNING), so that its age counts
     from its first outage; the age counts from when this submission began
     waiting, as for a PENDING export, else from the job's creation.
     """
-    now = deps.jobs.clock()
-    job = await deps.jobs.get_job(export_id)
+    now = jobs.clock()
+    job = await jobs.get_job(export_id)
     if job is None:
         # Created only: a job someone else created meanwhile is theirs to run.
-        await deps.jobs.transition(
+        await jobs.transition(
             export_id,
             lambda seen: (
                 lifecycle.begin(None, None, correlation_id or "", now)
@@ -36,4 +38,4 @@ async def outlived_max_wait(deps: Deps, export_id: str, correlation_id: str | No
             read=False,
         )
         return False
-    return lifecycle.waited_seconds(job, now) > deps.settings.export_max_wait_seconds
+    return lifecycle.waited_seconds(job, now) > max_wait_seconds

@@ -14,12 +14,11 @@ from collections.abc import Mapping
 
 import attrs
 
-from pipeline._adapters.aws.queues import SqsQueues
+from pipeline._adapters.aws.queues import Queues
 from pipeline._config import Settings
-from pipeline._core.backoff import AWS_POLICY
 from pipeline._core.lanes import Priority
-from pipeline._service.deps import Deps
 from pipeline._service.lease import LeaseKeeper
+from pipeline._service.metrics import ServiceMetrics
 from pipeline._service.startup import QueueFacts
 
 __all__ = ["StageQueue", "lanes_of", "queue_names", "stage_queues"]
@@ -35,7 +34,12 @@ class StageQueue:
 
 
 def stage_queues(
-    deps: Deps, facts: Mapping[str, QueueFacts], urls: tuple[str | None, str | None], *, name: str
+    queues: Queues,
+    metrics: ServiceMetrics,
+    facts: Mapping[str, QueueFacts],
+    urls: tuple[str | None, str | None],
+    *,
+    name: str,
 ) -> list[StageQueue]:
     """A stage's queues from their ``(normal, high)`` URLs (None: not read), with what
     start-up read of each (``facts``: visibility timeout, dead-letter queue)."""
@@ -47,11 +51,11 @@ def stage_queues(
             continue
         queue = facts[url]
         keeper = LeaseKeeper(
-            SqsQueues(deps.aws.sqs),
+            queues,
             url,
             queue.visibility_timeout,
-            AWS_POLICY,
-            metrics=deps.metrics,
+            queues.policy,
+            metrics=metrics,
             queue_name=queue_name,
             lane=lane,
         )

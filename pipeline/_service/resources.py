@@ -1,8 +1,13 @@
-"""The long-lived resources of one service: AWS clients, the Export API session, the gate.
+"""The long-lived resources of one service: its adapters, opened once, and its shared state.
 
 Opened once for the lifetime of the service, before the nursery tree of
-``graph.py`` is started, and closed after it ends; the :class:`Deps` they
-make is what stages are handed.
+``graph.py`` is started, and closed after it ends. Each adapter is made here,
+once, with its client, its names from the settings and its retry policy: the
+jobs table (:class:`JobStore`), the metadata table (:class:`MetadataTable`),
+the output bucket (:class:`OutputBucket`), the queues (:class:`SqsQueues`),
+the Export API (:class:`ExportApi`). Only ``graph.py`` (and the HTTP routes
+it serves) reads :class:`Resources`; it hands each stage the parts that stage
+uses, by name.
 """
 
 from __future__ import annotations
@@ -10,12 +15,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import attrs
 import httpx
 import trio
 
-from pipeline._adapters.aws.clients import AwsClient, open_aws_clients
+from pipeline._adapters.aws.bucket import OutputBucket
+from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
+from pipeline._adapters.aws.clienttypes import EventsClient
 from pipeline._adapters.aws.joboutbox import EventBus
 from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._adapters.aws.metadata import MetadataTable
+from pipeline._adapters.aws.queues import SqsQueues
 from pipeline._adapters.exportapi import ExportApi, ExportApiSession
 from pipeline._adapters.exportapi.pacing import Pacer
 from pipeline._adapters.http.health import readiness_checks
@@ -23,11 +33,39 @@ from pipeline._adapters.httpreads import use_large_reads
 from pipeline._adapters.retry import observe_health
 from pipeline._config import Settings
 from pipeline._core.backoff import AWS_POLICY, Backoff, CircuitBreaker, DependencyHealth
-from pipeline._service.deps import Deps
+from pipeline._core.pool import PoolFigures
+from pipeline._service.cancel import CancelWatch
 from pipeline._service.intake import AwsFailing, ExportApiBreaker, IntakeGate
+from pipeline._service.metrics import ServiceMetrics
 from pipeline._service.pause import PauseGate
 
-__all__ = ["export_api_breaker", "open_deps"]
+__all__ = ["Resources", "export_api_breaker", "open_resources"]
+
+
+@attrs.frozen
+class Resources:
+    """The adapters and shared state of one service, for ``graph.py`` to hand out."""
+
+    settings: Settings
+    # The clients themselves: start-up's and /ready's checks, the dead-letter routes.
+    aws: AwsClients
+    api: ExportApi
+    jobs: JobStore
+    table: MetadataTable
+    bucket: OutputBucket
+    queues: SqsQueues
+    # Threads that inflate at once (WORKER_POOL_SIZE).
+    inflate_limiter: trio.CapacityLimiter
+    # What the receivers wait on before taking messages (no reason: always open).
+    intake: IntakeGate
+    # The queues paused for every process, as last read here.
+    pauses: PauseGate
+    # The file workers' figures, for GET /health.
+    pool: PoolFigures = attrs.field(factory=PoolFigures)
+    # What GET /metrics shows.
+    metrics: ServiceMetrics = attrs.field(factory=ServiceMetrics)
+    # The exports cancelled, and the cancel scopes of the work on them here.
+    cancels: CancelWatch = attrs.field(factory=CancelWatch)
 
 
 def export_api_breaker() -> CircuitBreaker:
@@ -47,7 +85,7 @@ def _pacing(settings: Settings) -> list[Callable[[httpx.Request], Awaitable[None
     return [] if rate is None else [Pacer(settings.export_api_base_url, rate)]
 
 
-def _event_bus(settings: Settings, events: AwsClient | None) -> EventBus | None:
+def _event_bus(settings: Settings, events: EventsClient | None) -> EventBus | None:
     """Where lifecycle events go (EVENT_BUS_NAME), or None when they are off."""
     if settings.event_bus_name is None or events is None:
         return None
@@ -55,8 +93,8 @@ def _event_bus(settings: Settings, events: AwsClient | None) -> EventBus | None:
 
 
 @asynccontextmanager
-async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
-    """Open the long-lived clients (AWS, Export API) for the lifetime of the service."""
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    """Open the long-lived clients (AWS, Export API) and their adapters for the service's life."""
     use_large_reads()
     connections = settings.max_concurrent_jobs * 2 + 10
     async with (
@@ -95,7 +133,7 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
             ]
         )
         with observe_health(health):
-            yield Deps(
+            yield Resources(
                 settings=settings,
                 aws=aws,
                 api=ExportApi(session),
@@ -106,6 +144,11 @@ async def open_deps(settings: Settings) -> AsyncIterator[Deps]:
                     events=_event_bus(settings, aws.events),
                     retention_days=settings.job_retention_days,
                 ),
+                table=MetadataTable(aws.dynamodb, settings.dynamodb_metadata_table, AWS_POLICY),
+                bucket=OutputBucket(
+                    aws.s3, settings.s3_bucket_name, settings.s3_prefix, AWS_POLICY
+                ),
+                queues=SqsQueues(aws.sqs, AWS_POLICY),
                 inflate_limiter=trio.CapacityLimiter(settings.worker_pool_size),
                 intake=gate,
                 pauses=pauses,

@@ -15,41 +15,41 @@ from pipeline._adapters.http.console import ConsoleHooks, add_console_routes
 from pipeline._adapters.http.control import Control, add_control_routes
 from pipeline._adapters.http.events import EventHub, add_events_route, job_views
 from pipeline._adapters.http.health import add_metrics_route
-from pipeline._service.deps import Deps
+from pipeline._service.resources import Resources
 
 __all__ = ["add_routes"]
 
 
-def add_routes(app: QuartTrio, deps: Deps) -> EventHub:
+def add_routes(app: QuartTrio, resources: Resources) -> EventHub:
     """Serve the control API, the console, ``/events`` and ``/metrics`` on ``app``.
 
     Returns the event hub, whose task the caller runs.
     """
-    settings = deps.settings
+    settings = resources.settings
     control = Control(
-        jobs=deps.jobs,
-        sqs=deps.aws.sqs,
+        jobs=resources.jobs,
+        sqs=resources.aws.sqs,
         export_jobs_url=settings.sqs_export_jobs_url,
         export_jobs_high_url=settings.sqs_export_jobs_high_url,
         download_tasks_url=settings.sqs_download_tasks_url,
         download_tasks_high_url=settings.sqs_download_tasks_high_url,
         admin_token=settings.admin_token,
         overload_backlog=settings.overload_backlog,
-        on_cancel=deps.cancels.cancel,
-        on_retry=deps.cancels.resume,
-        paused=lambda: deps.pauses.view,
+        on_cancel=resources.cancels.cancel,
+        on_retry=resources.cancels.resume,
+        paused=lambda: resources.pauses.view,
     )
     figures = add_control_routes(app, control)
     add_console_routes(
         app,
         control,
-        ConsoleHooks(on_pause=lambda queue, paused: deps.pauses.apply({queue: paused})),
+        ConsoleHooks(on_pause=lambda queue, paused: resources.pauses.apply({queue: paused})),
     )
-    hub = EventHub(deps.jobs.changes, job_views(deps.jobs))
+    hub = EventHub(resources.jobs.changes, job_views(resources.jobs))
     add_events_route(app, hub)
 
     async def refresh_queue_gauges() -> None:
-        deps.metrics.queues_seen(await figures.figures(), deps.pauses.view)
+        resources.metrics.queues_seen(await figures.figures(), resources.pauses.view)
 
-    add_metrics_route(app, deps.metrics.text, refresh_queue_gauges)
+    add_metrics_route(app, resources.metrics.text, refresh_queue_gauges)
     return hub

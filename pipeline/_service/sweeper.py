@@ -34,7 +34,6 @@ from pipeline._adapters.aws.joboutbox import owed_jobs, settle_owed
 from pipeline._adapters.aws.jobscan import running_jobs_idle_since
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._adapters.aws.queues import Queues
-from pipeline._core.backoff import AWS_POLICY
 from pipeline._core.messages import ExportJob, encode_export_job
 from pipeline._errors import PipelineError
 
@@ -81,7 +80,7 @@ async def sweep_once(
                 generations=generations,
             )
         )
-        await sqs.send(export_jobs_url, body, policy=AWS_POLICY)
+        await sqs.send(export_jobs_url, body, policy=sqs.policy)
         log.warning(
             "job quiet too long; submitted again",
             exportId=job.export_id,

@@ -164,7 +164,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             pool_size=4,
             events=env.event_bus is not None,
         ) as aws:
-            bus = None if env.event_bus is None else EventBus(aws.events, env.event_bus)
+            bus = (
+                None
+                if env.event_bus is None or aws.events is None
+                else EventBus(aws.events, env.event_bus)
+            )
             jobs = JobStore(
                 aws.dynamodb, env.jobs_table, events=bus, retention_days=env.retention_days
             )

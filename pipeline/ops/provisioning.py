@@ -19,7 +19,8 @@ from typing import Any
 import attrs
 import trio
 
-from pipeline._adapters.aws.clients import AwsClient, AwsClients, aws_call
+from pipeline._adapters.aws.clients import AwsClients, aws_call
+from pipeline._adapters.aws.clienttypes import DynamoDbClient, EventsClient, S3Client, SqsClient
 from pipeline._adapters.aws.jobitems import LIST_STATUS, STATUS_INDEX
 from pipeline._adapters.aws.joboutbox import DETAIL_TYPE as EVENT_DETAIL_TYPE
 from pipeline._adapters.aws.joboutbox import SOURCE as EVENT_SOURCE
@@ -61,7 +62,7 @@ class ProvisionedUrls:
 
 
 async def _queue_with_dlq(
-    sqs: AwsClient,
+    sqs: SqsClient,
     name: str,
     *,
     visibility_timeout: int,
@@ -138,7 +139,7 @@ def status_index() -> dict[str, Any]:
 
 
 async def _table(
-    dynamodb: AwsClient,
+    dynamodb: DynamoDbClient,
     name: str,
     hash_key: str,
     range_key: str,
@@ -202,7 +203,7 @@ async def _table(
             await trio.sleep(0.5)
 
 
-async def _bucket(s3: AwsClient, name: str, policy: Backoff) -> None:
+async def _bucket(s3: S3Client, name: str, policy: Backoff) -> None:
     kwargs: dict[str, Any] = {"Bucket": name}
     region = s3.meta.region_name
     if region and region != "us-east-1":
@@ -287,7 +288,7 @@ async def provision(
 
 
 async def seed_metadata(
-    dynamodb: AwsClient,
+    dynamodb: DynamoDbClient,
     table: str,
     export_id: str,
     items: Iterable[MetadataItem],
@@ -331,7 +332,7 @@ async def seed_metadata(
 
 
 async def provision_event_listener(
-    events: AwsClient, sqs: AwsClient, bus: str, queue: str, *, policy: Backoff = AWS_POLICY
+    events: EventsClient, sqs: SqsClient, bus: str, queue: str, *, policy: Backoff = AWS_POLICY
 ) -> str:
     """An event bus (unless ``default``) and a rule on it sending the service's events to a queue.
 

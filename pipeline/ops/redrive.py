@@ -27,7 +27,8 @@ from typing import TextIO
 import trio
 
 from pipeline._adapters.aws import deadletters
-from pipeline._adapters.aws.clients import AwsClient, open_aws_clients
+from pipeline._adapters.aws.clients import open_aws_clients
+from pipeline._adapters.aws.clienttypes import SqsClient
 from pipeline._adapters.aws.deadletters import DeadLetter, NoDeadLetterQueue, Redriven
 from pipeline._errors import PipelineError
 from pipeline.ops.terminal import printable
@@ -48,7 +49,7 @@ def _line(message: DeadLetter, verdict: str) -> str:
 
 
 async def redrive(
-    client: AwsClient,
+    client: SqsClient,
     queue: str,
     queue_url: str,
     *,

@@ -93,6 +93,7 @@ async def _prepare_aws(
     async with open_aws_clients(
         region="us-east-1", endpoint_url=endpoint, pool_size=10, events=True
     ) as aws:
+        assert aws.events is not None  # opened with events=True
         events_url = await provision_event_listener(
             aws.events, aws.sqs, EVENT_BUS, "pipeline-local-events"
         )

@@ -8,7 +8,7 @@ import pytest
 
 import pipeline._adapters.aws.metadata as metadata_module
 from pipeline._adapters.aws.clients import AwsClients
-from pipeline._adapters.aws.metadata import MetadataItem, all_paths, lookup
+from pipeline._adapters.aws.metadata import MetadataItem, MetadataTable
 from pipeline._core.backoff import Backoff
 from pipeline.ops.provisioning import seed_metadata
 
@@ -55,13 +55,13 @@ async def test_lookup_over_many_batches(clients: AwsClients, table: str) -> None
     await seed_metadata(clients.dynamodb, table, "exp-2", [MetadataItem("dir/other")])
     paths = [item.path for item in items] + [f"missing-{i}" for i in range(10)]
     paths += ["dir/file-0001.txt", "dir/file-0002.txt", "dir/other"]
-    found = await lookup(clients.dynamodb, table, "exp-1", paths, policy=FAST)
+    found = await MetadataTable(clients.dynamodb, table, FAST).lookup("exp-1", paths)
     assert found == {item.path: item for item in items}
 
 
 async def test_lookup_of_nothing(clients: AwsClients, table: str) -> None:
     """An empty path list makes no call and finds nothing."""
-    assert await lookup(clients.dynamodb, table, "exp-1", []) == {}
+    assert await MetadataTable(clients.dynamodb, table).lookup("exp-1", []) == {}
 
 
 async def test_sha256_is_lower_cased(clients: AwsClients, table: str) -> None:
@@ -70,7 +70,7 @@ async def test_sha256_is_lower_cased(clients: AwsClients, table: str) -> None:
         TableName=table,
         Item={"exportId": {"S": "e"}, "path": {"S": "p"}, "sha256": {"S": "AB" * 32}},
     )
-    found = await lookup(clients.dynamodb, table, "e", ["p"])
+    found = await MetadataTable(clients.dynamodb, table).lookup("e", ["p"])
     assert found["p"].sha256 == "ab" * 32
 
 
@@ -86,7 +86,7 @@ async def test_malformed_items_say_why_and_spoil_nothing_else(
         await clients.dynamodb.put_item(
             TableName=table, Item={"exportId": {"S": "e"}, "path": {"S": path}, **extra}
         )
-    found = await lookup(clients.dynamodb, table, "e", ["odd", "short", "fine"])
+    found = await MetadataTable(clients.dynamodb, table).lookup("e", ["odd", "short", "fine"])
     malformed = "metadata item is malformed"
     assert found["odd"].problem == f"{malformed}: sizeBytes '1.5' is not a whole number"
     assert found["short"].problem == f"{malformed}: sha256 is not 64 hex digits"
@@ -103,11 +103,11 @@ async def test_all_paths_pages_past_one_megabyte(clients: AwsClients, table: str
         ExpressionAttributeValues={":e": {"S": "big"}},
     )
     assert "LastEvaluatedKey" in page  # the listing really does need pages
-    assert await all_paths(clients.dynamodb, table, "big", policy=FAST) == {
+    assert await MetadataTable(clients.dynamodb, table, FAST).all_paths("big") == {
         item.path for item in items
     }
 
 
 async def test_all_paths_of_unknown_export(clients: AwsClients, table: str) -> None:
     """An export without items has no paths."""
-    assert await all_paths(clients.dynamodb, table, "nobody") == set()
+    assert await MetadataTable(clients.dynamodb, table).all_paths("nobody") == set()

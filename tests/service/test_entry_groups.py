@@ -20,7 +20,8 @@ from pipeline._core.zip.format import TAIL_BYTES
 from pipeline._service import entry_groups as _entry_groups
 from pipeline._service.entry_groups import JUDGE_BYTES, JUDGE_SECONDS, DownloadMeter
 from pipeline._service.file_stage import process_file
-from pipeline._service.graph import open_deps
+from pipeline._service.filework import FileLimits
+from pipeline._service.graph import file_stage, open_resources
 from pipeline.testing.demo import build_zip, metadata_for
 from tests.support.stack import Stack, open_stack
 
@@ -67,8 +68,9 @@ async def process(
         size_bytes=len(data),
     )
     settings = stack.settings(WORKER_POOL_SIZE=str(worker_pool_size))
-    async with open_deps(settings) as deps:
-        result = await process_file(file, export_id, deps, min_group_bytes=min_group_bytes)
+    async with open_resources(settings) as resources:
+        stage = file_stage(resources)
+        result = await process_file(file, export_id, stage, min_group_bytes=min_group_bytes)
     ranges = [
         r.range for r in stack.simulator.requests if r.route == "download" and r.file_id == file_id
     ]
@@ -99,7 +101,7 @@ class TestStreamsPerFile:
     ) -> None:
         """Two streams a file, not more than inflate threads, and one when every worker is busy."""
         settings = load_settings({**self.BASE, "WORKER_POOL_SIZE": pool}, Mode.ALL)
-        assert _entry_groups.streams_per_file(settings, in_flight) == streams
+        assert _entry_groups.streams_per_file(FileLimits.of(settings), in_flight) == streams
 
 
 async def timed_chunks(
@@ -259,9 +261,9 @@ class TestGroups:
                 return [r.range for r in stack.simulator.requests if r.file_id == file_id]
 
             settings = stack.settings(WORKER_POOL_SIZE="2")
-            async with open_deps(settings) as deps, trio.open_nursery() as nursery:
+            async with open_resources(settings) as resources, trio.open_nursery() as nursery:
                 run = functools.partial(process_file, min_group_bytes=MIN_GROUP)
-                nursery.start_soon(run, file, "exp-stop", deps)
+                nursery.start_soon(run, file, "exp-stop", file_stage(resources))
                 with trio.fail_after(30):
                     while True:  # polled: the simulator has no event for a request
                         if len(ranges()) == 3:

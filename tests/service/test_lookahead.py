@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from pipeline._adapters.aws.clients import AwsClients
-from pipeline._adapters.aws.metadata import MetadataItem
+from pipeline._adapters.aws.metadata import MetadataItem, MetadataTable
 from pipeline._core.backoff import Backoff
 from pipeline._core.zip.format import CentralEntry
 from pipeline._service.lookahead import AheadLookup
@@ -48,7 +48,7 @@ async def test_answers_in_stream_order_holding_one_window(clients: AwsClients, t
     items = [MetadataItem(path=name, size_bytes=i) for i, name in enumerate(names) if i % 3]
     await seed_metadata(clients.dynamodb, table, "exp-1", items, policy=FAST)
     listing = entries(["d/", *names[:100], "d/sub/", *names[100:]])
-    ahead = AheadLookup(clients.dynamodb, table, "exp-1", listing, policy=FAST, window=40)
+    ahead = AheadLookup(MetadataTable(clients.dynamodb, table, FAST), "exp-1", listing, window=40)
     expected = {item.path: item for item in items}
     for name in names:
         assert await ahead.get(name) == expected.get(name)
@@ -60,7 +60,9 @@ async def test_asked_again_or_out_of_order(clients: AwsClients, table: str) -> N
     names = [f"n{i}" for i in range(30)]
     items = [MetadataItem(path=name, size_bytes=len(name)) for name in names]
     await seed_metadata(clients.dynamodb, table, "exp-2", items, policy=FAST)
-    ahead = AheadLookup(clients.dynamodb, table, "exp-2", entries(names), policy=FAST, window=10)
+    ahead = AheadLookup(
+        MetadataTable(clients.dynamodb, table, FAST), "exp-2", entries(names), window=10
+    )
     assert await ahead.get("n0") == items[0]
     # Opened, then refused while inflating: the uploader asks again.
     assert await ahead.get("n0") == items[0]
@@ -72,4 +74,4 @@ async def test_asked_again_or_out_of_order(clients: AwsClients, table: str) -> N
 def test_window_must_be_positive() -> None:
     """A window of no names is a programming error."""
     with pytest.raises(ValueError, match="window"):
-        AheadLookup(None, "t", "e", [], policy=FAST, window=0)  # type: ignore[arg-type]
+        AheadLookup(MetadataTable(None, "t"), "e", [], window=0)  # type: ignore[arg-type]

@@ -81,6 +81,8 @@ class _FakeQueue:
 class FakeSqs:
     """Queues in memory on trio's clock; see the module doc. Implements :class:`Queues`."""
 
+    # What the service's calls are given (each call here names its own).
+    policy: Backoff = attrs.Factory(lambda: Backoff(max_attempts=1))
     calls: list[Call] = attrs.Factory(list)
     _queues: dict[str, _FakeQueue] = attrs.Factory(dict)
     _faults: deque[_Fault] = attrs.Factory(deque)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clienttypes import DynamoDbClient
 from pipeline._adapters.retry import pause
 from pipeline._core.backoff import Backoff
 from pipeline._errors import Fault, RetriesExhausted
@@ -22,7 +23,7 @@ BATCH_GET_KEYS = 100
 
 
 async def batch_get(
-    dynamodb: AwsClient,
+    dynamodb: DynamoDbClient,
     table: str,
     keys: Sequence[dict[str, Any]],
     *,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 import httpx
@@ -42,12 +42,12 @@ from botocore.exceptions import (
     MetadataRetrievalError,
 )
 
+from pipeline._adapters.aws.clienttypes import DynamoDbClient, EventsClient, S3Client, SqsClient
 from pipeline._adapters.retry import retry
 from pipeline._core.backoff import Backoff
 from pipeline._errors import AwsRejected, AwsUnavailable
 
 __all__ = [
-    "AwsClient",
     "AwsClients",
     "aws_call",
     "error_code",
@@ -56,10 +56,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-# aiobotocore clients are generated at run time and untyped.
-AwsClient = Any
-
 
 # Codes botocore's "standard" retry mode treats as throttling or transient,
 # plus the 5xx-style codes the services spell out.
@@ -128,11 +124,11 @@ _KEEPALIVE_SECONDS = 12.0
 class AwsClients:
     """The long-lived clients, shared by every task of the process."""
 
-    s3: AwsClient
-    sqs: AwsClient
-    dynamodb: AwsClient
+    s3: S3Client
+    sqs: SqsClient
+    dynamodb: DynamoDbClient
     # EventBridge, opened only where lifecycle events are on (EVENT_BUS_NAME).
-    events: AwsClient | None = None
+    events: EventsClient | None = None
 
 
 def _path_style(on: bool) -> dict[str, str]:
@@ -184,8 +180,9 @@ async def open_aws_clients(
     # providers (Fargate, EC2) use aiohttp, which needs an asyncio loop.
     session.set_default_client_config(AioConfig(http_session_cls=HttpxSession))
     async with AsyncExitStack() as stack:
-
-        async def client(service: str, read_timeout: float) -> AwsClient:
+        # aiobotocore makes its clients at run time, untyped: each is taken
+        # as the calls the package makes of it (clienttypes.py).
+        async def client(service: str, read_timeout: float) -> Any:
             config = _config(pool_size=pool_size, read_timeout=read_timeout, path_style=path_style)
             cm = session.create_client(
                 service, region_name=region, endpoint_url=endpoint_url, config=config
@@ -193,10 +190,14 @@ async def open_aws_clients(
             return await stack.enter_async_context(cm)
 
         yield AwsClients(
-            s3=await client("s3", _S3_READ_TIMEOUT),
-            sqs=await client("sqs", _SQS_READ_TIMEOUT),
-            dynamodb=await client("dynamodb", _DYNAMODB_READ_TIMEOUT),
-            events=await client("events", _DYNAMODB_READ_TIMEOUT) if events else None,
+            s3=cast(S3Client, await client("s3", _S3_READ_TIMEOUT)),
+            sqs=cast(SqsClient, await client("sqs", _SQS_READ_TIMEOUT)),
+            dynamodb=cast(DynamoDbClient, await client("dynamodb", _DYNAMODB_READ_TIMEOUT)),
+            events=(
+                cast(EventsClient, await client("events", _DYNAMODB_READ_TIMEOUT))
+                if events
+                else None
+            ),
         )
 
 

@@ -28,19 +28,18 @@ import contextlib
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
 
 import attrs
 import trio
 
 from pipeline._adapters.aws import sqs
+from pipeline._adapters.aws.clienttypes import SqsClient
 from pipeline._core.messages import decode_download_task, decode_export_job
 from pipeline._errors import PipelineError, PoisonMessage
 
 __all__ = [
     "DECODERS",
     "DeadLetter",
-    "DeadLetterCalls",
     "NoDeadLetterQueue",
     "Redriven",
     "delete_dead_letter",
@@ -66,22 +65,6 @@ SEARCH_HOLD_SECONDS = 30
 REDRIVE_HOLD_SECONDS = 120
 # Handing back is cleanup: shielded, with a short deadline of its own.
 _RELEASE_SECONDS = 5.0
-
-
-class DeadLetterCalls(Protocol):
-    """The SQS calls made here (an aiobotocore SQS client has them)."""
-
-    async def get_queue_attributes(self, **kwargs: Any) -> Any: ...
-
-    async def get_queue_url(self, **kwargs: Any) -> Any: ...
-
-    async def receive_message(self, **kwargs: Any) -> Any: ...
-
-    async def change_message_visibility_batch(self, **kwargs: Any) -> Any: ...
-
-    async def delete_message(self, **kwargs: Any) -> Any: ...
-
-    async def send_message_batch(self, **kwargs: Any) -> Any: ...
 
 
 class NoDeadLetterQueue(LookupError):
@@ -121,7 +104,7 @@ class Redriven:
     kept: list[tuple[DeadLetter, str]]
 
 
-async def find_dead_letters(client: DeadLetterCalls, queue_url: str) -> str:
+async def find_dead_letters(client: SqsClient, queue_url: str) -> str:
     """The URL of ``queue_url``'s dead-letter queue; :class:`NoDeadLetterQueue` if none."""
     found = await sqs.dead_letter_queue_url(client, queue_url)
     if found is None:
@@ -130,7 +113,7 @@ async def find_dead_letters(client: DeadLetterCalls, queue_url: str) -> str:
     return found
 
 
-async def _release(client: DeadLetterCalls, url: str, held: list[sqs.ReceivedMessage]) -> None:
+async def _release(client: SqsClient, url: str, held: list[sqs.ReceivedMessage]) -> None:
     """Make ``held`` visible again at once (shielded, bounded; their hold ends anyway)."""
     if not held:
         return
@@ -145,7 +128,7 @@ async def _release(client: DeadLetterCalls, url: str, held: list[sqs.ReceivedMes
         )
 
 
-async def _receive(client: DeadLetterCalls, url: str, hold: int) -> list[sqs.ReceivedMessage]:
+async def _receive(client: SqsClient, url: str, hold: int) -> list[sqs.ReceivedMessage]:
     return await sqs.receive(
         client,
         url,
@@ -156,9 +139,7 @@ async def _receive(client: DeadLetterCalls, url: str, hold: int) -> list[sqs.Rec
     )
 
 
-async def look(
-    client: DeadLetterCalls, queue_url: str, *, limit: int = LOOK_MAX
-) -> list[DeadLetter]:
+async def look(client: SqsClient, queue_url: str, *, limit: int = LOOK_MAX) -> list[DeadLetter]:
     """Up to ``limit`` messages of the dead-letter queue, left in it (visible within seconds)."""
     url = await find_dead_letters(client, queue_url)
     held: list[sqs.ReceivedMessage] = []
@@ -178,7 +159,7 @@ async def look(
     return list(shown.values())[:limit]
 
 
-async def delete_dead_letter(client: DeadLetterCalls, queue_url: str, message_id: str) -> bool:
+async def delete_dead_letter(client: SqsClient, queue_url: str, message_id: str) -> bool:
     """Delete the message ``message_id`` from the dead-letter queue; False when not found.
 
     Looks through the queue (as :func:`look` does) until it finds the message,
@@ -213,7 +194,7 @@ def _refusal(decode: Callable[[str], object], body: str) -> str | None:
 
 
 async def redrive(
-    client: DeadLetterCalls,
+    client: SqsClient,
     queue: str,
     queue_url: str,
     *,

@@ -26,7 +26,7 @@ import attrs
 
 from pipeline._adapters.aws import sqs as _sqs
 from pipeline._adapters.aws.batchget import batch_get
-from pipeline._adapters.aws.clients import AwsClient
+from pipeline._adapters.aws.clienttypes import SqsClient
 from pipeline._adapters.aws.jobitems import FILE_PREFIX, JOB_SK, JobItem, decode_item, utc_now
 from pipeline._adapters.aws.jobstore import JobStore, Outcome
 from pipeline._core import lifecycle
@@ -95,7 +95,7 @@ async def cancel_job(jobs: JobStore, export_id: str, reason: str = CANCEL_REASON
     return _answer(export_id, outcome)
 
 
-async def retry_job(jobs: JobStore, sqs: AwsClient, export_jobs_url: str, export_id: str) -> Answer:
+async def retry_job(jobs: JobStore, sqs: SqsClient, export_jobs_url: str, export_id: str) -> Answer:
     """Run a ``FAILED`` or ``CANCELLED`` job again from where it stood.
 
     One conditional write on the status and run the caller read takes the job

@@ -29,7 +29,8 @@ import attrs
 import structlog
 import trio
 
-from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clienttypes import EventsClient
 from pipeline._adapters.aws.jobitems import (
     EVENTS_OWED,
     EXPIRY_OWED,
@@ -76,7 +77,7 @@ CLEAR_ATTEMPTS = 5
 class EventBus:
     """The EventBridge bus lifecycle events go to (``EVENT_BUS_NAME``)."""
 
-    events: AwsClient
+    events: EventsClient
     name: str
     policy: Backoff = AWS_POLICY
 

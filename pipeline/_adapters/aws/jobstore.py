@@ -30,7 +30,8 @@ from typing import Any
 
 import attrs
 
-from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clienttypes import DynamoDbClient
 from pipeline._adapters.aws.jobchanges import JobChanges
 from pipeline._adapters.aws.jobitems import (
     FILE_PREFIX,
@@ -97,7 +98,7 @@ class JobStore:
     are strongly consistent: the accounting that follows a write must see it.
     """
 
-    dynamodb: AwsClient
+    dynamodb: DynamoDbClient
     table: str
     policy: Backoff = AWS_POLICY
     paths_chunk_bytes: int = PATHS_CHUNK_BYTES

@@ -8,8 +8,11 @@ table is throttled; those are asked for again with backoff, and only a run of
 rounds without any progress gives up. Chunks are fetched one after the other:
 a caller that needs more throughput runs several lookups at once.
 
-:func:`all_paths` reads every path of an export (Query, paginated, projecting
+:meth:`MetadataTable.all_paths` reads every path of an export (Query, paginated, projecting
 only ``path``) to count the items no ZIP contained (``entriesMissing``).
+
+:class:`MetadataTable` is the table as the service is handed it: the client,
+the table's name and the retry policy, made once where the graph is wired.
 
 What an item promises and whether an entry keeps it is decided in
 :mod:`pipeline._core.verdicts`; this module only fetches and stores items.
@@ -20,12 +23,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
 from pipeline._adapters.aws.batchget import batch_get
-from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clienttypes import DynamoDbClient
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._core.verdicts import MetadataItem, item_from_fields
 
-__all__ = ["MetadataItem", "all_paths", "lookup", "to_attributes"]
+__all__ = ["MetadataItem", "MetadataTable", "to_attributes"]
 
 # "path" is a DynamoDB reserved word; every name goes through a placeholder.
 _NAMES = {"#p": "path", "#s": "sizeBytes", "#h": "sha256"}
@@ -48,58 +54,54 @@ def _from_attributes(raw: dict[str, Any]) -> MetadataItem:
     return item_from_fields(str(raw["path"]["S"]), fields)
 
 
-async def lookup(
-    dynamodb: AwsClient,
-    table: str,
-    export_id: str,
-    paths: Sequence[str],
-    *,
-    policy: Backoff = AWS_POLICY,
-) -> dict[str, MetadataItem]:
-    """The metadata items of ``paths`` that exist, by path.
+@attrs.frozen
+class MetadataTable:
+    """The metadata table (``DYNAMODB_METADATA_TABLE``): an export's expected entries."""
 
-    Paths without an item are simply absent from the answer; a path given
-    twice is asked for once. Raises :class:`RetriesExhausted` when DynamoDB
-    keeps every remaining key unprocessed through ``policy``'s attempts.
-    """
-    keys = [{"exportId": {"S": export_id}, "path": {"S": path}} for path in dict.fromkeys(paths)]
-    raw_items = await batch_get(
-        dynamodb,
-        table,
-        keys,
-        what="dynamodb metadata batch get",
-        policy=policy,
-        projection="#p, #s, #h",
-        names=_NAMES,
-    )
-    items = (_from_attributes(raw) for raw in raw_items)
-    return {item.path: item for item in items}
+    dynamodb: DynamoDbClient
+    name: str
+    policy: Backoff = AWS_POLICY
 
+    async def lookup(self, export_id: str, paths: Sequence[str]) -> dict[str, MetadataItem]:
+        """The metadata items of ``paths`` that exist, by path.
 
-async def all_paths(
-    dynamodb: AwsClient,
-    table: str,
-    export_id: str,
-    *,
-    policy: Backoff = AWS_POLICY,
-) -> set[str]:
-    """Every ``path`` the metadata table holds for ``export_id``."""
-    paths: set[str] = set()
-    start_key: dict[str, Any] | None = None
-    while True:
-        kwargs: dict[str, Any] = {
-            "TableName": table,
-            "KeyConditionExpression": "exportId = :e",
-            "ExpressionAttributeValues": {":e": {"S": export_id}},
-            "ProjectionExpression": "#p",
-            "ExpressionAttributeNames": {"#p": "path"},
-        }
-        if start_key is not None:
-            kwargs["ExclusiveStartKey"] = start_key
-        response = await aws_call(
-            "dynamodb metadata query", dynamodb.query, policy=policy, **kwargs
+        Paths without an item are simply absent from the answer; a path given
+        twice is asked for once. Raises :class:`RetriesExhausted` when DynamoDB
+        keeps every remaining key unprocessed through the policy's attempts.
+        """
+        keys = [
+            {"exportId": {"S": export_id}, "path": {"S": path}} for path in dict.fromkeys(paths)
+        ]
+        raw_items = await batch_get(
+            self.dynamodb,
+            self.name,
+            keys,
+            what="dynamodb metadata batch get",
+            policy=self.policy,
+            projection="#p, #s, #h",
+            names=_NAMES,
         )
-        paths.update(str(raw["path"]["S"]) for raw in response.get("Items") or [])
-        start_key = response.get("LastEvaluatedKey")
-        if not start_key:
-            return paths
+        items = (_from_attributes(raw) for raw in raw_items)
+        return {item.path: item for item in items}
+
+    async def all_paths(self, export_id: str) -> set[str]:
+        """Every ``path`` the table holds for ``export_id``."""
+        paths: set[str] = set()
+        start_key: dict[str, Any] | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "TableName": self.name,
+                "KeyConditionExpression": "exportId = :e",
+                "ExpressionAttributeValues": {":e": {"S": export_id}},
+                "ProjectionExpression": "#p",
+                "ExpressionAttributeNames": {"#p": "path"},
+            }
+            if start_key is not None:
+                kwargs["ExclusiveStartKey"] = start_key
+            response = await aws_call(
+                "dynamodb metadata query", self.dynamodb.query, policy=self.policy, **kwargs
+            )
+            paths.update(str(raw["path"]["S"]) for raw in response.get("Items") or [])
+            start_key = response.get("LastEvaluatedKey")
+            if not start_key:
+                return paths

@@ -24,6 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import trio
 
 from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clienttypes import AwsAnswer
 from pipeline._core.backoff import AWS_POLICY, Backoff
 
 __all__ = ["MAX_AGE_SECONDS", "Depths", "QueueAttributes", "QueueDepths", "SingleFlight"]
@@ -44,9 +45,9 @@ Depths = dict[str, int]
 class QueueAttributes(Protocol):
     """The SQS calls a refresh makes (an aiobotocore SQS client has them)."""
 
-    async def get_queue_attributes(self, **kwargs: Any) -> Any: ...
+    async def get_queue_attributes(self, **kwargs: Any) -> AwsAnswer: ...
 
-    async def get_queue_url(self, **kwargs: Any) -> Any: ...
+    async def get_queue_url(self, **kwargs: Any) -> AwsAnswer: ...
 
 
 class _Flight:

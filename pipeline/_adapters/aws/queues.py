@@ -24,7 +24,7 @@ from typing import Protocol
 import attrs
 
 from pipeline._adapters.aws import sqs as _sqs
-from pipeline._adapters.aws.clients import AwsClient
+from pipeline._adapters.aws.clienttypes import SqsClient
 from pipeline._core.backoff import AWS_POLICY, Backoff
 
 __all__ = ["Queues", "SqsQueues"]
@@ -32,6 +32,12 @@ __all__ = ["Queues", "SqsQueues"]
 
 class Queues(Protocol):
     """The SQS calls the lease keepers, receivers and sweeper make."""
+
+    @property
+    def policy(self) -> Backoff:
+        """The retry policy the service's calls on these queues are given (a call may
+        be given another: a cleanup's shorter one)."""
+        ...
 
     async def receive(
         self, queue_url: str, *, max_messages: int, wait_seconds: int, policy: Backoff
@@ -78,7 +84,8 @@ class Queues(Protocol):
 class SqsQueues:
     """:class:`Queues` on SQS itself, through one aiobotocore client."""
 
-    client: AwsClient
+    client: SqsClient
+    policy: Backoff = AWS_POLICY
 
     async def receive(
         self, queue_url: str, *, max_messages: int, wait_seconds: int, policy: Backoff = AWS_POLICY

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clienttypes import AwsAnswer
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected
 
@@ -16,7 +17,7 @@ _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 class ObjectHeads(Protocol):
     """The S3 call these reads make (an aiobotocore S3 client has it)."""
 
-    async def head_object(self, **kwargs: Any) -> Any: ...
+    async def head_object(self, **kwargs: Any) -> AwsAnswer: ...
 
 
 async def head_object(

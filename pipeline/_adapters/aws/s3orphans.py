@@ -30,6 +30,7 @@ import structlog
 import trio
 
 from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clienttypes import AwsAnswer
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, PipelineError
 
@@ -57,9 +58,9 @@ _LAST_ROUND_SECONDS = 2.0
 class MultipartCalls(Protocol):
     """The S3 calls made here (an aiobotocore S3 client has them)."""
 
-    async def list_multipart_uploads(self, **kwargs: Any) -> Any: ...
+    async def list_multipart_uploads(self, **kwargs: Any) -> AwsAnswer: ...
 
-    async def abort_multipart_upload(self, **kwargs: Any) -> Any: ...
+    async def abort_multipart_upload(self, **kwargs: Any) -> AwsAnswer: ...
 
 
 @attrs.frozen

@@ -51,7 +51,8 @@ from typing import Any, Self
 import structlog
 import trio
 
-from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clienttypes import S3Client
 from pipeline._adapters.aws.s3objects import existing_sha256, head_object
 from pipeline._adapters.aws.s3orphans import (
     OpenUpload,
@@ -113,7 +114,7 @@ class EntryUpload:
 
     def __init__(
         self,
-        s3: AwsClient,
+        s3: S3Client,
         *,
         bucket: str,
         key: str,
@@ -392,7 +393,7 @@ class EntryUpload:
 
 
 async def open_entry_upload(
-    s3: AwsClient,
+    s3: S3Client,
     *,
     bucket: str,
     key: str,

@@ -21,7 +21,8 @@ from typing import Any
 
 import attrs
 
-from pipeline._adapters.aws.clients import AwsClient, aws_call
+from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clienttypes import SqsClient
 from pipeline._adapters.aws.sqsbatch import (
     MAX_BATCH,
     EntryFailure,
@@ -113,7 +114,7 @@ def _check_visibility(seconds: int) -> None:
 
 
 async def receive(
-    sqs: AwsClient,
+    sqs: SqsClient,
     queue_url: str,
     *,
     max_messages: int,
@@ -157,7 +158,7 @@ async def receive(
 
 
 async def delete(
-    sqs: AwsClient,
+    sqs: SqsClient,
     queue_url: str,
     receipt_handle: str,
     *,
@@ -179,7 +180,7 @@ async def delete(
 
 
 async def change_visibility(
-    sqs: AwsClient,
+    sqs: SqsClient,
     queue_url: str,
     receipt_handle: str,
     seconds: int,
@@ -207,7 +208,7 @@ async def change_visibility(
 
 
 async def change_visibility_batch(
-    sqs: AwsClient,
+    sqs: SqsClient,
     queue_url: str,
     entries: Sequence[tuple[str, int]],
     *,
@@ -243,7 +244,7 @@ async def change_visibility_batch(
 
 
 async def delete_batch(
-    sqs: AwsClient,
+    sqs: SqsClient,
     queue_url: str,
     receipt_handles: Sequence[str],
     *,
@@ -290,7 +291,7 @@ def _chunks_by_size(pending: list[tuple[int, Any]]) -> list[list[tuple[int, Any]
 
 
 async def send_batch(
-    sqs: AwsClient,
+    sqs: SqsClient,
     queue_url: str,
     bodies: Sequence[str | tuple[str, int]],
     *,
@@ -338,7 +339,7 @@ async def send_batch(
 
 
 async def send(
-    sqs: AwsClient,
+    sqs: SqsClient,
     queue_url: str,
     body: str,
     delay_seconds: int = 0,
@@ -366,7 +367,7 @@ async def send(
 
 
 async def _attributes(
-    sqs: AwsClient, queue_url: str, names: list[str], policy: Backoff
+    sqs: SqsClient, queue_url: str, names: list[str], policy: Backoff
 ) -> dict[str, str]:
     response = await aws_call(
         "sqs get queue attributes",
@@ -379,7 +380,7 @@ async def _attributes(
 
 
 async def queue_visibility_timeout(
-    sqs: AwsClient, queue_url: str, *, policy: Backoff = AWS_POLICY
+    sqs: SqsClient, queue_url: str, *, policy: Backoff = AWS_POLICY
 ) -> int:
     """The queue's default visibility timeout, in seconds."""
     attributes = await _attributes(sqs, queue_url, ["VisibilityTimeout"], policy)
@@ -387,7 +388,7 @@ async def queue_visibility_timeout(
 
 
 async def dead_letter_queue_url(
-    sqs: AwsClient, queue_url: str, *, policy: Backoff = AWS_POLICY
+    sqs: SqsClient, queue_url: str, *, policy: Backoff = AWS_POLICY
 ) -> str | None:
     """The URL of the queue's dead-letter queue, ``None`` when it has no redrive policy.
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import attrs
 
 from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clienttypes import AwsAnswer
 from pipeline._adapters.aws.jobitems import JOB_SK, LIST_STATUS, encode
 from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected
@@ -33,9 +34,9 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 class ScanAndUpdate(Protocol):
     """The DynamoDB calls the backfill makes (an aiobotocore DynamoDB client has them)."""
 
-    async def scan(self, **kwargs: Any) -> Any: ...
+    async def scan(self, **kwargs: Any) -> AwsAnswer: ...
 
-    async def update_item(self, **kwargs: Any) -> Any: ...
+    async def update_item(self, **kwargs: Any) -> AwsAnswer: ...
 
 
 @attrs.frozen

@@ -24,7 +24,7 @@ from quart import request
 from quart_trio import QuartTrio
 
 from pipeline._adapters.aws import sqs
-from pipeline._adapters.aws.clients import AwsClient
+from pipeline._adapters.aws.clienttypes import SqsClient
 from pipeline._adapters.aws.jobcontrol import Answer, Verdict, cancel_job, retry_job
 from pipeline._adapters.aws.jobitems import JobItem, job_document, utc_now
 from pipeline._adapters.aws.jobstore import JobStore
@@ -47,7 +47,7 @@ class Control:
     """What the control routes read and change."""
 
     jobs: JobStore
-    sqs: AwsClient
+    sqs: SqsClient
     export_jobs_url: str
     download_tasks_url: str | None
     admin_token: str | None

@@ -24,7 +24,8 @@ from quart import request
 from quart_trio import QuartTrio
 
 from pipeline._adapters.aws import deadletters
-from pipeline._adapters.aws.deadletters import DeadLetter, DeadLetterCalls, NoDeadLetterQueue
+from pipeline._adapters.aws.clienttypes import SqsClient
+from pipeline._adapters.aws.deadletters import DeadLetter, NoDeadLetterQueue
 from pipeline._adapters.aws.jobitems import format_time
 from pipeline._adapters.http.auth import Refusal, refusal
 
@@ -37,7 +38,7 @@ Answer = tuple[dict[str, Any], int] | Refusal
 class DeadLetterAccess:
     """What the dead-letter routes need: SQS, the queues by role, the admin token."""
 
-    sqs: DeadLetterCalls
+    sqs: SqsClient
     queue_urls: dict[str, str]
     admin_token: str | None
 
