@@ -34,7 +34,7 @@ from pipeline._config import Settings
 from pipeline._core.backoff import Backoff
 from pipeline._core.lanes import Priority
 from pipeline._core.messages import DownloadTask, encode_download_task
-from pipeline._service.lease import Lease, LeaseKeeper
+from pipeline._service.lease import Lease
 
 __all__ = [
     "OVERFLOW_AFTER_SECONDS",
@@ -92,10 +92,9 @@ class FileTask:
     """One file for a file worker, with whatever must happen when it ends."""
 
     task: DownloadTask
-    # Worker mode: the download-task message's lease (deleted when done) and
-    # the keeper of its queue (the normal or the high one).
+    # Worker mode: the download-task message's lease (ended by the worker's
+    # ``working``; the lease knows its queue's keeper, normal or high).
     lease: Lease | None = None
-    keeper: LeaseKeeper | None = None
     # All mode: tells the export-job message's task that this file is done.
     outstanding: Outstanding | None = None
     # Listed by this process just now as having no recorded result, so the

@@ -280,7 +280,6 @@ async def _start_work(
                     run_task_stage,
                     task_receive,
                     file_send.clone(),
-                    keeper=queue.keeper,
                     slots=task_slots,
                     dead_letter_url=queue.dead_letter_url,
                 )

@@ -14,7 +14,7 @@ import trio
 from pipeline._core.messages import decode_download_task
 from pipeline._errors import PoisonMessage
 from pipeline._service.dispatch import FileTask
-from pipeline._service.lease import Delivery, LeaseKeeper
+from pipeline._service.lease import Delivery
 from pipeline._service.receiver import Slots
 from pipeline._service.work import working
 
@@ -25,7 +25,6 @@ async def run_task_stage(
     receive: trio.MemoryReceiveChannel[Delivery],
     send: trio.MemorySendChannel[FileTask],
     *,
-    keeper: LeaseKeeper,
     slots: Slots,
     dead_letter_url: str | None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -40,5 +39,5 @@ async def run_task_stage(
                 except PoisonMessage as err:
                     work.poison(str(err))
                     continue
-                await send.send(FileTask(task=task, lease=delivery.lease, keeper=keeper))
+                await send.send(FileTask(task=task, lease=delivery.lease))
                 work.passed_on()

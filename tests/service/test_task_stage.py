@@ -50,7 +50,6 @@ async def test_poison_goes_and_a_task_is_passed_on_with_its_lease_and_slot(
             lambda task_status: run_task_stage(
                 receive_in,
                 send_out,
-                keeper=keeper,
                 slots=slots,
                 dead_letter_url=dlq,
                 task_status=task_status,
@@ -83,7 +82,7 @@ async def test_a_send_cut_short_by_shutdown_hands_the_task_back(
     send_out, receive_out = trio.open_memory_channel[FileTask](0)
     await send_in.send(delivery)
     with trio.move_on_after(5) as shutdown:
-        await run_task_stage(receive_in, send_out, keeper=keeper, slots=slots, dead_letter_url=None)
+        await run_task_stage(receive_in, send_out, slots=slots, dead_letter_url=None)
     assert shutdown.cancelled_caught
     assert slots.in_use == 0
     assert keeper.held == 0
