@@ -8,7 +8,7 @@ from typing import Any
 
 import pipeline.ops.provisioning as provision_module
 from pipeline._adapters.aws.clients import AwsClients
-from pipeline._adapters.aws.metadata import MetadataItem, lookup
+from pipeline._adapters.aws.metadata import MetadataItem, MetadataTable
 from pipeline._adapters.aws.sqs import (
     change_visibility,
     dead_letter_queue_url,
@@ -104,6 +104,8 @@ async def test_seed_metadata_in_batches(clients: AwsClients) -> None:
     items.append(MetadataItem("p0", 999, "f" * 64))
     table = given["metadata_table"]
     assert await seed_metadata(clients.dynamodb, table, "e", items, policy=FAST) == 60
-    found = await lookup(clients.dynamodb, table, "e", [f"p{i}" for i in range(60)])
+    found = await MetadataTable(clients.dynamodb, table, FAST).lookup(
+        "e", [f"p{i}" for i in range(60)]
+    )
     assert len(found) == 60
     assert found["p0"] == MetadataItem("p0", 999, "f" * 64)
