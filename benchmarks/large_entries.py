@@ -337,11 +337,13 @@ async def run_plain(
     return Measured(label, out["seconds"], out["cpu"], moto_cpu, out["hwm_kb"])
 
 
-async def bench(phase: Phase, fixture: Fixture, endpoint: str, moto_pid: int) -> list[Measured]:
+async def bench(
+    phase: Phase, fixture: Fixture, endpoint: str, moto_pid: int, runs: tuple[str, ...]
+) -> list[Measured]:
     results = []
     async with open_aws_clients(region="us-east-1", endpoint_url=endpoint, pool_size=4) as aws:
         with tempfile.TemporaryDirectory(prefix="large-entries-") as tmp:
-            for run in ("service", "plain"):
+            for run in runs:
                 simulator = Simulator(token=TOKEN)
                 async with trio.open_nursery() as nursery:
                     api = await nursery.start(serve_simulator, simulator)
@@ -373,11 +375,13 @@ class Outcome:
 
     phase: Phase
     service: Measured
-    plain: Measured
+    plain: Measured | None
     floor: Measured
 
 
-def run_phase(phase: Phase, entry_mib: int, endpoint: str, moto_pid: int) -> Outcome:
+def run_phase(
+    phase: Phase, entry_mib: int, endpoint: str, moto_pid: int, *, with_plain: bool
+) -> Outcome:
     fixture = build_fixture(entry_mib * phase.scale, files=phase.files, entries=phase.entries)
     print(
         f"\n== {phase.title}: {len(fixture.files)} ZIP(s) of {fixture.zip_bytes / 1e6:.0f} MB "
@@ -386,11 +390,12 @@ def run_phase(phase: Phase, entry_mib: int, endpoint: str, moto_pid: int) -> Out
         flush=True,
     )
     print(HEAD, flush=True)
-    service, plain_run = trio.run(bench, phase, fixture, endpoint, moto_pid)
+    runs = ("service", "plain") if with_plain else ("service",)
+    service, *plain_run = trio.run(bench, phase, fixture, endpoint, moto_pid, runs)
     seconds, cpu = min(unavoidable(fixture) for _ in range(1 if phase.scale > 1 else 2))
     floor = Measured("unavoidable (isal inflate + SHA-256)", seconds, cpu)
     print(_row(floor, fixture), flush=True)
-    return Outcome(phase, service, plain_run, floor)
+    return Outcome(phase, service, plain_run[0] if plain_run else None, floor)
 
 
 def summary(outcomes: list[Outcome], entry_mib: int) -> None:
@@ -402,9 +407,11 @@ def summary(outcomes: list[Outcome], entry_mib: int) -> None:
         service, phase = outcome.service, outcome.phase
         idle = (service.idle_kb or 0) / 1024
         peak = (service.hwm_kb or 0) / 1024
+        plain_run = outcome.plain
+        wall = "" if plain_run is None else f"{service.seconds / plain_run.seconds:.2f}"
+        cpu = "" if plain_run is None else f"{service.cpu / plain_run.cpu:.2f}"
         print(
-            f"{phase.title:<34} {service.seconds / outcome.plain.seconds:10.2f} "
-            f"{service.cpu / outcome.plain.cpu:10.2f} {service.cpu / outcome.floor.cpu:12.2f} "
+            f"{phase.title:<34} {wall:>10} {cpu:>10} {service.cpu / outcome.floor.cpu:12.2f} "
             f"{idle:6.0f} MB {peak:6.0f} MB {(peak - idle) / phase.files:6.0f} MB"
         )
     print(
@@ -425,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--phases", default="one,eight,10x", help=f"comma-separated, of {', '.join(PHASES)}"
     )
+    parser.add_argument(
+        "--no-plain", action="store_true", help="skip the plain approach (profiling, a quick look)"
+    )
     args = parser.parse_args(argv)
     phases = [PHASES[name] for name in args.phases.split(",")]
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
@@ -432,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("warning", stream=sys.stderr)
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
     with moto() as (endpoint, moto_proc):
-        outcomes = [run_phase(phase, args.entry_mib, endpoint, moto_proc.pid) for phase in phases]
+        outcomes = [
+            run_phase(phase, args.entry_mib, endpoint, moto_proc.pid, with_plain=not args.no_plain)
+            for phase in phases
+        ]
     summary(outcomes, args.entry_mib)
     return 0
 
