@@ -16,7 +16,9 @@ at once, a stream holds:
 * a download read and the copy httpcore makes of it (``READ_BYTES`` each).
 
 Parts being sent come on top: up to ``PARTS_IN_FLIGHT`` per entry and
-``PROCESS_PARTS_IN_FLIGHT`` in the whole process, ``PART_SIZE`` each.
+``PROCESS_PARTS_IN_FLIGHT`` in the whole process, each at most
+``MAX_PART_SIZE`` (a part takes the pieces whole when they overshoot
+``PART_SIZE`` by a quarter at most).
 Nothing here grows with an entry's size. What the allocator keeps around
 them is not counted: measured, 5-10 MB for one file (docs/decisions.md).
 """
@@ -24,7 +26,7 @@ them is not counted: measured, 5-10 MB for one file (docs/decisions.md).
 from __future__ import annotations
 
 from pipeline._adapters.aws.s3parts import PROCESS_PARTS_IN_FLIGHT
-from pipeline._adapters.aws.s3sink import PART_SIZE, PARTS_IN_FLIGHT
+from pipeline._adapters.aws.s3sink import MAX_PART_SIZE, PART_SIZE, PARTS_IN_FLIGHT
 from pipeline._adapters.httpreads import READ_BYTES
 from pipeline._core.zip.decoder import MAX_DATA_CHUNK
 from pipeline._core.zip.inflater import BATCH_BYTES
@@ -38,11 +40,11 @@ STREAM_BYTES = (PART_SIZE + MAX_DATA_CHUNK) + MAX_DATA_CHUNK + 3 * BATCH_BYTES +
 def in_flight_bytes(streams: int) -> int:
     """The most the byte path holds with ``streams`` streams in flight, parts being sent included.
 
-    One stream: 17 MiB + 3 parts of 8 MiB = 41 MiB. Eight (``MAX_CONCURRENT_JOBS=8``,
-    all busy): 8 x 17 MiB + 8 parts = 200 MiB, 25 MiB a file.
+    One stream: 17 MiB + 3 parts of up to 10 MiB = 47 MiB. Eight
+    (``MAX_CONCURRENT_JOBS=8``, all busy): 8 x 17 MiB + 8 parts = 216 MiB, 27 MiB a file.
     """
     if streams < 0:
         msg = f"streams must not be negative, not {streams}"
         raise ValueError(msg)
     parts = min(streams * PARTS_IN_FLIGHT, PROCESS_PARTS_IN_FLIGHT)
-    return streams * STREAM_BYTES + parts * PART_SIZE
+    return streams * STREAM_BYTES + parts * MAX_PART_SIZE
