@@ -43,6 +43,7 @@ Run::
     python benchmarks/large_entries.py                  # all three phases, ~3 min
     python benchmarks/large_entries.py --phases one     # one file only, ~30 s
     python benchmarks/large_entries.py --entry-mib 32   # a quick look
+    python benchmarks/large_entries.py --phases one --no-plain  # the service alone
     BENCH_PROFILE_DIR=/tmp/prof python benchmarks/large_entries.py --phases one  # + py-spy
 """
 
