@@ -45,8 +45,9 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import TOKEN, bench_env, moto, provision_bench
-from large_entries import EXPORT_ID, Fixture, Measured, Stack, build_fixture, image_malloc_env
+from large_entries import EXPORT_ID, PHASES, Measured, Stack, image_malloc_env
 from large_entries import run_service as run_large_service
+from large_fixture import Fixture, build_fixture
 
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline._adapters.aws.metadata import MetadataItem
@@ -81,7 +82,8 @@ async def _run_once(
             MetadataItem(path=e.name, size_bytes=e.size, sha256=e.sha256) for e in fixture.entries
         ]
         await seed_metadata(aws.dynamodb, f"metadata-{name}", EXPORT_ID, items)
-        [file_id] = simulator.add_export(EXPORT_ID, [("part-0001.zip", fixture.data)])
+        [file] = fixture.files
+        [file_id] = simulator.add_export(EXPORT_ID, [(file.name, file.data)])
         simulator.set_throttle(EXPORT_ID, file_id, rate)
         env = bench_env(
             endpoint,
@@ -92,7 +94,8 @@ async def _run_once(
             WORKER_POOL_SIZE=pool_size,
             **image_malloc_env(),
         )
-        measured = await run_large_service(Stack(env, aws, endpoint, moto_pid), fixture)
+        stack = Stack(env, aws, endpoint, moto_pid)
+        measured = await run_large_service(stack, fixture, PHASES["one"])
         ranges = [r.range for r in simulator.requests if r.route == "download"]
         nursery.cancel_scope.cancel()
     return Run(measured, ranges)
@@ -130,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     configure_logging("warning", stream=sys.stderr)
-    fixture = build_fixture(args.entry_mib, count=args.entries)
+    fixture = build_fixture(args.entry_mib, entries=args.entries)
     print(
         f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; one ZIP of "
-        f"{len(fixture.data) / 1e6:.0f} MB, {len(fixture.entries)} CSV entries of "
+        f"{fixture.zip_bytes / 1e6:.0f} MB, {len(fixture.entries)} CSV entries of "
         f"{fixture.entries[0].size / 1e6:.0f} MB; {args.rate_mb:.0f} MB/s per connection",
         flush=True,
     )

@@ -56,6 +56,7 @@ from pipeline._adapters.http.health import (
 from pipeline._adapters.retry import observe_retries
 from pipeline._config import Mode, Settings
 from pipeline._memory import settle as settle_memory
+from pipeline._service.buffers import in_flight_bytes
 from pipeline._service.dispatch import (
     FileTask,
     lane_dispatch,
@@ -292,7 +293,9 @@ async def _start_work(
     work.start_soon(
         functools.partial(_run_intake, intake_scope, receivers, resources, sweeps=bool(job_queues))
     )
-    log.info("service started", mode=mode.value)
+    # The byte path's memory bound with every file slot busy (buffers.py).
+    buffers = in_flight_bytes(resources.settings.max_concurrent_jobs) // (1024 * 1024)
+    log.info("service started", mode=mode.value, byteBuffersMiB=buffers)
 
 
 async def _run_job_stages_then_close(

@@ -131,6 +131,24 @@ class TestCommit:
         assert await existing_sha256(clients.s3, bucket, "big.bin") == digest
         assert await open_uploads(clients, bucket) == []
 
+    async def test_parts_take_written_pieces_whole(self, clients: AwsClients, bucket: str) -> None:
+        """Pieces over a part by at most a quarter go whole; a larger write is cut at a part."""
+        piece = os.urandom(PART * 3 // 10)
+        big = os.urandom(2 * PART)
+        data = piece * 4 + big
+        upload = await open_upload(clients, bucket, "whole.bin")
+        for _ in range(4):
+            await upload.write(piece)
+        await upload.write(big)
+        [started] = await open_uploads(clients, bucket)
+        listed = await clients.s3.list_parts(
+            Bucket=bucket, Key=started["Key"], UploadId=started["UploadId"]
+        )
+        assert [part["Size"] for part in listed["Parts"]] == [4 * len(piece), PART]
+        assert await upload.commit(hashlib.sha256(data).hexdigest()) == len(data)
+        body, _ = await get(clients, bucket, "whole.bin")
+        assert body == data
+
     async def test_nothing_visible_before_commit(self, clients: AwsClients, bucket: str) -> None:
         """Parts already sent are invisible: no object until commit, one open upload."""
         data = os.urandom(PART + CHUNK)
@@ -421,24 +439,26 @@ class TestPartChecksums:
         digest = hashlib.sha256(data).hexdigest()
         async with clients_through(proxy) as aws:
             upload = await open_upload(aws, bucket, "split.bin", digest)
-            step = 300_007  # never a divisor of the part size: pieces are cut
+            # Pieces of half a part: the third overshoots by more than the
+            # slack a part may take (MAX_PART_SIZE), so the first part cuts it.
+            step = PART // 2 - 7
             for start in range(0, len(data), step):
                 piece = data[start : start + step]
                 await upload.write(piece, zlib.crc32(piece))
             await upload.commit(digest)
             body, _ = await get(aws, bucket, "split.bin")
         assert body == data
-        assert proxy.calls[("s3", "UploadPart")] == 3
+        assert proxy.calls[("s3", "UploadPart")] == 2
         assert proxy.bad_digests == 0
 
     async def test_a_wrong_crc_fails_its_part(self, aws_endpoint: str, bucket: str) -> None:
         """A piece given a wrong CRC-32 makes its part's checksum wrong: S3 refuses it."""
         proxy = FaultProxy(aws_endpoint)
-        data = os.urandom(PART + 10)
+        data = os.urandom(2 * PART)
         async with clients_through(proxy) as aws:
             upload = await open_upload(aws, bucket, "bad.bin")
-            # The first part is read (the piece is cut there); the wrong
-            # CRC-32 reaches the last part, sent at commit.
+            # The first part is read (the piece, over the slack, is cut
+            # there); the wrong CRC-32 reaches the last part, sent at commit.
             await upload.write(data, zlib.crc32(data) ^ 1)
             with pytest.raises(AwsRejected, match="BadDigest"):
                 await upload.commit(hashlib.sha256(data).hexdigest())

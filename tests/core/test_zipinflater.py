@@ -84,6 +84,18 @@ class TestBatches:
         assert isinstance(events[-1], EntryClosed)
         assert b"".join(e.data for e in events if isinstance(e, EntryData)) == CONTENT
 
+    def test_a_batch_is_joined_by_the_decode_not_before(self) -> None:
+        """A batch's chunks reach its decode as received; the call joins them (in the thread)."""
+        data = build_zip([RawEntry("big", CONTENT, method=0)])
+        chunks = cut(data, 10_000)
+        _, decodes = run(inflater(data, directory=True), chunks)
+        first = decodes[0]
+        # The first chunk holds the local header; the next ones lie inside the data.
+        assert len(first.chunks) > 1
+        inside = len(first.chunks) - 1
+        assert all(a is b for a, b in zip(first.chunks[1:], chunks[1 : 1 + inside], strict=True))
+        assert first.data == b"".join(first.chunks)
+
     def test_small_entries_are_decoded_inline(self) -> None:
         """An entry of at most INLINE_BYTES is decoded on the event loop, no thread hop."""
         data = build_zip([RawEntry("small", b"x" * 1000), RawEntry("big", CONTENT)])

@@ -65,7 +65,7 @@ SMALL_ENTRIES = [
     ("b/other.txt", records(_RNG, 5_000)),
 ]
 NO_METADATA = ("nometa.txt", b"no metadata item for this one\n")
-# Over one 8 MiB part: a multipart upload (Create, two UploadParts, Complete),
+# Over one 8 MiB part: a multipart upload (Create, UploadParts, Complete),
 # and over the size above which an existing object is checked first.
 BIG_ENTRIES = [
     ("big/rows.jsonl", records(_RNG, 9 * 1024 * 1024)),

@@ -40,8 +40,8 @@ __all__ = [
 Buffer = bytes | memoryview
 
 # Parts in flight in the whole process, whatever the number of uploads: each
-# holds a part (8 MiB) in memory, so this bounds that memory (64 MiB); one
-# upload still gets its own limit when it is alone.
+# holds a part (8 to 10 MiB) in memory, so this bounds that memory (80 MiB);
+# one upload still gets its own limit when it is alone.
 PROCESS_PARTS_IN_FLIGHT = 8
 # One limiter per trio run, as trio keeps its default thread limiter.
 _process_limiter: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar(

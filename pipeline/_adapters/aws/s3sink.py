@@ -7,7 +7,8 @@ written in one of two ways, chosen by its size as it streams in:
 - up to one part (:data:`PART_SIZE`): the bytes are buffered and sent with a
   single PutObject at :meth:`EntryUpload.commit`;
 - larger: a multipart upload is started when the buffer first outgrows one
-  part, and every full part is sent as it fills, up to :data:`PARTS_IN_FLIGHT`
+  part, and every full part is sent as it fills (its written pieces whole, up
+  to :data:`MAX_PART_SIZE`), up to :data:`PARTS_IN_FLIGHT`
   at once given a nursery (the next part is inflated while S3 takes the last
   ones); the writer waits for a free slot, so memory stays at a few parts
   whatever the entry's size. :meth:`EntryUpload.abort` (or a failure) stops
@@ -67,6 +68,7 @@ from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._errors import AwsRejected, PipelineError
 
 __all__ = [
+    "MAX_PART_SIZE",
     "MIN_PART_SIZE",
     "PARTS_IN_FLIGHT",
     "PART_SIZE",
@@ -87,6 +89,10 @@ PART_SIZE = 8 * 1024 * 1024
 # Parts of one entry in flight at once (given a nursery): enough to keep S3
 # busy while the next part is inflated, each one part of memory.
 PARTS_IN_FLIGHT = 3
+# A part may run over PART_SIZE by up to a quarter rather than cut a written
+# piece: the side of a cut piece is sent as a view, which h11 copies into a
+# new buffer, and its CRC-32 is computed again (issue 22).
+MAX_PART_SIZE = PART_SIZE + PART_SIZE // 4
 # Where large entries without a known digest are assembled before their one
 # copy to the export's prefix; outside every export, expired by a lifecycle rule.
 STAGING_PREFIX = ".pipeline-staging/"
@@ -135,6 +141,7 @@ class EntryUpload:
         self._upload_key = key if expected_sha256 is not None else _staging_key(key)
         self._policy = policy
         self._part_size = part_size
+        self._max_part = part_size + part_size // 4
         self._buffer = Pieces()
         self._window = window
         self._upload_id: str | None = None
@@ -185,9 +192,11 @@ class EntryUpload:
         try:
             self._window.raise_failure()
             # Strictly more than one part: an entry of exactly one part stays
-            # a single PutObject.
-            while self._buffer.size > self._part_size:
-                await self._send_part(self._buffer.take(self._part_size))
+            # a single PutObject. The pieces go whole when they overshoot the
+            # part by little (see MAX_PART_SIZE); a large write is cut.
+            while (buffered := self._buffer.size) > self._part_size:
+                size = buffered if buffered <= self._max_part else self._part_size
+                await self._send_part(self._buffer.take(size))
         except BaseException:
             await self.abort()
             raise

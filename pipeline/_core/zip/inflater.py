@@ -59,15 +59,23 @@ INLINE_BYTES = 64 * 1024
 class Decode:
     """Run ``decoder.decode(data, max_output)``: in a worker thread, or on the loop if ``inline``.
 
-    Report its piece with :meth:`ZipInflater.decoded`, or its
+    ``data`` is the batch's ``chunks`` joined, by the call: in the worker
+    thread, where a join of 1 MiB or more releases the GIL, not on the event
+    loop. Report its piece with :meth:`ZipInflater.decoded`, or its
     :class:`~pipeline._core.zip.decoder.LimitExceeded` with
     :meth:`ZipInflater.limit_exceeded`; a :class:`ZipCorrupt` it raises fails the file.
     """
 
     decoder: EntryDecoder
-    data: bytes
+    chunks: tuple[bytes, ...]
     max_output: int
     inline: bool
+
+    @property
+    def data(self) -> bytes:
+        """The compressed bytes this decode takes (none when it takes pending output)."""
+        chunks = self.chunks
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def __call__(self) -> bytes:
         return self.decoder.decode(self.data, self.max_output)
@@ -160,7 +168,7 @@ class ZipInflater:
         if piece and not decoder.entry.is_dir:
             self._out.append(EntryData(piece, decoder.last_crc32))
         if decoder.has_pending:
-            self._decoding = Decode(decoder, b"", step.max_output, step.inline)
+            self._decoding = Decode(decoder, (), step.max_output, step.inline)
             return
         self._decoding = None
         if decoder.ended and self._reader.awaiting_end:
@@ -240,12 +248,12 @@ class ZipInflater:
         """Hand the batch out as one :class:`Decode` (then one more per output piece)."""
         decoder = self._decoder
         assert decoder is not None
-        data = self._batch[0] if len(self._batch) == 1 else b"".join(self._batch)
+        chunks, size = tuple(self._batch), self._batched
         self._batch.clear()
         self._batched = 0
         self._threshold = min(self._batch_bytes, self._threshold * 2)
         # A small entry is decoded on the event loop: its output is bounded by
         # its declared size, and a thread hop would cost more than the work.
         entry = decoder.entry
-        inline = entry.sizes_known and max(entry.uncompressed_size, len(data)) <= INLINE_BYTES
-        self._decoding = Decode(decoder, data, self._max_data_chunk, inline)
+        inline = entry.sizes_known and max(entry.uncompressed_size, size) <= INLINE_BYTES
+        self._decoding = Decode(decoder, chunks, self._max_data_chunk, inline)
