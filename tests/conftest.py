@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -10,6 +11,14 @@ from hypothesis import settings
 
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
 from pipeline.testing.moto import moto_server
+
+# The suite imports every test module in each xdist worker and starts the
+# service and its commands in dozens of subprocesses: with PYTHONDONTWRITEBYTECODE
+# set (as in this image), each of them compiled the package again and pytest
+# rewrote every test module again. The bytecode goes to __pycache__ (ignored by
+# git); the workers and subprocesses inherit the environment from here.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    sys.dont_write_bytecode = False
 
 # botocore reads these; moto accepts any credentials.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

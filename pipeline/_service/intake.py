@@ -115,6 +115,8 @@ class IntakeGate:
     _probing: trio.Lock = attrs.field(init=False, factory=trio.Lock)
     _probed_at: float = attrs.field(init=False, default=-PROBE_SECONDS)
     _closed_since: dict[str, float] = attrs.field(init=False, factory=dict)
+    # Set when a probe round ends: receivers that left the probe to another look again.
+    _probed: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def closed(self, queue_name: str) -> list[str]:
         """Every reason intake of ``queue_name`` is closed now (empty: open)."""
@@ -138,7 +140,8 @@ class IntakeGate:
             await self._probe()
             if not self.closed(queue_name):
                 break
-            await trio.sleep(PROBE_SECONDS)
+            with trio.move_on_after(PROBE_SECONDS):
+                await self._probed.wait()
         began = self._closed_since.pop(queue_name, None)
         if began is not None:
             paused = round(trio.current_time() - began, 1)
@@ -150,9 +153,13 @@ class IntakeGate:
             return
         async with self._probing:
             self._probed_at = trio.current_time()
-            for reason in self.reasons:
-                if any(reason.closes(queue) for queue in self._closed_since):
-                    await reason.probe()
+            try:
+                for reason in self.reasons:
+                    if any(reason.closes(queue) for queue in self._closed_since):
+                        await reason.probe()
+            finally:
+                self._probed.set()
+                self._probed = trio.Event()
 
     def status(self, queue_names: Sequence[str]) -> dict[str, object]:
         """What ``/health`` says of the gate: per queue, open or the reasons it is closed."""

@@ -38,6 +38,7 @@ class PauseGate:
     name: str = "pause"
     _paused: dict[str, bool] = attrs.field(factory=dict)
     _known: bool = False
+    _first_read: trio.Event = attrs.field(init=False, factory=trio.Event)
 
     def apply(self, paused: Mapping[str, bool]) -> None:
         """Take ``paused`` (queue → paused) as the current state."""
@@ -46,6 +47,7 @@ class PauseGate:
                 log.info("queue paused" if now else "queue resumed", queue=queue)
             self._paused[queue] = now
         self._known = True
+        self._first_read.set()
 
     def is_paused(self, queue: str) -> bool:
         return self._paused.get(queue, False)
@@ -69,8 +71,14 @@ class PauseGate:
         return None
 
     async def probe(self) -> None:
-        """Nothing to try: :meth:`run` reads the pause items on its own clock."""
-        await trio.lowlevel.checkpoint()
+        """Until the first read has answered, wait for it; after it, nothing to try.
+
+        :meth:`run` reads the pause items on its own clock; waiting here lets
+        the receivers open the moment the first read answers (milliseconds
+        after start) rather than a probe round later. Intake stays closed
+        meanwhile whatever the other reasons' probes would find.
+        """
+        await self._first_read.wait()
 
     async def run(self, read: ReadPauses, *, every: float = CHECK_SECONDS) -> None:
         """Read the pause items now and on every tick, until cancelled."""

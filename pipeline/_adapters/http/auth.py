@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hmac
 
-from quart import request
-
 __all__ = ["Refusal", "refusal"]
 
 # The error body, its status and the headers that go with it.
@@ -28,6 +26,10 @@ def _token(header: str) -> str | None:
 
 def refusal(admin_token: str | None) -> Refusal | None:
     """Why the request being served may not change anything, or None when it may."""
+    # Imported here: the operator commands load this package's job views without
+    # serving HTTP, and quart is a third of such a command's start-up.
+    from quart import request
+
     if admin_token is None:
         return {"error": "the control API is off: ADMIN_TOKEN is not set"}, 403, {}
     given = _token(request.headers.get("Authorization", ""))

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from quart import request
-from quart_trio import QuartTrio
 
 from pipeline._adapters.aws import sqs
 from pipeline._adapters.aws.clienttypes import SqsClient
@@ -34,6 +32,9 @@ from pipeline._core.accounting import JobStatus
 from pipeline._core.lanes import Priority
 from pipeline._core.messages import decode_export_job, encode_export_job
 from pipeline._errors import PipelineError, PoisonMessage
+
+if TYPE_CHECKING:
+    from quart_trio import QuartTrio
 
 __all__ = ["Control", "add_control_routes", "job_view", "overloaded"]
 
@@ -107,6 +108,9 @@ def overloaded(views: Iterable[Mapping[str, int] | None], backlog: int) -> bool:
 
 def add_control_routes(app: QuartTrio, control: Control) -> QueueDepths:
     """Serve the control API on ``app``; returns its queue figures (also /metrics's source)."""
+    # Imported here: the operator commands use job_view without serving HTTP,
+    # and quart is a third of such a command's start-up.
+    from quart import request
 
     @app.get("/jobs/<export_id>")
     async def get_job(export_id: str) -> tuple[dict[str, Any], int]:
