@@ -21,6 +21,13 @@ job's per-file transactions slow down as the job grows, and every figure taken
 against moto measures moto's copies. DynamoDB's cost does not grow with the
 table. Here only the items the transaction names are backed up, and put back
 if it fails (:func:`back_up_touched_items_only`).
+
+And one to its S3's answers: an ``UploadPart`` to an upload that was aborted
+(or never began) fails with S3's ``404 NoSuchUpload`` rather than moto's
+``500`` from a ``KeyError`` (:func:`answer_no_such_upload`). The difference
+matters: a 500 is retried as an outage, while the service reads
+``NoSuchUpload`` as its upload gone (another delivery of the same entry
+started over it) and hands the message back without retrying.
 """
 
 from __future__ import annotations
@@ -143,6 +150,7 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
 
     serialise_dynamodb()
     back_up_touched_items_only()
+    answer_no_such_upload()
     main(["-H", host, "-p", str(port)])
 
 
@@ -158,6 +166,23 @@ def serialise_dynamodb() -> None:
             return call_action(self)
 
     DynamoHandler.call_action = atomic_call_action  # type: ignore[method-assign]
+
+
+def answer_no_such_upload() -> None:
+    """moto's ``UploadPart`` to an unknown upload answers ``NoSuchUpload``, as S3 does."""
+    from moto.s3.exceptions import NoSuchUpload
+    from moto.s3.models import S3Backend
+
+    upload_part = S3Backend.upload_part
+
+    def upload_part_or_no_such_upload(
+        self: S3Backend, bucket_name: str, multipart_id: str, part_id: int, value: bytes
+    ) -> Any:
+        if multipart_id not in self.get_bucket(bucket_name).multiparts:
+            raise NoSuchUpload(upload_id=multipart_id)
+        return upload_part(self, bucket_name, multipart_id, part_id, value)
+
+    S3Backend.upload_part = upload_part_or_no_such_upload  # type: ignore[method-assign]
 
 
 def back_up_touched_items_only() -> None:

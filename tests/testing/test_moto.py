@@ -126,3 +126,19 @@ async def test_successful_transaction_applies_every_write(
     with pytest.raises(ClientError):
         await clients.dynamodb.transact_write_items(TransactItems=_writes(ranged, hashed))
     assert await _contents(clients, ranged, hashed) == after
+
+
+async def test_upload_part_to_an_aborted_upload_answers_no_such_upload(
+    clients: AwsClients,
+) -> None:
+    """UploadPart after the upload was aborted fails with S3's 404 NoSuchUpload, not a 500."""
+    bucket = f"up-{uuid.uuid4().hex}"
+    await clients.s3.create_bucket(Bucket=bucket)
+    started = await clients.s3.create_multipart_upload(Bucket=bucket, Key="k")
+    upload = {"Bucket": bucket, "Key": "k", "UploadId": started["UploadId"]}
+    await clients.s3.upload_part(**upload, PartNumber=1, Body=b"first")
+    await clients.s3.abort_multipart_upload(**upload)
+    with pytest.raises(ClientError) as refused:
+        await clients.s3.upload_part(**upload, PartNumber=2, Body=b"second")
+    assert refused.value.response["Error"]["Code"] == "NoSuchUpload"
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
