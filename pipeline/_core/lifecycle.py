@@ -131,7 +131,12 @@ def _start(
 
 
 def begin(
-    job: SeenJob | None, generation: int | None, correlation_id: str, now: datetime
+    job: SeenJob | None,
+    generation: int | None,
+    correlation_id: str,
+    now: datetime,
+    *,
+    listed: tuple[int, int] | None = None,
 ) -> Change | Skip:
     """A delivery found the export READY: the job runs.
 
@@ -139,21 +144,27 @@ def begin(
     process before may be gone): the files are listed again, so
     ``listingDone`` goes back to false until they are, and no one concludes
     meanwhile that every file is finished. FAILED (a message from outside): the
-    next run.
+    next run. ``listed``: the files (count, bytes) of a listing already done
+    (one page), recorded in the same write as :func:`listing_done` would.
     """
     if (skip := admit(job, generation)) is not None:
         return skip
     if job is None or job.status is JobStatus.FAILED:
-        return _start(job, JobStatus.RUNNING, correlation_id, now)
-    return Change(
-        _seen(job),
-        JobStatus.RUNNING,
-        job.generation,
-        now,
-        job.status,
-        correlation_id=correlation_id,
-        listed=False,
-    )
+        change = _start(job, JobStatus.RUNNING, correlation_id, now)
+    else:
+        change = Change(
+            _seen(job),
+            JobStatus.RUNNING,
+            job.generation,
+            now,
+            job.status,
+            correlation_id=correlation_id,
+            listed=False,
+        )
+    if listed is None:
+        return change
+    files_total, bytes_total = listed
+    return attrs.evolve(change, listed=True, files_total=files_total, bytes_total=bytes_total)
 
 
 def pending(

@@ -29,6 +29,7 @@ import attrs
 import structlog
 import trio
 
+from pipeline._adapters.aws.jobitems import JobItem
 from pipeline._adapters.aws.queues import Queues
 from pipeline._config import Settings
 from pipeline._core.backoff import Backoff
@@ -66,6 +67,10 @@ class Outstanding:
     # Files that ended without a recorded result (cancelled, store unreachable):
     # the message that listed them must be handed back, not deleted.
     unrecorded: int = 0
+    # A job of one file, begun just now with its listing: that file's record
+    # may end it in the same transaction (file_stage), and then says so here.
+    closing: JobItem | None = None
+    ended: bool = False
 
     def __attrs_post_init__(self) -> None:
         self._idle.set()

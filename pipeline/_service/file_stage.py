@@ -20,7 +20,7 @@ that was open at the fault.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -56,8 +56,9 @@ from pipeline._logging import bound
 from pipeline._service.dispatch import FileTask
 from pipeline._service.entry_groups import read_entries, streams_per_file
 from pipeline._service.filework import FileStage
-from pipeline._service.finalize import finalize_if_done
+from pipeline._service.finalize import finalize_if_done, record_result
 from pipeline._service.inflate import read_zip
+from pipeline._service.lookahead import known_lookup, known_metadata, one_by_one
 from pipeline._service.outage import outlived_max_wait
 from pipeline._service.receiver import Slots
 from pipeline._service.work import working
@@ -70,6 +71,8 @@ log = structlog.get_logger("pipeline.files")
 # The uploader only files a piece away (a part is sent in the background), so
 # a buffer gained no speed and cost two pieces of memory per file (issue 10).
 ZIP_EVENTS_BUFFER = 0
+# _stream_entries with the file's arguments bound (directory None: none read).
+ReadEntries = Callable[..., Awaitable[None]]
 # Above this size an entry whose metadata gives a SHA-256 is first checked
 # against the object already in S3 (a redelivery): a HEAD is cheap next to
 # re-uploading it, and not worth it for small objects.
@@ -174,9 +177,13 @@ async def _run_unless_recorded(
         download_url=task.download_url,
         size_bytes=task.size_bytes,
     )
-    result = await process_file(file, task.export_id, stage)
+    # The only file of a job begun with its listing: one metadata Query, and
+    # its record may end the job (finalize.record_result).
+    closing = file_task.outstanding is not None and file_task.outstanding.closing is not None
+    known = await known_metadata(stage.table, task.export_id) if closing else None
+    result = await process_file(file, task.export_id, stage, metadata=known)
     _log_result(result, trio.current_time() - started)
-    if await stage.jobs.record_file(task.export_id, result):
+    if await record_result(stage.jobs, task.export_id, result, file_task.outstanding, known):
         stage.metrics.file_finished(result, trio.current_time() - started)
     else:
         log.info("file recorded meanwhile by another delivery; this result dropped")
@@ -198,19 +205,26 @@ def _log_result(result: FileResult, seconds: float) -> None:
 
 
 async def process_file(
-    file: ExportFile, export_id: str, stage: FileStage, *, min_group_bytes: int = MIN_GROUP_BYTES
+    file: ExportFile,
+    export_id: str,
+    stage: FileStage,
+    *,
+    min_group_bytes: int = MIN_GROUP_BYTES,
+    metadata: Mapping[str, MetadataItem] | None = None,
 ) -> FileResult:
     """Read one ZIP file of ``export_id`` into S3; never raises for a bad file.
 
     A file that cannot be processed for good (refused, corrupt, the Export API
     down past ``EXPORT_MAX_WAIT_SECONDS`` of the job) gives a failed result
     with a one-line reason. The API down for less, or our own infrastructure
-    (AWS past its retries), is raised: no verdict, the file is tried again later. Large entries may
-    be read over several downloads at once (see entry_groups.py).
+    (AWS past its retries), is raised: no verdict, the file is tried again later. Large entries
+    may be read over several downloads at once (see entry_groups.py). ``metadata``: every
+    metadata item of the export, when read already.
     """
     tally = FileTally(file_id=file.file_id, name=file.name, size_bytes=file.size_bytes)
     try:
-        await _read_file(file, export_id, stage, tally, min_group_bytes)
+        stream = functools.partial(_stream_entries, export_id, stage, tally, known=metadata)
+        await _read_file(file, export_id, stage, stream, min_group_bytes)
     except PermanentError as err:
         if not err.verdict:
             raise  # our infrastructure failed, not the file: it is tried again later
@@ -230,7 +244,7 @@ async def process_file(
 
 
 async def _read_file(
-    file: ExportFile, export_id: str, stage: FileStage, tally: FileTally, min_group_bytes: int
+    file: ExportFile, export_id: str, stage: FileStage, stream: ReadEntries, min_group_bytes: int
 ) -> None:
     limit = stage.limits.max_file_size
     if file.size_bytes > limit:
@@ -245,13 +259,8 @@ async def _read_file(
         # The server ignored Range: stream what it sent, trusting local headers.
         log.info("range not honoured; streaming without the central directory")
 
-        async def lookup(name: str) -> MetadataItem | None:
-            # Entry by entry: without the directory there is no window to read ahead.
-            found = await stage.table.lookup(export_id, [name])
-            return found.get(name)
-
         async with tail.stream() as chunks:
-            await _stream_entries(export_id, stage, tally, chunks, None, lookup)
+            await stream(chunks, None, one_by_one(stage.table, export_id))
         return
     directory = await _read_directory(file, tail, stage)
     if all(entry.is_dir for entry in directory):
@@ -260,7 +269,7 @@ async def _read_file(
         file,
         directory,
         export_id,
-        functools.partial(_stream_entries, export_id, stage, tally),
+        stream,
         api=stage.api,
         table=stage.table,
         streams=streams_per_file(stage.limits, stage.pool.in_flight),
@@ -303,7 +312,10 @@ async def _stream_entries(
     directory: Sequence[CentralEntry] | None,
     lookup: Callable[[str], Awaitable[MetadataItem | None]],
     following: CentralEntry | None = None,
+    *,
+    known: Mapping[str, MetadataItem] | None = None,
 ) -> None:
+    lookup = known_lookup(known) or lookup  # every item read already: no lookups
     send, receive = trio.open_memory_channel[ContentEvent](ZIP_EVENTS_BUFFER)
     failure = _Failure()
 

@@ -13,14 +13,20 @@ only the first one through.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Set
+
+import attrs
 import structlog
 
 from pipeline._adapters.aws.jobstore import JobItem, JobStore
 from pipeline._adapters.aws.metadata import MetadataTable
 from pipeline._core import lifecycle
-from pipeline._core.accounting import JobStatus, JobSummary, final_status, summarize
+from pipeline._core.accounting import FileResult, JobStatus, JobSummary, final_status, summarize
+from pipeline._core.lifecycle import Change
+from pipeline._core.verdicts import MetadataItem
+from pipeline._service.dispatch import Outstanding
 
-__all__ = ["finalize_if_done"]
+__all__ = ["finalize_if_done", "record_last_file", "record_result"]
 
 log = structlog.get_logger("pipeline.finalize")
 
@@ -72,6 +78,56 @@ async def finalize_if_done(
         return None
     _log_final(export_id, outcome.job.status, summary, outcome.job.error)
     return outcome.job.status
+
+
+async def record_last_file(
+    jobs: JobStore,
+    export_id: str,
+    result: FileResult,
+    closing: JobItem,
+    metadata_paths: Set[str],
+) -> bool | None:
+    """Record the only file of a job begun with its listing, and end the job in the same write.
+
+    ``closing`` is the job as begun; ``metadata_paths`` every metadata path of
+    the export. The worker holds the job's only result, so it needs no read of
+    the results. ``True``: recorded and ended; ``False``: the file had a result
+    already; ``None``: nothing written (the job moved on meanwhile, or the
+    lifecycle does not end it): the caller records the file as any other.
+    """
+    summary = summarize([result], files_total=closing.files_total, metadata_paths=metadata_paths)
+    first = None if result.ok else f"{result.name}: {result.error}"
+    # The job as it stands once this result is counted, in the same transaction.
+    counted = attrs.evolve(closing, summary=summary)
+    decision = lifecycle.finalise(counted, summary, jobs.clock(), first_failure=first)
+    if not isinstance(decision, Change):
+        return None
+    written = await jobs.record_last_file(export_id, result, decision)
+    if written:
+        _log_final(export_id, decision.status, summary, decision.error)
+    return written
+
+
+async def record_result(
+    jobs: JobStore,
+    export_id: str,
+    result: FileResult,
+    outstanding: Outstanding | None,
+    metadata: Mapping[str, MetadataItem] | None,
+) -> bool:
+    """Record a file's result; ``False`` when the file had one already.
+
+    The only file of a job begun with its listing (``outstanding.closing``),
+    with every metadata item of the export in hand, ends the job in the same
+    write, and says so on ``outstanding`` (:func:`record_last_file`).
+    """
+    closing = None if outstanding is None else outstanding.closing
+    if outstanding is not None and closing is not None and metadata is not None:
+        ended = await record_last_file(jobs, export_id, result, closing, metadata.keys())
+        if ended is not None:
+            outstanding.ended = ended
+            return ended
+    return await jobs.record_file(export_id, result)
 
 
 def _moving_counts(summary: JobSummary) -> tuple[int, ...]:

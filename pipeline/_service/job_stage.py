@@ -219,11 +219,17 @@ async def _run_export_or_fail(
 
 async def _run_export(export_id: str, job: ExportJob, stage: JobStage) -> int | None:
     """Process one export unless the lifecycle says not to; its run when still pending."""
-    existing = await stage.jobs.get_job(export_id)
-    skip = lifecycle.admit(existing, job.generations.get(export_id))
-    if skip is not None:
-        log.info(skip.reason)
-        return None
+    existing: JobItem | None = None
+    generation = job.generations.get(export_id)
+    if generation is not None or stage.cancels.is_cancelled(export_id):
+        # Our own message, or cancelled here: read before asking the API. One
+        # from outside mostly starts a job: its first write expects no item
+        # and, refused, brings back the job as it stands to decide on.
+        existing = await stage.jobs.get_job(export_id)
+        skip = lifecycle.admit(existing, generation)
+        if skip is not None:
+            log.info(skip.reason)
+            return None
     # Not cancelled (any more): a cancel remembered here was undone by a retry.
     stage.cancels.resume(export_id)
     with stage.cancels.guard(export_id) as guard:
@@ -270,10 +276,18 @@ async def _run_active_export(
         return None
     if status.status == "PENDING":
         return await _still_pending(export_id, job, stage, existing)
+    # Listed before the job begins: a listing of one page goes into the begin
+    # write (filesTotal, listingDone), not a write of its own after it.
+    pages, fault = stage.api.list_files(export_id), None
+    try:
+        first = await pages.peek()
+    except PermanentError as err:  # met again below, once the job has begun
+        first, fault = [], err
+    whole = (len(first), sum(f.size_bytes for f in first)) if pages.done and not fault else None
     now = stage.jobs.clock()
     outcome = await stage.jobs.transition(
         export_id,
-        lambda seen: lifecycle.begin(seen, generation, job.correlation_id, now),
+        lambda seen: lifecycle.begin(seen, generation, job.correlation_id, now, listed=whole),
         seen=existing,
         read=False,
     )
@@ -286,9 +300,13 @@ async def _run_active_export(
     created = isinstance(outcome.decision, Change) and outcome.decision.expect.absent
     recorded = set() if created else await stage.jobs.recorded_file_ids(export_id)
     outstanding = Outstanding()
+    if created and whole is not None and len(first) == 1:
+        outstanding.closing = begun  # its one file's record may end the job (file_stage)
     total = bytes_total = 0
     try:
-        async for page in stage.api.list_files(export_id):
+        if fault is not None:
+            raise fault
+        async for page in pages:
             for file in page:
                 total += 1
                 bytes_total += file.size_bytes
@@ -312,9 +330,11 @@ async def _run_active_export(
         await _fail_job(stage, export_id, job, str(err), begun.generation, files_listed=total)
         return None
     await stage.dispatch.flush(outstanding)
-    listed = await stage.jobs.set_listing_done(
-        export_id, total, bytes_total, generation=begun.generation
-    )
+    listed: JobItem | None = begun
+    if whole is None:
+        listed = await stage.jobs.set_listing_done(
+            export_id, total, bytes_total, generation=begun.generation
+        )
     log.info("export listed", filesTotal=total, alreadyRecorded=len(recorded))
     if stage.waits_for_files:
         await outstanding.wait()
@@ -323,7 +343,8 @@ async def _run_active_export(
             raise FilesUnrecorded(msg)
         # The files finished after the listing was recorded: read the job again.
         listed = None
-    if listed is not None or stage.waits_for_files:
+    # Not when its one file's record ended the job (finalize.record_result).
+    if (listed is not None or stage.waits_for_files) and not outstanding.ended:
         await finalize_if_done(stage.jobs, stage.table, export_id, listed)
     return None
 

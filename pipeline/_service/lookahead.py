@@ -7,11 +7,15 @@ each up as it comes would cost one DynamoDB call per entry. The window takes
 the next :data:`LOOKAHEAD_NAMES` names in one go (BatchGetItem, 100 keys a
 call) when the uploader asks for one it does not hold: memory is one window,
 the calls as many as before.
+
+The only ZIP of an export with no more than :data:`LOOKAHEAD_NAMES` metadata
+items has them all read in one Query instead (:func:`known_metadata`): the
+same call also tells its job's ``entriesMissing``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import trio
 
@@ -19,7 +23,7 @@ from pipeline._adapters.aws.metadata import MetadataTable
 from pipeline._core.verdicts import MetadataItem
 from pipeline._core.zip.format import CentralEntry
 
-__all__ = ["LOOKAHEAD_NAMES", "AheadLookup"]
+__all__ = ["LOOKAHEAD_NAMES", "AheadLookup", "known_lookup", "known_metadata", "one_by_one"]
 
 # Names looked up per window: ten BatchGetItem calls, about 300 KB of items.
 LOOKAHEAD_NAMES = 1000
@@ -80,3 +84,32 @@ class AheadLookup:
 
     async def _lookup(self, names: list[str]) -> dict[str, MetadataItem]:
         return await self._table.lookup(self._export_id, names)
+
+
+Lookup = Callable[[str], Awaitable[MetadataItem | None]]
+
+
+def known_lookup(metadata: Mapping[str, MetadataItem] | None) -> Lookup | None:
+    """``get(name)`` over every metadata item of the export, read already; ``None`` without."""
+    if metadata is None:
+        return None
+
+    async def get(name: str) -> MetadataItem | None:
+        await trio.lowlevel.checkpoint()
+        return metadata.get(name)
+
+    return get
+
+
+async def known_metadata(table: MetadataTable, export_id: str) -> dict[str, MetadataItem] | None:
+    """Every metadata item of the export in one Query; ``None`` when it has more than a window."""
+    return await table.all_items(export_id, most=LOOKAHEAD_NAMES)
+
+
+def one_by_one(table: MetadataTable, export_id: str) -> Lookup:
+    """``get(name)`` entry by entry: without the directory there is no window to read ahead."""
+
+    async def get(name: str) -> MetadataItem | None:
+        return (await table.lookup(export_id, [name])).get(name)
+
+    return get

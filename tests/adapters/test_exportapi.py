@@ -191,6 +191,24 @@ class TestListing:
         assert "cursor" not in listing[0].path
         assert len(listing) == 6
 
+    async def test_a_peeked_page_comes_again(self, sim: Simulator, make_api: MakeApi) -> None:
+        """peek() reads the first page once; the iteration gives it again, then the rest."""
+        ids = sim.add_export("exp-1", [(f"p-{i}.zip", b"x") for i in range(3)], page_size_cap=2)
+        listing = make_api(page_size=50).list_files("exp-1")
+        first = await listing.peek()
+        assert [f.file_id for f in first] == ids[:2]
+        assert not listing.done
+        assert await listing.peek() == first
+        pages = [page async for page in listing]
+        assert pages[0] == first
+        assert [f.file_id for f in pages[1]] == ids[2:]
+        assert listing.done
+        assert len([r for r in sim.requests if r.route == "files"]) == 2
+        sim.add_export("exp-2", [("only.zip", b"x")])
+        single = make_api(page_size=50).list_files("exp-2")
+        assert len(await single.peek()) == 1
+        assert single.done
+
     async def test_pending_listing_is_not_ready(self, sim: Simulator, make_api: MakeApi) -> None:
         """409 on a PENDING export raises ExportNotReady at once."""
         sim.add_export("exp-1", [], pending_polls=5)

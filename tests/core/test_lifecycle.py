@@ -66,6 +66,13 @@ class TestDelivery:
         assert (change.status, change.generation, change.listed) == (R, 2, False)
         assert not change.status_changed
 
+    def test_a_listing_read_before_the_begin_goes_into_its_write(self) -> None:
+        """A begin with a finished listing records it: listingDone, filesTotal, bytesTotal."""
+        for job in (None, Job(W, 2), Job(R, 2), Job(F, 2)):
+            change = _change(lifecycle.begin(job, None, "c", T0, listed=(1, 300)))
+            assert (change.status, change.listed) == (R, True)
+            assert (change.files_total, change.bytes_total) == (1, 300)
+
     @pytest.mark.parametrize(
         ("job", "generation", "why"),
         [

@@ -9,7 +9,8 @@ import httpx
 import trio
 
 from pipeline._adapters.aws.clients import AwsClients, open_aws_clients
-from pipeline._adapters.aws.joboutbox import EventBus
+from pipeline._adapters.aws.jobitems import EVENTS_OWED, EXPIRY_OWED, decode_item
+from pipeline._adapters.aws.joboutbox import OUTBOX_PK, EventBus
 from pipeline._adapters.aws.jobstore import JobStore
 from pipeline._core.accounting import JobStatus
 from pipeline._core.backoff import Backoff
@@ -45,6 +46,16 @@ async def _read_events(aws: AwsClients, url: str, count: int) -> list[dict[str, 
                 found.append(json.loads(message["Body"])["detail"])
                 await aws.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
     return found
+
+
+async def _items(stack: Stack, pk: str) -> list[dict[str, Any]]:
+    response = await stack.aws.dynamodb.query(
+        TableName=stack.jobs.table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": pk}},
+        ConsistentRead=True,
+    )
+    return [decode_item(raw) for raw in response.get("Items", [])]
 
 
 async def test_every_transition_arrives_in_order_per_job(aws_endpoint: str) -> None:
@@ -88,6 +99,16 @@ async def test_every_transition_arrives_in_order_per_job(aws_endpoint: str) -> N
             await stack.wait_final(export_id)
         await _status_is(stack, "exp-retried", JobStatus.COMPLETED)
         details = await _read_events(aws, url, 8)
+        # Every debt settled: events cleared and outbox items gone; a job of one
+        # file ended in its record, its result item expiring with the job.
+        with trio.fail_after(60):
+            while True:
+                if not await _items(stack, OUTBOX_PK):
+                    break
+                await trio.sleep(0.1)
+        items = await _items(stack, "exp-ok")
+        assert {item["expiresAt"] for item in items} == {items[0]["expiresAt"]}
+        assert all(EVENTS_OWED not in item and EXPIRY_OWED not in item for item in items)
         stop.set()
 
     by_job: dict[str, list[str]] = {}

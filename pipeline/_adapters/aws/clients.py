@@ -52,8 +52,10 @@ from pipeline._errors import AwsRejected, AwsUnavailable
 __all__ = [
     "AwsClients",
     "aws_call",
+    "cancellation_codes",
     "error_code",
     "open_aws_clients",
+    "refused_item",
     "translate_aws_errors",
 ]
 
@@ -232,6 +234,29 @@ def error_code(err: BaseException) -> str | None:
             return _client_error_fields(current)[0]
         current = current.__cause__
     return None
+
+
+def refused_item(err: AwsRejected, index: int = 0) -> dict[str, Any] | None:
+    """The item a refused conditional write sent back, ``None`` when it sent none.
+
+    With ``ReturnValuesOnConditionCheckFailure=ALL_OLD`` DynamoDB answers a
+    failed condition with the item as it stands (for a transaction, item
+    ``index``'s, in its cancellation reasons), so the writer can decide again
+    without reading it. No item: the item does not exist, or the endpoint
+    does not send it.
+    """
+    response = getattr(err.__cause__, "response", None) or {}
+    reasons = response.get("CancellationReasons")
+    if reasons is not None:
+        return reasons[index].get("Item") if index < len(reasons) else None
+    item = response.get("Item")
+    return item if isinstance(item, dict) else None
+
+
+def cancellation_codes(err: AwsRejected) -> list[str]:
+    """The reason code of each item of a cancelled transaction (``"None"``: no fault)."""
+    response = getattr(err.__cause__, "response", None) or {}
+    return [str(reason.get("Code")) for reason in response.get("CancellationReasons") or []]
 
 
 def _client_error_fields(err: Any) -> tuple[str | None, int | None, str]:

@@ -343,7 +343,11 @@ def job_document(job: JobItem) -> dict[str, Any]:
 
 
 def change_update(
-    change: Change, *, transition_id: str | None = None, expires_at: int | None = None
+    change: Change,
+    *,
+    transition_id: str | None = None,
+    expires_at: int | None = None,
+    follow_expiry: bool = True,
 ) -> Update:
     """The UpdateItem of a lifecycle :class:`Change`.
 
@@ -351,7 +355,8 @@ def change_update(
     same write. ``expires_at`` (a write that ends the job, with retention on)
     sets ``expiresAt``; a write that takes a final job back to work removes
     it, whatever the retention now. Either marks the job's other items as
-    owed the same (``expiryOwed``).
+    owed the same (``expiryOwed``), unless ``follow_expiry`` is false: the
+    same write gives them theirs.
     """
     update = Update()
     at = format_time(change.at)
@@ -362,7 +367,8 @@ def change_update(
         update.append(EVENTS_OWED, [{**owed, "run": change.generation}])
     if expires_at is not None:
         update.set("expiresAt", expires_at)
-        update.set(EXPIRY_OWED, True)
+        if follow_expiry:
+            update.set(EXPIRY_OWED, True)
     elif change.reopens_job:
         update.remove("expiresAt")
         update.set(EXPIRY_OWED, True)
@@ -371,7 +377,9 @@ def change_update(
     if change.new_run:
         update.set_if_absent("createdAt", at)
         for name, value in converter.unstructure(JobSummary()).items():
-            update.set_if_absent(name, value)
+            # One expression may not name an attribute twice: filesTotal set below.
+            if not (name == "filesTotal" and change.files_total is not None):
+                update.set_if_absent(name, value)
     if change.correlation_id is not None:
         update.set("correlationId", change.correlation_id)
     if change.waiting_since is not None:

@@ -29,7 +29,7 @@ import attrs
 import structlog
 import trio
 
-from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clients import aws_call, refused_item
 from pipeline._adapters.aws.clienttypes import EventsClient
 from pipeline._adapters.aws.jobitems import (
     EVENTS_OWED,
@@ -41,6 +41,7 @@ from pipeline._adapters.aws.jobitems import (
     encode,
     format_time,
     job_document,
+    job_from_item,
     parse_time,
 )
 from pipeline._core.backoff import AWS_POLICY, Backoff
@@ -123,13 +124,15 @@ async def settle_owed(store: JobStore, job: JobItem) -> None:
     sends what is still owed.
     """
     try:
+        dropped = False
         if job.events_owed and store.events is not None:
             for owed in job.events_owed:
                 await store.events.put(event_detail(job, owed))
-            await _clear_events(store, job)
+            dropped = await _clear_events(store, job)
         if job.expiry_owed:
             await _follow_expiry(store, job)
-        await drop_outbox_item(store, job.export_id)
+        if not dropped:
+            await drop_outbox_item(store, job.export_id)
     except PipelineError as err:
         log.warning(
             "job's events or expiry not settled; the sweeper settles them",
@@ -138,16 +141,22 @@ async def settle_owed(store: JobStore, job: JobItem) -> None:
         )
 
 
-async def _clear_events(store: JobStore, job: JobItem) -> None:
-    """Take the sent events off the front of ``eventsOwed`` (others may have been appended)."""
+async def _clear_events(store: JobStore, job: JobItem) -> bool:
+    """Take the sent events off the front of ``eventsOwed`` (others may have been appended).
+
+    Whether the outbox item went too: when the job then owes nothing at all
+    (every event sent, no expiry to follow), one transaction clears the events
+    and deletes the outbox item, instead of a write for each.
+    """
     sent = {owed.transition_id for owed in job.events_owed}
     owed = [item.transition_id for item in job.events_owed]
+    expiry_owed = job.expiry_owed
     for _ in range(CLEAR_ATTEMPTS):
         mine = 0
         while mine < len(owed) and owed[mine] in sent:
             mine += 1
         if not mine:
-            return
+            return False
         names = {"#o": EVENTS_OWED, "#id": "id"}
         values = {":first": encode(owed[0]), ":n": encode(len(owed))}
         condition = "#o[0].#id = :first AND size(#o) = :n"
@@ -156,24 +165,46 @@ async def _clear_events(store: JobStore, job: JobItem) -> None:
             expression = "REMOVE #o"
         else:
             expression = "REMOVE " + ", ".join(f"#o[{n}]" for n in range(mine))
+        clear = {
+            "TableName": store.table,
+            "Key": {"pk": encode(job.export_id), "sk": encode(JOB_SK)},
+            "UpdateExpression": expression,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        last = mine == len(owed) and not expiry_owed
         try:
-            await aws_call(
-                "dynamodb clear owed events",
-                store.dynamodb.update_item,
-                policy=store.policy,
-                TableName=store.table,
-                Key={"pk": encode(job.export_id), "sk": encode(JOB_SK)},
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-            return
+            if last:
+                names["#m"] = EXPIRY_OWED
+                clear["ConditionExpression"] = f"{condition} AND attribute_not_exists(#m)"
+                outbox = {"pk": encode(OUTBOX_PK), "sk": encode(job.export_id)}
+                await aws_call(
+                    "dynamodb clear owed events",
+                    store.dynamodb.transact_write_items,
+                    policy=store.policy,
+                    TransactItems=[
+                        {"Update": {**clear, "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}},
+                        {"Delete": {"TableName": store.table, "Key": outbox}},
+                    ],
+                )
+            else:
+                await aws_call(
+                    "dynamodb clear owed events",
+                    store.dynamodb.update_item,
+                    policy=store.policy,
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    **clear,
+                )
+            return last
         except AwsRejected as err:
             if err.code != "ConditionalCheckFailedException":
                 raise
-        fresh = await store.get_job(job.export_id)
+            raw = refused_item(err)
+        fresh = job_from_item(raw) if raw is not None else await store.get_job(job.export_id)
         owed = [] if fresh is None else [item.transition_id for item in fresh.events_owed]
+        expiry_owed = fresh is not None and fresh.expiry_owed
+    return False
 
 
 async def _follow_expiry(store: JobStore, job: JobItem) -> None:

@@ -21,7 +21,6 @@ The items themselves are described in :mod:`.jobitems`.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import uuid
 from collections.abc import Callable
@@ -30,29 +29,22 @@ from typing import Any
 
 import attrs
 
-from pipeline._adapters.aws.clients import aws_call
+from pipeline._adapters.aws.clients import aws_call, refused_item
 from pipeline._adapters.aws.clienttypes import DynamoDbClient
+from pipeline._adapters.aws.filerecord import record_file, record_last_file
 from pipeline._adapters.aws.jobchanges import JobChanges
 from pipeline._adapters.aws.jobitems import (
-    FILE_PREFIX,
     JOB_SK,
     PATHS_CHUNK_BYTES,
     JobItem,
     change_condition,
     change_update,
-    converter,
-    counts_update,
-    decode_item,
-    encode,
     format_time,
     job_from_item,
-    pack_paths,
-    piece_sk,
     utc_now,
 )
 from pipeline._adapters.aws.joboutbox import EventBus, outbox_item, settle_owed
 from pipeline._adapters.aws.jobresults import (
-    delete_pieces,
     file_result_of,
     forget_failed_files,
     read_file_items,
@@ -64,7 +56,7 @@ from pipeline._core.backoff import AWS_POLICY, Backoff
 from pipeline._core.lifecycle import Change, Decision, Refuse
 from pipeline._errors import AwsRejected
 
-__all__ = ["PATHS_CHUNK_BYTES", "JobItem", "JobStore", "Outcome"]
+__all__ = ["PATHS_CHUNK_BYTES", "JobItem", "JobStore", "Outcome", "Refused"]
 
 
 def _own_run(change: Change, job: JobItem | None) -> bool:
@@ -75,6 +67,13 @@ def _own_run(change: Change, job: JobItem | None) -> bool:
         and job.generation == change.generation
         and job.correlation_id == change.correlation_id
     )
+
+
+@attrs.frozen
+class Refused:
+    """A write whose condition failed: the job as it stands (``None``: no item)."""
+
+    job: JobItem | None
 
 
 @attrs.frozen
@@ -132,12 +131,12 @@ class JobStore:
     def _job(self, raw: dict[str, Any]) -> JobItem:
         return job_from_item(raw)
 
-    async def apply(self, export_id: str, change: Change) -> JobItem | None:
+    async def apply(self, export_id: str, change: Change) -> JobItem | Refused:
         """Carry out one lifecycle :class:`~pipeline._core.lifecycle.Change`.
 
-        One conditional UpdateItem on what the caller saw; ``None`` when the
-        item had moved on (the caller decides again on a fresh read, or
-        answers 409). A write that owes an event or an expiry (see
+        One conditional UpdateItem on what the caller saw; :class:`Refused`,
+        with the item as it stands, when the item had moved on (the caller
+        decides again on it, or answers 409). A write that owes an event or an expiry (see
         :mod:`.joboutbox`) carries the debt and puts the job's outbox item in
         the same transaction, and settles it right after. After a write that
         starts a job's next run, the results of its failed files are
@@ -157,6 +156,7 @@ class JobStore:
                     TableName=self.table,
                     Key=key,
                     ReturnValues="ALL_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                     **update.kwargs(condition),
                 )
                 raw = response["Attributes"]
@@ -173,6 +173,7 @@ class JobStore:
                             "Update": {
                                 "TableName": self.table,
                                 "Key": key,
+                                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                                 **update.kwargs(condition),
                             }
                         },
@@ -186,9 +187,12 @@ class JobStore:
                 )
                 raw = None
         except AwsRejected as err:
-            if err.code == "ConditionalCheckFailedException":
-                return None
-            raise
+            if err.code != "ConditionalCheckFailedException":
+                raise
+            # The item as it stands came back with the refusal; read it only
+            # when it did not (no item, or an endpoint that sends none).
+            raw = refused_item(err)
+            return Refused(self._job(raw) if raw is not None else await self.get_job(export_id))
         self.changes.note(export_id)
         job = self._job(raw) if raw is not None else await self.get_job(export_id)
         if job is None:  # pragma: no cover - the item cannot vanish while it is written
@@ -213,11 +217,13 @@ class JobStore:
     ) -> Outcome:
         """Read the job, let ``decide`` (a lifecycle rule) choose, and carry it out.
 
-        A write refused because the item moved on is decided again on a fresh
-        read, up to ``attempts`` writes; the last refusal is a
+        A write refused because the item moved on is decided again on the item
+        the refusal sent back, up to ``attempts`` writes; the last refusal is a
         :class:`~pipeline._core.lifecycle.Refuse`. ``read=False`` decides on
-        ``seen``, for a caller that has just read the item. An operator's call
-        passes ``attempts=1``: it applies to the job as the operator saw it.
+        ``seen``, for a caller that has just read the item, or that expects
+        none (``seen=None``: a new export's first write is its read too). An
+        operator's call passes ``attempts=1``: it applies to the job as the
+        operator saw it.
         """
         job = await self.get_job(export_id) if read else seen
         for _ in range(attempts):
@@ -225,9 +231,9 @@ class JobStore:
             if not isinstance(decision, Change):
                 return Outcome(decision, job)
             written = await self.apply(export_id, decision)
-            if written is not None:
+            if not isinstance(written, Refused):
                 return Outcome(decision, written)
-            job = await self.get_job(export_id)
+            job = written.job
             if _own_run(decision, job):
                 # Our write went through and its answer was lost: the retry of
                 # the call found its own new run.
@@ -320,90 +326,13 @@ class JobStore:
         an expired URL, never turns DONE into FAILED), and nothing is counted
         twice.
         """
-        blob = pack_paths(result.seen_paths)
-        size = self.paths_chunk_bytes
-        pieces = [blob[i : i + size] for i in range(0, len(blob), size)] or [b""]
-        write_id = hashlib.sha256(blob).hexdigest()[:16]
-        for n, piece in enumerate(pieces[1:], start=1):
-            await aws_call(
-                "dynamodb put file paths",
-                self.dynamodb.put_item,
-                policy=self.policy,
-                TableName=self.table,
-                Item={
-                    **self._key(export_id, piece_sk(result.file_id, write_id, n)),
-                    "kind": encode("paths"),
-                    "fileId": encode(result.file_id),
-                    "writeId": encode(write_id),
-                    "piece": encode(n),
-                    "data": encode(piece),
-                },
-            )
-        values = converter.unstructure(result)
-        del values["ok"], values["seenPaths"]
-        if result.error is not None:
-            # What GET /jobs/{id}/files shows of a failed file: one line.
-            values["error"] = " ".join(result.error.split())
-        item = {name: encode(value) for name, value in values.items() if value is not None}
-        item.update(
-            {
-                **self._key(export_id, FILE_PREFIX + result.file_id),
-                "kind": encode("file"),
-                "status": encode("DONE" if result.ok else "FAILED"),
-                "seenPaths": encode(pieces[0]),
-                "writeId": encode(write_id),
-                "pieces": encode(len(pieces)),
-                "updatedAt": encode(self._now()),
-            }
-        )
-        counts = counts_update(result, self._now())
-        try:
-            await aws_call(
-                "dynamodb record file",
-                self.dynamodb.transact_write_items,
-                policy=self.policy,
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.table,
-                            "Item": item,
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.table,
-                            "Key": self._key(export_id, JOB_SK),
-                            **counts.kwargs(None),
-                        }
-                    },
-                ],
-            )
-        except AwsRejected as err:
-            if err.code != "ConditionalCheckFailedException":
-                raise
-            if len(pieces) > 1:
-                await self._drop_refused_pieces(export_id, result.file_id, write_id, len(pieces))
-            return False
-        self.changes.note(export_id)
-        return True
+        return await record_file(self, export_id, result)
 
-    async def _drop_refused_pieces(
-        self, export_id: str, file_id: str, write_id: str, pieces: int
-    ) -> None:
-        """Delete the pieces just written for a refused record, unless the stored one uses them."""
-        response = await aws_call(
-            "dynamodb get file result",
-            self.dynamodb.get_item,
-            policy=self.policy,
-            TableName=self.table,
-            Key=self._key(export_id, FILE_PREFIX + file_id),
-            ProjectionExpression="writeId",
-            ConsistentRead=True,
-        )
-        stored = decode_item(response.get("Item") or {}).get("writeId")
-        if stored != write_id:
-            await delete_pieces(self, export_id, file_id, write_id, pieces)
+    async def record_last_file(
+        self, export_id: str, result: FileResult, change: Change
+    ) -> bool | None:
+        """The only file's result and the end of its job (:func:`.filerecord.record_last_file`)."""
+        return await record_last_file(self, export_id, result, change)
 
     async def file_results(self, export_id: str) -> list[FileResult]:
         """Every file result of the export, with its seen paths, in file-ID order."""

@@ -10,6 +10,8 @@ a caller that needs more throughput runs several lookups at once.
 
 :meth:`MetadataTable.all_paths` reads every path of an export (Query, paginated, projecting
 only ``path``) to count the items no ZIP contained (``entriesMissing``).
+:meth:`MetadataTable.all_items` reads a small export's items whole, in one
+Query: for the only ZIP of an export, both its lookups and ``entriesMissing``.
 
 :class:`MetadataTable` is the table as the service is handed it: the client,
 the table's name and the retry policy, made once where the graph is wired.
@@ -105,3 +107,32 @@ class MetadataTable:
             start_key = response.get("LastEvaluatedKey")
             if not start_key:
                 return paths
+
+    async def all_items(self, export_id: str, *, most: int) -> dict[str, MetadataItem] | None:
+        """Every item of ``export_id`` by path, or ``None`` when it has more than ``most``.
+
+        One Query (``Limit`` one over ``most``) when there are few; the caller of
+        a larger export looks its entries up a window at a time instead.
+        """
+        items: dict[str, MetadataItem] = {}
+        kwargs: dict[str, Any] = {
+            "TableName": self.name,
+            "KeyConditionExpression": "exportId = :e",
+            "ExpressionAttributeValues": {":e": {"S": export_id}},
+            "ProjectionExpression": "#p, #s, #h",
+            "ExpressionAttributeNames": _NAMES,
+            "Limit": most + 1,
+        }
+        while True:
+            response = await aws_call(
+                "dynamodb metadata query", self.dynamodb.query, policy=self.policy, **kwargs
+            )
+            for raw in response.get("Items") or []:
+                item = _from_attributes(raw)
+                items[item.path] = item
+            if len(items) > most:
+                return None
+            start_key = response.get("LastEvaluatedKey")
+            if not start_key:
+                return items
+            kwargs["ExclusiveStartKey"] = start_key

@@ -147,11 +147,27 @@ class FileListing:
         self._empty_in_a_row = 0
         self._seen_cursors: set[str] = set()
         self._seen_files: set[str] = set()
+        # A page read by peek(), given again by the iteration.
+        self._peeked: list[ExportFile] | None = None
 
     def __aiter__(self) -> FileListing:
         return self
 
+    @property
+    def done(self) -> bool:
+        """Whether the last page has been read (the listing's files are all known)."""
+        return self._done
+
+    async def peek(self) -> list[ExportFile]:
+        """The next page, read now and given again by the iteration."""
+        if self._peeked is None:
+            self._peeked = await anext(self)
+        return self._peeked
+
     async def __anext__(self) -> list[ExportFile]:
+        if self._peeked is not None:
+            peeked, self._peeked = self._peeked, None
+            return peeked
         if self._done:
             raise StopAsyncIteration
         page = await self._api.list_page(self._export_id, self._cursor, self._pages + 1)
