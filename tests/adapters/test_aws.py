@@ -14,6 +14,7 @@ from pipeline._adapters.aws.clients import (
     aws_call,
     error_code,
     open_aws_clients,
+    tls_verify,
     translate_aws_errors,
 )
 from pipeline._core.backoff import Backoff
@@ -196,3 +197,19 @@ class TestClients:
         with pytest.raises(ValueError, match="pool_size"):
             async with open_aws_clients(region="us-east-1", endpoint_url=None, pool_size=0):
                 pass
+
+
+@pytest.mark.parametrize(
+    ("endpoint_url", "verify"),
+    [
+        ("http://127.0.0.1:5000", False),
+        ("HTTP://localstack:4566", False),
+        ("https://localstack:4566", None),
+        (None, None),
+    ],
+)
+def test_tls_verified_unless_the_endpoint_is_plain_http(
+    endpoint_url: str | None, verify: bool | None
+) -> None:
+    """Only a plain-HTTP endpoint skips the CA bundle; https and AWS keep botocore's choice."""
+    assert tls_verify(endpoint_url) is verify
