@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline._adapters.aws.clients import AwsClients
 from pipeline._adapters.aws.jobstore import JobItem, JobStore
+from pipeline._adapters.aws.sqs import REASON_ATTRIBUTE
 from pipeline._core.accounting import JobStatus
 from pipeline.ops.provisioning import ProvisionedUrls
 
@@ -63,6 +64,30 @@ async def queue_depths(aws: AwsClients, urls: ProvisionedUrls) -> dict[str, int]
         )
         depths[name] = sum(int(v) for v in response["Attributes"].values())
     return depths
+
+
+async def _dead_letters(aws: AwsClients, url: str) -> list[str]:
+    """One line per dead letter: its deliveries, the service's reason if it gave one, its body.
+
+    A message the service dead-lettered carries its reason; one without came
+    through the queue's redrive policy (received maxReceiveCount times).
+    """
+    answer = await aws.sqs.receive_message(
+        QueueUrl=url,
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=0,
+        VisibilityTimeout=0,
+        AttributeNames=["ApproximateReceiveCount"],
+        MessageAttributeNames=["All"],
+    )
+    lines = []
+    for message in answer.get("Messages", []):
+        received = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
+        attributes = message.get("MessageAttributes", {})
+        reason = attributes.get(REASON_ATTRIBUTE, {}).get("StringValue", "none: redrive policy")
+        body = str(message.get("Body", ""))[:200]
+        lines.append(f"  dead letter (received {received}, reason {reason}): {body}")
+    return lines
 
 
 async def final_jobs(jobs: JobStore, fixtures: list[Fixture]) -> dict[str, JobItem | None]:
@@ -171,6 +196,9 @@ async def audit(
     for name, depth in result.depths.items():
         if depth:
             result.failures.append(f"queue {name}: {depth} messages left")
+    for dlq in (urls.export_jobs_dlq_url, urls.download_tasks_dlq_url):
+        if dlq is not None:
+            result.failures.extend(await _dead_letters(aws, dlq))
     uploads = (await aws.s3.list_multipart_uploads(Bucket=bucket)).get("Uploads", [])
     result.open_uploads = len(uploads)
     for upload in uploads:
