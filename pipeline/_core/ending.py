@@ -14,11 +14,21 @@ passed on (to a file worker)    leave it            the next holder ends it
 said done                       delete              the result is recorded (or not wanted)
 said poison, DLQ known          dead-letter         it can never be worked; once, logged
 said poison, no DLQ             hand back, parked   the queue's redrive policy may take it
-stopped (shutdown)              hand back, at once  a process that is not stopping takes it
-failed: a dependency was down   hand back, 2-5 s    the intake gate holds it while it lasts
+stopped (shutdown)              send again, at once a process that is not stopping takes it
+failed: a dependency was down   send again, 2-5 s   the intake gate holds it while it lasts
 failed: anything else           hand back, growing  30 s, 2 min, 8 min... per delivery
 returned without a word         hand back, at once  nobody said it was done, so it is not
 ==============================  ==================  ======================================
+
+"Send again" is a hand-back as a fresh copy of the message (``HandBack.fresh``):
+the same body sent to the same queue with the delay, then the original
+deleted. A shutdown or an outage is not the message's fault, but each
+delivery it costs counts toward the queue's redrive policy (the template's
+``maxReceiveCount`` is 3): a file task caught by a deploy, an S3 outage and a
+DynamoDB throttle would go to the dead-letter queue with nothing wrong with
+it, as a chaos run found. A fresh copy starts its count again. Failures of
+the message's own keep counting, so a message that always fails still ends
+in the DLQ. If the copy cannot be sent, the original is handed back instead.
 
 What a stage said stands over how its work stopped: a file whose result is
 recorded is deleted even if a cancel arrives after. No hand-back is longer
@@ -157,6 +167,9 @@ class HandBack:
     why: Why
     # A poison message's reason, when it is parked.
     reason: str = ""
+    # Sent again as a fresh copy (its deliveries counted from one again)
+    # rather than made visible again: see the module doc.
+    fresh: bool = False
 
 
 @attrs.frozen
@@ -198,11 +211,11 @@ def decide(
             return HandBack(left, Why.PARKED, said.reason)
         return DeadLetter(said.reason, dead_letter_url)
     if stopped is Stopped.CANCELLED:
-        return HandBack(0, Why.CANCELLED)
+        return HandBack(0, Why.CANCELLED, fresh=True)
     if stopped is Stopped.RETURNED:
         return HandBack(0, Why.UNSAID)
     if stopped is Stopped.DEPENDENCY_DOWN:
         low, high = OUTAGE_HAND_BACK_SECONDS
         delay = min(high, low + int(draw * (high - low + 1)))
-        return HandBack(min(delay, left), Why.DEPENDENCY_DOWN)
+        return HandBack(min(delay, left), Why.DEPENDENCY_DOWN, fresh=True)
     return HandBack(min(redelivery_delay(receive_count, draw), left), Why.FAILED)

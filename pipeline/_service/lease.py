@@ -89,6 +89,8 @@ class Lease:
     receive_count: int = 1
     # When it was received (trio's clock): SQS's 12-hour limit counts from here.
     received_at: float = 0.0
+    # The message's body, for a fresh copy when it is sent again (ending.py).
+    body: str | None = None
 
 
 @attrs.define(eq=False)
@@ -146,6 +148,7 @@ class LeaseKeeper:
             scope=scope,
             receive_count=message.receive_count,
             received_at=now,
+            body=message.body,
         )
         self._leases.add(lease)
         self._count("received")
@@ -276,7 +279,11 @@ class LeaseKeeper:
         elif isinstance(ending, HandBack):
             lease.hand_back_delay = ending.delay
             _log_hand_back(lease, ending)
-            await self.hand_back([lease])
+            copy = body if body is not None else lease.body
+            if ending.fresh and copy is not None:
+                await self._send_again(lease, copy)
+            else:
+                await self.hand_back([lease])
         elif isinstance(ending, DeadLetter):
             if body is None:
                 msg = "a dead letter needs the message's body"
@@ -287,6 +294,31 @@ class LeaseKeeper:
                 # Cancelled before the copy was sent (shutdown): back at once.
                 await self.hand_back([lease])
         return ending
+
+    async def _send_again(self, lease: Lease, body: str) -> None:
+        """Hand ``lease``'s message back as a fresh copy (shielded, bounded); see ending.py.
+
+        The copy goes out first, then the original is deleted: a failure
+        between the two leaves two copies, which the work's own duplicate
+        checks absorb, never none. If the copy cannot be sent the original is
+        handed back as it is; if SQS does not answer in time, the original
+        comes back when its visibility timeout runs out.
+        """
+        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS) as scope:
+            try:
+                await self.sqs.send(
+                    self.queue_url, body, delay_seconds=lease.hand_back_delay, policy=self.policy
+                )
+            except PipelineError as err:
+                log.warning("message not sent again; handed back", error=str(err))
+                await self.hand_back([lease])
+                return
+        if scope.cancelled_caught:
+            log.warning("sending the message again timed out", message_id=lease.message_id)
+            self._leases.discard(lease)
+            lease.released = True
+            return
+        await self.complete(lease, outcome="handed_back")
 
     async def hand_back(self, leases: Iterable[Lease]) -> None:
         """Make messages visible again after their ``hand_back_delay`` (shielded, bounded)."""

@@ -84,9 +84,28 @@ class TestHowTheWorkStopped:
         """Whatever was said, a message whose lease is lost is someone else's."""
         assert ending(said, Stopped.FAILED, lost=True) == Leave("lease lost")
 
-    def test_cancelled_work_is_handed_back_at_once(self) -> None:
-        """Work cancelled by a shutdown hands its message back visible at once."""
-        assert ending(None, Stopped.CANCELLED, receive_count=4) == HandBack(0, Why.CANCELLED)
+    def test_cancelled_work_is_sent_again_at_once(self) -> None:
+        """Work cancelled by a shutdown hands its message back at once, as a fresh copy."""
+        assert ending(None, Stopped.CANCELLED, receive_count=4) == HandBack(
+            0, Why.CANCELLED, fresh=True
+        )
+
+    @pytest.mark.parametrize(
+        ("stopped", "fresh"),
+        [
+            (Stopped.CANCELLED, True),
+            (Stopped.DEPENDENCY_DOWN, True),
+            (Stopped.FAILED, False),
+            (Stopped.RETURNED, False),
+        ],
+    )
+    def test_only_what_is_not_the_messages_fault_starts_its_count_again(
+        self, stopped: Stopped, fresh: bool
+    ) -> None:
+        """A shutdown or an outage sends a fresh copy; a failure of its own keeps counting."""
+        decided = ending(None, stopped, receive_count=3)
+        assert isinstance(decided, HandBack)
+        assert decided.fresh is fresh
 
     def test_work_that_returned_unsaid_is_handed_back_at_once(self) -> None:
         """Nobody said the work was done, so it is not: handed back visible at once."""

@@ -85,6 +85,36 @@ class TestEndings:
         low, high = OUTAGE_HAND_BACK_SECONDS
         assert low <= await back_after(sqs, url) <= high
 
+    async def test_an_outage_does_not_count_toward_the_redrive_policy(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Three outages in a row: the message comes back each time as a fresh copy,
+        its deliveries counted from one again, so maxReceiveCount never sees them."""
+        sqs = FakeSqs()
+        url, keeper, delivery = await one_delivery(sqs, body="task-1")
+        for _ in range(3):
+            async with working(delivery):
+                raise AwsUnavailable("s3 503")
+            (message,) = await sqs.receive(url, max_messages=1, wait_seconds=20, policy=AWS_POLICY)
+            assert message.body == "task-1"
+            assert message.receive_count == 1
+            delivery = Delivery(message, keeper.hold(message))
+        assert sqs.depth(url) == (0, 1)
+
+    async def test_a_copy_that_cannot_be_sent_hands_the_original_back(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """SendMessage refused: the original is made visible again instead (counted)."""
+        sqs = FakeSqs()
+        url, _, delivery = await one_delivery(sqs)
+        sqs.fail("send", AwsUnavailable("sqs 500"))
+        async with working(delivery):
+            raise AwsUnavailable("dynamodb unreachable")
+        low, high = OUTAGE_HAND_BACK_SECONDS
+        assert low <= await back_after(sqs, url) <= high
+        (message,) = sqs.messages(url)
+        assert message.receive_count == 2
+
     async def test_a_shutdown_hands_back_at_once_and_still_cancels(
         self, autojump_clock: trio.testing.MockClock
     ) -> None:
@@ -115,7 +145,7 @@ class TestEndings:
         """At shutdown, an SQS that does not answer holds the exit CLEANUP_SECONDS, no more."""
         sqs = FakeSqs()
         _, keeper, delivery = await one_delivery(sqs)
-        sqs.stall("change_visibility_batch", 3600)
+        sqs.stall("send", 3600)
         start = trio.current_time()
         with trio.CancelScope() as shutdown:
             shutdown.cancel()
