@@ -230,7 +230,8 @@ class LeaseKeeper:
         remaining = list(self._leases)
         if remaining:
             log.info("handing back messages whose work never started", count=len(remaining))
-            await self.hand_back(remaining)
+            # Not the messages' fault: their deliveries do not count (send_again).
+            await self.send_again(remaining)
 
     def _capped(self, lease: Lease, seconds: int) -> int:
         """``seconds``, or less when SQS's 12-hour limit for the message comes first."""
@@ -279,9 +280,10 @@ class LeaseKeeper:
         elif isinstance(ending, HandBack):
             lease.hand_back_delay = ending.delay
             _log_hand_back(lease, ending)
-            copy = body if body is not None else lease.body
-            if ending.fresh and copy is not None:
-                await self._send_again(lease, copy)
+            if lease.body is None:
+                lease.body = body
+            if ending.fresh:
+                await self.send_again([lease])
             else:
                 await self.hand_back([lease])
         elif isinstance(ending, DeadLetter):
@@ -295,30 +297,55 @@ class LeaseKeeper:
                 await self.hand_back([lease])
         return ending
 
-    async def _send_again(self, lease: Lease, body: str) -> None:
-        """Hand ``lease``'s message back as a fresh copy (shielded, bounded); see ending.py.
+    async def send_again(self, leases: Iterable[Lease]) -> None:
+        """Hand messages back as fresh copies after their ``hand_back_delay`` (shielded, bounded).
 
-        The copy goes out first, then the original is deleted: a failure
-        between the two leaves two copies, which the work's own duplicate
-        checks absorb, never none. If the copy cannot be sent the original is
-        handed back as it is; if SQS does not answer in time, the original
-        comes back when its visibility timeout runs out.
+        For what is not the message's fault (a shutdown, an outage, a closed
+        intake): a delivery handed back counts toward the queue's
+        ``maxReceiveCount``, a fresh copy starts its count again (ending.py).
+        The copies go out first, ten to a call, then the originals are
+        deleted: a failure between the two leaves duplicates, which the work's
+        own checks absorb, never nothing. Copies SQS refuses fall back to
+        handing the originals back; if SQS does not answer in time, the
+        originals come back when their visibility timeout runs out.
         """
-        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS) as scope:
-            try:
-                await self.sqs.send(
-                    self.queue_url, body, delay_seconds=lease.hand_back_delay, policy=self.policy
-                )
-            except PipelineError as err:
-                log.warning("message not sent again; handed back", error=str(err))
-                await self.hand_back([lease])
-                return
-        if scope.cancelled_caught:
-            log.warning("sending the message again timed out", message_id=lease.message_id)
+        pending = [lease for lease in leases if not (lease.lost or lease.released)]
+        without_body = [lease for lease in pending if lease.body is None]
+        copied = [lease for lease in pending if lease.body is not None]
+        if without_body:
+            await self.hand_back(without_body)
+        if not copied:
+            return
+        for lease in copied:
             self._leases.discard(lease)
             lease.released = True
-            return
-        await self.complete(lease, outcome="handed_back")
+        with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_SECONDS) as scope:
+            try:
+                await self.sqs.send_batch(
+                    self.queue_url,
+                    [(str(lease.body), lease.hand_back_delay) for lease in copied],
+                    policy=self.policy,
+                )
+            except PipelineError as err:
+                log.warning("messages not sent again; handed back", error=str(err))
+                for lease in copied:
+                    lease.released = False
+                await self.hand_back(copied)
+                return
+            self._count("handed_back", len(copied))
+            try:
+                failed = await self.sqs.delete_batch(
+                    self.queue_url, [lease.receipt_handle for lease in copied], policy=self.policy
+                )
+            except PipelineError as err:
+                failed = {lease.receipt_handle: str(err) for lease in copied}
+            if failed:
+                # The copies are out; an original not deleted comes back once more.
+                log.warning("originals of copies sent again not deleted", count=len(failed))
+        if scope.cancelled_caught:
+            log.warning("sending messages again timed out", count=len(copied))
+        else:
+            log.info("messages sent again as fresh copies", count=len(copied))
 
     async def hand_back(self, leases: Iterable[Lease]) -> None:
         """Make messages visible again after their ``hand_back_delay`` (shielded, bounded)."""

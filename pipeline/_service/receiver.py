@@ -218,7 +218,7 @@ async def run_receiver(
                     # Paused (or a dependency failed) while the poll was out: what it
                     # brought goes back to the queue at once, for when intake reopens.
                     slots.give_back(len(deliveries), lane=lane)
-                    await keeper.hand_back(d.lease for d in deliveries)
+                    await keeper.send_again(d.lease for d in deliveries)
                     continue
                 for sent, delivery in enumerate(deliveries):
                     try:
@@ -226,7 +226,7 @@ async def run_receiver(
                     except trio.Cancelled:
                         rest = deliveries[sent:]
                         slots.give_back(len(rest), lane=lane)
-                        await keeper.hand_back(d.lease for d in rest)
+                        await keeper.send_again(d.lease for d in rest)
                         raise
         finally:
             if held:

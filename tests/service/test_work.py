@@ -107,7 +107,7 @@ class TestEndings:
         """SendMessage refused: the original is made visible again instead (counted)."""
         sqs = FakeSqs()
         url, _, delivery = await one_delivery(sqs)
-        sqs.fail("send", AwsUnavailable("sqs 500"))
+        sqs.fail("send_batch", AwsUnavailable("sqs 500"))
         async with working(delivery):
             raise AwsUnavailable("dynamodb unreachable")
         low, high = OUTAGE_HAND_BACK_SECONDS
@@ -145,7 +145,7 @@ class TestEndings:
         """At shutdown, an SQS that does not answer holds the exit CLEANUP_SECONDS, no more."""
         sqs = FakeSqs()
         _, keeper, delivery = await one_delivery(sqs)
-        sqs.stall("send", 3600)
+        sqs.stall("send_batch", 3600)
         start = trio.current_time()
         with trio.CancelScope() as shutdown:
             shutdown.cancel()
