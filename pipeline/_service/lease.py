@@ -300,20 +300,13 @@ class LeaseKeeper:
     async def send_again(self, leases: Iterable[Lease]) -> None:
         """Hand messages back as fresh copies after their ``hand_back_delay`` (shielded, bounded).
 
-        For what is not the message's fault (a shutdown, an outage, a closed
-        intake): a delivery handed back counts toward the queue's
-        ``maxReceiveCount``, a fresh copy starts its count again (ending.py).
-        The copies go out first, ten to a call, then the originals are
-        deleted: a failure between the two leaves duplicates, which the work's
-        own checks absorb, never nothing. Copies SQS refuses fall back to
-        handing the originals back; if SQS does not answer in time, the
-        originals come back when their visibility timeout runs out.
+        Not the messages' fault (a shutdown, an outage, a closed intake), so no
+        delivery counts toward ``maxReceiveCount`` (ending.py). Copies first, then
+        the originals deleted: a failure between leaves duplicates, never nothing.
         """
         pending = [lease for lease in leases if not (lease.lost or lease.released)]
-        without_body = [lease for lease in pending if lease.body is None]
+        await self.hand_back([lease for lease in pending if lease.body is None])
         copied = [lease for lease in pending if lease.body is not None]
-        if without_body:
-            await self.hand_back(without_body)
         if not copied:
             return
         for lease in copied:
@@ -339,8 +332,7 @@ class LeaseKeeper:
                 )
             except PipelineError as err:
                 failed = {lease.receipt_handle: str(err) for lease in copied}
-            if failed:
-                # The copies are out; an original not deleted comes back once more.
+            if failed:  # the copies are out; such an original comes back once more
                 log.warning("originals of copies sent again not deleted", count=len(failed))
         if scope.cancelled_caught:
             log.warning("sending messages again timed out", count=len(copied))
