@@ -10,6 +10,7 @@ import pytest
 import pipeline._adapters.aws.jobstore as jobstore_module
 from pipeline._adapters.aws.clients import AwsClients
 from pipeline._adapters.aws.jobstore import JobStore
+from pipeline._core import lifecycle
 from pipeline._core.accounting import FileResult, JobStatus, JobSummary, summarize
 from pipeline._core.backoff import Backoff
 
@@ -123,6 +124,26 @@ class TestJob:
         assert job.correlation_id == "corr-2"
         assert job.files_total == 7
         assert not job.listing_done
+
+    async def test_a_job_created_first_by_the_same_submission_is_not_taken_for_our_write(
+        self, store: JobStore, clock: Clock
+    ) -> None:
+        """A begin carrying its listing, refused because the outage path created the job
+        (same run, same correlation ID) a moment before, is decided again and written."""
+        await store.transition(
+            "exp-1", lambda seen: lifecycle.begin(seen, None, "corr-1", clock.now), read=False
+        )
+        clock.now += timedelta(seconds=11)
+        now = clock.now
+        outcome = await store.transition(
+            "exp-1",
+            lambda seen: lifecycle.begin(seen, None, "corr-1", now, listed=(1, 500)),
+            read=False,
+        )
+        assert outcome.changed
+        job = await store.get_job("exp-1")
+        assert job is not None
+        assert (job.listing_done, job.files_total, job.updated_at) == (True, 1, now)
 
     async def test_waiting_counts_from_this_submission(self, store: JobStore, clock: Clock) -> None:
         """waitingSince is set on entering WAITING, kept while waiting, new after a final status."""

@@ -60,12 +60,20 @@ __all__ = ["PATHS_CHUNK_BYTES", "JobItem", "JobStore", "Outcome", "Refused"]
 
 
 def _own_run(change: Change, job: JobItem | None) -> bool:
-    """Whether ``job`` shows the new run ``change`` started (same run and correlation ID)."""
+    """Whether ``job`` is the new run ``change`` wrote: same run, correlation ID and time.
+
+    The time matters: another write of the same submission (the outage path
+    creating the job first, with the same correlation ID, also as run 1) is
+    not ours, and taking it for ours skipped the listing the change carried
+    (a job left RUNNING, not listed, found by a chaos run). Not recognising a
+    lost answer only costs deciding again on the job, which is safe.
+    """
     return (
         change.new_run
         and job is not None
         and job.generation == change.generation
         and job.correlation_id == change.correlation_id
+        and format_time(job.updated_at) == format_time(change.at)
     )
 
 
