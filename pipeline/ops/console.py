@@ -25,7 +25,6 @@ import trio
 from rich.console import Console
 from rich.table import Table
 
-from pipeline._adapters.aws.clients import open_aws_clients
 from pipeline._adapters.aws.jobitems import utc_now
 from pipeline._adapters.aws.joblist import DEFAULT_LIMIT, MAX_LIMIT, list_files, list_jobs
 from pipeline._adapters.aws.jobstore import JobStore
@@ -34,6 +33,7 @@ from pipeline._adapters.http.control import job_view
 from pipeline._core.accounting import JobStatus
 from pipeline._core.messages import EXPORT_ID_PATTERN
 from pipeline._errors import PipelineError
+from pipeline.ops.environment import aws_from
 
 __all__ = ["VERBS", "main"]
 
@@ -85,11 +85,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     console = Console()
 
     async def run() -> int:
-        async with open_aws_clients(
-            region=env.get("AWS_REGION", "").strip() or "us-east-1",
-            endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip() or None,
-            pool_size=4,
-        ) as aws:
+        async with aws_from(env, pool_size=4) as aws:
             store = JobStore(
                 aws.dynamodb, env.get("DYNAMODB_JOBS_TABLE", "").strip() or "export-jobs"
             )

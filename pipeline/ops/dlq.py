@@ -24,10 +24,9 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from pipeline._adapters.aws import deadletters
-from pipeline._adapters.aws.clients import open_aws_clients
 from pipeline._adapters.aws.deadletters import DeadLetter, NoDeadLetterQueue
 from pipeline._errors import PipelineError
-from pipeline.ops.redrive import QUEUES
+from pipeline.ops.environment import QUEUES, aws_from, queue_url_from
 from pipeline.ops.terminal import printable
 
 __all__ = ["main"]
@@ -78,22 +77,13 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     env = os.environ if environ is None else environ
-    variable = QUEUES[args.queue]
-    queue_url = env.get(variable, "").strip()
-    if not queue_url:
-        print(
-            f"pipeline dlq: configuration error: {variable} is required but not set",
-            file=sys.stderr,
-        )
+    queue_url = queue_url_from(env, args.queue, command="dlq")
+    if queue_url is None:
         return EXIT_CONFIG
     console = Console()
 
     async def run() -> int:
-        async with open_aws_clients(
-            region=env.get("AWS_REGION", "").strip() or "us-east-1",
-            endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip() or None,
-            pool_size=2,
-        ) as aws:
+        async with aws_from(env, pool_size=2) as aws:
             if args.delete is not None:
                 deleted = await deadletters.delete_dead_letter(aws.sqs, queue_url, args.delete)
                 if not deleted:

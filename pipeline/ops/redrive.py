@@ -27,18 +27,17 @@ from typing import TextIO
 import trio
 
 from pipeline._adapters.aws import deadletters
-from pipeline._adapters.aws.clients import open_aws_clients
 from pipeline._adapters.aws.clienttypes import SqsClient
 from pipeline._adapters.aws.deadletters import DeadLetter, NoDeadLetterQueue, Redriven
 from pipeline._errors import PipelineError
+from pipeline.ops.environment import QUEUES, aws_from, queue_url_from
 from pipeline.ops.terminal import printable
 
-__all__ = ["QUEUES", "main", "redrive"]
+__all__ = ["main", "redrive"]
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
-QUEUES = {"export-jobs": "SQS_EXPORT_JOBS_URL", "download-tasks": "SQS_DOWNLOAD_TASKS_URL"}
 # Shown of each body in the listing: enough to recognise the export.
 BODY_PREVIEW = 120
 
@@ -90,24 +89,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     env = os.environ if environ is None else environ
-    variable = QUEUES[args.queue]
-    queue_url = env.get(variable, "").strip()
-    if not queue_url:
-        print(
-            f"pipeline redrive: configuration error: {variable} is required but not set",
-            file=sys.stderr,
-        )
+    queue_url = queue_url_from(env, args.queue, command="redrive")
+    if queue_url is None:
         return EXIT_CONFIG
     if args.max is not None and args.max < 1:
         print("pipeline redrive: --max must be at least 1", file=sys.stderr)
         return EXIT_CONFIG
 
     async def run() -> Redriven:
-        async with open_aws_clients(
-            region=env.get("AWS_REGION", "").strip() or "us-east-1",
-            endpoint_url=env.get("AWS_ENDPOINT_URL", "").strip() or None,
-            pool_size=2,
-        ) as aws:
+        async with aws_from(env, pool_size=2) as aws:
             return await redrive(
                 aws.sqs, args.queue, queue_url, dry_run=args.dry_run, limit=args.max
             )
