@@ -295,37 +295,45 @@ def aws_service(method: str, target: str, headers: dict[str, str]) -> str:
 
 
 async def _proxy_connection(client: trio.SocketStream, upstream: tuple[str, int]) -> None:
-    """Answer one client connection's requests (kept alive) through moto, each after its delay."""
+    """Answer one client connection's requests (kept alive) through moto, each after its delay.
+
+    The client's requests go one after another, so they share one connection
+    to moto, opened again when moto closed it.
+    """
     import random
 
     import h11
 
     rng = random.Random()
     conn = h11.Connection(h11.SERVER)
+    to_moto = _Upstream(upstream)
     async with client:
-        while True:
-            request, body = await _read_message(conn, client)
-            if request is None:
-                return
-            assert isinstance(request, h11.Request)
-            headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-            target = request.target.decode()
-            if target.startswith(("http://", "https://")):  # absolute-form
-                target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
-            low, high = AWS_LATENCY[aws_service(request.method.decode(), target, headers)]
-            await trio.sleep(rng.uniform(low, high))
-            status, response_headers, response_body = await _forward(
-                upstream, request.method, target, headers, body
-            )
-            response_headers.append(("content-length", str(len(response_body))))
-            await client.send_all(
-                conn.send(h11.Response(status_code=status, headers=response_headers))
-                + conn.send(h11.Data(data=response_body))
-                + conn.send(h11.EndOfMessage())
-            )
-            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return
-            conn.start_next_cycle()
+        try:
+            while True:
+                request, body = await _read_message(conn, client)
+                if request is None:
+                    return
+                assert isinstance(request, h11.Request)
+                headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+                target = request.target.decode()
+                if target.startswith(("http://", "https://")):  # absolute-form
+                    target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
+                low, high = AWS_LATENCY[aws_service(request.method.decode(), target, headers)]
+                await trio.sleep(rng.uniform(low, high))
+                status, response_headers, response_body = await to_moto.forward(
+                    request.method, target, headers, body
+                )
+                response_headers.append(("content-length", str(len(response_body))))
+                await client.send_all(
+                    conn.send(h11.Response(status_code=status, headers=response_headers))
+                    + conn.send(h11.Data(data=response_body))
+                    + conn.send(h11.EndOfMessage())
+                )
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+        finally:
+            await to_moto.aclose()
 
 
 async def _read_message(conn: Any, stream: trio.SocketStream) -> tuple[Any, bytes]:
@@ -356,34 +364,62 @@ async def _read_message(conn: Any, stream: trio.SocketStream) -> tuple[Any, byte
 _HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "expect"}
 
 
-async def _forward(
-    upstream: tuple[str, int], method: bytes, target: str, headers: dict[str, str], body: bytes
-) -> tuple[int, list[tuple[str, str]], bytes]:
-    """One request to moto on a connection of its own (moto closes each); its answer."""
-    import h11
+class _Upstream:
+    """A connection to moto kept between requests (the project's launcher keeps them alive)."""
 
-    conn = h11.Connection(h11.CLIENT)
-    request_headers = [(k, v) for k, v in headers.items() if k not in _HOP_HEADERS]
-    request_headers += [
-        ("host", f"{upstream[0]}:{upstream[1]}"),
-        ("content-length", str(len(body))),
-        ("connection", "close"),
-    ]
-    stream = await trio.open_tcp_stream(*upstream)
-    async with stream:
-        await stream.send_all(
-            conn.send(h11.Request(method=method, target=target, headers=request_headers))
-            + conn.send(h11.Data(data=body))
-            + conn.send(h11.EndOfMessage())
-        )
-        response, response_body = await _read_message(conn, stream)
-    assert isinstance(response, h11.Response)
-    response_headers = [
-        (k.decode(), v.decode())
-        for k, v in response.headers
-        if k.decode().lower() not in _HOP_HEADERS
-    ]
-    return response.status_code, response_headers, response_body
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.stream: trio.SocketStream | None = None
+        self.conn: Any = None
+
+    async def forward(
+        self, method: bytes, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One request to moto; its answer. A kept connection moto closed is opened again."""
+        import h11
+
+        for attempt in (1, 2):
+            fresh = self.stream is None
+            if self.stream is None:
+                self.stream = await trio.open_tcp_stream(*self.address)
+                self.conn = h11.Connection(h11.CLIENT)
+            request_headers = [(k, v) for k, v in headers.items() if k not in _HOP_HEADERS]
+            request_headers += [
+                ("host", f"{self.address[0]}:{self.address[1]}"),
+                ("content-length", str(len(body))),
+            ]
+            try:
+                head = h11.Request(method=method, target=target, headers=request_headers)
+                await self.stream.send_all(
+                    self.conn.send(head)
+                    + self.conn.send(h11.Data(data=body))
+                    + self.conn.send(h11.EndOfMessage())
+                )
+                response, response_body = await _read_message(self.conn, self.stream)
+            except (trio.BrokenResourceError, h11.RemoteProtocolError):
+                response = None
+            if response is None:  # closed before answering
+                await self.aclose()
+                if fresh or attempt == 2:
+                    raise RuntimeError("moto closed the connection without answering")
+                continue
+            assert isinstance(response, h11.Response)
+            if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+                self.conn.start_next_cycle()
+            else:  # moto closes it ("Connection: close")
+                await self.aclose()
+            response_headers = [
+                (k.decode(), v.decode())
+                for k, v in response.headers
+                if k.decode().lower() not in _HOP_HEADERS
+            ]
+            return response.status_code, response_headers, response_body
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        if self.stream is not None:
+            await self.stream.aclose()
+        self.stream = self.conn = None
 
 
 async def serve_latency_proxy(port: int, upstream_url: str) -> None:
