@@ -102,16 +102,20 @@ def moto_process(
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
-            try:
-                httpx.get(f"{url}/moto-api/", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    msg = "moto server did not start (is moto[server] installed?)"
-                    raise RuntimeError(msg) from None
-                time.sleep(0.1)
+        # One client for all the probes, and no TLS context: the server is plain
+        # HTTP, and each httpx.get made a client that loaded the CA bundle
+        # (0.03 CPU-s a probe, a dozen probes while moto imports).
+        with httpx.Client(timeout=1, verify=False) as probe:
+            deadline = time.monotonic() + START_TIMEOUT_SECONDS
+            while True:
+                try:
+                    probe.get(f"{url}/moto-api/")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        msg = "moto server did not start (is moto[server] installed?)"
+                        raise RuntimeError(msg) from None
+                    time.sleep(0.1)
         yield url, proc
     finally:
         proc.terminate()

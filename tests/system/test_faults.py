@@ -19,6 +19,7 @@ table of the closing note; it uses :func:`run_case` from here.
 
 from __future__ import annotations
 
+import functools
 import random
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -59,33 +60,54 @@ CASE_DEADLINE_SECONDS = 90
 
 # --- the export every case processes --------------------------------------------
 
-_RNG = random.Random(11)
-SMALL_ENTRIES = [
-    ("a/small.txt", records(_RNG, 30_000)),
-    ("b/other.txt", records(_RNG, 5_000)),
-]
-NO_METADATA = ("nometa.txt", b"no metadata item for this one\n")
-# Over one 8 MiB part: a multipart upload (Create, UploadParts, Complete),
-# and over the size above which an existing object is checked first.
-BIG_ENTRIES = [
-    ("big/rows.jsonl", records(_RNG, 9 * 1024 * 1024)),
-    ("c.txt", b"c" * 100),
-]
-FILES = [
-    ("part-1.zip", build_zip([*SMALL_ENTRIES, NO_METADATA])),
-    ("part-2.zip", build_zip(BIG_ENTRIES)),
-]
-EXPECTED_OBJECTS = {name: data for name, data in [*SMALL_ENTRIES, *BIG_ENTRIES]}
-EXPECTED_SUMMARY = JobSummary(
-    files_total=2,
-    files_done=2,
-    files_failed=0,
-    entries_uploaded=4,
-    entries_skipped=1,
-    entries_rejected=0,
-    entries_missing=0,
-    bytes_uploaded=sum(len(data) for data in EXPECTED_OBJECTS.values()),
-)
+
+@attrs.frozen
+class FaultExport:
+    """The export every case processes: its files, what it should leave, its metadata."""
+
+    small_entries: list[tuple[str, bytes]]
+    big_entries: list[tuple[str, bytes]]
+    files: list[tuple[str, bytes]]
+    expected_objects: dict[str, bytes]
+    expected_summary: JobSummary
+
+
+@functools.cache
+def fault_export() -> FaultExport:
+    """Built on first use, once per process: its 9 MiB entry took 0.7 CPU-s, which each
+    xdist worker paid when it imported this module, whether it ran a case or not."""
+    rng = random.Random(11)
+    small = [
+        ("a/small.txt", records(rng, 30_000)),
+        ("b/other.txt", records(rng, 5_000)),
+    ]
+    no_metadata = ("nometa.txt", b"no metadata item for this one\n")
+    # Over one 8 MiB part: a multipart upload (Create, UploadParts, Complete),
+    # and over the size above which an existing object is checked first.
+    big = [
+        ("big/rows.jsonl", records(rng, 9 * 1024 * 1024)),
+        ("c.txt", b"c" * 100),
+    ]
+    objects = {name: data for name, data in [*small, *big]}
+    return FaultExport(
+        small_entries=small,
+        big_entries=big,
+        files=[
+            ("part-1.zip", build_zip([*small, no_metadata])),
+            ("part-2.zip", build_zip(big)),
+        ],
+        expected_objects=objects,
+        expected_summary=JobSummary(
+            files_total=2,
+            files_done=2,
+            files_failed=0,
+            entries_uploaded=4,
+            entries_skipped=1,
+            entries_rejected=0,
+            entries_missing=0,
+            bytes_uploaded=sum(len(data) for data in objects.values()),
+        ),
+    )
 
 
 # --- a proxy that also loses answers -----------------------------------------------
@@ -302,7 +324,7 @@ def broken_download(name: str) -> Case:
 
     def inject(run: Run) -> Counter_:
         run.sim.inject_break(EXPORT, PART_2, BREAK_AT, times=3)
-        size = len(FILES[1][1])
+        size = len(fault_export().files[1][1])
         # The body's first request sends no Range (it starts at byte 0).
         first = {None, f"bytes={size - TAIL_BYTES}-"}
         return lambda: sum(1 for r in run.ranges(PART_2) if r not in first)
@@ -419,8 +441,10 @@ class Outcome:
     hits: int
     expected_hits: int
     hits_at_least: bool = False
-    expected_objects: Mapping[str, bytes] = EXPECTED_OBJECTS
-    expected_summary: JobSummary = EXPECTED_SUMMARY
+    expected_objects: Mapping[str, bytes] = attrs.field(
+        factory=lambda: fault_export().expected_objects
+    )
+    expected_summary: JobSummary = attrs.field(factory=lambda: fault_export().expected_summary)
     # Uploads a SIGKILLed process could not abort (the bucket's lifecycle rule's job).
     abandoned_uploads: int = 0
 
@@ -519,10 +543,11 @@ async def run_case(aws_endpoint: str, case: Case) -> Outcome:
 
 
 async def _run_on(stack: Stack, proxy: LossyProxy, proxy_url: str, case: Case) -> Outcome:
-    stack.simulator.add_export(EXPORT, FILES, pending_polls=case.pending_polls)
+    export = fault_export()
+    stack.simulator.add_export(EXPORT, export.files, pending_polls=case.pending_polls)
     if case.throttle is not None:
         stack.simulator.set_throttle(EXPORT, PART_1, case.throttle)
-    await stack.seed(EXPORT, metadata_for([*SMALL_ENTRIES, *BIG_ENTRIES]))
+    await stack.seed(EXPORT, metadata_for([*export.small_entries, *export.big_entries]))
     run = Run(stack, proxy)
     count_hits = case.inject(run)
     job = None
