@@ -14,6 +14,7 @@ the same rule at a shorter wait); issue 20's 30 s figure is::
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import random
@@ -24,6 +25,7 @@ import pytest
 import trio
 
 from pipeline._adapters.aws import sqs as _sqs
+from pipeline._adapters.aws.jobcontrol import job_statuses
 from pipeline._config import Mode
 from pipeline._core.accounting import JobStatus
 from pipeline._core.messages import iso_utc
@@ -35,6 +37,11 @@ pytestmark = pytest.mark.slow
 
 ENTRIES = [(f"rows-{i}.jsonl", records(random.Random(i), 20_000)) for i in range(2)]
 NORMAL_JOBS = 200
+# The first normal jobs are begun at once and fill the download-task queue; the
+# rest wait in the export-job queue, each holding an orchestrator slot this long
+# on its status call once begun, so they stay queued for the whole test.
+NORMAL_TASK_BACKLOG = 40
+SLOW_NORMAL_STATUS_SECONDS = 2.0
 HIGH_JOBS = 12
 # Each normal file is served in about this long, so the backlog outlasts the test.
 NORMAL_FILE_SECONDS = 1.0
@@ -42,10 +49,14 @@ WATCH_SECONDS = float(os.environ.get("LANES_WATCH_SECONDS", "12"))
 START_AHEAD_SECONDS = float(os.environ.get("LANES_START_AHEAD_SECONDS", "8"))
 
 
+@functools.cache
+def _zip() -> bytes:
+    return build_zip(ENTRIES)
+
+
 async def _serve(stack: Stack, export_id: str) -> str:
     """Serve an export of one small ZIP with its metadata; returns its file ID."""
-    zip_bytes = build_zip(ENTRIES)
-    (file_id,) = stack.simulator.add_export(export_id, [("p.zip", zip_bytes)])
+    (file_id,) = stack.simulator.add_export(export_id, [("p.zip", _zip())])
     await stack.seed(export_id, metadata_for(ENTRIES))
     return file_id
 
@@ -56,11 +67,6 @@ def _body(export_id: str, **extra: str) -> str:
 
 def _downloads(stack: Stack, export_ids: list[str]) -> int:
     return sum(stack.simulator.count("download", export_id=e) for e in export_ids)
-
-
-async def _final(stack: Stack, export_id: str) -> bool:
-    job = await stack.jobs.get_job(export_id)
-    return job is not None and job.status.is_final
 
 
 async def _until(check: Callable[[], Awaitable[bool]], within: float) -> None:
@@ -75,16 +81,20 @@ async def _until(check: Callable[[], Awaitable[bool]], within: float) -> None:
 async def test_high_jobs_overtake_a_backlog_and_normal_work_keeps_moving(
     aws_endpoint: str,
 ) -> None:
-    """Orchestrator and worker with both lanes, 200 normal jobs queued: high jobs sent
-    behind them (POST /jobs with "priority": "high") start within seconds and all end
-    long before the backlog, while normal files still start meanwhile."""
+    """Orchestrator and worker with both lanes, 200 normal jobs sent first: high jobs sent
+    behind them (POST /jobs with "priority": "high"), while over a hundred normal jobs are
+    still queued and dozens of normal files wait for the worker, start within seconds and
+    all end long before the backlog, while normal files still start meanwhile."""
     async with open_stack(aws_endpoint, with_task_queue=True, with_high_queues=True) as stack:
         normal = [f"exp-n{i:03d}" for i in range(NORMAL_JOBS)]
         high = [f"exp-h{i:02d}" for i in range(HIGH_JOBS)]
         for export_id in normal:
             file_id = await _serve(stack, export_id)
-            size = len(build_zip(ENTRIES))
-            stack.simulator.set_throttle(export_id, file_id, size / NORMAL_FILE_SECONDS)
+            stack.simulator.set_throttle(export_id, file_id, len(_zip()) / NORMAL_FILE_SECONDS)
+        # Beginning all 200 took most of this test's CPU (over 1,000 AWS calls),
+        # and the backlog is the same one queued.
+        for export_id in normal[NORMAL_TASK_BACKLOG:]:
+            stack.simulator.inject_stall("status", SLOW_NORMAL_STATUS_SECONDS, export_id=export_id)
         for export_id in high:
             await _serve(stack, export_id)
         await _sqs.send_batch(stack.aws.sqs, stack.urls.export_jobs_url, [_body(e) for e in normal])
@@ -102,6 +112,8 @@ async def test_high_jobs_overtake_a_backlog_and_normal_work_keeps_moving(
         await _until(busy, within=60)
         submitted = dt.datetime.now(dt.UTC)
         normal_before = _downloads(stack, normal)
+        queued_jobs = await stack.queue_depth(stack.urls.export_jobs_url)
+        queued_files = await stack.queue_depth(stack.urls.download_tasks_url)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as control:
             for export_id in high:
                 answer = await control.post(
@@ -112,18 +124,25 @@ async def test_high_jobs_overtake_a_backlog_and_normal_work_keeps_moving(
                 assert answer.status_code == 202, answer.text
         finals = [await stack.wait_final(export_id, within=60) for export_id in high]
         normal_during = _downloads(stack, normal) - normal_before
-        unfinished = [e for e in normal if not await _final(stack, e)]
+        statuses = await job_statuses(stack.jobs, normal)  # two BatchGetItems, not 200 reads
+        unfinished = [e for e in normal if e not in statuses or not statuses[e].is_final]
         for stop in stops:
             stop.set()
     assert all(job.status is JobStatus.COMPLETED for job in finals), [j.error for j in finals]
     first = min((job.created_at - submitted).total_seconds() for job in finals)
     started = max((job.created_at - submitted).total_seconds() for job in finals)
     ended = max((job.updated_at - submitted).total_seconds() for job in finals)
+    print(f"sent behind {queued_jobs} queued normal jobs and {queued_files} normal files;")
     print(f"high jobs: first started {first:.1f} s, last started {started:.1f} s,")
     print(f"last ended {ended:.1f} s after sending; meanwhile {normal_during} normal files")
     print(f"started, and {len(unfinished)} normal jobs had not ended")
-    # Seconds, not the backlog's minutes (200 files of 1 s on four slots); loose
-    # bounds, for a loaded machine: the orders of magnitude are what is checked.
+    # Behind a backlog in both lanes: normal jobs the orchestrator had not begun,
+    # and normal files the worker had not started (in flight ones count too).
+    assert queued_jobs > NORMAL_JOBS / 2
+    assert queued_files > NORMAL_TASK_BACKLOG / 2
+    # Seconds, not the backlog's minutes (the queued jobs' 2 s status calls on four
+    # slots, the files' 1 s on four); loose bounds, for a loaded machine: the orders
+    # of magnitude are what is checked.
     assert first < 10
     assert started < 20
     assert len(unfinished) > NORMAL_JOBS / 2
