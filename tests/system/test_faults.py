@@ -47,7 +47,7 @@ from tests.support.faultproxy import (
     classify,
     serve_fault_proxy,
 )
-from tests.support.stack import Stack, open_stack, sha256
+from tests.support.stack import Stack, open_stack, poll_interval, sha256
 
 pytestmark = pytest.mark.slow
 
@@ -519,11 +519,12 @@ async def running_service(stack: Stack, **overrides: str) -> AsyncIterator[None]
 
 
 async def _wait_for(check: Callable[[], Awaitable[bool]], within: float) -> bool:
+    started = trio.current_time()
     with trio.move_on_after(within):
         while True:
             if await check():
                 return True
-            await trio.sleep(0.1)
+            await trio.sleep(poll_interval(trio.current_time() - started))
     return False
 
 
