@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
@@ -142,3 +145,62 @@ async def test_upload_part_to_an_aborted_upload_answers_no_such_upload(
         await clients.s3.upload_part(**upload, PartNumber=2, Body=b"second")
     assert refused.value.response["Error"]["Code"] == "NoSuchUpload"
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def _exchange(sock: socket.socket, request: bytes) -> tuple[bytes, bytes]:
+    """Send one request on ``sock``; the answer's head and its body (by Content-Length)."""
+    sock.sendall(request)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before an answer: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed in the middle of an answer"
+        body += chunk
+    assert len(body) == length, "more bytes than the answer's Content-Length"
+    return head, body
+
+
+def _sqs_list_queues(host: str) -> bytes:
+    body = b"Action=ListQueues&Version=2012-11-05"
+    return (
+        f"POST / HTTP/1.1\r\nHost: {host}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        "Authorization: AWS4-HMAC-SHA256 Credential=testing/20261206/us-east-1/sqs/aws4_request, "
+        "SignedHeaders=host, Signature=0\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_connection_kept_between_requests(aws_endpoint: str) -> None:
+    """Three requests on one connection get three whole answers, none saying it closes."""
+    host, port = urlsplit(aws_endpoint).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for _ in range(3):
+            head, body = _exchange(sock, _sqs_list_queues(f"{host}:{port}"))
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert b"connection: close" not in head.lower()
+            assert b"ListQueues" in body
+
+
+def _moto_api_get(host: str, length: int) -> bytes:
+    """A GET of moto's own API announcing a body, which that API answers without reading."""
+    return f"GET /moto-api/ HTTP/1.1\r\nHost: {host}\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+def test_body_left_unread_is_not_read_as_the_next_request(aws_endpoint: str) -> None:
+    """A body its answer left unread is skipped to its end: the request after it on the
+    same connection gets its own answer."""
+    netloc = urlsplit(aws_endpoint).netloc
+    host, port = netloc.split(":")
+    unread = b"Action=ListQueues&" * 10_000
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head, _ = _exchange(sock, _moto_api_get(netloc, len(unread)) + unread)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        head, body = _exchange(sock, _sqs_list_queues(netloc))
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert b"ListQueuesResponse" in body
