@@ -575,7 +575,19 @@ async def _run_on(stack: Stack, proxy: LossyProxy, proxy_url: str, case: Case) -
 
 
 async def _is_empty(stack: Stack, url: str) -> bool:
-    return await stack.queue_depth(url) == 0
+    """No message in the queue, delayed ones included.
+
+    A delivery's work handed back as a fresh copy (``delay_seconds=2``) while
+    another delivery ends the job is delayed, so not yet visible or in flight:
+    without it the drain could end, the service stop, and the copy show up in
+    the outcome (seen once in a loaded run of the suite: ``messages_left == 1``).
+    """
+    if await stack.queue_depth(url):
+        return False
+    response = await stack.aws.sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )
+    return int(response["Attributes"]["ApproximateNumberOfMessagesDelayed"]) == 0
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
