@@ -59,6 +59,7 @@ from pipeline._logging import bound
 from pipeline._service.cancel import CancelWatch
 from pipeline._service.dispatch import FileDispatch, Outstanding
 from pipeline._service.finalize import finalize_if_done
+from pipeline._service.first_page import status_and_first_page
 from pipeline._service.lease import Delivery, LeaseKeeper
 from pipeline._service.outage import outlived_max_wait
 from pipeline._service.receiver import Slots
@@ -264,8 +265,14 @@ async def _run_active_export(
             return None
         log.info("export waits for its start time", notBefore=iso_utc(job.not_before))
         return outcome.job.generation
+    # From outside (first write expects no job): the first page asked for
+    # with the status. Listed before the job begins: a listing of one page
+    # goes into the begin write (filesTotal, listingDone), not a write of its own.
+    pages, fault = stage.api.list_files(export_id), None
     try:
-        status = await stage.api.get_status(export_id)
+        status, met = await status_and_first_page(
+            stage.api, export_id, pages, together=existing is None and generation is None
+        )
     except ExportNotFound:
         error = "the Export API does not know this export (404)"
         await _fail_job(stage, export_id, job, error, generation)
@@ -276,10 +283,9 @@ async def _run_active_export(
         return None
     if status.status == "PENDING":
         return await _still_pending(export_id, job, stage, existing)
-    # Listed before the job begins: a listing of one page goes into the begin
-    # write (filesTotal, listingDone), not a write of its own after it.
-    pages, fault = stage.api.list_files(export_id), None
     try:
+        if met is not None:
+            raise met
         first = await pages.peek()
     except PermanentError as err:  # met again below, once the job has begun
         first, fault = [], err
