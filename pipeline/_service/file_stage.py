@@ -81,9 +81,9 @@ CHECK_EXISTING_ABOVE = 8 * 1024 * 1024
 # An entry up to this size is one PutObject, sent while the next entries are
 # read, up to SMALL_PUTS_IN_FLIGHT of a file at once: a ZIP of small entries
 # otherwise waits one S3 round trip per entry (issue 22). Memory: at most
-# their product per file, 2 MiB.
+# their product per file, 1 MiB.
 SMALL_PUT_BYTES = 256 * 1024
-SMALL_PUTS_IN_FLIGHT = 8
+SMALL_PUTS_IN_FLIGHT = 4
 
 
 async def run_file_workers(
