@@ -1,4 +1,5 @@
-"""The project's moto launcher: transactions backed up by the items they touch, over real HTTP."""
+"""The project's moto launcher over real HTTP: transactions backed up by the items they touch,
+connections kept, update expressions answered as moto does."""
 
 from __future__ import annotations
 
@@ -204,3 +205,45 @@ def test_body_left_unread_is_not_read_as_the_next_request(aws_endpoint: str) -> 
         head, body = _exchange(sock, _sqs_list_queues(netloc))
         assert head.startswith(b"HTTP/1.1 200"), head
         assert b"ListQueuesResponse" in body
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["SET #c = :v SET #d = :v", "ADD #c :one ADD #d :one", "REMOVE #c REMOVE #d"],
+)
+async def test_update_expressions_with_a_repeated_clause_are_refused(
+    clients: AwsClients, tables: tuple[str, str], expression: str
+) -> None:
+    """A clause given twice is refused, as often as it is sent (the parsed text is kept)."""
+    ranged, _ = tables
+    names = {"#c": "count", "#d": "other"}
+    values = {":v": {"S": "x"}, ":one": {"N": "1"}}
+    used = {k: v for k, v in values.items() if k in expression}
+    for _ in range(2):
+        with pytest.raises(ClientError, match="can only be used once"):
+            await clients.dynamodb.update_item(
+                **_key(ranged, "exp", "job"),
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                **({"ExpressionAttributeValues": used} if used else {}),
+            )
+
+
+async def test_a_long_update_expression_applies_each_time(
+    clients: AwsClients, tables: tuple[str, str]
+) -> None:
+    """The same long SET/ADD/REMOVE expression twice: both apply, the second on the first's item."""
+    ranged, _ = tables
+    sets = ", ".join(f"#a{i} = if_not_exists(#a{i}, :v{i})" for i in range(12))
+    names = {f"#a{i}": f"attr{i}" for i in range(12)} | {"#c": "count", "#g": "gone"}
+    values = {f":v{i}": {"N": str(i)} for i in range(12)} | {":one": {"N": "1"}}
+    for _ in range(2):
+        await clients.dynamodb.update_item(
+            **_key(ranged, "exp", "job"),
+            UpdateExpression=f"SET {sets} ADD #c :one REMOVE #g",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+    item = (await clients.dynamodb.get_item(**_key(ranged, "exp", "job")))["Item"]
+    assert item["count"] == {"N": "4"}
+    assert [item[f"attr{i}"] for i in range(12)] == [{"N": str(i)} for i in range(12)]
