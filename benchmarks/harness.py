@@ -4,7 +4,9 @@ Each benchmark runs the service (``python -m pipeline``) as a subprocess
 against a moto server subprocess and the Export API simulator, and reads CPU
 time, peak RSS and page faults of those processes from ``/proc``. The moto
 server is the project's launcher (``python -m pipeline.testing.moto``), which
-leaves out two of moto's costs that DynamoDB does not have.
+leaves out costs of moto's that AWS does not put on the service's cores
+(whole-table transaction backups, a connection and a thread per request, the
+service looked up per request, update expressions parsed twice).
 """
 
 from __future__ import annotations
