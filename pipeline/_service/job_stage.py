@@ -59,7 +59,6 @@ from pipeline._logging import bound
 from pipeline._service.cancel import CancelWatch
 from pipeline._service.dispatch import FileDispatch, Outstanding
 from pipeline._service.finalize import finalize_if_done
-from pipeline._service.first_page import status_and_first_page
 from pipeline._service.lease import Delivery, LeaseKeeper
 from pipeline._service.outage import outlived_max_wait
 from pipeline._service.receiver import Slots
@@ -265,14 +264,8 @@ async def _run_active_export(
             return None
         log.info("export waits for its start time", notBefore=iso_utc(job.not_before))
         return outcome.job.generation
-    # From outside (first write expects no job): the first page asked for
-    # with the status. Listed before the job begins: a listing of one page
-    # goes into the begin write (filesTotal, listingDone), not a write of its own.
-    pages, fault = stage.api.list_files(export_id), None
     try:
-        status, met = await status_and_first_page(
-            stage.api, export_id, pages, together=existing is None and generation is None
-        )
+        status = await stage.api.get_status(export_id)
     except ExportNotFound:
         error = "the Export API does not know this export (404)"
         await _fail_job(stage, export_id, job, error, generation)
@@ -283,9 +276,10 @@ async def _run_active_export(
         return None
     if status.status == "PENDING":
         return await _still_pending(export_id, job, stage, existing)
+    # Listed before the job begins: a listing of one page goes into the begin
+    # write (filesTotal, listingDone), not a write of its own after it.
+    pages, fault = stage.api.list_files(export_id), None
     try:
-        if met is not None:
-            raise met
         first = await pages.peek()
     except PermanentError as err:  # met again below, once the job has begun
         first, fault = [], err
