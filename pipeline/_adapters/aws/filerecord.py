@@ -33,6 +33,7 @@ from pipeline._adapters.aws.jobitems import (
     decode_item,
     encode,
     format_time,
+    item_key,
     pack_paths,
     piece_sk,
 )
@@ -47,10 +48,6 @@ if TYPE_CHECKING:
     from pipeline._adapters.aws.jobstore import JobStore
 
 __all__ = ["record_file", "record_last_file"]
-
-
-def _key(export_id: str, sk: str) -> dict[str, Any]:
-    return {"pk": encode(export_id), "sk": encode(sk)}
 
 
 @attrs.frozen
@@ -75,7 +72,7 @@ def _record(store: JobStore, export_id: str, result: FileResult) -> _Record:
     item = {name: encode(value) for name, value in values.items() if value is not None}
     item.update(
         {
-            **_key(export_id, FILE_PREFIX + result.file_id),
+            **item_key(export_id, FILE_PREFIX + result.file_id),
             "kind": encode("file"),
             "status": encode("DONE" if result.ok else "FAILED"),
             "seenPaths": encode(pieces[0]),
@@ -107,7 +104,7 @@ async def record_file(store: JobStore, export_id: str, result: FileResult) -> bo
             policy=store.policy,
             TableName=store.table,
             Item={
-                **_key(export_id, piece_sk(result.file_id, record.write_id, n)),
+                **item_key(export_id, piece_sk(result.file_id, record.write_id, n)),
                 "kind": encode("paths"),
                 "fileId": encode(result.file_id),
                 "writeId": encode(record.write_id),
@@ -126,7 +123,7 @@ async def record_file(store: JobStore, export_id: str, result: FileResult) -> bo
                 {
                     "Update": {
                         "TableName": store.table,
-                        "Key": _key(export_id, JOB_SK),
+                        "Key": item_key(export_id, JOB_SK),
                         **counts.kwargs(None),
                     }
                 },
@@ -175,7 +172,7 @@ async def record_last_file(
         {
             "Update": {
                 "TableName": store.table,
-                "Key": _key(export_id, JOB_SK),
+                "Key": item_key(export_id, JOB_SK),
                 **update.kwargs(condition),
             }
         },
@@ -210,7 +207,7 @@ async def _drop_refused_pieces(
         store.dynamodb.get_item,
         policy=store.policy,
         TableName=store.table,
-        Key=_key(export_id, FILE_PREFIX + file_id),
+        Key=item_key(export_id, FILE_PREFIX + file_id),
         ProjectionExpression="writeId",
         ConsistentRead=True,
     )

@@ -66,6 +66,7 @@ __all__ = [
     "decode_item",
     "encode",
     "format_time",
+    "item_key",
     "job_document",
     "job_from_item",
     "pack_paths",
@@ -288,6 +289,11 @@ def counts_update(result: FileResult, at: str, *, sign: int = 1) -> Update:
         update.add("bytesFinished", sign * result.size_bytes)
     update.set("updatedAt", at)
     return update
+
+
+def item_key(pk: str, sk: str) -> dict[str, Any]:
+    """The table's key of the item ``pk`` / ``sk`` (a job's summary, a file result, a piece...)."""
+    return {"pk": encode(pk), "sk": encode(sk)}
 
 
 def piece_sk(file_id: str, write_id: str, n: int) -> str:

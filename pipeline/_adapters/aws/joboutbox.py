@@ -40,6 +40,7 @@ from pipeline._adapters.aws.jobitems import (
     decode_item,
     encode,
     format_time,
+    item_key,
     job_document,
     job_from_item,
     parse_time,
@@ -167,7 +168,7 @@ async def _clear_events(store: JobStore, job: JobItem) -> bool:
             expression = "REMOVE " + ", ".join(f"#o[{n}]" for n in range(mine))
         clear = {
             "TableName": store.table,
-            "Key": {"pk": encode(job.export_id), "sk": encode(JOB_SK)},
+            "Key": item_key(job.export_id, JOB_SK),
             "UpdateExpression": expression,
             "ConditionExpression": condition,
             "ExpressionAttributeNames": names,
@@ -178,7 +179,7 @@ async def _clear_events(store: JobStore, job: JobItem) -> bool:
             if last:
                 names["#m"] = EXPIRY_OWED
                 clear["ConditionExpression"] = f"{condition} AND attribute_not_exists(#m)"
-                outbox = {"pk": encode(OUTBOX_PK), "sk": encode(job.export_id)}
+                outbox = item_key(OUTBOX_PK, job.export_id)
                 await aws_call(
                     "dynamodb clear owed events",
                     store.dynamodb.transact_write_items,
@@ -250,7 +251,7 @@ async def _follow_expiry(store: JobStore, job: JobItem) -> None:
             store.dynamodb.update_item,
             policy=store.policy,
             TableName=store.table,
-            Key={"pk": encode(job.export_id), "sk": encode(JOB_SK)},
+            Key=item_key(job.export_id, JOB_SK),
             UpdateExpression="REMOVE #m",
             ConditionExpression=condition,
             ExpressionAttributeNames={"#m": EXPIRY_OWED},
@@ -322,7 +323,7 @@ async def drop_outbox_item(store: JobStore, export_id: str) -> bool:
                 {
                     "ConditionCheck": {
                         "TableName": store.table,
-                        "Key": {"pk": encode(export_id), "sk": encode(JOB_SK)},
+                        "Key": item_key(export_id, JOB_SK),
                         "ConditionExpression": (
                             "attribute_not_exists(#o) AND attribute_not_exists(#m)"
                         ),
@@ -332,7 +333,7 @@ async def drop_outbox_item(store: JobStore, export_id: str) -> bool:
                 {
                     "Delete": {
                         "TableName": store.table,
-                        "Key": {"pk": encode(OUTBOX_PK), "sk": encode(export_id)},
+                        "Key": item_key(OUTBOX_PK, export_id),
                     }
                 },
             ],

@@ -18,6 +18,7 @@ from pipeline._adapters.aws.jobitems import (
     decode_item,
     encode,
     format_time,
+    item_key,
     piece_sk,
     unpack_paths,
 )
@@ -111,7 +112,7 @@ async def forget_failed_files(store: JobStore, export_id: str) -> None:
                     {
                         "Delete": {
                             "TableName": store.table,
-                            "Key": _key(export_id, FILE_PREFIX + file_id),
+                            "Key": item_key(export_id, FILE_PREFIX + file_id),
                             "ConditionExpression": "#status = :failed",
                             "ExpressionAttributeNames": {"#status": "status"},
                             "ExpressionAttributeValues": {":failed": encode("FAILED")},
@@ -120,7 +121,7 @@ async def forget_failed_files(store: JobStore, export_id: str) -> None:
                     {
                         "Update": {
                             "TableName": store.table,
-                            "Key": _key(export_id, JOB_SK),
+                            "Key": item_key(export_id, JOB_SK),
                             **update.kwargs(None),
                         }
                     },
@@ -143,7 +144,7 @@ async def delete_pieces(
             store.dynamodb.delete_item,
             policy=store.policy,
             TableName=store.table,
-            Key=_key(export_id, piece_sk(file_id, write_id, n)),
+            Key=item_key(export_id, piece_sk(file_id, write_id, n)),
         )
 
 
@@ -173,7 +174,3 @@ async def recorded_file_ids(store: JobStore, export_id: str) -> set[str]:
         start_key = response.get("LastEvaluatedKey")
         if not start_key:
             return found
-
-
-def _key(export_id: str, sk: str) -> dict[str, Any]:
-    return {"pk": {"S": export_id}, "sk": {"S": sk}}

@@ -40,6 +40,7 @@ from pipeline._adapters.aws.jobitems import (
     change_condition,
     change_update,
     format_time,
+    item_key,
     job_from_item,
     utc_now,
 )
@@ -120,9 +121,6 @@ class JobStore:
     def _now(self) -> str:
         return format_time(self.clock())
 
-    def _key(self, export_id: str, sk: str) -> dict[str, Any]:
-        return {"pk": {"S": export_id}, "sk": {"S": sk}}
-
     async def get_job(self, export_id: str) -> JobItem | None:
         """The export's summary item, ``None`` when there is none."""
         response = await aws_call(
@@ -130,7 +128,7 @@ class JobStore:
             self.dynamodb.get_item,
             policy=self.policy,
             TableName=self.table,
-            Key=self._key(export_id, JOB_SK),
+            Key=item_key(export_id, JOB_SK),
             ConsistentRead=True,
         )
         raw = response.get("Item")
@@ -154,7 +152,7 @@ class JobStore:
         expires = lifecycle.expires_at(change, self.retention_days)
         update = change_update(change, transition_id=owed, expires_at=expires)
         condition = change_condition(update, change.expect)
-        key = self._key(export_id, JOB_SK)
+        key = item_key(export_id, JOB_SK)
         try:
             if owed is None and expires is None and not change.reopens_job:
                 response = await aws_call(
