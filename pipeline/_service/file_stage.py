@@ -30,7 +30,7 @@ import trio
 from pipeline._adapters.aws import s3sink as _s3sink
 from pipeline._adapters.aws.bucket import OutputBucket
 from pipeline._adapters.aws.jobcontrol import FileState, file_state
-from pipeline._adapters.aws.s3parts import PartWindow
+from pipeline._adapters.aws.s3parts import SMALL_PUT_BYTES, SMALL_PUTS_IN_FLIGHT, PartWindow
 from pipeline._adapters.exportapi import ExportFile, RangeResult
 from pipeline._core.accounting import EntryOutcome, FileResult, FileTally, JobStatus
 from pipeline._core.verdicts import MetadataItem, verdict, worth_uploading
@@ -78,12 +78,6 @@ ReadEntries = Callable[..., Awaitable[None]]
 # against the object already in S3 (a redelivery): a HEAD is cheap next to
 # re-uploading it, and not worth it for small objects.
 CHECK_EXISTING_ABOVE = 8 * 1024 * 1024
-# An entry up to this size is one PutObject, sent while the next entries are
-# read, up to SMALL_PUTS_IN_FLIGHT of a file at once: a ZIP of small entries
-# otherwise waits one S3 round trip per entry (issue 22). Memory: at most
-# their product per file, 1 MiB.
-SMALL_PUT_BYTES = 256 * 1024
-SMALL_PUTS_IN_FLIGHT = 4
 
 
 async def run_file_workers(

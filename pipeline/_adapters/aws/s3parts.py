@@ -31,6 +31,8 @@ except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fall
 
 __all__ = [
     "PROCESS_PARTS_IN_FLIGHT",
+    "SMALL_PUTS_IN_FLIGHT",
+    "SMALL_PUT_BYTES",
     "Part",
     "PartBody",
     "PartWindow",
@@ -43,6 +45,12 @@ Buffer = bytes | memoryview
 # holds a part (8 to 10 MiB) in memory, so this bounds that memory (80 MiB);
 # one upload still gets its own limit when it is alone.
 PROCESS_PARTS_IN_FLIGHT = 8
+# An entry up to this size is one PutObject that its file's reader sends
+# while it reads the next entries (a PartWindow of their own), up to
+# SMALL_PUTS_IN_FLIGHT of a file at once: a ZIP of small entries otherwise
+# waits one S3 round trip per entry (issue 22). Memory: 1 MiB per file.
+SMALL_PUT_BYTES = 256 * 1024
+SMALL_PUTS_IN_FLIGHT = 4
 # One limiter per trio run, as trio keeps its default thread limiter.
 _process_limiter: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar(
     "pipeline_parts_in_flight"

@@ -141,7 +141,7 @@ class EntryUpload:
         self._upload_key = key if expected_sha256 is not None else _staging_key(key)
         self._policy = policy
         self._part_size = part_size
-        self._max_part = part_size + part_size // 4
+        self._max_part = part_size + part_size // 4  # as MAX_PART_SIZE to PART_SIZE
         self._buffer = Pieces()
         self._window = window
         self._upload_id: str | None = None
