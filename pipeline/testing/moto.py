@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from pipeline.testing.motolean import lean_serving, parse_update_expressions_once
+
 if TYPE_CHECKING:  # the moto subprocess runs this module; it needs no AWS client code
     from pipeline._adapters.aws.clients import AwsClients
     from pipeline.ops.provisioning import ProvisionedUrls
@@ -157,8 +159,6 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
     serialise_dynamodb()
     back_up_touched_items_only()
     answer_no_such_upload()
-    from pipeline.testing.motolean import lean_serving, parse_update_expressions_once
-
     lean_serving()
     parse_update_expressions_once()
     main(["-H", host, "-p", str(port)])
