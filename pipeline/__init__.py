@@ -4,12 +4,12 @@ The public surface is small on purpose: the service is run from the command
 line (``python -m pipeline``); these names are for embedding it and for tests.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from pipeline._config import ConfigError, Mode, Settings, load_settings
-from pipeline._errors import PermanentError, PipelineError, TransientError
-
 if TYPE_CHECKING:
+    from pipeline._config import ConfigError, Mode, Settings, load_settings
+    from pipeline._errors import PermanentError, PipelineError, TransientError
     from pipeline._service.graph import run_service
 
 __all__ = [
@@ -24,13 +24,25 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # The graph (aiobotocore, httpx, quart: about a second to import) is
-    # imported when first asked for, so that `python -m pipeline` can take
-    # over SIGTERM before then (see pipeline.__main__).
-    if name == "run_service":
-        from pipeline._service.graph import run_service
+# Where each name lives. Each is imported when first asked for: the graph
+# (aiobotocore, httpx, quart) takes about a second, and even the settings
+# (attrs, cattrs) come after `python -m pipeline` has taken over SIGTERM (see
+# pipeline.__main__), so a stop sent right after start is not a death by signal.
+_HOMES = {
+    "ConfigError": "pipeline._config",
+    "Mode": "pipeline._config",
+    "Settings": "pipeline._config",
+    "load_settings": "pipeline._config",
+    "PermanentError": "pipeline._errors",
+    "PipelineError": "pipeline._errors",
+    "TransientError": "pipeline._errors",
+    "run_service": "pipeline._service.graph",
+}
 
-        return run_service
-    msg = f"module 'pipeline' has no attribute {name!r}"
-    raise AttributeError(msg)
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        msg = f"module 'pipeline' has no attribute {name!r}"
+        raise AttributeError(msg)
+    return getattr(importlib.import_module(home), name)

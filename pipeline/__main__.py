@@ -26,13 +26,13 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import structlog
-import trio
-
-from pipeline._config import ConfigError, Mode, Settings, load_settings, resolve_mode
-from pipeline._errors import describe
-from pipeline._logging import configure_logging
+# Only the standard library above: the service takes over SIGTERM before it
+# imports the rest (trio, structlog, attrs: a few hundred ms under load), so a
+# stop sent right after start ends it with status 0, not by the signal.
+if TYPE_CHECKING:
+    from pipeline._config import Mode, Settings
 
 __all__ = ["main"]
 
@@ -41,6 +41,8 @@ EXIT_FAILURE = 1
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pipeline._config import Mode
+
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
         description="Export jobs to verified files in S3.",
@@ -83,10 +85,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.ops.jobs import main as control
 
         return control(arguments)
-    args = _parser().parse_args(arguments)
     # From here on a SIGTERM is not the default action (death by signal, not
     # exit 0), however early: the service's own imports take a second or more.
     _remember_early_signals()
+    return _serve(_parser().parse_args(arguments))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """The service (``--mode``) or the embedded demo (``--local``), as the arguments say."""
+    import structlog
+    import trio
+
+    from pipeline._config import ConfigError, load_settings, resolve_mode
+    from pipeline._errors import describe
+    from pipeline._logging import configure_logging
+
     try:
         mode = resolve_mode(args.mode, os.environ)
     except ConfigError as err:
@@ -134,6 +147,9 @@ async def serve_until_signalled(settings: Settings, mode: Mode) -> None:
     A signal that came during start-up (before Trio listened) stops it at
     once: it ends without taking work, status 0.
     """
+    import structlog
+    import trio
+
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         from pipeline._service.graph import run_service

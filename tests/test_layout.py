@@ -133,6 +133,20 @@ def test_worker_code_path_loads_no_local_tooling() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_entry_point_loads_only_the_standard_library_before_taking_sigterm() -> None:
+    """`python -m pipeline` imports no third-party module before its SIGTERM handler is set."""
+    probe = (
+        "import sys, pipeline.__main__;"
+        "bad = sorted({m.partition('.')[0] for m in sys.modules}"
+        " & {'trio', 'structlog', 'attrs', 'cattrs', 'httpx', 'botocore', 'aiobotocore'});"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 # A module that outgrows this holds two things; split it along its seam.
 MAX_MODULE_LINES = 450
 
