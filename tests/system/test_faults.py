@@ -359,7 +359,9 @@ CASES: list[Case] = [
         status=400,
         code="ThrottlingException",
         visibility_timeout=2,
-        throttle=6_000,
+        # Part 1 (8.5 KB) downloads for 2.8 s, past both throttled heartbeats
+        # (due from 0.7 s after receipt, one round a third of a second apart).
+        throttle=3_000,
     ),
     aws("SQS SendMessage 500 (pending export)", "sqs", "SendMessage", pending_polls=1),
     # Both copies of the message sent again can run at once: one's uploads abort the

@@ -18,6 +18,10 @@ from tests.system.test_faults import Case, aws, run_case
 
 # More failures in a row than one call's retries: the stage sees the outage.
 OUTAGE = 2 * AWS_POLICY.max_attempts
+# Part 1 (8.5 KB) at this many bytes a second downloads for about 8 s: well past the
+# first heartbeat of a 6 s visibility timeout (2-3 s after receipt). At 3,000 B/s it
+# took 2.8 s, and a loaded CI machine once finished the file before that heartbeat.
+OUTLASTS_A_HEARTBEAT = 1_000
 
 OUTAGES: list[Case] = [
     aws("SQS ReceiveMessage 500 past the retries", "sqs", "ReceiveMessage", times=OUTAGE),
@@ -31,7 +35,7 @@ OUTAGES: list[Case] = [
         times=1,
         stall_seconds=5,
         visibility_timeout=6,
-        throttle=3_000,
+        throttle=OUTLASTS_A_HEARTBEAT,
     ),
     aws("S3 PutObject 500 past the retries", "s3", "PutObject", times=OUTAGE),
     aws(
@@ -120,7 +124,7 @@ def timed_outages(seconds: float, final_within: float) -> list[Case]:
             final_within=final_within,
             begins_with="ChangeMessageVisibilityBatch",
             visibility_timeout=6,
-            throttle=3_000,
+            throttle=OUTLASTS_A_HEARTBEAT,
         ),
     ]
 
