@@ -1,4 +1,5 @@
-"""The package's layers import only downwards, as docs/architecture.md draws them."""
+"""The package's layers import only downwards, as docs/architecture.md draws them; tests
+wait on trio's clock or on events, outside the system tests."""
 
 from __future__ import annotations
 
@@ -212,3 +213,98 @@ def test_only_the_wiring_reads_resources(path: Path) -> None:
         return
     for target, _ in imports(path):
         assert target != "pipeline._service.resources", f"{name} imports {target}"
+
+
+# --- tests wait on trio's clock or on events -------------------------------------
+
+TESTS = Path(__file__).resolve().parent
+# Where a test may wait in real time: the system tests (subprocesses, outages of
+# stated lengths), the one poll of state another process holds (moto), and the
+# fakes' stalls, which run on whichever clock their test runs.
+REAL_TIME_ALLOWED = ("system", "support/waiting.py", "support/faultproxy.py", "support/fakesqs.py")
+SLEEPS = frozenset({"trio.sleep", "time.sleep", "anyio.sleep"})
+MOCK_CLOCKS = frozenset({"autojump_clock", "mock_clock"})
+
+Function = ast.FunctionDef | ast.AsyncFunctionDef
+
+
+def modules_off_the_clock() -> list[Path]:
+    """Every test module and support module that must not wait in real time."""
+    return [
+        path
+        for path in sorted(TESTS.rglob("*.py"))
+        if not str(path.relative_to(TESTS)).startswith(REAL_TIME_ALLOWED)
+    ]
+
+
+def _outer_functions(tree: ast.Module) -> Iterator[tuple[str, Function]]:
+    """Module-level functions and the methods of module-level classes, each with the
+    name a test would use to reach it (a method's class)."""
+    for node in tree.body:
+        if isinstance(node, Function):
+            yield node.name, node
+        elif isinstance(node, ast.ClassDef):
+            for member in node.body:
+                if isinstance(member, Function):
+                    yield node.name if not member.name.startswith("test_") else member.name, member
+
+
+def _on_a_mock_clock(function: Function) -> bool:
+    arguments = [*function.args.args, *function.args.kwonlyargs]
+    return any(argument.arg in MOCK_CLOCKS for argument in arguments)
+
+
+def real_sleeps(tree: ast.Module) -> list[int]:
+    """Lines of sleeps that pass in real time: in a test without a mock clock, or in a
+    helper that such a test uses (or that no test uses)."""
+    outer = list(_outer_functions(tree))
+    tests = [function for _, function in outer if function.name.startswith("test_")]
+
+    def used_by(test: Function, name: str) -> bool:
+        return any(isinstance(node, ast.Name) and node.id == name for node in ast.walk(test))
+
+    lines = []
+    for name, function in outer:
+        sleeps = [
+            node.lineno
+            for node in ast.walk(function)
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in SLEEPS
+        ]
+        if not sleeps:
+            continue
+        if function.name.startswith("test_"):
+            users = [function]
+        else:
+            users = [test for test in tests if used_by(test, name)]
+        if not users or not all(_on_a_mock_clock(test) for test in users):
+            lines.extend(sleeps)
+    return lines
+
+
+@pytest.mark.parametrize("path", modules_off_the_clock(), ids=lambda p: str(p.relative_to(TESTS)))
+def test_no_real_sleeps_outside_the_system_tests(path: Path) -> None:
+    """Outside tests/system a test sleeps only on a mock clock; it awaits an event for
+    what its own process does and polls another's state through waiting.eventually."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    assert real_sleeps(tree) == []
+
+
+def test_a_real_sleep_is_found() -> None:
+    """The check above finds a sleep in a test without a mock clock and in its helper,
+    and passes one on trio's autojump clock."""
+    source = """
+async def wait(seconds):
+    await trio.sleep(seconds)
+
+async def test_real(aws_endpoint):
+    await trio.sleep(0.3)
+    await wait(1)
+
+async def test_clocked(autojump_clock):
+    await trio.sleep(30)
+
+class TestGroup:
+    async def test_real_method(self):
+        time.sleep(0.1)
+"""
+    assert real_sleeps(ast.parse(source)) == [3, 6, 14]

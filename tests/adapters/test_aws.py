@@ -127,7 +127,7 @@ class TestTranslate:
     async def test_cancellation_passes_through(self) -> None:
         """trio.Cancelled is not caught by the translator."""
         with trio.move_on_after(0) as scope, translate_aws_errors("x"):
-            await trio.sleep(1)
+            await trio.sleep_forever()
         assert scope.cancelled_caught
 
 

@@ -145,13 +145,21 @@ class TestJobList:
         assert [(job.export_id, job.summary.files_done) for job in page.jobs] == [("exp-p", 3)]
 
 
-async def _events_of(base: str, export_id: str, events: list[dict[str, Any]]) -> None:
-    """Collect ``export_id``'s events from ``/events`` until it is final."""
+async def _events_of(
+    base: str,
+    export_id: str,
+    events: list[dict[str, Any]],
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Collect ``export_id``'s events from ``/events`` until it is final; started once
+    the stream is open."""
     async with (
         httpx.AsyncClient(base_url=base, timeout=None) as client,
         client.stream("GET", "/events") as stream,
     ):
         assert stream.headers["content-type"].startswith("text/event-stream")
+        task_status.started()
         async for line in stream.aiter_lines():
             if line.startswith("data: "):
                 view = json.loads(line[len("data: ") :])
@@ -229,8 +237,7 @@ class TestRunningService:
             events: list[dict[str, Any]] = []
             with trio.fail_after(90):
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_events_of, base, "exp-e", events)
-                    await trio.sleep(0.5)
+                    await nursery.start(_events_of, base, "exp-e", events)
                     await stack.send_job(["exp-e"])
             stop.set()
         rank = {"WAITING": 0, "RUNNING": 1, "COMPLETED": 2}

@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline._adapters.aws import sqs as _sqs
@@ -17,6 +16,7 @@ from pipeline._core.accounting import JobStatus, JobSummary
 from pipeline._core.backoff import AWS_POLICY
 from pipeline.testing.demo import build_zip, metadata_for
 from tests.support.stack import open_stack
+from tests.support.waiting import eventually
 
 ADMIN = "admin-token-5678"
 ENTRIES = [("a.txt", b"alpha"), ("b.txt", b"beta")]
@@ -62,19 +62,19 @@ class TestJobs:
                 bad = await client.post(
                     "/jobs", content='{"exportIds": ["x"], "priority": "soon"}', headers=auth
                 )
+
             # Parked: sent back to its queue delayed, the message taken deleted.
-            with trio.fail_after(30):
-                while True:
-                    high = await stack.aws.sqs.get_queue_attributes(
-                        QueueUrl=stack.urls.export_jobs_high_url, AttributeNames=["All"]
-                    )
-                    depths = high["Attributes"]
-                    if (
-                        depths["ApproximateNumberOfMessagesDelayed"],
-                        depths["ApproximateNumberOfMessagesNotVisible"],
-                    ) == ("1", "0"):
-                        break
-                    await trio.sleep(0.1)
+            async def parked() -> bool:
+                high = await stack.aws.sqs.get_queue_attributes(
+                    QueueUrl=stack.urls.export_jobs_high_url, AttributeNames=["All"]
+                )
+                depths = high["Attributes"]
+                return (
+                    depths["ApproximateNumberOfMessagesDelayed"],
+                    depths["ApproximateNumberOfMessagesNotVisible"],
+                ) == ("1", "0")
+
+            await eventually(parked, within=30)
             job = await stack.jobs.get_job("exp-hi")
             stop.set()
             normal = await stack.queue_depth(stack.urls.export_jobs_url)
@@ -256,17 +256,17 @@ class TestMetrics:
             await stack.send_job(["exp-metrics"])
             job = await stack.wait_final("exp-metrics")
             async with httpx.AsyncClient(base_url=base) as client:
-                with trio.fail_after(15):
-                    while True:
-                        answer = await client.get("/metrics")
-                        samples = _samples(answer.text)
-                        deleted = (
-                            "pipeline_messages_total",
-                            (("outcome", "deleted"), ("queue", "export_jobs")),
-                        )
-                        if samples.get(deleted):
-                            break
-                        await trio.sleep(0.2)
+                deleted = (
+                    "pipeline_messages_total",
+                    (("outcome", "deleted"), ("queue", "export_jobs")),
+                )
+
+                async def counted() -> tuple[httpx.Response, Samples] | None:
+                    answer = await client.get("/metrics")
+                    samples = _samples(answer.text)
+                    return (answer, samples) if samples.get(deleted) else None
+
+                answer, samples = await eventually(counted, within=15)
             stop.set()
         assert answer.headers["content-type"].startswith("text/plain")
         summary = job.summary
@@ -288,7 +288,11 @@ class TestMetrics:
             assert samples[(family, ())] == 0
 
 
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+# A sample's name and sorted labels → its value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _samples(text: str) -> Samples:
     """Every sample of an exposition, by name and sorted labels."""
     found = {}
     for family in text_string_to_metric_families(text):

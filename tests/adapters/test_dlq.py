@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import httpx
-import trio
 
 from pipeline._adapters.aws import sqs
 from pipeline.testing.demo import build_zip, metadata_for
 from tests.support.stack import Stack, open_stack
+from tests.support.waiting import eventually
 
 ADMIN = "admin-token-dlq"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -20,11 +21,7 @@ GOOD = json.dumps({"exportIds": ["exp-dlq"], "correlationId": "c-dlq"})
 async def _dead_lettered_by_the_service(stack: Stack, dlq: str) -> None:
     """Send a poison body and wait until the service has dead-lettered it."""
     await stack.send_raw(POISON)
-    with trio.fail_after(30):
-        while True:
-            if await stack.queue_depth(dlq) > 0:
-                return
-            await trio.sleep(0.2)
+    await eventually(functools.partial(stack.queue_depth, dlq), within=30)
 
 
 async def test_look_redrive_and_delete(aws_endpoint: str) -> None:

@@ -57,7 +57,8 @@ async def test_body_arrives_in_reads_over_64_kib(nursery: trio.Nursery) -> None:
         httpx.AsyncClient(transport=transport) as http,
         http.stream("GET", f"http://127.0.0.1:{port}/") as response,
     ):
-        await trio.sleep(0.2)  # let the sender fill the receive buffer
+        # Until the sender has sent all, or is blocked on a full receive buffer.
+        await trio.testing.wait_all_tasks_blocked()
         sizes = [len(chunk) async for chunk in response.aiter_raw()]
     assert sum(sizes) == len(BODY)
     assert max(sizes) > 64 * 1024

@@ -10,6 +10,7 @@ from pipeline._adapters.aws.queuedepths import SingleFlight
 from pipeline._errors import AwsUnavailable
 from tests.support.faultproxy import FaultProxy, serve_fault_proxy
 from tests.support.stack import open_stack
+from tests.support.waiting import eventually
 
 CALLERS = 200
 
@@ -110,12 +111,12 @@ async def test_200_concurrent_calls_cost_a_handful_of_sqs_requests(aws_endpoint:
     async with open_stack(aws_endpoint, with_task_queue=True) as stack:
         url = await stack.nursery.start(serve_fault_proxy, proxy)
         base, stop = await stack.serve_http(AWS_ENDPOINT_URL=url)
+
         # Start-up asks SQS about the queues too: wait until the receivers poll.
-        with trio.fail_after(30):
-            while True:
-                if proxy.calls[("sqs", "ReceiveMessage")] > 0:
-                    break
-                await trio.sleep(0.1)
+        async def polled() -> int:
+            return proxy.calls[("sqs", "ReceiveMessage")]
+
+        await eventually(polled, within=30)
         before = {
             operation: count
             for (service, operation), count in proxy.calls.items()

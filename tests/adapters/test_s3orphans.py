@@ -20,6 +20,7 @@ from pipeline._adapters.aws.s3orphans import (
 from pipeline._adapters.aws.s3sink import MIN_PART_SIZE, STAGING_PREFIX, open_entry_upload
 from pipeline._core.backoff import Backoff
 from tests.support.faultproxy import Fault, FaultProxy, serve_fault_proxy
+from tests.support.waiting import eventually
 
 FAST = Backoff(max_attempts=2, base=0.001, cap=0.01)
 PART = MIN_PART_SIZE
@@ -121,10 +122,10 @@ class TestOwedAborts:
         async with trio.open_nursery() as nursery:
             await nursery.start(owed.run)
             owed.owe(clients.s3, OpenUpload(bucket, "k", upload["UploadId"]))
-            with trio.fail_after(60):
-                while True:
-                    if not owed:
-                        break
-                    await trio.sleep(0.5)
+
+            async def settled() -> bool:
+                return not owed
+
+            await eventually(settled, within=60)
             nursery.cancel_scope.cancel()
         assert await open_uploads(clients, bucket) == []

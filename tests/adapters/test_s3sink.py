@@ -345,7 +345,9 @@ class CountingS3:
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
         try:
-            await trio.sleep(0.05)  # parts overlap only if they are sent side by side
+            # Held until the writer has handed out every part it may: parts
+            # overlap only if they are sent side by side.
+            await trio.testing.wait_all_tasks_blocked()
             if kwargs["PartNumber"] == self._fail_part:
                 error: Any = {"Error": {"Code": "AccessDenied"}}
                 error["ResponseMetadata"] = {"HTTPStatusCode": 403}
@@ -422,7 +424,7 @@ class TestPartsInFlight:
                 await write_all(upload, os.urandom(3 * PART))
                 assert upload.parts_in_flight > 0
                 nursery.cancel_scope.cancel()
-                await trio.sleep(1)
+                await trio.lowlevel.checkpoint()
             finally:
                 await upload.abort()
         assert await keys(clients, bucket) == []

@@ -18,6 +18,7 @@ from pipeline._core.messages import DownloadTask, encode_download_task
 from pipeline.testing.demo import build_zip, metadata_for
 from pipeline.testing.moto import free_port
 from tests.support.stack import open_stack
+from tests.support.waiting import eventually
 
 
 def _env(aws_endpoint: str, tag: str) -> dict[str, str]:
@@ -138,11 +139,7 @@ async def test_poison_stays_and_good_bodies_move_once_while_the_service_runs(
         assert dlq is not None
         stop = await stack.run_service(HEALTH_PORT=str(free_port()))
         await stack.send_raw("this is not json \x1b[31m")
-        with trio.fail_after(30):
-            while True:
-                if await stack.queue_depth(dlq) > 0:
-                    break
-                await trio.sleep(0.2)
+        await eventually(functools.partial(stack.queue_depth, dlq), within=30)
         await sqs.send(stack.aws.sqs, dlq, '{"exportIds": ["exp-rd"], "correlationId": "c-rd"}')
         main = functools.partial(cli.main, ["export-jobs"], stack.env)
         with trio.fail_after(60):

@@ -145,7 +145,9 @@ class TestDownloadMeter:
         assert got == 200 * 64 * 1024
         assert not after.is_set()
 
-    async def test_closing_the_meter_closes_the_download(self) -> None:
+    async def test_closing_the_meter_closes_the_download(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
         """aclose reaches the download underneath (read_zip closes what it stops reading)."""
         closed: list[bool] = []
         meter = DownloadMeter(timed_chunks(5, 0.0, closed), trio.Event())
@@ -265,11 +267,12 @@ class TestGroups:
                 run = functools.partial(process_file, min_group_bytes=MIN_GROUP)
                 nursery.start_soon(run, file, "exp-stop", file_stage(resources))
                 with trio.fail_after(30):
-                    while True:  # polled: the simulator has no event for a request
-                        if len(ranges()) == 3:
-                            break
-                        await trio.sleep(0.05)
-                await trio.sleep(0.3)
+                    await stack.simulator.wait_until(lambda: len(ranges()) == 3)
+                    # 100 kB more over both downloads (a quarter second at their
+                    # rate): both groups are inside their first entry.
+                    begun = stack.simulator.bytes_sent("exp-stop", file_id) + 100_000
+                    sent = functools.partial(stack.simulator.bytes_sent, "exp-stop", file_id)
+                    await stack.simulator.wait_until(lambda: sent() >= begun)
                 nursery.cancel_scope.cancel()
             assert len(ranges()) == 3
             assert await stack.objects("exp-stop") == {}

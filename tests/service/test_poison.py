@@ -4,13 +4,15 @@ correlation ID its sender stated."""
 from __future__ import annotations
 
 import json
+from collections.abc import MutableMapping
+from typing import Any
 
-import trio
 from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 
 from pipeline._adapters.aws import sqs
 from tests.support.stack import open_stack
+from tests.support.waiting import eventually
 
 BODY = json.dumps({"exportIds": ["bad/id"], "correlationId": "c-printed-by-cli"})
 
@@ -29,14 +31,13 @@ async def test_poison_line_carries_the_stated_correlation_id_and_the_copy_its_re
         with capture_logs(processors=[merge_contextvars]) as logs:
             stop = await stack.run_service()
             await stack.send_raw(BODY)
-            with trio.fail_after(30):
-                while True:
-                    # A DLQ send that failed first logs "not moved; handed back" and the
-                    # message comes again: the line that matters is the move, once.
-                    poison = [e for e in logs if str(e["event"]).startswith(MOVED)]
-                    if poison:
-                        break
-                    await trio.sleep(0.1)
+
+            async def moved() -> list[MutableMapping[str, Any]]:
+                # A DLQ send that failed first logs "not moved; handed back" and the
+                # message comes again: the line that matters is the move, once.
+                return [e for e in logs if str(e["event"]).startswith(MOVED)]
+
+            poison = await eventually(moved, within=30)
             stop.set()
         # The line is logged once the copy is in the DLQ.
         copies = await sqs.receive(

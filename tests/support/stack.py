@@ -30,18 +30,9 @@ from pipeline._service.graph import run_service
 from pipeline.ops.provisioning import seed_metadata
 from pipeline.testing.moto import free_port, provision_fresh
 from pipeline.testing.simulator import Simulator, serve_simulator
+from tests.support.waiting import eventually
 
 TOKEN = "test-token-1234"
-
-
-def poll_interval(waited: float) -> float:
-    """How long a test's poll of moto waits before the next, ``waited`` seconds into it.
-
-    A tenth of a second for the first two, a quarter after: a read costs about
-    7 ms of CPU (the worker's and moto's), and the suite has hundreds of waits
-    for jobs that take several seconds (system tests, run concurrently).
-    """
-    return 0.1 if waited < 2 else 0.25
 
 
 @attrs.define
@@ -82,19 +73,19 @@ class Stack:
     async def wait_final(self, export_id: str, within: float = 60) -> JobItem:
         """The job item once it is final and settled (its events sent, its items' expiry
         followed, a moment after the final write); fails the test after ``within`` seconds."""
-        started = trio.current_time()
-        with trio.fail_after(within):
-            while True:
-                try:
-                    job = await self.jobs.get_job(export_id)
-                except KeyError:
-                    # moto (unlike DynamoDB) can show an item half-way through an
-                    # UpdateItem that creates it; the next read sees it whole.
-                    job = None
-                settled = job is not None and not (job.events_owed or job.expiry_owed)
-                if job is not None and job.status.is_final and settled:
-                    return job
-                await trio.sleep(poll_interval(trio.current_time() - started))
+
+        async def settled() -> JobItem | None:
+            try:
+                job = await self.jobs.get_job(export_id)
+            except KeyError:
+                # moto (unlike DynamoDB) can show an item half-way through an
+                # UpdateItem that creates it; the next read sees it whole.
+                return None
+            if job is None or not job.status.is_final:
+                return None
+            return None if job.events_owed or job.expiry_owed else job
+
+        return await eventually(settled, within=within)
 
     async def objects(self, export_id: str) -> dict[str, tuple[bytes, dict[str, str]]]:
         """Every object under the export's prefix: path → (body, user metadata)."""
@@ -137,14 +128,15 @@ class Stack:
         stop = await self.run_service(mode, HEALTH_PORT=str(port), **overrides)
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient() as client:
-            with trio.fail_after(30):
-                while True:
-                    try:
-                        if (await client.get(f"{base}/health")).status_code == 200:
-                            return base, stop
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.1)
+
+            async def healthy() -> bool:
+                try:
+                    return (await client.get(f"{base}/health")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(healthy, within=30)
+        return base, stop
 
     def spawn(
         self, mode: Mode, aws_endpoint: str | None = None, **overrides: str

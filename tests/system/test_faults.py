@@ -47,7 +47,8 @@ from tests.support.faultproxy import (
     classify,
     serve_fault_proxy,
 )
-from tests.support.stack import Stack, open_stack, poll_interval, sha256
+from tests.support.stack import Stack, open_stack, sha256
+from tests.support.waiting import poll_interval
 
 pytestmark = pytest.mark.slow
 

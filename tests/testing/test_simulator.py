@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import signal
@@ -187,12 +188,16 @@ class TestStatus:
         assert seen == [(409, "PENDING", None), (409, "PENDING", None), (200, "READY", 1)]
 
     async def test_pending_for_a_moment(
-        self, sim: Simulator, urls: SimulatorUrls, http: httpx.AsyncClient
+        self,
+        sim: Simulator,
+        urls: SimulatorUrls,
+        http: httpx.AsyncClient,
+        mock_clock: trio.testing.MockClock,
     ) -> None:
         """ready_after_seconds keeps an export PENDING for that long on Trio's clock."""
         sim.add_export("exp-t", [], ready_after_seconds=0.2)
         first = (await http.get(f"{urls.api_url}/exports/exp-t", headers=AUTH)).json()
-        await trio.sleep(0.25)
+        mock_clock.jump(0.25)
         second = (await http.get(f"{urls.api_url}/exports/exp-t", headers=AUTH)).json()
         assert (first["status"], second["status"]) == ("PENDING", "READY")
 
@@ -499,6 +504,53 @@ class TestFaults:
         elapsed = trio.current_time() - started
         assert answer.content == data
         assert 0.2 <= elapsed < 2.0
+
+    async def test_most_at_once_counts_answers_open_together(
+        self, sim: Simulator, urls: SimulatorUrls, http: httpx.AsyncClient
+    ) -> None:
+        """most_at_once is the most requests of a route being answered at one time."""
+        sim.add_export("exp-1", [])
+        sim.inject_stall("status", 0.2, times=3)
+        status = f"{urls.api_url}/exports/exp-1"
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(functools.partial(http.get, status, headers=AUTH))
+        await http.get(status, headers=AUTH)
+        assert sim.count("status") == 4
+        assert sim.most_at_once("status") == 3
+        assert sim.most_at_once("files") == 0
+
+    async def test_wait_until_wakes_on_the_request_that_makes_it_true(
+        self, sim: Simulator, urls: SimulatorUrls, http: httpx.AsyncClient
+    ) -> None:
+        """wait_until returns after the request that makes its condition hold, not before."""
+        sim.add_export("exp-1", [])
+        status = f"{urls.api_url}/exports/exp-1"
+        seen: list[int] = []
+
+        async def wait_for_two() -> None:
+            await sim.wait_until(lambda: sim.count("status") >= 2)
+            seen.append(sim.count("status"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_for_two)
+            await http.get(status, headers=AUTH)
+            await trio.testing.wait_all_tasks_blocked()
+            assert seen == []
+            await http.get(status, headers=AUTH)
+        assert seen == [2]
+
+    async def test_bytes_sent_adds_every_download_of_the_file(
+        self, sim: Simulator, urls: SimulatorUrls, http: httpx.AsyncClient
+    ) -> None:
+        """bytes_sent counts the body bytes sent for a file, whole and ranged downloads."""
+        data = os.urandom(100_000)
+        sim.add_export("exp-1", [("a.zip", data)])
+        url = sim.download_url("exp-1", "exp-1-f0001")
+        assert sim.bytes_sent("exp-1", "exp-1-f0001") == 0
+        assert (await http.get(url)).content == data
+        assert (await http.get(url, headers={"Range": "bytes=10-19"})).content == data[10:20]
+        assert sim.bytes_sent("exp-1", "exp-1-f0001") == 100_010
 
     async def test_requests_are_counted_per_route(
         self, sim: Simulator, urls: SimulatorUrls, http: httpx.AsyncClient

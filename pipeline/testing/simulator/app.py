@@ -193,7 +193,11 @@ class _App:
             )
         )
         log.debug("simulator request", listener=self._listener, method=request.method, route=route)
-        await _answer(self._sim, request, route, export_id, file_id, response)
+        self._sim._opened(route)
+        try:
+            await _answer(self._sim, request, route, export_id, file_id, response)
+        finally:
+            self._sim._closed(route)
 
 
 def _route(segments: tuple[str, ...]) -> tuple[Route, str | None, str | None]:
@@ -266,7 +270,7 @@ async def _answer(
     else:
         assert file_id is not None
         break_after = None if fault is None else fault.break_after
-        await _download(export, file_id, request, response, break_after)
+        await _download(sim, export, file_id, request, response, break_after)
 
 
 async def _status(sim: Simulator, export: StoredExport, response: _Response) -> None:
@@ -327,6 +331,7 @@ async def _files(
 
 
 async def _download(
+    sim: Simulator,
     export: StoredExport,
     file_id: str,
     request: _Request,
@@ -357,11 +362,16 @@ async def _download(
     length = last - first + 1
     headers["content-length"] = str(length)
     await response.start(status, headers)
-    await _send_body(response, file, first, length, break_after)
+    await _send_body(sim, response, file, first, length, break_after)
 
 
 async def _send_body(
-    response: _Response, file: StoredFile, first: int, length: int, break_after: int | None
+    sim: Simulator,
+    response: _Response,
+    file: StoredFile,
+    first: int,
+    length: int,
+    break_after: int | None,
 ) -> None:
     """Send ``length`` bytes from ``first``, throttled, or hang up after ``break_after``."""
     rate = file.bytes_per_second
@@ -377,6 +387,7 @@ async def _send_body(
             view = view[len(part) :]
             await response.body(part, more=True)
             sent += len(part)
+            sim._sent(file, len(part))
             if rate is not None:
                 await trio.sleep(len(part) / rate)
         if sent >= budget:

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import secrets
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import attrs
@@ -50,6 +50,7 @@ class StoredFile:
     body: BodyProvider
     signature: str
     bytes_per_second: float | None = None
+    bytes_sent: int = 0
 
 
 @attrs.define
@@ -145,6 +146,10 @@ class Simulator:
             collections.Counter()
         )
         self._recent: collections.deque[RequestRecord] = collections.deque(maxlen=RECENT_REQUESTS)
+        # Requests being answered now, and the most at once, per route.
+        self._open: collections.Counter[Route] = collections.Counter()
+        self._most_open: collections.Counter[Route] = collections.Counter()
+        self._request_seen = trio.lowlevel.ParkingLot()
         self._authorization_on_download_host = False
         self._secret = secrets.token_bytes(16)
         self._urls: SimulatorUrls | None = None
@@ -329,6 +334,20 @@ class Simulator:
                 total += seen
         return total
 
+    def bytes_sent(self, export_id: str, file_id: str) -> int:
+        """How many of the file's bytes have been sent, over all its downloads."""
+        return self._file(self._exports[export_id], file_id).bytes_sent
+
+    def most_at_once(self, route: Route) -> int:
+        """The most requests of ``route`` that were being answered at the same time."""
+        return self._most_open[route]
+
+    async def wait_until(self, holds: Callable[[], bool]) -> None:
+        """Return once ``holds()`` is true, asking again after every request and every
+        piece of a download sent."""
+        while not holds():
+            await self._request_seen.park()
+
     @property
     def requests(self) -> list[RequestRecord]:
         """The most recent requests (up to ``RECENT_REQUESTS``), oldest first."""
@@ -371,6 +390,18 @@ class Simulator:
         self._recent.append(record)
         if record.listener == "download" and record.authorization is not None:
             self._authorization_on_download_host = True
+        self._request_seen.unpark_all()
+
+    def _opened(self, route: Route) -> None:
+        self._open[route] += 1
+        self._most_open[route] = max(self._most_open[route], self._open[route])
+
+    def _closed(self, route: Route) -> None:
+        self._open[route] -= 1
+
+    def _sent(self, file: StoredFile, count: int) -> None:
+        file.bytes_sent += count
+        self._request_seen.unpark_all()
 
     def _take_fault(
         self, route: Route, export_id: str | None, file_id: str | None
