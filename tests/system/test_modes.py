@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -236,9 +238,16 @@ class TestProcesses:
                 export_id: await _add_export(stack, export_id, files=5, entry_size=100_000)
                 for export_id in ("exp-h1", "exp-h2")
             }
-            for export_id in exports:
-                for n in range(1, 6):
-                    stack.simulator.set_throttle(export_id, f"{export_id}-f{n:04d}", 100_000)
+
+            def throttle(bytes_per_second: int) -> None:
+                for export_id in exports:
+                    for n in range(1, 6):
+                        file_id = f"{export_id}-f{n:04d}"
+                        stack.simulator.set_throttle(export_id, file_id, bytes_per_second)
+
+            # Held to a crawl until the second process is up: the first cannot
+            # empty the task queue however long the second takes to start.
+            throttle(2_000)
             with _processes(tmp_path) as procs:
                 first = _spawn(
                     stack, procs, tmp_path, Mode.ALL, MAX_CONCURRENT_JOBS="1", LOG_LEVEL="info"
@@ -250,9 +259,30 @@ class TestProcesses:
                     return await stack.queue_depth(stack.urls.download_tasks_url) > 0
 
                 await _until(overflowed, 60)
+                port = free_port()
                 second = _spawn(
-                    stack, procs, tmp_path, Mode.ALL, MAX_CONCURRENT_JOBS="2", LOG_LEVEL="info"
+                    stack,
+                    procs,
+                    tmp_path,
+                    Mode.ALL,
+                    MAX_CONCURRENT_JOBS="2",
+                    LOG_LEVEL="info",
+                    HEALTH_PORT=str(port),
                 )
+
+                async def second_has_a_file() -> bool:
+                    # The first's slots are held by its crawling files, so the
+                    # tasks still queued wait for the second.
+                    try:
+                        async with httpx.AsyncClient() as client:
+                            metrics = await client.get(f"http://127.0.0.1:{port}/metrics")
+                    except httpx.TransportError:
+                        return False
+                    gauge = re.search(r"^pipeline_files_in_flight (\S+)$", metrics.text, re.M)
+                    return gauge is not None and float(gauge[1]) >= 1
+
+                await _until(second_has_a_file, 60)
+                throttle(100_000)
                 for export_id, entries in exports.items():
                     await _expect_exact(stack, export_id, entries, files=5)
                 await _wait_depth(stack, stack.urls.download_tasks_url, 0)

@@ -552,6 +552,22 @@ class TestFaults:
         assert (await http.get(url, headers={"Range": "bytes=10-19"})).content == data[10:20]
         assert sim.bytes_sent("exp-1", "exp-1-f0001") == 100_010
 
+    async def test_a_throttle_changed_mid_download_applies_at_once(
+        self, sim: Simulator, urls: SimulatorUrls, http: httpx.AsyncClient
+    ) -> None:
+        """set_throttle during a download sets its pace from the next piece on."""
+        data = os.urandom(200_000)
+        sim.add_export("exp-1", [("a.zip", data)])
+        sim.set_throttle("exp-1", "exp-1-f0001", 1_000)  # 200 s at this pace
+        async with http.stream("GET", sim.download_url("exp-1", "exp-1-f0001")) as response:
+            pieces = response.aiter_raw()
+            first = await anext(pieces)
+            sim.set_throttle("exp-1", "exp-1-f0001", None)
+            with trio.fail_after(5):
+                rest = b"".join([piece async for piece in pieces])
+        assert len(first) < 1_000
+        assert first + rest == data
+
     async def test_requests_are_counted_per_route(
         self, sim: Simulator, urls: SimulatorUrls, http: httpx.AsyncClient
     ) -> None:

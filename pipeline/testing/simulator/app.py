@@ -373,16 +373,20 @@ async def _send_body(
     length: int,
     break_after: int | None,
 ) -> None:
-    """Send ``length`` bytes from ``first``, throttled, or hang up after ``break_after``."""
-    rate = file.bytes_per_second
-    piece_limit = (
-        SEND_CHUNK_BYTES if rate is None else max(1, min(SEND_CHUNK_BYTES, int(rate / 20)))
-    )
+    """Send ``length`` bytes from ``first``, throttled, or hang up after ``break_after``.
+
+    The throttle is read before every piece: a test that changes it changes the
+    downloads under way too (holds a process's files back, then lets them go).
+    """
     budget = length if break_after is None else min(length, break_after)
     sent = 0
     for piece in file.body.iter_bytes(first):
         view = memoryview(piece)
         while view and sent < budget:
+            rate = file.bytes_per_second
+            piece_limit = (
+                SEND_CHUNK_BYTES if rate is None else max(1, min(SEND_CHUNK_BYTES, int(rate / 20)))
+            )
             part = bytes(view[: min(piece_limit, budget - sent)])
             view = view[len(part) :]
             await response.body(part, more=True)
