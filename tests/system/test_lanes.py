@@ -18,7 +18,6 @@ import functools
 import json
 import os
 import random
-from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -32,6 +31,7 @@ from pipeline._core.messages import iso_utc
 from pipeline.testing.demo import build_zip, metadata_for, records
 from pipeline.testing.moto import free_port
 from tests.support.stack import Stack, open_stack
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -69,15 +69,6 @@ def _downloads(stack: Stack, export_ids: list[str]) -> int:
     return sum(stack.simulator.count("download", export_id=e) for e in export_ids)
 
 
-async def _until(check: Callable[[], Awaitable[bool]], within: float) -> None:
-    """Poll ``check`` until it is true; fails the test after ``within`` seconds."""
-    with trio.fail_after(within):
-        while True:
-            if await check():
-                return
-            await trio.sleep(0.1)
-
-
 async def test_high_jobs_overtake_a_backlog_and_normal_work_keeps_moving(
     aws_endpoint: str,
 ) -> None:
@@ -109,7 +100,7 @@ async def test_high_jobs_overtake_a_backlog_and_normal_work_keeps_moving(
             return _downloads(stack, normal) >= 8
 
         # The workers are busy with the backlog before the high jobs come.
-        await _until(busy, within=60)
+        await eventually(busy, within=60)
         submitted = dt.datetime.now(dt.UTC)
         normal_before = _downloads(stack, normal)
         queued_jobs = await stack.queue_depth(stack.urls.export_jobs_url)
@@ -164,7 +155,7 @@ async def test_far_ahead_start_waits_and_holds_no_slot(aws_endpoint: str) -> Non
         async def parked() -> bool:
             return (await stack.jobs.get_job("exp-later")) is not None
 
-        await _until(parked, within=30)
+        await eventually(parked, within=30)
         await stack.send_raw(_body("exp-now"))
         now_job = await stack.wait_final("exp-now", within=30)
         waited = 0.0

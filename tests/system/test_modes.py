@@ -9,7 +9,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from pipeline._core.messages import decode_download_task
 from pipeline.testing.demo import build_zip, metadata_for, records
 from pipeline.testing.moto import free_port
 from tests.support.stack import Stack, open_stack, sha256
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -72,20 +73,11 @@ async def _expect_exact(stack: Stack, export_id: str, entries: Entries, files: i
         assert metadata == {"sha256": sha256(data)}, name
 
 
-async def _until(check: Callable[[], Awaitable[bool]], within: float, every: float = 0.1) -> None:
-    """Poll ``check`` until it is true; fails the test after ``within`` seconds."""
-    with trio.fail_after(within):
-        while True:
-            if await check():
-                return
-            await trio.sleep(every)
-
-
 async def _wait_depth(stack: Stack, url: str, depth: int, within: float = 30) -> None:
     async def reached() -> bool:
         return await stack.queue_depth(url) == depth
 
-    await _until(reached, within)
+    await eventually(reached, within=within)
 
 
 def _body_requests(stack: Stack) -> dict[str, int]:
@@ -216,11 +208,8 @@ class TestProcesses:
                 await stack.send_job(["exp-k3"], correlation_id="c-kill-2")
 
                 # Three bodies streaming at once: with two per worker, both have one.
-                async def three_streaming() -> bool:
-                    await trio.lowlevel.checkpoint()
-                    return len(_body_requests(stack)) >= 3
-
-                await _until(three_streaming, 60, every=0.05)
+                with trio.fail_after(60):
+                    await stack.simulator.wait_until(lambda: len(_body_requests(stack)) >= 3)
                 workers[0].send_signal(signal.SIGKILL)
                 for export_id, entries in exports.items():
                     await _expect_exact(stack, export_id, entries, files=3)
@@ -258,7 +247,7 @@ class TestProcesses:
                 async def overflowed() -> bool:
                     return await stack.queue_depth(stack.urls.download_tasks_url) > 0
 
-                await _until(overflowed, 60)
+                await eventually(overflowed, within=60)
                 port = free_port()
                 second = _spawn(
                     stack,
@@ -281,7 +270,7 @@ class TestProcesses:
                     gauge = re.search(r"^pipeline_files_in_flight (\S+)$", metrics.text, re.M)
                     return gauge is not None and float(gauge[1]) >= 1
 
-                await _until(second_has_a_file, 60)
+                await eventually(second_has_a_file, within=60)
                 throttle(100_000)
                 for export_id, entries in exports.items():
                     await _expect_exact(stack, export_id, entries, files=5)
