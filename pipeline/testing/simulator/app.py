@@ -17,8 +17,10 @@ midway) served by hypercorn on Trio, on two listeners:
 The state lives in one :class:`Simulator` that tests drive in-process: add
 exports (bytes, or a :class:`BodyProvider` that generates big files without
 holding them), inject faults (status answers with ``Retry-After``, stalls,
-bodies broken off after K bytes, throttled speed, looping cursors), and count
-the requests each route received.
+bodies broken off after K bytes, throttled speed, looping cursors), count
+the requests each route received (and the most answered at once), and await
+what it sees (``wait_until``, woken by every request and every piece of a body
+sent) instead of polling it.
 
 Run it alone with ``python -m pipeline.testing.simulator --demo``; it stops on Ctrl-C
 or SIGTERM.

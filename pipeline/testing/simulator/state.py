@@ -146,10 +146,11 @@ class Simulator:
             collections.Counter()
         )
         self._recent: collections.deque[RequestRecord] = collections.deque(maxlen=RECENT_REQUESTS)
-        # Requests being answered now, and the most at once, per route.
+        # Requests being answered now, and the most at once, per route; wait_until
+        # parks on _changed, which every request and every piece sent wakes.
         self._open: collections.Counter[Route] = collections.Counter()
         self._most_open: collections.Counter[Route] = collections.Counter()
-        self._request_seen = trio.lowlevel.ParkingLot()
+        self._changed = trio.lowlevel.ParkingLot()
         self._authorization_on_download_host = False
         self._secret = secrets.token_bytes(16)
         self._urls: SimulatorUrls | None = None
@@ -346,7 +347,7 @@ class Simulator:
         """Return once ``holds()`` is true, asking again after every request and every
         piece of a download sent."""
         while not holds():
-            await self._request_seen.park()
+            await self._changed.park()
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -390,7 +391,7 @@ class Simulator:
         self._recent.append(record)
         if record.listener == "download" and record.authorization is not None:
             self._authorization_on_download_host = True
-        self._request_seen.unpark_all()
+        self._changed.unpark_all()
 
     def _opened(self, route: Route) -> None:
         self._open[route] += 1
@@ -401,7 +402,7 @@ class Simulator:
 
     def _sent(self, file: StoredFile, count: int) -> None:
         file.bytes_sent += count
-        self._request_seen.unpark_all()
+        self._changed.unpark_all()
 
     def _take_fault(
         self, route: Route, export_id: str | None, file_id: str | None
