@@ -35,6 +35,7 @@ And some to its cost per request, none to its answers (:mod:`pipeline.testing.mo
 from __future__ import annotations
 
 import copy
+import random
 import socket
 import subprocess
 import sys
@@ -68,8 +69,34 @@ __all__ = [
 START_TIMEOUT_SECONDS = 60
 
 
+# Where a listening port is picked: below the kernel's range for outgoing
+# connections (Linux: 32768-60999). A port from that range, found free and let
+# go, can be taken by any process's next connect before the server binds it:
+# a suite of six workers each connecting to moto did so ("Address already in use").
+LISTEN_PORTS = range(20_000, 32_768)
+_pick = random.SystemRandom()
+
+
+def _outgoing_ports_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            return int(ports.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return LISTEN_PORTS.stop
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on right now."""
+    """A TCP port on ``host`` that nothing listens on right now, outside the range
+    the kernel gives outgoing connections (when that range leaves room)."""
+    top = min(LISTEN_PORTS.stop, _outgoing_ports_start())
+    for _ in range(50 if top - LISTEN_PORTS.start >= 1_000 else 0):
+        port = _pick.randrange(LISTEN_PORTS.start, top)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])

@@ -13,6 +13,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from pipeline._adapters.aws.clients import AwsClients
+from pipeline.testing import moto
+from pipeline.testing.moto import free_port
 
 
 async def _table(clients: AwsClients, *, range_key: bool) -> str:
@@ -247,3 +249,25 @@ async def test_a_long_update_expression_applies_each_time(
     item = (await clients.dynamodb.get_item(**_key(ranged, "exp", "job")))["Item"]
     assert item["count"] == {"N": "4"}
     assert [item[f"attr{i}"] for i in range(12)] == [{"N": str(i)} for i in range(12)]
+
+
+def test_free_port_is_below_the_ports_of_outgoing_connections() -> None:
+    """free_port gives a port nothing holds, below the kernel's range for outgoing
+    connections, which another process's connect could take before the server binds."""
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+    if moto._outgoing_ports_start() - moto.LISTEN_PORTS.start >= 1_000:
+        assert port in moto.LISTEN_PORTS
+        assert port < moto._outgoing_ports_start()
+
+
+def test_free_port_passes_over_a_port_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port someone listens on is not given out; the next pick is."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        picks = iter([busy, moto.LISTEN_PORTS.start + 7])
+        monkeypatch.setattr(moto._pick, "randrange", lambda start, stop: next(picks))
+        assert free_port() == moto.LISTEN_PORTS.start + 7
