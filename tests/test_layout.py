@@ -121,6 +121,15 @@ def test_product_never_imports_local_tooling_at_load(path: Path) -> None:
             assert not top_level, "the --local tooling is imported only when asked for"
 
 
+def _passes_in_a_fresh_interpreter(probe: str) -> None:
+    """Run ``probe`` in a new Python, whose modules are its own; it exits 1 and prints
+    what it found when the check fails."""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_worker_code_path_loads_no_local_tooling() -> None:
     """Loading the service's entry point and graph brings in neither pipeline.testing nor moto."""
     probe = (
@@ -128,10 +137,7 @@ def test_worker_code_path_loads_no_local_tooling() -> None:
         "bad = sorted(m for m in sys.modules if m.startswith(('pipeline.testing', 'moto')));"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    _passes_in_a_fresh_interpreter(probe)
 
 
 def test_entry_point_loads_only_the_standard_library_before_taking_sigterm() -> None:
@@ -142,10 +148,7 @@ def test_entry_point_loads_only_the_standard_library_before_taking_sigterm() -> 
         " & {'trio', 'structlog', 'attrs', 'cattrs', 'httpx', 'botocore', 'aiobotocore'});"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    _passes_in_a_fresh_interpreter(probe)
 
 
 # A module that outgrows this holds two things; split it along its seam.
