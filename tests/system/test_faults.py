@@ -64,7 +64,7 @@ CASE_DEADLINE_SECONDS = 90
 
 @attrs.frozen
 class FaultExport:
-    """The export every case processes: its files, what it should leave, its metadata."""
+    """The export every case processes: its entries, its files, and what it should leave."""
 
     small_entries: list[tuple[str, bytes]]
     big_entries: list[tuple[str, bytes]]
