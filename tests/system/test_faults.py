@@ -19,7 +19,6 @@ table of the closing note; it uses :func:`run_case` from here.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import random
 import zipfile
@@ -522,11 +521,13 @@ async def running_service(stack: Stack, **overrides: str) -> AsyncIterator[None]
             stop.set()
 
 
-async def _wait_for(check: Callable[[], Awaitable[bool]], within: float) -> None:
-    """Until ``check`` holds or ``within`` seconds pass: what is left then is the
-    case's finding, reported by its outcome, not raised here."""
-    with contextlib.suppress(trio.TooSlowError):
-        await eventually(check, within=within)
+async def _wait_for(check: Callable[[], Awaitable[bool]], within: float) -> bool:
+    """Whether ``check`` came true within ``within`` seconds; a fault case reports
+    what is left by its outcome, where test_duplicates asserts this."""
+    try:
+        return await eventually(check, within=within)
+    except trio.TooSlowError:
+        return False
 
 
 async def run_case(aws_endpoint: str, case: Case) -> Outcome:
