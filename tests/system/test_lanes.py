@@ -86,8 +86,12 @@ async def test_high_jobs_overtake_a_backlog_and_normal_work_keeps_moving(
         # and the backlog is the same one queued.
         for export_id in normal[NORMAL_TASK_BACKLOG:]:
             stack.simulator.inject_stall("status", SLOW_NORMAL_STATUS_SECONDS, export_id=export_id)
+        # High files take as long as normal ones: the high jobs then run for a few
+        # seconds, long enough to see normal files start meanwhile on their share
+        # of the slots (at full speed they ended in 2 s, with one normal start).
         for export_id in high:
-            await _serve(stack, export_id)
+            file_id = await _serve(stack, export_id)
+            stack.simulator.set_throttle(export_id, file_id, len(_zip()) / NORMAL_FILE_SECONDS)
         await _sqs.send_batch(stack.aws.sqs, stack.urls.export_jobs_url, [_body(e) for e in normal])
         limits = {"MAX_CONCURRENT_JOBS": "4", "ADMIN_TOKEN": "admin-token-1234"}
         port = free_port()
