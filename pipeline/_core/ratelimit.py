@@ -7,6 +7,12 @@ then fall in one second. Here a request may start only when fewer than
 length ever holds more, bursts included. Rates of one or more a second allow
 ``floor(rate)`` starts a second; slower rates allow one start every
 ``1 / rate`` seconds.
+
+Starts are also spread: one every ``window / capacity`` seconds at most (0.2 s
+at a rate of 5). A burst let through at once reaches the other side spread out
+by its own queueing (the last of five answered a quarter second after the
+first on a loaded machine), and could then meet the next burst inside one
+second at the far end; requests sent one by one arrive as they were sent.
 """
 
 from __future__ import annotations
@@ -53,9 +59,16 @@ class StartWindow:
         # 1e-9 absorbs the float rounding of having slept exactly that long).
         while self._starts and self._starts[0] + self.window + _EDGE <= now + 1e-9:
             self._starts.popleft()
+        # The last start is still in the log: the spacing is shorter than the window.
+        spaced = self._starts[-1] + self.spacing - now if self._starts else 0.0
         if len(self._starts) < self.capacity:
-            return 0.0
-        return self._starts[0] + self.window + _EDGE - now
+            return max(0.0, spaced)
+        return max(spaced, self._starts[0] + self.window + _EDGE - now)
+
+    @property
+    def spacing(self) -> float:
+        """The least time between two starts."""
+        return self.window / self.capacity
 
     def start(self, now: float) -> None:
         """Record a request that starts at ``now`` (after :meth:`wait` said 0)."""

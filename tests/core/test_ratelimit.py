@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from pipeline._core.ratelimit import StartWindow
@@ -28,6 +30,16 @@ def test_a_burst_is_spread(rate: float) -> None:
     """Fifty requests asked at once start no more than floor(rate) in any second."""
     started = starts_when_asked(StartWindow(rate), [0.0] * 50)
     assert most_in_any_second(started) <= max(1, int(rate))
+
+
+@pytest.mark.parametrize("rate", [1, 2.5, 5, 10])
+def test_starts_are_spread_evenly(rate: float) -> None:
+    """Requests asked at once start one by one, window / capacity apart (0.2 s at 5)."""
+    window = StartWindow(rate)
+    started = starts_when_asked(window, [0.0] * 12)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(started)]
+    assert min(gaps) >= window.spacing - 1e-9
+    assert window.spacing == pytest.approx(window.window / max(1, int(rate)))
 
 
 def test_bursts_after_a_quiet_spell_stay_under_the_rate() -> None:
